@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make run    create .venv, install, write the demo dataset if absent, start the dashboard
+#   make test   install the test tools, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8501
+DEMO   ?= demo_data
+
+.PHONY: run test install install-dev demo lint bench clean
+
+$(VENV)/.installed: requirements.txt
+	@$(PYTHON) -m venv $(VENV) || { echo "Could not create a virtual environment with $(PYTHON). On Debian/Ubuntu install it with: sudo apt-get install python3-venv"; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(DEMO)/demo_ground_truth.json: | $(VENV)/.installed
+	$(PY) -m bcp_core demo-data --out $(DEMO) --scale small
+
+demo: $(DEMO)/demo_ground_truth.json
+
+run: install demo
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+
+test: install-dev
+	$(PY) -m pytest
+
+lint: install-dev
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+bench: install
+	$(PY) bench/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache test-artifacts

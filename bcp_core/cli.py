@@ -1,0 +1,138 @@
+"""Command-line interface: the same library as the dashboard, for scripts and batch work.
+
+    python -m bcp_core demo-data --out DIR [--scale small|hospital] [--seed N]
+    python -m bcp_core match     --data-root DIR [--json]
+
+Human-readable output by default, one JSON object with ``--json`` (keys are a stable contract,
+see DESIGN.md). A user's mistake ends with one sentence on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bcp_core import config
+from bcp_core.errors import UserError
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (silent when stderr is not a terminal and quiet)."""
+
+    def __init__(self, label: str, stream=sys.stderr, width: int = 30) -> None:
+        self.label, self.stream, self.width = label, stream, width
+        self.start = time.monotonic()
+        self._last = -1.0
+
+    def __call__(self, done: int, total: int, stage: str = "") -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < 0.2:
+            return
+        self._last = now
+        frac = done / total if total else 1.0
+        filled = int(frac * self.width)
+        elapsed = now - self.start
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {stage} ETA {eta:4.0f}s ")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from bcp_core.demo import write_demo_dataset
+
+    cfg = config.DemoConfig(
+        scale=args.scale, seed=args.seed, image_height=args.image_height, subtlety=args.subtlety
+    )
+    bar = None if args.json else ProgressBar(f"Writing {args.scale} demo dataset")
+    truth = write_demo_dataset(Path(args.out), cfg, overwrite=args.overwrite, progress=bar)
+    if args.json:
+        print(json.dumps({"out": str(args.out), **truth["counts"]}))
+    else:
+        counts = truth["counts"]
+        print(f"Demo dataset written to {args.out}")
+        for key, value in counts.items():
+            print(f"  {key:<26}{value:>6}")
+    return 0
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from bcp_core.datasource import read_data_root
+
+    result = read_data_root(args.data_root)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
+        return 0
+    s = result.stats
+    print(f"Data root: {args.data_root}  (read from the {result.source})")
+    print(f"  Cancer rows             {s['cancer_rows']:>6}")
+    print(
+        f"  keys matched            {s['cancer_key_matched']:>6}   "
+        f"(without normalisation: {s['cancer_key_matched_raw']})"
+    )
+    print(f"  cancer images found     {s['cancer_images_found']:>6}")
+    print(f"  Non-Cancer rows         {s['non_cancer_rows']:>6}")
+    print(f"  non-cancer images found {s['non_cancer_images_found']:>6}")
+    print(
+        f"  validation rows         {s['validation_rows']:>6}   "
+        f"(matched: {s['validation_matched']})"
+    )
+    print(f"  patients                {s['patients']:>6}")
+    if len(result.fixes):
+        print("\nNormalisations the join needed:")
+        for row in result.fixes.itertuples():
+            print(f"  {row.table:<12}{row.column:<15}{row.fix:<40}{row.rows:>6} rows")
+    print(f"\nUnmatched rows: {len(result.unmatched)}")
+    for row in result.unmatched.itertuples():
+        print(f"  {row.sheet:<12}row {row.row:<6} {row.key:<45} {row.reason}")
+    for note in result.notes:
+        print(f"\nNote: {note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m bcp_core``."""
+    parser = argparse.ArgumentParser(prog="python -m bcp_core", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo-data", help="write the synthetic demo dataset in the hospital layout"
+    )
+    demo.add_argument("--out", required=True, help="folder to create")
+    demo.add_argument("--scale", choices=config.DEMO_SCALES, default="small")
+    demo.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
+    demo.add_argument("--image-height", type=int, default=config.DemoConfig.image_height)
+    demo.add_argument(
+        "--subtlety",
+        type=float,
+        default=config.DemoConfig.subtlety,
+        help="0 = obvious lesions, 1 = barely visible",
+    )
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=_cmd_demo_data)
+
+    match = sub.add_parser("match", help="join the workbooks and locate the images")
+    match.add_argument("--data-root", required=True)
+    match.add_argument("--json", action="store_true")
+    match.set_defaults(func=_cmd_match)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

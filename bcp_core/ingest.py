@@ -1,0 +1,346 @@
+"""Read the hospital's workbooks and exports, and normalise the key columns.
+
+`read_*` functions touch files; everything else here is a pure function over values or
+DataFrames. Excel mangles the key columns in known ways (DATA_LAYOUT.md): StudyTime ``092603``
+becomes the number ``92603`` or ``92603.0``, file names carry ``.jpg`` on one side only, cells
+carry stray spaces and mixed letter case. Each normaliser returns the clean value together with
+the names of the fixes it needed, so the data-matching page can say which ones the join used.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import re
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+
+from bcp_core import config
+from bcp_core.errors import UserError
+
+# Names of the fixes a normaliser can report (shown on the data-matching page).
+FIX_STRIPPED = "stray spaces removed"
+FIX_CASE = "letter case unified"
+FIX_EXTENSION = "file extension removed"
+FIX_FLOAT = "Excel number '.0' removed"
+FIX_ZERO_PAD = "leading zero restored (Excel number)"
+FIX_DATETIME = "Excel date converted"
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0"
+
+
+def canonical_name(name: str) -> str:
+    """Return a folder or file name reduced to casefolded letters and digits.
+
+    "Non-Cancer", "non cancer" and "NON_CANCER" all become "noncancer". Unicode is NFKC-normalised
+    first so that a name typed on macOS (decomposed accents) equals the same name from Windows.
+    """
+    text = unicodedata.normalize("NFKC", name).casefold()
+    # Turkish dotless i and dotted capital I casefold to forms that differ from "i".
+    text = text.replace("ı", "i").replace("i̇", "i")
+    return "".join(ch for ch in text if ch.isalnum())
+
+
+def find_entry(folder: Path, name: str) -> Path | None:
+    """Find ``name`` in ``folder`` comparing names case- and spelling-insensitively."""
+    wanted = canonical_name(name)
+    if not folder.is_dir():
+        return None
+    exact = folder / name
+    if exact.exists():
+        return exact
+    for entry in sorted(folder.iterdir()):
+        if canonical_name(entry.name) == wanted:
+            return entry
+    return None
+
+
+# --- Reading tables -----------------------------------------------------------------------
+
+
+def sniff_format(path: Path) -> str:
+    """Return "xlsx", "xls" or "csv" from a file's first bytes (exports lie about their suffix)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise UserError(f"Cannot open {path}: {exc.strerror or exc}.") from exc
+    if head.startswith(_ZIP_MAGIC):
+        return "xlsx"
+    if head.startswith(_OLE_MAGIC):
+        return "xls"
+    return "csv"
+
+
+def _read_excel(path: Path, sheet: str | int | None) -> dict[str, pd.DataFrame] | pd.DataFrame:
+    """Read Excel with the fast calamine engine, falling back to openpyxl."""
+    try:
+        return pd.read_excel(path, sheet_name=sheet, engine="calamine", dtype=object)
+    except ImportError:
+        return pd.read_excel(path, sheet_name=sheet, engine="openpyxl", dtype=object)
+
+
+def read_excel_sheets(path: Path) -> dict[str, pd.DataFrame]:
+    """Read every sheet of a workbook, values kept as Excel stored them (dtype object).
+
+    Raises:
+        UserError: if the file is missing, not a workbook, or cannot be parsed.
+    """
+    if not path.is_file():
+        raise UserError(f"Workbook not found: {path}.")
+    if sniff_format(path) == "csv":
+        raise UserError(
+            f"{path.name} is not an Excel workbook (it looks like text); save it as .xlsx."
+        )
+    try:
+        sheets = _read_excel(path, None)
+    except UserError:
+        raise
+    except Exception as exc:  # calamine and openpyxl raise many types for broken files
+        raise UserError(
+            f"Cannot read workbook {path.name}: {exc}. Open it in Excel and save it again as .xlsx."
+        ) from exc
+    return {str(name): _clean_columns(df) for name, df in sheets.items()}
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV export or a workbook's first sheet, whatever its suffix says.
+
+    CSV cells are read as text so that leading zeros survive; UTF-8 (with or without BOM) is
+    tried first, then Windows-1254 (Turkish), which is what Excel writes on the user's machines.
+    """
+    if not path.is_file():
+        raise UserError(f"File not found: {path}.")
+    if sniff_format(path) != "csv":
+        return next(iter(read_excel_sheets(path).values()))
+    for encoding in ("utf-8-sig", "cp1254"):
+        try:
+            df = pd.read_csv(
+                path, dtype=str, keep_default_na=False, encoding=encoding, sep=None, engine="python"
+            )
+            return _clean_columns(df)
+        except UnicodeDecodeError:
+            continue
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+            raise UserError(f"Cannot read {path.name} as CSV: {exc}.") from exc
+    raise UserError(f"{path.name} is neither UTF-8 nor Windows-1254 text; save it as UTF-8 CSV.")
+
+
+def _clean_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Strip spaces from column names; Excel users often leave them."""
+    df = df.copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def pick_sheet(sheets: dict[str, pd.DataFrame], wanted: str, workbook: str) -> pd.DataFrame:
+    """Return the sheet called ``wanted``, compared case- and punctuation-insensitively.
+
+    Raises:
+        UserError: naming the sheets the workbook does have.
+    """
+    for name, df in sheets.items():
+        if canonical_name(name) == canonical_name(wanted):
+            return df
+    have = ", ".join(repr(n) for n in sheets) or "none"
+    raise UserError(f"{workbook} has no sheet {wanted!r}; its sheets are: {have}.")
+
+
+def find_column(df: pd.DataFrame, candidates: tuple[str, ...] | str, table: str) -> str:
+    """Return the first column of ``df`` matching one of ``candidates`` (case-insensitive).
+
+    Raises:
+        UserError: naming the missing column and the table it was looked for in.
+    """
+    if isinstance(candidates, str):
+        candidates = (candidates,)
+    by_canon = {canonical_name(c): c for c in df.columns}
+    for cand in candidates:
+        if cand in df.columns:
+            return cand
+        if canonical_name(cand) in by_canon:
+            return by_canon[canonical_name(cand)]
+    shown = ", ".join(list(map(str, df.columns))[:12])
+    raise UserError(
+        f"{table} has no column {candidates[0]!r} (needed for the key); "
+        f"its first columns are: {shown}."
+    )
+
+
+# --- Normalising key parts ------------------------------------------------------------------
+
+
+def _is_empty(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    try:
+        if pd.isna(value):
+            return True
+    except (TypeError, ValueError):
+        pass
+    return isinstance(value, str) and value.strip() == ""
+
+
+def _number_text(value: object, fixes: set[str]) -> str | None:
+    """Text of an Excel number without a spurious '.0'; None if ``value`` is not numeric."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            fixes.add(FIX_FLOAT)
+            return str(int(value))
+        return repr(value)
+    return None
+
+
+def _text(value: object, fixes: set[str]) -> str:
+    text = unicodedata.normalize("NFC", str(value))
+    stripped = text.strip()
+    if stripped != text:
+        fixes.add(FIX_STRIPPED)
+    return stripped
+
+
+def normalise_file_name(value: object) -> tuple[str, set[str]]:
+    """Normalise an InputFileName: no spaces, no image extension, upper case."""
+    fixes: set[str] = set()
+    if _is_empty(value):
+        return "", fixes
+    text = _number_text(value, fixes) or _text(value, fixes)
+    stem, dot, ext = text.rpartition(".")
+    if dot and "." + ext.lower() in config.IMAGE_EXTENSIONS:
+        text = stem
+        fixes.add(FIX_EXTENSION)
+    upper = text.upper()
+    if upper != text:
+        fixes.add(FIX_CASE)
+    return upper, fixes
+
+
+def normalise_date(value: object) -> tuple[str, set[str]]:
+    """Normalise a StudyDate to ``YYYYMMDD`` (from a number, text or an Excel date)."""
+    fixes: set[str] = set()
+    if _is_empty(value):
+        return "", fixes
+    if isinstance(value, (dt.date, dt.datetime, pd.Timestamp)):
+        fixes.add(FIX_DATETIME)
+        return value.strftime("%Y%m%d"), fixes
+    text = _number_text(value, fixes)
+    if text is None:
+        text = _text(value, fixes)
+        if re.fullmatch(r"\d{8}\.0+", text):
+            fixes.add(FIX_FLOAT)
+            text = text.split(".")[0]
+        m = re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T].*)?", text)
+        if m:
+            fixes.add(FIX_DATETIME)
+            text = f"{m[1]}{int(m[2]):02d}{int(m[3]):02d}"
+    return text, fixes
+
+
+def normalise_time(value: object) -> tuple[str, set[str]]:
+    """Normalise a StudyTime to ``HHMMSS``: restore the zero Excel drops, cut fractions."""
+    fixes: set[str] = set()
+    if _is_empty(value):
+        return "", fixes
+    if isinstance(value, (dt.time, dt.datetime, pd.Timestamp)):
+        fixes.add(FIX_DATETIME)
+        return value.strftime("%H%M%S"), fixes
+    if isinstance(value, float) and not value.is_integer():
+        fixes.add(FIX_FLOAT)  # 112603.5 (fractions of a second)
+        value = math.floor(value)
+    text = _number_text(value, fixes)
+    if text is None:
+        text = _text(value, fixes)
+        m = re.fullmatch(r"(\d{1,2}):(\d{2}):(\d{2})(?:\.\d*)?", text)
+        if m:
+            fixes.add(FIX_DATETIME)
+            text = f"{int(m[1]):02d}{m[2]}{m[3]}"
+        elif re.fullmatch(r"\d+\.\d*", text):
+            fixes.add(FIX_FLOAT)
+            text = text.split(".")[0]
+    if text.isdigit() and len(text) < 6:
+        fixes.add(FIX_ZERO_PAD)
+        text = text.zfill(6)
+    return text, fixes
+
+
+def normalise_patient(value: object) -> tuple[str, set[str]]:
+    """Normalise a PatientID: no spaces, upper case, no Excel '.0' on numeric IDs."""
+    fixes: set[str] = set()
+    if _is_empty(value):
+        return "", fixes
+    text = _number_text(value, fixes) or _text(value, fixes)
+    upper = text.upper()
+    if upper != text:
+        fixes.add(FIX_CASE)
+    return upper, fixes
+
+
+_NORMALISERS = {
+    config.COL_FILE: normalise_file_name,
+    config.COL_DATE: normalise_date,
+    config.COL_TIME: normalise_time,
+    config.COL_PATIENT: normalise_patient,
+}
+
+
+def key_parts_df(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Normalise the four key columns of ``df``.
+
+    Args:
+        df: rows of a sheet or export, with the key columns under any accepted spelling.
+        table: name used in error messages ("datacombined.xlsx sheet 'Cancer'").
+
+    Returns:
+        DataFrame with the same index and columns ``file``, ``date``, ``time``, ``patient``
+        (normalised text), ``raw_key`` (the key built from the values as written),
+        ``key`` (normalised UniqueKey), ``empty`` (comma-separated names of empty parts) and
+        ``fixes`` (a frozenset of (column, fix) pairs).
+    """
+    columns = {
+        config.COL_FILE: find_column(df, config.COL_FILE, table),
+        config.COL_DATE: find_column(df, config.COL_DATE, table),
+        config.COL_TIME: find_column(df, config.COL_TIME, table),
+        config.COL_PATIENT: find_column(df, config.PATIENT_COLUMNS, table),
+    }
+    out = pd.DataFrame(index=df.index)
+    fixes: list[set[tuple[str, str]]] = [set() for _ in range(len(df))]
+    raw_parts = []
+    for short, (canon, actual) in zip(("file", "date", "time", "patient"), columns.items()):
+        values = []
+        for i, raw in enumerate(df[actual].tolist()):
+            clean, used = _NORMALISERS[canon](raw)
+            values.append(clean)
+            fixes[i].update((canon, f) for f in used)
+        out[short] = pd.Series(values, index=df.index, dtype=object)
+        raw_parts.append(df[actual].map(lambda v: "" if _is_empty(v) else str(v)))
+    out["raw_key"] = [config.KEY_SEPARATOR.join(p) for p in zip(*[r.tolist() for r in raw_parts])]
+    parts = out[["file", "date", "time", "patient"]]
+    out["key"] = (
+        parts.agg(config.KEY_SEPARATOR.join, axis=1) if len(df) else pd.Series(dtype=object)
+    )
+    names = dict(zip(("file", "date", "time", "patient"), config.KEY_COLUMNS))
+    out["empty"] = [
+        ", ".join(names[c] for c, v in zip(parts.columns, row) if v == "")
+        for row in zip(*(parts[c].tolist() for c in parts.columns))
+    ]
+    out["fixes"] = [frozenset(f) for f in fixes]
+    return out
+
+
+def text_column(df: pd.DataFrame, candidates: tuple[str, ...] | str) -> pd.Series:
+    """Return a column as clean upper-case text, or empty strings if the column is absent."""
+    try:
+        col = find_column(df, candidates, "table")
+    except UserError:
+        return pd.Series([""] * len(df), index=df.index, dtype=object)
+    return df[col].map(lambda v: "" if _is_empty(v) else str(v).strip().upper()).astype(object)
