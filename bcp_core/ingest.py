@@ -323,17 +323,17 @@ def key_parts_df(df: pd.DataFrame, table: str) -> pd.DataFrame:
             fixes[i].update((canon, f) for f in used)
         out[short] = pd.Series(values, index=df.index, dtype=object)
         raw_parts.append(df[actual].map(lambda v: "" if _is_empty(v) else str(v)))
-    out["raw_key"] = [config.KEY_SEPARATOR.join(p) for p in zip(*[r.tolist() for r in raw_parts])]
-    parts = out[["file", "date", "time", "patient"]]
-    out["key"] = (
-        parts.agg(config.KEY_SEPARATOR.join, axis=1) if len(df) else pd.Series(dtype=object)
-    )
-    names = dict(zip(("file", "date", "time", "patient"), config.KEY_COLUMNS))
-    out["empty"] = [
-        ", ".join(names[c] for c, v in zip(parts.columns, row) if v == "")
-        for row in zip(*(parts[c].tolist() for c in parts.columns))
-    ]
-    out["fixes"] = [frozenset(f) for f in fixes]
+    sep = config.KEY_SEPARATOR
+    rows = list(zip(*(out[c].tolist() for c in ("file", "date", "time", "patient"))))
+    names = config.KEY_COLUMNS
+
+    def column(values: list) -> pd.Series:  # object dtype even when the sheet is empty
+        return pd.Series(values, index=df.index, dtype=object)
+
+    out["raw_key"] = column([sep.join(p) for p in zip(*[r.tolist() for r in raw_parts])])
+    out["key"] = column([sep.join(r) for r in rows])
+    out["empty"] = column([", ".join(n for n, v in zip(names, r) if v == "") for r in rows])
+    out["fixes"] = column([frozenset(f) for f in fixes])
     return out
 
 

@@ -6,6 +6,8 @@ functions here, which fall back to the defaults when a page runs on its own (tes
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from bcp_core import config
@@ -16,11 +18,18 @@ from bcp_core.privacy import mask_df
 
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
+#: Environment variable that sets the data root the sidebar starts with.
+ENV_DATA_ROOT = "BCP_DATA_ROOT"
+
+
+def default_data_root() -> str:
+    """The data root the sidebar starts with: $BCP_DATA_ROOT, else the built-in demo dataset."""
+    return os.environ.get(ENV_DATA_ROOT) or str(config.DEFAULT_DEMO_DIR)
 
 
 def data_root() -> str:
-    """The data root chosen in the sidebar (default: the demo dataset)."""
-    return st.session_state.get(KEY_DATA_ROOT) or str(config.DEFAULT_DEMO_DIR)
+    """The data root chosen in the sidebar."""
+    return st.session_state.get(KEY_DATA_ROOT) or default_data_root()
 
 
 def masking() -> bool:
@@ -51,18 +60,22 @@ def load_match() -> MatchResult:
 
 
 def sidebar() -> None:
-    """The shared sidebar: data root and privacy settings."""
+    """The shared sidebar: data root and privacy settings.
+
+    Defaults go into session state before the widgets are made (rather than as ``value=``), so a
+    test or another page can set them through ``st.session_state`` without a conflict.
+    """
+    st.session_state.setdefault(KEY_DATA_ROOT, default_data_root())
+    st.session_state.setdefault(KEY_MASK_IDS, True)
     with st.sidebar:
         st.text_input(
             "Data root",
-            value=str(config.DEFAULT_DEMO_DIR),
             key=KEY_DATA_ROOT,
             help="Folder with datacombined.xlsx, data_validation_x.xlsx and the Cancer / "
             "Non-Cancer image folders. The default is the built-in synthetic demo dataset.",
         )
         st.toggle(
             "Mask patient IDs",
-            value=True,
             key=KEY_MASK_IDS,
             help="Patient IDs are masked on every page and in downloads while this is on.",
         )

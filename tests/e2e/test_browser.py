@@ -1,0 +1,50 @@
+"""The dashboard in a real headless Chromium: what a user sees on each page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.conftest import ARTIFACTS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def metric_value(page, label: str) -> str:
+    card = page.locator('[data-testid="stMetric"]', has_text=label).first
+    return card.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_data_matching_and_class_balance_pages(app_url, page, small_demo):
+    _, truth = small_demo
+    counts = truth["counts"]
+    page.goto(app_url)
+    page.get_by_role("heading", name="Data matching").wait_for()
+    page.get_by_text("Unmatched rows").first.wait_for()
+    assert metric_value(page, "Keys matched") == str(counts["cancer_key_matched"])
+    assert metric_value(page, "Cancer rows") == str(counts["cancer_rows"])
+    assert metric_value(page, "Validation rows") == str(counts["validation_rows"])
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.screenshot(path=ARTIFACTS / "page1_data_matching.png", full_page=True)
+
+    page.get_by_role("link", name="Class balance").click()
+    page.get_by_role("heading", name="Class balance").wait_for()
+    page.get_by_text("Patient-grouped split").wait_for()
+    assert metric_value(page, "Cancer images") == str(counts["cancer_images_found"])
+    accuracy = metric_value(page, "Accuracy of always 'no cancer'")
+    assert re.fullmatch(r"\d+\.\d%", accuracy)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6")
+    page.screenshot(path=ARTIFACTS / "page2_class_balance.png", full_page=True)
+
+
+def test_a_wrong_data_root_typed_in_the_sidebar_shows_a_sentence(app_url, page):
+    page.goto(app_url)
+    page.get_by_role("heading", name="Data matching").wait_for()
+    box = page.get_by_label("Data root", exact=True)
+    box.fill("/no/such/folder")
+    box.press("Enter")
+    alert = page.locator('[data-testid="stAlert"]', has_text="Data root not found")
+    alert.wait_for()
+    assert "Choose the folder" in alert.inner_text()
+    page.screenshot(path=ARTIFACTS / "page1_bad_root.png", full_page=True)

@@ -1,0 +1,90 @@
+"""The command-line contract: names, JSON keys, exit codes, one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bcp_core.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_match_json_keys_and_counts(small_demo, capsys):
+    root, truth = small_demo
+    assert main(["match", "--data-root", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key, value in truth["counts"].items():
+        assert out[key] == value
+    assert len(out["unmatched"]) == len(truth["unmatched"])
+    assert set(out["unmatched"][0]) == {"sheet", "row", "key", "reason"}
+
+
+def test_match_table_is_readable(small_demo, capsys):
+    root, truth = small_demo
+    assert main(["match", "--data-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"keys matched            {truth['counts']['cancer_key_matched']:>6}" in out
+    assert "Unmatched rows:" in out and "no validation row has this key" in out
+
+
+def test_user_error_is_one_sentence_on_stderr_with_exit_2(tmp_path, capsys):
+    assert main(["match", "--data-root", str(tmp_path / "missing")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: Data root not found:")
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+
+
+def test_demo_data_refuses_a_bad_scale_through_argparse(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bcp_core",
+            "demo-data",
+            "--out",
+            str(tmp_path / "x"),
+            "--scale",
+            "xl",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert "invalid choice: 'xl'" in proc.stderr
+
+
+def test_module_entry_point_runs_demo_data_and_match(tmp_path):
+    out = tmp_path / "demo ı"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bcp_core",
+            "demo-data",
+            "--out",
+            str(out),
+            "--image-height",
+            "64",
+            "--seed",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    made = json.loads(proc.stdout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bcp_core", "match", "--data-root", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cancer_key_matched"] == made["cancer_key_matched"]

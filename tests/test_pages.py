@@ -1,0 +1,105 @@
+"""Each dashboard page, driven through the real app with Streamlit's AppTest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+
+
+def open_app(data_root, page: str | None = None) -> AppTest:
+    """Run the app on ``data_root``, optionally switched to ``page``.
+
+    Sidebar settings are set through session state: with st.navigation, AppTest drops the
+    sidebar's elements from its tree after the first run (the browser test covers the widgets).
+    """
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["data_root"] = str(data_root)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_data_matching_page_shows_the_ground_truth_counts(small_demo):
+    root, truth = small_demo
+    at = open_app(root)
+    counts = truth["counts"]
+    assert metric(at, "Cancer rows") == str(counts["cancer_rows"])
+    assert metric(at, "Keys matched") == str(counts["cancer_key_matched"])
+    assert metric(at, "Cancer images") == str(counts["cancer_images_found"])
+    assert metric(at, "Non-cancer images") == str(counts["non_cancer_images_found"])
+    assert metric(at, "Validation rows") == str(counts["validation_rows"])
+    unmatched = next(
+        df.value
+        for df in at.dataframe
+        if "reason" in df.value.columns and "key" in df.value.columns
+    )
+    assert len(unmatched) == len(truth["unmatched"])
+
+
+def test_patient_ids_are_masked_by_default_and_can_be_shown(small_demo):
+    root, truth = small_demo
+    at = open_app(root)
+
+    def keys():
+        df = next(d.value for d in at.dataframe if "key" in d.value.columns)
+        return df["key"].tolist()
+
+    assert all("*" in k for k in keys() if k.count("-") >= 3)
+    patient = truth["images"][0]["patient_id"]
+    assert not any(patient in k for k in keys())
+    at.session_state["mask_ids"] = False
+    at.run()
+    assert not any("*" in k for k in keys())
+
+
+def test_missing_data_root_gives_one_sentence_and_the_app_keeps_running(tmp_path):
+    at = open_app(tmp_path / "nowhere")
+    assert not at.exception
+    assert len(at.error) == 1
+    assert "Data root not found" in at.error[0].value
+    assert "Choose the folder" in at.error[0].value
+    assert at.sidebar.text_input(key="data_root").value == str(tmp_path / "nowhere")
+
+
+def test_wrong_sheet_names_are_named_on_the_page(tmp_path):
+    from tests.conftest import write_xlsx
+
+    root = tmp_path / "root"
+    write_xlsx(root / "datacombined.xlsx", {"Kanser": [["a"], [1]]})
+    write_xlsx(root / "data_validation_x.xlsx", {"Sheet1": [["a"], [1]]})
+    (root / "Cancer").mkdir()
+    (root / "Non-Cancer").mkdir()
+    at = open_app(root)
+    assert "no sheet 'Cancer'; its sheets are: 'Kanser'" in at.error[0].value
+
+
+def test_class_balance_page_shows_the_accuracy_trap(small_demo):
+    root, truth = small_demo
+    at = open_app(root, "pages/class_balance.py")
+    found = truth["counts"]
+    cancer, normal = found["cancer_images_found"], found["non_cancer_images_found"]
+    assert metric(at, "Cancer images") == str(cancer)
+    assert metric(at, "Accuracy of always 'no cancer'") == f"{normal / (cancer + normal):.1%}"
+    assert metric(at, "Imbalance") == f"1 : {normal / cancer:.1f}"
+    assert f"finds **0 of {cancer}** cancers" in at.warning[0].value
+    assert len(at.get("plotly_chart")) == 6
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5])
+def test_class_balance_split_slider_reruns_without_error(small_demo, share):
+    root, _ = small_demo
+    at = open_app(root, "pages/class_balance.py")
+    at.slider(key="balance_val").set_value(share).run()
+    assert not at.exception
+    at.radio(key="balance_measure").set_value("patients").run()
+    assert not at.exception
