@@ -8,7 +8,7 @@ calcification cluster).
 
 Speed: everything smooth is rendered at half resolution and upsampled once with Pillow's
 bicubic filter; only sensor noise and the lesion (which needs thin spicules and tiny dots)
-are drawn at full resolution. A 1024 x 832 image takes about 25-30 ms on one core.
+are drawn at full resolution. A 1024 x 832 image takes about 45-55 ms on one core.
 
 Geometry is computed in "L orientation" (chest wall on the left edge, nipple towards the
 image centre) in full-resolution pixel units; "R" images are mirrored horizontally at the
@@ -18,8 +18,12 @@ Lesion visibility: a lesion's ``contrast`` is ``base * visibility(subtlety)`` wi
 ``visibility(s) = 1 - k * s``, which decreases monotonically with subtlety:
 
 * masses (spiculated, round): base 55-75 grey levels, ``k = 0.85`` (100 % at s=0, 15 % at s=1);
-* calcifications: base 170-200 grey levels, ``k = 0.55`` (they stay small bright dots, so they
-  need more added intensity to remain near-saturated at moderate subtlety).
+* calcifications: base 170-200 grey levels, ``k = 0.75`` (100 % at s=0, 25 % at s=1). Specks
+  are only 1-4 px, so they need far more added intensity than a mass to be seen: at the default
+  s=0.6 they add ~100, which saturates on dense tissue (~240-255) and reaches ~190 on fat.
+
+Tissue is soft-capped at 228 so that only calcifications (and lesions on dense tissue) reach
+the top of the range.
 
 Determinism: the output is a pure function of the generator's state and the arguments. The
 lesion's random draws come after all background draws, so rendering with and without a
@@ -43,7 +47,7 @@ MIN_SIZE = 32
 _KIND_PROBS = (0.4, 0.35, 0.25)
 #: visibility(s) = 1 - k * s, per lesion family (see module docstring).
 _K_MASS = 0.85
-_K_CALC = 0.55
+_K_CALC = 0.75
 _MASS_CONTRAST = (55.0, 75.0)
 _CALC_CONTRAST = (170.0, 200.0)
 
@@ -155,7 +159,9 @@ def sample_breast_lesion(rng: np.random.Generator, subtlety: float) -> dict[str,
     base = float(rng.uniform(lo, hi))
     contrast = base * (1.0 - (_K_CALC if is_calc else _K_MASS) * subtlety)
     offsets = {"CC": rho * math.cos(psi), "MLO": rho * math.cos(psi - math.pi / 4)}
-    return {v: Lesion(kind, depth, float(np.clip(o, -1, 1)), size, contrast) for v, o in offsets.items()}
+    return {
+        v: Lesion(kind, depth, float(np.clip(o, -1, 1)), size, contrast) for v, o in offsets.items()
+    }
 
 
 def breast_params(rng: np.random.Generator) -> dict:

@@ -25,9 +25,13 @@ cols[1].metric(
     delta_arrow="off",
     help="Cancer rows whose UniqueKey has exactly one row in the validation workbook.",
 )
-cols[2].metric("Cancer images", s["cancer_images_found"], help="Matched rows with an image on disk.")
+cols[2].metric(
+    "Cancer images", s["cancer_images_found"], help="Matched rows with an image on disk."
+)
 cols[3].metric("Non-Cancer rows", s["non_cancer_rows"], help="Rows in the sheet 'Non-Cancer'.")
-cols[4].metric("Non-cancer images", s["non_cancer_images_found"], help="Rows with an image on disk.")
+cols[4].metric(
+    "Non-cancer images", s["non_cancer_images_found"], help="Rows with an image on disk."
+)
 cols[5].metric(
     "Validation rows",
     s["validation_rows"],
