@@ -6,8 +6,10 @@ needs lives here, so the hospital layout is described in exactly one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from bcp_core.errors import UserError
 
 # --- Workbooks -------------------------------------------------------------------------
 
@@ -35,6 +37,15 @@ COL_UNIQUE_KEY = "UniqueKey"
 COL_VIEW = "ViewPosition"
 COL_LATERALITY = "ImageLaterality"
 KEY_SEPARATOR = "-"
+#: Every column the join and the manifest read; the other ~550 columns are not loaded.
+MATCH_COLUMNS = (
+    *KEY_COLUMNS,
+    *PATIENT_COLUMNS,
+    COL_ABSPATH,
+    COL_UNIQUE_KEY,
+    COL_VIEW,
+    COL_LATERALITY,
+)
 
 # --- Image folders ----------------------------------------------------------------------
 
@@ -80,6 +91,9 @@ REASON_NO_PATH = "no AbsolutePath"
 DEMO_SCALES = ("small", "hospital")
 DEMO_TRUTH_FILE = "demo_ground_truth.json"
 DEFAULT_DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_data"
+#: Where the dashboard writes and lists model bundles, and the demo bundle's name there.
+DEFAULT_BUNDLES_DIR = Path(__file__).resolve().parent.parent / "bundles"
+DEMO_BUNDLE_NAME = "demo"
 DEFAULT_SEED = 42
 
 
@@ -98,3 +112,117 @@ class DemoConfig:
     seed: int = DEFAULT_SEED
     image_height: int = 1024
     subtlety: float = 0.6
+
+
+# --- Models and training ------------------------------------------------------------------
+
+MODEL_NAMES = ("seed_cnn", "default_cnn", "resnet50", "vgg19", "inceptionv3", "efficientnetb0")
+TRANSFER_MODELS = ("resnet50", "vgg19", "inceptionv3", "efficientnetb0")
+DEFAULT_MODEL = "default_cnn"
+IMBALANCE_METHODS = ("class_weight", "oversample", "focal", "none")
+#: Default network input (height, width): portrait, like a mammogram.
+DEFAULT_IMAGE_SIZE = (320, 256)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How images become network inputs; stored in every bundle.
+
+    Attributes:
+        height: network input height in pixels.
+        width: network input width in pixels.
+        crop: crop to the breast (largest bright region) before resizing.
+        orient: flip images so that the chest wall is on the left.
+    """
+
+    height: int = DEFAULT_IMAGE_SIZE[0]
+    width: int = DEFAULT_IMAGE_SIZE[1]
+    crop: bool = True
+    orient: bool = True
+
+    def validate(self) -> PreprocessSpec:
+        """Return self, or raise UserError for a size no network can use."""
+        for name, value in (("height", self.height), ("width", self.width)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 32 <= value <= 4096:
+                raise UserError(
+                    f"Image {name} must be a whole number from 32 to 4096, got {value!r}."
+                )
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessSpec:
+        known = {k: data[k] for k in ("height", "width", "crop", "orient") if k in data}
+        return cls(**known).validate()
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+
+
+def _check_range(name: str, value: object, low: float, high: float, what: str) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not low <= float(value) <= high:
+        raise UserError(f"{name} must be {what}, got {value!r}.")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (checked by :meth:`validate`, not by the constructor)."""
+
+    model: str = DEFAULT_MODEL
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    epochs: int = 15
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    imbalance: str = "class_weight"
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.2
+    seed: int = DEFAULT_SEED
+    weights: str = "none"
+    fine_tune: bool = False
+    patience: int = 6
+    augment: bool = True
+    threshold_method: str = "youden"
+
+    def validate(self) -> TrainConfig:
+        """Return self, or raise UserError naming the first bad setting."""
+        if self.model not in MODEL_NAMES:
+            raise UserError(
+                f"Unknown model {self.model!r}; choose one of: {', '.join(MODEL_NAMES)}."
+            )
+        if len(self.image_size) != 2:
+            raise UserError(
+                f"Image size must be two numbers (height, width), got {self.image_size!r}."
+            )
+        PreprocessSpec(*self.image_size).validate()
+        _check_int("Epochs", self.epochs, 1, 500)
+        _check_int("Batch size", self.batch_size, 1, 512)
+        _check_int("Patience", self.patience, 1, 500)
+        _check_int("Seed", self.seed, 0, 2**31 - 1)
+        _check_range("Learning rate", self.learning_rate, 1e-7, 1.0, "from 1e-7 to 1")
+        if self.imbalance not in IMBALANCE_METHODS:
+            raise UserError(
+                f"Unknown imbalance method {self.imbalance!r}; choose one of: "
+                f"{', '.join(IMBALANCE_METHODS)}."
+            )
+        _check_range("Label smoothing", self.label_smoothing, 0.0, 0.49, "from 0 to 0.49")
+        _check_range("Validation fraction", self.val_fraction, 0.05, 0.5, "from 0.05 to 0.5")
+        if self.weights != "none" and self.model not in TRANSFER_MODELS:
+            raise UserError(
+                f"Pretrained weights apply to {', '.join(TRANSFER_MODELS)} only, "
+                f"not {self.model!r}."
+            )
+        return self
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return PreprocessSpec(height=int(self.image_size[0]), width=int(self.image_size[1]))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["image_size"] = list(self.image_size)
+        return out

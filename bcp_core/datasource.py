@@ -12,7 +12,7 @@ from pathlib import Path
 from bcp_core import config
 from bcp_core.errors import UserError
 from bcp_core.images import build_index, find_class_folders
-from bcp_core.ingest import find_entry, pick_sheet, read_excel_sheets, read_table
+from bcp_core.ingest import canonical_name, find_entry, pick_sheet, read_excel_sheets, read_table
 from bcp_core.matching import MatchResult, combine, match_cancer, match_non_cancer
 
 _HINT = (
@@ -87,10 +87,11 @@ def read_data_root(data_root: str | Path) -> MatchResult:
 
     notes: list[str] = []
     if combined and validation:
-        sheets = read_excel_sheets(combined)
+        wanted = {canonical_name(c) for c in config.MATCH_COLUMNS}
+        sheets = read_excel_sheets(combined, wanted)
         cancer = pick_sheet(sheets, config.SHEET_CANCER, combined.name)
         non_cancer = pick_sheet(sheets, config.SHEET_NON_CANCER, combined.name)
-        val = next(iter(read_excel_sheets(validation).values()))
+        val = next(iter(read_excel_sheets(validation, wanted).values()))
         cancer_part = match_cancer(cancer, val, cancer_index)
         source = "workbooks"
     else:

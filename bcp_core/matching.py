@@ -7,6 +7,7 @@ row that does not end up as a usable image is reported with its sheet, Excel row
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -108,9 +109,10 @@ def _manifest_rows(
     lat = text_column(sheet_df, config.COL_LATERALITY).map(lambda v: _LATERALITY.get(v, v))
     view = text_column(sheet_df, config.COL_VIEW)
     rows = relpaths.index
+    root = str(index.root)
     return pd.DataFrame(
         {
-            "path": [str(index.root / r) for r in relpaths],
+            "path": [os.path.join(root, r) for r in relpaths],
             "relpath": [index.prefix + r for r in relpaths],
             "label": label,
             "patient_id": parts.loc[rows, "patient"].tolist(),

@@ -144,3 +144,19 @@ def test_text_file_named_xlsx_is_refused(tmp_path):
 )
 def test_canonical_name_folds_spelling(a, b):
     assert ingest.canonical_name(a) == ingest.canonical_name(b)
+
+
+def test_only_the_wanted_columns_are_read_and_numbers_come_back_as_int(tmp_path):
+    path = write_xlsx(tmp_path / "w.xlsx", {"S": [["InputFileName", "Noise", "StudyTime"],
+                                                 ["F1", "x", 92603], ["F2", "", None]]})
+    wanted = {ingest.canonical_name("StudyTime"), ingest.canonical_name("inputfilename")}
+    df = ingest.read_excel_sheets(path, wanted)["S"]
+    assert list(df.columns) == ["InputFileName", "StudyTime"]
+    assert df["StudyTime"].tolist()[0] == 92603 and isinstance(df["StudyTime"][0], int)
+    assert df["StudyTime"][1] is None
+
+
+def test_openpyxl_fallback_reads_the_same_columns(tmp_path):
+    path = write_xlsx(tmp_path / "w.xlsx", {"S": [["InputFileName", "Noise"], ["F1", "x"]]})
+    df = ingest._read_excel_openpyxl(path, {"inputfilename"})["S"]
+    assert list(df.columns) == ["InputFileName"] and df.iloc[0, 0] == "F1"
