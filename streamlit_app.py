@@ -13,6 +13,7 @@ PAGES = [
         "pages/data_matching.py", title="Data matching", icon=":material/join_inner:", default=True
     ),
     st.Page("pages/class_balance.py", title="Class balance", icon=":material/balance:"),
+    st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
 ]
 
 navigation = st.navigation(PAGES)

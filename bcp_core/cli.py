@@ -95,6 +95,82 @@ def _cmd_match(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace) -> config.TrainConfig:
+    return config.TrainConfig(
+        model=args.model,
+        image_size=tuple(args.image_size),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        imbalance=args.imbalance,
+        label_smoothing=args.label_smoothing,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        weights=args.weights,
+        fine_tune=args.fine_tune,
+        patience=args.patience,
+    ).validate()
+
+
+class _TrainProgress:
+    """Prints a progress bar per epoch and one line of validation metrics after each."""
+
+    def __init__(self) -> None:
+        self.bar: ProgressBar | None = None
+
+    def __call__(self, event: dict) -> None:
+        kind = event["kind"]
+        if kind == "start":
+            s = event["split"]
+            print(
+                f"Training on {s['train_images']} images of {s['train_patients']} patients, "
+                f"validating on {s['val_images']} images of {s['val_patients']} patients "
+                f"(patient overlap {s['patient_overlap']}).",
+                file=sys.stderr,
+            )
+        elif kind == "batch":
+            if self.bar is None:
+                self.bar = ProgressBar(f"Epoch {event['epoch']}/{event['epochs']}")
+            self.bar(event["batch"], event["steps"], f"loss {event['loss'] or 0:.3f}")
+        elif kind == "epoch":
+            self.bar = None
+            m = event["metrics"]
+            print(
+                f"  epoch {event['epoch']}: loss {m.get('loss') or 0:.3f}  "
+                f"val ROC-AUC {m.get('val_roc_auc') or 0:.3f}  "
+                f"val PR-AUC {m.get('val_pr_auc') or 0:.3f}  "
+                f"val recall@0.5 {m.get('val_recall') or 0:.2f}",
+                file=sys.stderr,
+            )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bcp_core.datasource import read_data_root
+    from bcp_core.training import train_model
+
+    cfg = _train_config(args)  # settings are refused before any data is read
+    manifest = read_data_root(args.data_root).manifest
+    result = train_model(
+        manifest, cfg, Path(args.out), on_event=None if args.json else _TrainProgress()
+    )
+    out = result.to_json()
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(
+        f"Bundle written to {out['bundle']} ({result.status}, best epoch {result.best_epoch} "
+        f"of {result.epochs_run})."
+    )
+    print(f"  validation ROC-AUC {out['val_roc_auc']:.3f}, PR-AUC {out['val_pr_auc']:.3f}")
+    print(
+        f"  at threshold {out['threshold']:.3f}: sensitivity {out['val_sensitivity']:.2f}, "
+        f"specificity {out['val_specificity']:.2f}"
+    )
+    for message in result.read_failures.values():
+        print(f"  skipped unreadable image: {message}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m bcp_core``."""
     parser = argparse.ArgumentParser(prog="python -m bcp_core", description=__doc__.split("\n")[0])
@@ -121,7 +197,36 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--data-root", required=True)
     match.add_argument("--json", action="store_true")
     match.set_defaults(func=_cmd_match)
+
+    _add_train_parser(sub)
     return parser
+
+
+def _add_train_parser(sub) -> None:
+    d = config.TrainConfig()
+    train = sub.add_parser("train", help="train a model and write a bundle")
+    train.add_argument("--data-root", required=True)
+    train.add_argument("--out", required=True, help="bundle folder to write")
+    train.add_argument("--model", choices=config.MODEL_NAMES, default=d.model)
+    train.add_argument(
+        "--image-size", nargs=2, type=int, metavar=("H", "W"), default=list(d.image_size)
+    )
+    train.add_argument("--epochs", type=int, default=d.epochs)
+    train.add_argument("--batch-size", type=int, default=d.batch_size)
+    train.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    train.add_argument("--imbalance", choices=config.IMBALANCE_METHODS, default=d.imbalance)
+    train.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    train.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    train.add_argument("--patience", type=int, default=d.patience)
+    train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument(
+        "--weights",
+        default=d.weights,
+        help="none, imagenet (downloads, needs internet) or a local weights file",
+    )
+    train.add_argument("--fine-tune", action="store_true", help="train the backbone too")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(func=_cmd_train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,3 +90,42 @@ def plot_images_per_patient(per_patient: pd.DataFrame) -> go.Figure:
         **_LAYOUT,
     )
     return fig
+
+
+_CURVES = (("loss", "Loss"), ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("recall", "Recall"))
+
+
+def plot_training_curves(history: pd.DataFrame, epochs: int | None = None) -> go.Figure:
+    """Loss, ROC-AUC, PR-AUC and recall per epoch, training and validation.
+
+    Args:
+        history: one row per epoch with ``epoch`` and Keras-style columns (``loss``,
+            ``val_loss``, ``roc_auc``, ``val_roc_auc``, ...).
+        epochs: planned epochs, to fix the x axis while a run is going.
+    """
+    fig = make_subplots(
+        rows=2, cols=2, subplot_titles=[title for _, title in _CURVES], vertical_spacing=0.14
+    )
+    for i, (key, _) in enumerate(_CURVES):
+        row, col = divmod(i, 2)
+        for prefix, name, dash in (("", "train", "dot"), ("val_", "validation", "solid")):
+            column = prefix + key
+            if history.empty or column not in history:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=history["epoch"],
+                    y=history[column],
+                    name=name,
+                    mode="lines+markers",
+                    line=dict(dash=dash, color="#5b7fb0" if prefix else "#9aa5b1"),
+                    legendgroup=name,
+                    showlegend=i == 0,
+                ),
+                row=row + 1,
+                col=col + 1,
+            )
+    if epochs:
+        fig.update_xaxes(range=[0.5, epochs + 0.5])
+    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), height=480, legend_title_text="")
+    return fig

@@ -7,6 +7,8 @@ functions here, which fall back to the defaults when a page runs on its own (tes
 from __future__ import annotations
 
 import os
+import uuid
+from pathlib import Path
 
 import streamlit as st
 
@@ -18,8 +20,19 @@ from bcp_core.privacy import mask_df
 
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
-#: Environment variable that sets the data root the sidebar starts with.
+#: Environment variables that set the data root and the bundles folder.
 ENV_DATA_ROOT = "BCP_DATA_ROOT"
+ENV_BUNDLES = "BCP_BUNDLES_DIR"
+
+
+def bundles_dir() -> Path:
+    """Folder where training writes bundles and where pages look for them."""
+    return Path(os.environ.get(ENV_BUNDLES) or config.DEFAULT_BUNDLES_DIR)
+
+
+def session_token() -> str:
+    """A random id of this browser session (to tell one user's training run from another's)."""
+    return st.session_state.setdefault("session_token", uuid.uuid4().hex)
 
 
 def default_data_root() -> str:

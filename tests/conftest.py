@@ -49,3 +49,44 @@ def small_demo(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("demo") / NON_ASCII_ROOT
     truth = write_demo_dataset(root, DemoConfig(scale="small", seed=7, image_height=96), workers=1)
     return root, truth
+
+
+def blob_image(positive: bool, rng: np.random.Generator, size=(64, 52)) -> np.ndarray:
+    """A breast-like half disc on black; positives carry a bright round spot."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = (((xx / (0.8 * w)) ** 2 + ((yy - h / 2) / (0.45 * h)) ** 2) < 1) * 110.0
+    img += rng.normal(0, 12, size) * (img > 0)
+    if positive:
+        cy, cx = rng.integers(h // 3, 2 * h // 3), rng.integers(4, w // 2)
+        img += ((yy - cy) ** 2 + (xx - cx) ** 2 < 16) * 120.0
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory):
+    """40 tiny JPEGs of 20 patients (8 with cancer) as a manifest DataFrame."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(20):
+        for v, view in enumerate(("CC", "MLO")):
+            label = int(p < 8)
+            path = root / f"P{p:02d}_{view}.jpg"
+            Image.fromarray(blob_image(bool(label), rng)).save(path, format="JPEG", quality=95)
+            rows.append(
+                {
+                    "path": str(path),
+                    "relpath": path.name,
+                    "label": label,
+                    "patient_id": f"P{p:02d}",
+                    "view": view,
+                    "laterality": "L",
+                    "key": path.stem,
+                    "sheet": "test",
+                    "row": 2 + 2 * p + v,
+                }
+            )
+    return pd.DataFrame(rows)

@@ -147,8 +147,10 @@ def test_canonical_name_folds_spelling(a, b):
 
 
 def test_only_the_wanted_columns_are_read_and_numbers_come_back_as_int(tmp_path):
-    path = write_xlsx(tmp_path / "w.xlsx", {"S": [["InputFileName", "Noise", "StudyTime"],
-                                                 ["F1", "x", 92603], ["F2", "", None]]})
+    path = write_xlsx(
+        tmp_path / "w.xlsx",
+        {"S": [["InputFileName", "Noise", "StudyTime"], ["F1", "x", 92603], ["F2", "", None]]},
+    )
     wanted = {ingest.canonical_name("StudyTime"), ingest.canonical_name("inputfilename")}
     df = ingest.read_excel_sheets(path, wanted)["S"]
     assert list(df.columns) == ["InputFileName", "StudyTime"]

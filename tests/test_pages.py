@@ -103,3 +103,82 @@ def test_class_balance_split_slider_reruns_without_error(small_demo, share):
     assert not at.exception
     at.radio(key="balance_measure").set_value("patients").run()
     assert not at.exception
+
+
+@pytest.fixture
+def fresh_jobs(monkeypatch, tmp_path):
+    """An empty training slot and a bundles folder of the test's own."""
+    from dashboard.jobs import registry
+
+    registry.clear()
+    monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
+    yield registry()
+    job = registry().current
+    if job is not None and job.thread is not None:
+        job.stop_event.set()
+        job.thread.join(timeout=120)
+    registry.clear()
+
+
+def fill_tiny_training_form(at: AppTest, **extra) -> None:
+    at.selectbox(key="tr_model").set_value("seed_cnn")
+    at.number_input(key="tr_h").set_value(64)
+    at.number_input(key="tr_w").set_value(48)
+    at.number_input(key="tr_epochs").set_value(2)
+    at.number_input(key="tr_batch").set_value(8)
+    for key, value in extra.items():
+        at.text_input(key=key).set_value(value)
+
+
+@pytest.mark.slow
+def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jobs, tmp_path):
+    import time
+
+    from bcp_core.bundle import load_bundle
+
+    root, _ = small_demo
+    at = open_app(root, "pages/training.py")
+    assert "No training run yet" in at.info[0].value
+    fill_tiny_training_form(at)
+    at.button(key="tr_start").click().run()
+    assert not at.error, [e.value for e in at.error]
+    job = fresh_jobs.current
+    assert job is not None and job.cfg.model == "seed_cnn"
+    deadline = time.monotonic() + 300
+    while job.running and time.monotonic() < deadline:
+        time.sleep(1)
+        at.run()
+        assert not at.exception
+    at.run()
+    assert job.status == "completed", job.message
+    assert any("best epoch" in s.value for s in at.success)
+    assert at.get("plotly_chart"), "the per-epoch charts are drawn"
+    runs = next(d.value for d in at.dataframe if "bundle" in d.value.columns)
+    assert runs["bundle"].tolist() == [job.out_dir.name]
+    assert load_bundle(job.out_dir).meta["training"]["epochs"] == 2
+
+
+def test_training_page_refuses_bad_settings_before_starting(small_demo, fresh_jobs):
+    root, _ = small_demo
+    at = open_app(root, "pages/training.py")
+    fill_tiny_training_form(at, tr_weights="imagenet")
+    at.selectbox(key="tr_model").set_value("default_cnn")
+    at.button(key="tr_start").click().run()
+    assert "Pretrained weights apply to" in at.error[0].value
+    assert fresh_jobs.current is None
+
+
+def test_a_second_training_request_is_refused_politely(small_demo, fresh_jobs):
+    from bcp_core.config import TrainConfig
+    from dashboard.jobs import TrainingJob
+
+    busy = TrainingJob(TrainConfig(epochs=7), Path("elsewhere"), owner="another session")
+    busy.status = "running"
+    fresh_jobs.current = busy
+    root, _ = small_demo
+    at = open_app(root, "pages/training.py")
+    fill_tiny_training_form(at)
+    at.button(key="tr_start").click().run()
+    assert "Another training run is in progress (epoch 1 of 7" in at.error[0].value
+    assert fresh_jobs.current is busy
+    assert "(started by another session)" in at.subheader[0].value

@@ -1,0 +1,259 @@
+"""The model bundle: a folder with the model and everything needed to use it the same way.
+
+    model.keras            Keras 3 native format, loaded with safe_mode on and without compiling
+    bundle.json            format version, model name, preprocessing, threshold and how it was
+                           chosen, training config, split, data fingerprint, metrics, versions
+    history.csv            per-epoch metrics
+    val_predictions.csv    file, patient_id, label, probability (validation split)
+
+Every write goes to a temporary name first and is renamed into place, so a crash never leaves
+half a bundle: the folder holds either the previous bundle or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from bcp_core.errors import UserError
+from bcp_core.preprocess import PreprocessSpec
+
+BUNDLE_FORMAT = 1
+MODEL_FILE = "model.keras"
+META_FILE = "bundle.json"
+HISTORY_FILE = "history.csv"
+VAL_FILE = "val_predictions.csv"
+VAL_COLUMNS = ("file", "patient_id", "label", "probability")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle (the Keras model is loaded only when asked for)."""
+
+    path: Path
+    meta: dict
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    val_predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    model: object | None = None
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.meta["preprocessing"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["threshold"]["value"])
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished folder ``tmp`` to ``target``, replacing an older bundle there."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_bundle(
+    path: str | Path, model, meta: dict, history: pd.DataFrame, val_predictions: pd.DataFrame
+) -> Path:
+    """Write a bundle atomically and return its path.
+
+    Args:
+        path: the bundle folder (created, or replaced as a whole).
+        model: a built keras.Model.
+        meta: the bundle.json content; format version, versions and date are added here.
+        history: per-epoch metrics.
+        val_predictions: columns ``VAL_COLUMNS``.
+
+    Raises:
+        UserError: when the parent folder cannot be written (missing, read-only, disk full).
+    """
+    target = Path(path)
+    meta = {**meta, "format_version": BUNDLE_FORMAT, "saved": now_iso(), "versions": _versions()}
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        raise UserError(f"Cannot write the bundle to {target}: {exc.strerror or exc}.") from exc
+    try:
+        model.save(tmp / MODEL_FILE)
+        history.to_csv(tmp / HISTORY_FILE, index=False)
+        val_predictions.loc[:, list(VAL_COLUMNS)].to_csv(tmp / VAL_FILE, index=False)
+        write_json_atomic(tmp / META_FILE, meta)
+        _replace_dir(tmp, target)
+    except OSError as exc:
+        raise UserError(f"Cannot write the bundle to {target}: {exc.strerror or exc}.") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_bundle_meta(path: str | Path) -> dict:
+    """Read and check ``bundle.json``.
+
+    Raises:
+        UserError: for a missing folder or file, malformed JSON, or a newer format.
+    """
+    folder = Path(path)
+    meta_path = folder / META_FILE
+    if not folder.is_dir():
+        raise UserError(f"Bundle not found: {folder} is not a folder.")
+    if not meta_path.is_file() or not (folder / MODEL_FILE).is_file():
+        raise UserError(
+            f"{folder} is not a model bundle: it needs {META_FILE} and {MODEL_FILE} "
+            "(train a model, or pick the folder a training run wrote)."
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{META_FILE} in {folder} is not valid JSON ({exc}).") from exc
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise UserError(f"{META_FILE} in {folder} has no format_version; it is not a bundle.")
+    if not isinstance(meta["format_version"], int) or meta["format_version"] > BUNDLE_FORMAT:
+        raise UserError(
+            f"{folder} was written by a newer version (bundle format {meta['format_version']!r}, "
+            f"this one reads up to {BUNDLE_FORMAT}); update the software to use it."
+        )
+    for key in ("preprocessing", "threshold", "model_name"):
+        if key not in meta:
+            raise UserError(f"{META_FILE} in {folder} lacks {key!r}; the bundle is incomplete.")
+    return meta
+
+
+def load_bundle(path: str | Path, *, with_model: bool = True) -> Bundle:
+    """Load a bundle; the model with Keras safe_mode on (no arbitrary code) and uncompiled.
+
+    Raises:
+        UserError: for anything that makes the folder unusable, in one sentence.
+    """
+    folder = Path(path)
+    meta = read_bundle_meta(folder)
+    history = _read_csv(folder / HISTORY_FILE)
+    val = _read_csv(folder / VAL_FILE)
+    bundle = Bundle(path=folder, meta=meta, history=history, val_predictions=val)
+    if with_model:
+        bundle.model = load_keras_model(folder / MODEL_FILE)
+    return bundle
+
+
+def load_keras_model(path: Path):
+    """Load ``model.keras`` safely; custom or Lambda layers are refused with a sentence."""
+    import keras
+
+    try:
+        # compile=False: a bundle is for inference; it also avoids Keras' warning that
+        # "compiled metrics have yet to be built".
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for bad or unsafe files
+        raise UserError(
+            f"Cannot load the model in {path.parent.name}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return pd.DataFrame()
+
+
+def update_threshold(path: str | Path, value: float, method: str, note: str = "") -> dict:
+    """Store a new decision threshold in a bundle's ``bundle.json`` (atomic).
+
+    Raises:
+        UserError: for a value outside [0, 1] or an unreadable bundle.
+    """
+    if not 0.0 <= float(value) <= 1.0:
+        raise UserError(f"A threshold must be between 0 and 1, got {value!r}.")
+    folder = Path(path)
+    meta = read_bundle_meta(folder)
+    previous = meta.get("threshold", {})
+    meta["threshold"] = {
+        "value": float(value),
+        "method": method,
+        "chosen": now_iso(),
+        "note": note,
+        "previous": {k: v for k, v in previous.items() if k != "previous"},
+    }
+    write_json_atomic(folder / META_FILE, meta)
+    return meta
+
+
+def list_bundles_df(root: str | Path) -> pd.DataFrame:
+    """Every bundle directly below ``root`` with its key facts, newest first.
+
+    Returns:
+        DataFrame with columns ``bundle``, ``model``, ``status``, ``saved``, ``epochs``,
+        ``roc_auc``, ``pr_auc``, ``sensitivity``, ``specificity``, ``threshold``, ``path``;
+        folders that are not readable bundles are left out.
+    """
+    columns = [
+        "bundle",
+        "model",
+        "status",
+        "saved",
+        "epochs",
+        "roc_auc",
+        "pr_auc",
+        "sensitivity",
+        "specificity",
+        "threshold",
+        "path",
+    ]
+    rows = []
+    base = Path(root)
+    for folder in sorted(base.iterdir()) if base.is_dir() else []:
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            meta = read_bundle_meta(folder)
+        except UserError:
+            continue
+        m = meta.get("metrics", {})
+        rows.append({
+            "bundle": folder.name, "model": meta["model_name"], "status": meta.get("status", ""),
+            "saved": meta.get("saved", ""), "epochs": m.get("best_epoch"),
+            "roc_auc": m.get("roc_auc"), "pr_auc": m.get("pr_auc"),
+            "sensitivity": m.get("sensitivity"), "specificity": m.get("specificity"),
+            "threshold": meta["threshold"].get("value"), "path": str(folder),
+        })  # fmt: skip
+    df = pd.DataFrame(rows, columns=columns)
+    return df.sort_values("saved", ascending=False, ignore_index=True)

@@ -1,0 +1,694 @@
+"""Model builders and loss functions: every model maps one gray image to P(cancer).
+
+The contract every builder keeps (the dataset, training, bundle and explain modules rely on it):
+
+* one input, ``keras.Input(shape=(height, width, 1))``: float32 gray values in [0, 1], exactly
+  what the shared preprocessing produces for every model;
+* one output, the layer named ``"probability"``: a sigmoid of shape ``(batch, 1)``;
+* whatever a backbone needs (three channels, its own ImageNet normalisation) happens inside the
+  model with built-in, serialisable layers (no ``Lambda``, no custom classes), so a saved model
+  loads with ``keras.models.load_model(path, safe_mode=True)``;
+* models are built with the functional API from ``keras.Input`` (always built, always callable)
+  and returned uncompiled.
+
+Builders raise :class:`bcp_core.errors.UserError` (a ``ValueError``) for settings a user can get
+wrong: unknown model names, images too small for a backbone, missing or unfitting weight files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from bcp_core.errors import UserError
+
+# --- Names and defaults (the one home for them) --------------------------------------------
+
+MODEL_NAMES = ("seed_cnn", "default_cnn", "resnet50", "vgg19", "inceptionv3", "efficientnetb0")
+TRANSFER_MODELS = ("resnet50", "vgg19", "inceptionv3", "efficientnetb0")
+CNN_MODELS = ("seed_cnn", "default_cnn")
+DEFAULT_MODEL = "default_cnn"
+
+#: Values of ``weights`` besides a file path.
+WEIGHTS_NONE = "none"
+WEIGHTS_IMAGENET = "imagenet"
+
+DEFAULT_DROPOUT = 0.3
+#: The user's original recipe, kept unchanged so the baseline stays comparable.
+SEED_CNN_FILTERS = (32, 64, 128)
+SEED_CNN_DENSE_UNITS = 128
+SEED_CNN_DROPOUT = 0.5
+#: Default CNN widths: a cheap 5x5 strided stem, then one stage per entry (two 3x3 convs each)
+#: after a 2x2 max pool. 320x256 input -> 160x128 stem -> 80x64 ... 10x8 in the last stage.
+DEFAULT_CNN_STEM_FILTERS = 24
+DEFAULT_CNN_STEM_KERNEL = 5
+DEFAULT_CNN_STAGE_FILTERS = (32, 64, 128, 192)
+#: BatchNorm momentum of the product's CNN. Keras' 0.99 needs hundreds of steps before the
+#: moving statistics used at inference catch up; a few hundred images give ~20 steps an epoch,
+#: so validation scores would lag far behind training for many epochs.
+DEFAULT_CNN_BN_MOMENTUM = 0.9
+
+#: Smallest height and width each model accepts (keras.applications' limits for the backbones;
+#: 32 for the CNNs, whose feature maps must survive five halvings).
+MIN_IMAGE_SIDE = {
+    "seed_cnn": 32,
+    "default_cnn": 32,
+    "resnet50": 32,
+    "vgg19": 32,
+    "inceptionv3": 75,
+    "efficientnetb0": 32,
+}
+
+LOSS_KINDS = ("bce", "focal")
+DEFAULT_FOCAL_GAMMA = 2.0
+#: Label smoothing must stay below this: at 0.5 every label becomes 0.5 and nothing is learnt.
+MAX_LABEL_SMOOTHING = 0.5
+
+#: Layer names other modules look up.
+BACKBONE_LAYER = "backbone"
+PREPROCESSING_LAYER = "backbone_preprocessing"  # output: exactly what the backbone receives
+FEATURE_MAP_LAYER = "feature_map"  # the last spatial features, before the global pooling
+OUTPUT_LAYER = "probability"
+#: Separates nested model names in the paths returned by :func:`last_conv_layer_name`.
+LAYER_PATH_SEPARATOR = "/"
+
+#: ImageNet statistics used by the backbones' own preprocessing.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50 / VGG19, on [0, 255] pixels, BGR order
+IMAGENET_RGB_STDDEV = (0.229, 0.224, 0.225)  # EfficientNet, stored as its "variance" (see below)
+
+
+# --- Validation -----------------------------------------------------------------------------
+
+
+def _check_model_name(name: str, choices: Sequence[str] = MODEL_NAMES) -> str:
+    if name not in choices:
+        raise UserError(
+            f"Unknown model {name!r}; choose one of {', '.join(repr(c) for c in choices)}."
+        )
+    return name
+
+
+def _check_image_size(name: str, image_size: Sequence[int]) -> tuple[int, int]:
+    """Return ``(height, width)`` as ints, or raise if the model cannot take that size."""
+    try:
+        height, width = (int(side) for side in image_size)
+        integral = all(int(side) == side for side in image_size)
+    except (TypeError, ValueError):
+        integral = False
+    if not integral:
+        raise UserError(
+            f"The image size must be two whole numbers (height, width); got {image_size!r}."
+        )
+    minimum = MIN_IMAGE_SIDE[name]
+    if height < minimum or width < minimum:
+        raise UserError(
+            f"The {name} model needs images of at least {minimum}x{minimum} pixels; "
+            f"got {height}x{width}. Choose a larger image size."
+        )
+    return height, width
+
+
+def _check_dropout(dropout: float) -> float:
+    if not 0.0 <= dropout < 1.0:
+        raise UserError(f"Dropout must be at least 0 and below 1; got {dropout!r}.")
+    return float(dropout)
+
+
+def _check_output_bias(output_bias: float | None) -> float | None:
+    if output_bias is not None and not math.isfinite(output_bias):
+        raise UserError(f"The output bias must be a finite number; got {output_bias!r}.")
+    return output_bias
+
+
+def _resolve_weights(weights: str | os.PathLike | None) -> str | Path:
+    """Return ``"none"``, ``"imagenet"`` or the weights file as a Path (not yet checked)."""
+    if weights is None:
+        return WEIGHTS_NONE
+    if isinstance(weights, str) and weights.strip().lower() in (WEIGHTS_NONE, WEIGHTS_IMAGENET):
+        return weights.strip().lower()
+    return Path(weights).expanduser()
+
+
+# --- Shared pieces --------------------------------------------------------------------------
+
+
+def _image_input(height: int, width: int) -> keras.KerasTensor:
+    return keras.Input(shape=(height, width, 1), dtype="float32", name="image")
+
+
+def _probability_layer(output_bias: float | None) -> keras.layers.Dense:
+    """The single sigmoid unit every model ends with.
+
+    A bias of ``initial_bias(prior)`` makes the untrained model predict the class prior, so the
+    first epochs are not spent unlearning a 50 % guess on 1:57 data. float32 even under mixed
+    precision, so probabilities near 0 or 1 keep their resolution.
+    """
+    bias = "zeros" if output_bias is None else keras.initializers.Constant(float(output_bias))
+    return keras.layers.Dense(
+        1, activation="sigmoid", bias_initializer=bias, dtype="float32", name=OUTPUT_LAYER
+    )
+
+
+def _classification_head(
+    features: keras.KerasTensor, *, dropout: float, output_bias: float | None
+) -> keras.KerasTensor:
+    """Global max + average pooling, dropout, one sigmoid unit.
+
+    Max pooling keeps a small bright finding (a calcification cluster covers a few feature-map
+    cells) from being averaged away by the rest of the breast; average pooling keeps the
+    overall texture. The named identity layer marks the feature map for Grad-CAM: its output is
+    a tensor of this model's own graph, which a nested backbone's internal outputs are not.
+    """
+    features = keras.layers.Identity(name=FEATURE_MAP_LAYER)(features)
+    max_pooled = keras.layers.GlobalMaxPooling2D(name="head_max_pool")(features)
+    avg_pooled = keras.layers.GlobalAveragePooling2D(name="head_avg_pool")(features)
+    x = keras.layers.Concatenate(name="head_pool")([max_pooled, avg_pooled])
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return _probability_layer(output_bias)(x)
+
+
+# --- The CNNs trained from scratch ----------------------------------------------------------
+
+
+def build_seed_cnn_model(
+    image_size: Sequence[int], *, output_bias: float | None = None
+) -> keras.Model:
+    """The user's original 3-conv-layer CNN, kept as the baseline to beat.
+
+    Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(128)-MaxPool-Flatten-Dense(128)-Dropout(0.5)-
+    Dense(1, sigmoid), 3x3 "valid" convolutions with ReLU, as in the user's notebook. The user
+    fed 224x224 RGB; here the input is the shared one-channel image. Its Flatten-Dense layer
+    grows with the image (about 19M weights at 320x256).
+
+    Args:
+        image_size: (height, width) in pixels, at least 32 each.
+        output_bias: Initial bias of the output unit (see :func:`initial_bias`).
+
+    Returns:
+        The uncompiled model, named "seed_cnn".
+    """
+    height, width = _check_image_size("seed_cnn", image_size)
+    _check_output_bias(output_bias)
+    inputs = _image_input(height, width)
+    x = inputs
+    for index, filters in enumerate(SEED_CNN_FILTERS, start=1):
+        x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{index}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(SEED_CNN_DENSE_UNITS, activation="relu", name="dense")(x)
+    x = keras.layers.Dropout(SEED_CNN_DROPOUT, name="dropout")(x)
+    outputs = _probability_layer(output_bias)(x)
+    return keras.Model(inputs, outputs, name="seed_cnn")
+
+
+def _conv_bn_relu(
+    x: keras.KerasTensor,
+    filters: int,
+    *,
+    prefix: str,
+    index: str = "",
+    kernel_size: int = 3,
+    strides: int = 1,
+) -> keras.KerasTensor:
+    """Conv without bias (BatchNorm has one) -> BatchNorm -> ReLU: ``{prefix}_conv{index}`` etc."""
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{prefix}_conv{index}",
+    )(x)
+    x = keras.layers.BatchNormalization(
+        momentum=DEFAULT_CNN_BN_MOMENTUM, name=f"{prefix}_bn{index}"
+    )(x)
+    return keras.layers.ReLU(name=f"{prefix}_relu{index}")(x)
+
+
+def build_default_cnn_model(
+    image_size: Sequence[int],
+    *,
+    dropout: float = DEFAULT_DROPOUT,
+    output_bias: float | None = None,
+) -> keras.Model:
+    """The product's default: a compact batch-norm CNN that learns from a few hundred images.
+
+    A 5x5 stride-2 stem, then four stages of two 3x3 conv-BN-ReLU blocks
+    (widths ``DEFAULT_CNN_STAGE_FILTERS``), each stage after a 2x2 max pool (max, not strided
+    convs, so a few bright calcification pixels survive the downsampling), then global max and
+    average pooling, dropout and one sigmoid unit. About 0.87M weights.
+
+    Args:
+        image_size: (height, width) in pixels, at least 32 each.
+        dropout: Dropout rate before the output unit, in [0, 1).
+        output_bias: Initial bias of the output unit (see :func:`initial_bias`).
+
+    Returns:
+        The uncompiled model, named "default_cnn".
+    """
+    height, width = _check_image_size("default_cnn", image_size)
+    _check_dropout(dropout)
+    _check_output_bias(output_bias)
+    inputs = _image_input(height, width)
+    x = _conv_bn_relu(
+        inputs,
+        DEFAULT_CNN_STEM_FILTERS,
+        prefix="stem",
+        kernel_size=DEFAULT_CNN_STEM_KERNEL,
+        strides=2,
+    )
+    for stage, filters in enumerate(DEFAULT_CNN_STAGE_FILTERS, start=1):
+        x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="1")
+        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="2")
+    outputs = _classification_head(x, dropout=dropout, output_bias=output_bias)
+    return keras.Model(inputs, outputs, name="default_cnn")
+
+
+# --- Transfer learning ----------------------------------------------------------------------
+
+
+def _caffe_preprocessing(rgb: keras.KerasTensor) -> keras.KerasTensor:
+    """ResNet50 / VGG19 ("caffe" mode): [0, 255] pixels minus the ImageNet BGR means.
+
+    The three channels are identical copies of the gray image, so the RGB -> BGR flip of
+    ``preprocess_input`` changes nothing; the per-channel means stay in BGR order.
+    """
+    x = keras.layers.Rescaling(255.0, name="to_pixel_values")(rgb)
+    return keras.layers.Normalization(
+        mean=list(CAFFE_BGR_MEAN), variance=[1.0, 1.0, 1.0], name=PREPROCESSING_LAYER
+    )(x)
+
+
+def _tf_preprocessing(rgb: keras.KerasTensor) -> keras.KerasTensor:
+    """InceptionV3 ("tf" mode): pixels / 127.5 - 1, i.e. 2x - 1 on [0, 1] values."""
+    return keras.layers.Rescaling(2.0, offset=-1.0, name=PREPROCESSING_LAYER)(rgb)
+
+
+def _efficientnet_preprocessing(rgb: keras.KerasTensor) -> keras.KerasTensor:
+    """EfficientNet normalises inside the Keras application and expects [0, 255] pixels."""
+    return keras.layers.Rescaling(255.0, name=PREPROCESSING_LAYER)(rgb)
+
+
+@dataclass(frozen=True)
+class _BackboneSpec:
+    """How to build one keras.applications backbone and feed it."""
+
+    constructor: Callable[..., keras.Model]
+    preprocessing: Callable[[keras.KerasTensor], keras.KerasTensor]
+    notop_file: str  # the file Keras downloads for weights="imagenet", include_top=False
+
+
+_BACKBONES = {
+    "resnet50": _BackboneSpec(
+        keras.applications.ResNet50,
+        _caffe_preprocessing,
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "vgg19": _BackboneSpec(
+        keras.applications.VGG19,
+        _caffe_preprocessing,
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "inceptionv3": _BackboneSpec(
+        keras.applications.InceptionV3,
+        _tf_preprocessing,
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "efficientnetb0": _BackboneSpec(
+        keras.applications.EfficientNetB0,
+        _efficientnet_preprocessing,
+        "efficientnetb0_notop.h5",
+    ),
+}
+
+
+def _load_local_weights(backbone: keras.Model, name: str, path: Path) -> None:
+    """Load a weights file (legacy ``.h5`` or Keras 3 ``.weights.h5``) into a fresh backbone."""
+    notop_file = _BACKBONES[name].notop_file
+    if not path.is_file():
+        raise UserError(
+            f"The weights file {str(path)!r} does not exist. Pass 'none', 'imagenet' or the path "
+            f"of the {name} no-top weights file ({notop_file})."
+        )
+    unfit = (
+        f"The weights file {str(path)!r} does not fit the {name} backbone ({{reason}}). "
+        f"Pass the {name} no-top weights file ({notop_file})."
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            backbone.load_weights(path)
+        except (ValueError, OSError, KeyError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(unfit.format(reason=reason)) from exc
+    # A Keras 3 ".weights.h5" file of another architecture can load partly, leaving the rest
+    # random with only a warning per layer: treat that as a file that does not fit.
+    skipped = [w for w in caught if "skipping" in str(w.message).lower()]
+    if skipped:
+        raise UserError(unfit.format(reason=str(skipped[0].message).splitlines()[0]))
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if name == "efficientnetb0":
+        _fix_efficientnet_variance(backbone)
+
+
+def _fix_efficientnet_variance(backbone: keras.Model) -> None:
+    """Make a file-loaded EfficientNet normalise as the ``weights="imagenet"`` one does.
+
+    The published EfficientNet files store the ImageNet standard deviations as the
+    Normalization layer's *variance* (tensorflow/tensorflow#49930). With ``weights="imagenet"``
+    Keras adds a compensating Rescaling layer, but only then: a backbone built with
+    ``weights=None`` and given the same file would divide by sqrt(std) instead of std. Squaring
+    the stored values gives (x - mean) / std, the normalisation the weights were trained with.
+    """
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.Normalization):
+            variance = keras.ops.convert_to_numpy(layer.adapt_variance)
+            if np.allclose(variance, IMAGENET_RGB_STDDEV, atol=1e-4):
+                layer.adapt_variance.assign(np.square(variance))
+                layer.finalize_state()  # the layer caches mean and variance as tensors
+            return
+
+
+def _build_backbone(
+    name: str, input_shape: tuple[int, int, int], weights: str | Path
+) -> keras.Model:
+    spec = _BACKBONES[name]
+    if weights == WEIGHTS_IMAGENET:
+        try:
+            return spec.constructor(
+                include_top=False, weights="imagenet", input_shape=input_shape, name=BACKBONE_LAYER
+            )
+        except Exception as exc:  # a failed download raises a bare Exception, among others
+            raise UserError(
+                f"Could not get the ImageNet weights for {name} ({exc}). Without internet access, "
+                f"download the no-top weights file {spec.notop_file} on another machine and pass "
+                "its path as the weights."
+            ) from exc
+    backbone = spec.constructor(
+        include_top=False, weights=None, input_shape=input_shape, name=BACKBONE_LAYER
+    )
+    if isinstance(weights, Path):
+        _load_local_weights(backbone, name, weights)
+    return backbone
+
+
+def _set_backbone_trainable(backbone: keras.Model, n_layers: int | None = None) -> None:
+    """Make the top ``n_layers`` of ``backbone.layers`` (all if None) trainable, BatchNorm excepted.
+
+    Frozen BatchNorm layers run in inference mode in Keras 3, so their ImageNet statistics are
+    not overwritten by a few small mammogram batches (Keras transfer-learning guide).
+    """
+    backbone.trainable = True  # propagates to every sub-layer; now freeze the exceptions
+    first = 0 if n_layers is None else max(len(backbone.layers) - n_layers, 0)
+    for position, layer in enumerate(backbone.layers):
+        is_batch_norm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = position >= first and not is_batch_norm
+
+
+def _set_initial_trainable(
+    backbone: keras.Model, name: str, *, fine_tune: bool, pretrained: bool
+) -> None:
+    if not fine_tune:
+        backbone.trainable = False
+        if not pretrained:
+            warnings.warn(
+                f"The {name} backbone is randomly initialised and frozen, so only the output "
+                "layer will learn; pass fine_tune=True or pretrained weights.",
+                UserWarning,
+                stacklevel=3,
+            )
+    elif pretrained:
+        _set_backbone_trainable(backbone)
+    else:
+        # Random BatchNorm statistics (mean 0, variance 1) are meaningless: freezing them turns
+        # a deep backbone into an unnormalised one whose training is unstable.
+        backbone.trainable = True
+
+
+def build_transfer_model(
+    name: str,
+    image_size: Sequence[int],
+    *,
+    weights: str | os.PathLike = WEIGHTS_NONE,
+    fine_tune: bool = False,
+    dropout: float = DEFAULT_DROPOUT,
+    output_bias: float | None = None,
+) -> keras.Model:
+    """A keras.applications backbone (no top) behind a gray-to-RGB input and a sigmoid head.
+
+    Layers: "image" -> "gray_to_rgb" (the gray channel copied three times) -> the backbone's
+    own normalisation, ending in the layer "backbone_preprocessing" -> "backbone" ->
+    "feature_map" -> global max + average pooling -> "head_dropout" -> "probability".
+
+    With pretrained weights the backbone is called with ``training=False`` and fine-tuning
+    leaves its BatchNormalization layers frozen, so they keep the ImageNet statistics (Keras
+    transfer-learning guide). A backbone trained from scratch (``weights="none"``,
+    ``fine_tune=True``) trains everything, BatchNorm included, in the usual training mode.
+
+    Args:
+        name: One of ``TRANSFER_MODELS``.
+        image_size: (height, width) in pixels (at least 75 for InceptionV3, 32 for the others).
+        weights: "none" (random initialisation, no internet needed), "imagenet" (Keras
+            downloads the no-top file: needs internet) or the path of a no-top weights file
+            downloaded elsewhere (e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5).
+        fine_tune: False freezes the whole backbone (only the head learns; warns when the
+            backbone is random). True makes it trainable, except the BatchNormalization layers
+            of a pretrained backbone.
+        dropout: Dropout rate before the output unit, in [0, 1).
+        output_bias: Initial bias of the output unit (see :func:`initial_bias`).
+
+    Returns:
+        The uncompiled model, named after the backbone.
+
+    Raises:
+        UserError: Unknown name, image too small, missing or unfitting weights file, or a
+            failed ImageNet download.
+    """
+    _check_model_name(name, TRANSFER_MODELS)
+    height, width = _check_image_size(name, image_size)
+    _check_dropout(dropout)
+    _check_output_bias(output_bias)
+    resolved = _resolve_weights(weights)
+    pretrained = resolved != WEIGHTS_NONE
+    backbone = _build_backbone(name, (height, width, 3), resolved)
+    _set_initial_trainable(backbone, name, fine_tune=fine_tune, pretrained=pretrained)
+    inputs = _image_input(height, width)
+    rgb = keras.layers.Concatenate(axis=-1, name="gray_to_rgb")([inputs, inputs, inputs])
+    x = _BACKBONES[name].preprocessing(rgb)
+    if pretrained or not fine_tune:
+        # Inference-mode BatchNorm keeps the pretrained statistics, even after unfreezing.
+        features = backbone(x, training=False)
+    else:
+        # Trained from scratch: BatchNorm has no statistics yet and must learn them from the
+        # batches, so the training flag follows fit / predict.
+        features = backbone(x)
+    outputs = _classification_head(features, dropout=dropout, output_bias=output_bias)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def unfreeze_backbone(model: keras.Model, *, n_layers: int | None = None) -> None:
+    """Make the backbone of a transfer model trainable for a second fine-tuning phase.
+
+    The top ``n_layers`` of the backbone's layer list (all when None) become trainable;
+    BatchNormalization layers stay frozen. Compile the model again afterwards: Keras reads the
+    trainable flags when it compiles.
+
+    Args:
+        model: A model from :func:`build_transfer_model` (it has a layer named "backbone").
+        n_layers: How many of the backbone's last layers to unfreeze, at least 1; None for all.
+
+    Raises:
+        UserError: The model has no backbone, or n_layers is not a positive whole number.
+    """
+    try:
+        backbone = model.get_layer(BACKBONE_LAYER)
+    except ValueError as exc:
+        raise UserError(
+            f"The model {model.name!r} has no {BACKBONE_LAYER!r} layer; only transfer models "
+            f"({', '.join(TRANSFER_MODELS)}) can be unfrozen."
+        ) from exc
+    if n_layers is not None and (isinstance(n_layers, bool) or int(n_layers) != n_layers):
+        raise UserError(f"n_layers must be a whole number; got {n_layers!r}.")
+    if n_layers is not None and n_layers < 1:
+        raise UserError(f"n_layers must be at least 1 (or None for all); got {n_layers!r}.")
+    _set_backbone_trainable(backbone, n_layers)
+
+
+# --- Dispatch -------------------------------------------------------------------------------
+
+
+def build_model(
+    name: str,
+    image_size: Sequence[int],
+    *,
+    weights: str | os.PathLike = WEIGHTS_NONE,
+    fine_tune: bool = False,
+    dropout: float = DEFAULT_DROPOUT,
+    output_bias: float | None = None,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build any model of ``MODEL_NAMES`` by name.
+
+    Args:
+        name: One of ``MODEL_NAMES``.
+        image_size: (height, width) in pixels.
+        weights: "none", "imagenet" or a weights file path; only transfer models take
+            pretrained weights.
+        fine_tune: Transfer models only: train the backbone too (BatchNorm layers excepted).
+        dropout: Dropout before the output unit (the seed CNN keeps its original 0.5).
+        output_bias: Initial bias of the output unit (see :func:`initial_bias`).
+        seed: When given, seeds Python, NumPy and the backend (``keras.utils.set_random_seed``,
+            a process-wide setting) so the same seed gives the same initial weights.
+
+    Returns:
+        The uncompiled model.
+
+    Raises:
+        UserError: Unknown name, unusable image size or weights (see the builders).
+    """
+    _check_model_name(name)
+    _check_image_size(name, image_size)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    if name in TRANSFER_MODELS:
+        return build_transfer_model(
+            name,
+            image_size,
+            weights=weights,
+            fine_tune=fine_tune,
+            dropout=dropout,
+            output_bias=output_bias,
+        )
+    if _resolve_weights(weights) != WEIGHTS_NONE:
+        raise UserError(
+            f"The {name} model is trained from scratch and has no pretrained weights; use "
+            f"weights='none' or one of the transfer models ({', '.join(TRANSFER_MODELS)})."
+        )
+    if name == "seed_cnn":
+        return build_seed_cnn_model(image_size, output_bias=output_bias)
+    return build_default_cnn_model(image_size, dropout=dropout, output_bias=output_bias)
+
+
+# --- Losses and initialisation --------------------------------------------------------------
+
+
+def make_loss(
+    kind: str = "bce",
+    *,
+    label_smoothing: float = 0.0,
+    focal_gamma: float = DEFAULT_FOCAL_GAMMA,
+) -> keras.losses.Loss:
+    """The training loss for sigmoid probabilities.
+
+    Args:
+        kind: "bce" (binary cross-entropy) or "focal" (binary focal cross-entropy, which
+            down-weights the many easy negatives).
+        label_smoothing: In [0, 0.5): pulls the targets towards 0.5 by this amount.
+        focal_gamma: Focusing parameter of the focal loss, at least 0 (0 gives plain BCE).
+
+    Returns:
+        ``keras.losses.BinaryCrossentropy`` or ``keras.losses.BinaryFocalCrossentropy``.
+    """
+    if kind not in LOSS_KINDS:
+        raise UserError(
+            f"Unknown loss {kind!r}; choose one of {', '.join(repr(k) for k in LOSS_KINDS)}."
+        )
+    if not 0.0 <= label_smoothing < MAX_LABEL_SMOOTHING:
+        raise UserError(
+            f"Label smoothing must be at least 0 and below {MAX_LABEL_SMOOTHING}; "
+            f"got {label_smoothing!r}."
+        )
+    if kind == "bce":
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    if not (math.isfinite(focal_gamma) and focal_gamma >= 0.0):
+        raise UserError(f"The focal gamma must be 0 or more; got {focal_gamma!r}.")
+    return keras.losses.BinaryFocalCrossentropy(gamma=focal_gamma, label_smoothing=label_smoothing)
+
+
+def initial_bias(positive_fraction: float) -> float:
+    """The output bias that makes an untrained model predict the class prior.
+
+    ``log(p / (1 - p))``: with it the first loss is the prior's entropy (about 0.09 at 1:57)
+    instead of about 0.69, and the first epochs are not spent pushing every output down.
+
+    Args:
+        positive_fraction: Fraction of cancer images in the training data, strictly in (0, 1).
+
+    Returns:
+        The bias (negative when cancers are the minority).
+    """
+    if not 0.0 < positive_fraction < 1.0:
+        raise UserError(
+            "The positive fraction must be strictly between 0 and 1 (the training data needs "
+            f"both classes); got {positive_fraction!r}."
+        )
+    return math.log(positive_fraction / (1.0 - positive_fraction))
+
+
+# --- Layers for Grad-CAM --------------------------------------------------------------------
+
+#: Layers skipped when looking for the last feature map: they only shrink it.
+_SKIPPED_LAYER_TYPES = (
+    keras.layers.InputLayer,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+)
+
+
+def _has_4d_output(layer: keras.layers.Layer) -> bool:
+    try:
+        return len(layer.output.shape) == 4
+    except (AttributeError, ValueError):  # a layer used more than once has no single output
+        return False
+
+
+def _feature_map_path(model: keras.Model) -> list[str] | None:
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.Model):
+            inner = _feature_map_path(layer)
+            if inner is not None:
+                return [layer.name, *inner]
+        elif not isinstance(layer, _SKIPPED_LAYER_TYPES) and _has_4d_output(layer):
+            return [layer.name]
+    return None
+
+
+def last_conv_layer_name(model: keras.Model) -> str:
+    """Name of the last layer with a 4-D (batch, height, width, channels) output, for Grad-CAM.
+
+    Plain pooling layers are skipped (their output is a coarser copy of their input). The
+    result is a path: layer names joined by "/" from ``model`` down into nested models, e.g.
+    "backbone/conv5_block3_out" for a model whose backbone pools internally. For every model
+    built here it is a single top-level name ("feature_map" for the default CNN and the
+    transfer models, "conv3" for the seed CNN), so the Keras Grad-CAM recipe works directly::
+
+        keras.Model(model.input, [model.get_layer(name).output, model.output])
+
+    A nested path cannot be wired that way (a nested model's inner outputs are not tensors of
+    the outer graph); resolve it with :func:`get_layer_by_path` and rebuild the graph instead.
+
+    Raises:
+        ValueError: The model has no layer with a 4-D output.
+    """
+    path = _feature_map_path(model)
+    if path is None:
+        raise ValueError(f"The model {model.name!r} has no layer with a 4-D output.")
+    return LAYER_PATH_SEPARATOR.join(path)
+
+
+def get_layer_by_path(model: keras.Model, path: str) -> keras.layers.Layer:
+    """The layer that a path from :func:`last_conv_layer_name` names, descending nested models."""
+    layer: keras.layers.Layer = model
+    for name in path.split(LAYER_PATH_SEPARATOR):
+        layer = layer.get_layer(name)
+    return layer

@@ -1,0 +1,111 @@
+"""Training in a background thread, one run per server, followed by polling pages.
+
+Streamlit's documented pattern for long work: the thread never calls ``st.*``; it appends
+progress events to a job object that a page reads from a fragment that reruns every second.
+A widget click reruns the page but leaves the thread alone, and Stop sets an event that the
+training loop checks after every batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from bcp_core.config import TrainConfig
+from bcp_core.errors import UserError
+
+
+@dataclass
+class TrainingJob:
+    """One training run and everything the page shows about it."""
+
+    cfg: TrainConfig
+    out_dir: Path
+    owner: str
+    started: float = field(default_factory=time.time)
+    status: str = "starting"  # starting, running, completed, early_stopped, stopped, failed
+    message: str = ""
+    epochs: list[dict] = field(default_factory=list)
+    last_batch: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("starting", "running")
+
+    def on_event(self, event: dict) -> None:
+        """Receives the runner's progress events (called from the training thread)."""
+        kind = event["kind"]
+        if kind == "start":
+            self.status, self.split = "running", event["split"]
+        elif kind == "batch":
+            self.last_batch = event
+        elif kind == "epoch":
+            self.epochs.append(
+                {"epoch": event["epoch"], **event["metrics"], "eta_s": event["eta_s"]}
+            )
+
+    def history_df(self) -> pd.DataFrame:
+        """Per-epoch metrics so far (columns ``epoch``, ``loss``, ``val_pr_auc``, ...)."""
+        return pd.DataFrame(self.epochs)
+
+    def run(self, manifest: pd.DataFrame) -> None:
+        """The thread's body: train, and record how it ended."""
+        from bcp_core.training import train_model
+
+        try:
+            result = train_model(
+                manifest, self.cfg, self.out_dir, on_event=self.on_event, stop_event=self.stop_event
+            )
+            self.result = result.to_json()
+            self.status = result.status
+        except UserError as exc:
+            self.status, self.message = "failed", str(exc)
+        except Exception as exc:  # the page must learn of any failure; the log keeps the trace
+            traceback.print_exc()
+            self.status, self.message = "failed", f"Training failed: {exc}"
+
+
+class JobRegistry:
+    """The server's one training slot, shared by every session (``st.cache_resource``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current: TrainingJob | None = None
+
+    def start(self, job: TrainingJob, manifest: pd.DataFrame) -> TrainingJob:
+        """Start ``job`` unless another run is going on.
+
+        Raises:
+            UserError: when the slot is taken, with the other run's progress.
+        """
+        with self.lock:
+            other = self.current
+            if other is not None and other.running:
+                done = len(other.epochs)
+                raise UserError(
+                    f"Another training run is in progress (epoch {done + 1} of "
+                    f"{other.cfg.epochs}, model {other.cfg.model}); only one run at a time fits "
+                    "this server. Try again when it has finished."
+                )
+            job.thread = threading.Thread(
+                target=job.run, args=(manifest,), daemon=True, name="bcp-training"
+            )
+            self.current = job
+            job.thread.start()
+            return job
+
+
+@st.cache_resource
+def registry() -> JobRegistry:
+    """The registry of this server process (one for all sessions)."""
+    return JobRegistry()

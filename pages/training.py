@@ -1,0 +1,120 @@
+"""Page 3: configure a model, train it in the background, watch every epoch, stop, keep the best."""
+
+import time
+from datetime import datetime
+
+import streamlit as st
+
+from bcp_core.bundle import list_bundles_df
+from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, TRANSFER_MODELS, TrainConfig
+from bcp_core.errors import UserError
+from bcp_core.plots import plot_training_curves
+from dashboard.jobs import TrainingJob, registry
+from dashboard.shared import bundles_dir, load_match, session_token
+
+st.title("Training")
+jobs = registry()
+defaults = TrainConfig()
+
+with st.form("train_form"):
+    c1, c2, c3, c4 = st.columns(4)
+    model = c1.selectbox("Model", MODEL_NAMES, MODEL_NAMES.index(defaults.model), key="tr_model")
+    height = c2.number_input("Image height", 32, 4096, defaults.image_size[0], 32, key="tr_h")
+    width = c3.number_input("Image width", 32, 4096, defaults.image_size[1], 32, key="tr_w")
+    epochs = c4.number_input("Epochs", 1, 500, defaults.epochs, key="tr_epochs")
+    c1, c2, c3, c4 = st.columns(4)
+    batch = c1.number_input("Batch size", 1, 512, defaults.batch_size, key="tr_batch")
+    lr = c2.select_slider(
+        "Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], defaults.learning_rate, key="tr_lr"
+    )
+    imbalance = c3.selectbox(
+        "Imbalance handling",
+        IMBALANCE_METHODS,
+        key="tr_imbalance",
+        help="class_weight: both classes weigh the same in the loss; "
+        "oversample: one cancer image in four; focal: focal loss.",
+    )
+    seed = c4.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="tr_seed")
+    c1, c2, c3, c4 = st.columns(4)
+    smoothing = c1.number_input("Label smoothing", 0.0, 0.49, 0.0, 0.05, key="tr_smooth")
+    val_fraction = c2.slider("Validation share of patients", 0.05, 0.5, 0.2, 0.05, key="tr_val")
+    weights = c3.text_input(
+        "Backbone weights",
+        "none",
+        key="tr_weights",
+        help=f"For {', '.join(TRANSFER_MODELS)}: none, imagenet (downloads, "
+        "needs internet) or the path of a local weights file.",
+    )
+    fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
+    submitted = st.form_submit_button("Start training", type="primary", key="tr_start")
+
+if submitted:
+    cfg = TrainConfig(
+        model=model,
+        image_size=(int(height), int(width)),
+        epochs=int(epochs),
+        batch_size=int(batch),
+        learning_rate=float(lr),
+        imbalance=imbalance,
+        label_smoothing=float(smoothing),
+        val_fraction=float(val_fraction),
+        seed=int(seed),
+        weights=weights.strip() or "none",
+        fine_tune=fine_tune,
+    )
+    try:
+        cfg.validate()
+        manifest = load_match().manifest
+        out = bundles_dir() / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model}"
+        jobs.start(TrainingJob(cfg, out, owner=session_token()), manifest)
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+
+
+def _eta(seconds) -> str:
+    if seconds is None or seconds != seconds:
+        return "estimating"
+    return time.strftime("%M:%S" if seconds < 3600 else "%H:%M:%S", time.gmtime(seconds))
+
+
+@st.fragment(run_every=1.0 if jobs.current and jobs.current.running else None)
+def live_progress() -> None:
+    job = jobs.current
+    if job is None:
+        st.info("No training run yet on this server. Choose the settings and press Start.")
+        return
+    mine = "" if job.owner == session_token() else " (started by another session)"
+    st.subheader(f"Run {job.out_dir.name}{mine}")
+    b = job.last_batch
+    done = len(job.epochs) + (b.get("batch", 0) / max(b.get("steps", 1), 1) if job.running else 0)
+    st.progress(
+        min(done / job.cfg.epochs, 1.0),
+        text=f"{job.status} · epoch {b.get('epoch', 0)}/{job.cfg.epochs} · batch "
+        f"{b.get('batch', 0)}/{b.get('steps', 0)} · ETA {_eta(b.get('eta_s'))}",
+    )
+    if job.running and st.button(
+        "Stop", key="tr_stop", help="Ends at the next batch; the best bundle so far is kept."
+    ):
+        job.stop_event.set()
+    if job.epochs:
+        st.plotly_chart(plot_training_curves(job.history_df(), job.cfg.epochs), key="tr_curves")
+    if job.status == "failed":
+        st.error(job.message, icon=":material/error:")
+    elif not job.running and job.result:
+        r = job.result
+        st.success(
+            f"{job.status.replace('_', ' ')}: best epoch {r['best_epoch']} of "
+            f"{r['epochs_run']}; validation ROC-AUC {r['val_roc_auc']:.3f}, PR-AUC "
+            f"{r['val_pr_auc']:.3f}; bundle `{r['bundle']}`.",
+            icon=":material/check:",
+        )
+        if st.session_state.get("tr_seen_done") != job.out_dir.name:
+            st.session_state["tr_seen_done"] = job.out_dir.name
+            st.rerun()  # once, to stop polling and refresh the table of runs
+
+
+live_progress()
+
+st.subheader("Past runs")
+runs = list_bundles_df(bundles_dir())
+st.dataframe(runs.drop(columns="path"), hide_index=True, key="tr_runs")

@@ -1,0 +1,153 @@
+"""Decoding and preprocessing one image: shapes, ranges, orientation, odd files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bcp_core.config import PreprocessSpec
+from bcp_core.errors import UserError
+from bcp_core.images import read_gray
+from bcp_core.preprocess import breast_bbox, chest_wall_on_right, fit_to_size, preprocess_image
+
+SPEC = PreprocessSpec(height=64, width=48)
+
+
+def breast(h=200, w=160, side="L", level=180) -> np.ndarray:
+    """A bright half-disc touching the left (or right) edge on a black background."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    cx = 0 if side == "L" else w - 1
+    img = ((xx - cx) ** 2 / (0.8 * w) ** 2 + (yy - h / 2) ** 2 / (0.45 * h) ** 2) < 1
+    return (img * level).astype(np.uint8)
+
+
+def save(arr: np.ndarray, path, mode=None, fmt="JPEG", **kw):
+    img = Image.fromarray(arr)
+    if mode:
+        img = img.convert(mode)
+    img.save(path, format=fmt, **kw)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_jpeg_gray_and_rgb_give_the_same_input(tmp_path, mode):
+    out = preprocess_image(save(breast(), tmp_path / "a.jpg", mode), SPEC)
+    assert out.shape == (64, 48, 1) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0 and out.max() > 0.5
+
+
+def test_16_bit_png_is_scaled_by_its_bit_depth(tmp_path):
+    arr = breast().astype(np.uint16) * 16  # 12-bit data, peak 2880
+    path = tmp_path / "a.png"
+    Image.fromarray(arr).save(path)
+    gray = read_gray(path)
+    assert gray.max() == pytest.approx(2880 / 4095, abs=1e-3)
+    assert preprocess_image(path, SPEC).shape == (64, 48, 1)
+
+
+def test_right_breast_is_flipped_to_the_left():
+    right = breast(side="R").astype(np.float32) / 255
+    assert chest_wall_on_right(right)
+    assert not chest_wall_on_right(right[:, ::-1])
+
+
+def test_left_and_right_breasts_give_mirror_equal_inputs(tmp_path):
+    left = preprocess_image(save(breast(side="L"), tmp_path / "l.png", fmt="PNG"), SPEC)
+    right = preprocess_image(save(breast(side="R"), tmp_path / "r.png", fmt="PNG"), SPEC)
+    assert np.abs(left - right).max() < 0.05
+    assert left[:, :5].mean() > left[:, -5:].mean()  # chest wall on the left
+
+
+@pytest.mark.parametrize("shape", [(300, 100), (100, 300), (50, 50)])
+def test_odd_aspect_ratios_are_padded_not_stretched(shape):
+    out = fit_to_size(np.ones(shape, np.float32), 64, 48)
+    assert out.shape == (64, 48)
+    filled_rows = (out.sum(axis=1) > 0).sum()
+    filled_cols = (out.sum(axis=0) > 0).sum()
+    # One side fills the frame, the other keeps the aspect ratio.
+    assert filled_rows == 64 or filled_cols == 48
+    assert filled_rows / filled_cols == pytest.approx(shape[0] / shape[1], rel=0.1)
+
+
+def test_crop_keeps_the_breast_and_drops_background():
+    img = np.zeros((400, 300), np.float32)
+    img[100:300, 0:120] = 0.8
+    top, bottom, left, right = breast_bbox(img)
+    assert (top, left) == (100, 0)
+    assert 295 <= bottom <= 302 and 118 <= right <= 122
+
+
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+def test_blank_and_white_images_pass_through_uncropped(fill):
+    img = np.full((100, 80), fill, np.float32)
+    assert breast_bbox(img) == (0, 100, 0, 80)
+
+
+def test_large_jpeg_is_decoded_at_reduced_size(tmp_path):
+    path = save(breast(2000, 1600), tmp_path / "big.jpg")
+    assert read_gray(path, min_size=(128, 96)).shape[0] == 250  # 1/8 scale, still >= 128
+    assert read_gray(path).shape == (2000, 1600)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = breast(120, 80)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotated 90 degrees: the viewer turns it back
+    path = tmp_path / "rot.jpg"
+    img.save(path, exif=exif)
+    assert read_gray(path).shape == (80, 120)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "LA", "RGBA", "P", "1", "I"])
+def test_odd_modes_become_gray(tmp_path, mode):
+    arr = breast(60, 50)
+    img = Image.fromarray(arr).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="TIFF" if mode in ("CMYK", "I") else "PNG")
+    out = read_gray(buf.getvalue())
+    assert out.shape == (60, 50) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0 and out.max() > 0.3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "Cannot read the uploaded image as an image"),
+        (b"just some text, not a picture", "Cannot read the uploaded image as an image"),
+    ],
+)
+def test_unreadable_bytes_give_a_sentence(content, message):
+    with pytest.raises(UserError, match=message):
+        read_gray(content)
+
+
+def test_truncated_jpeg_gives_a_sentence(tmp_path):
+    path = save(breast(), tmp_path / "cut.jpg")
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(UserError, match=r"Cannot read cut.jpg as an image"):
+        read_gray(path)
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ((20000, 6000), "declares 20000 x 6000 pixels"),
+        ((30000, 10000), "declares more pixels than"),
+    ],
+)
+def test_huge_declared_size_is_refused_before_decoding(tmp_path, size, message):
+    path = tmp_path / "bomb.png"
+    Image.new("1", size).save(path)  # compresses to a few KB
+    with pytest.raises(UserError, match=rf"{message}.*decompression bomb"):
+        read_gray(path)
+
+
+def test_spec_validation_and_round_trip():
+    spec = PreprocessSpec(100, 80, crop=False)
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(UserError, match="Image height must be a whole number from 32 to 4096"):
+        PreprocessSpec(10, 80).validate()

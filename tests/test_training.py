@@ -1,0 +1,127 @@
+"""The training runner and the bundle it writes, on ~40 tiny images and small models."""
+
+from __future__ import annotations
+
+import threading
+
+import keras
+import numpy as np
+import pytest
+
+from bcp_core.bundle import load_bundle, read_bundle_meta
+from bcp_core.config import TrainConfig
+from bcp_core.dataset import image_dataset
+from bcp_core.errors import UserError
+from bcp_core.training import plan_split, train_model
+
+TINY = dict(image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    events = []
+    cfg = TrainConfig(model="seed_cnn", epochs=3, **TINY)
+    result = train_model(tiny_manifest, cfg, out, on_event=events.append)
+    return result, out, events, cfg
+
+
+def test_run_reports_split_without_overlap_and_both_classes(trained):
+    result, _, events, _ = trained
+    js = result.to_json()
+    assert js["patient_overlap"] == 0
+    assert js["train_patients"] + js["val_patients"] == 20
+    assert result.split["val_positives"] > 0 and result.split["train_positives"] > 0
+    for key in ("bundle", "epochs_run", "val_roc_auc", "val_pr_auc", "threshold"):
+        assert key in js
+
+
+def test_progress_events_cover_start_batches_and_epochs(trained):
+    result, _, events, _ = trained
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "start"
+    assert kinds.count("epoch") == result.epochs_run
+    assert "batch" in kinds
+    epoch = next(e for e in events if e["kind"] == "epoch")
+    for key in ("loss", "roc_auc", "pr_auc", "recall", "val_roc_auc", "val_pr_auc", "val_recall"):
+        assert key in epoch["metrics"]
+
+
+def test_bundle_loads_with_safe_mode_and_predicts_as_before(trained, tiny_manifest):
+    result, out, _, cfg = trained
+    bundle = load_bundle(out)
+    assert bundle.meta["model_name"] == "seed_cnn"
+    assert bundle.spec == cfg.spec
+    assert set(bundle.val_predictions.columns) == {"file", "patient_id", "label", "probability"}
+    ds = image_dataset(bundle.val_predictions["file"], None, bundle.spec, batch_size=8)
+    again = np.concatenate([np.asarray(bundle.model(x, training=False)).ravel() for x in ds])
+    np.testing.assert_allclose(again, bundle.val_predictions["probability"], atol=1e-5)
+    assert len(bundle.history) == result.epochs_run
+
+
+def test_bundle_json_records_what_prediction_needs(trained):
+    _, out, _, _ = trained
+    meta = read_bundle_meta(out)
+    assert meta["threshold"]["method"] == "youden"
+    assert 0.0 <= meta["threshold"]["value"] <= 1.0
+    assert meta["preprocessing"] == {"height": 64, "width": 48, "crop": True, "orient": True}
+    assert meta["versions"]["keras"] == keras.__version__
+    assert meta["split"]["patient_overlap"] == 0 and meta["data_fingerprint"]
+
+
+def test_stop_event_ends_the_run_and_keeps_a_valid_bundle(tiny_manifest, tmp_path):
+    stop = threading.Event()
+
+    def stop_after_first_epoch(event):
+        if event["kind"] == "epoch":
+            stop.set()
+
+    cfg = TrainConfig(model="seed_cnn", epochs=20, **TINY)
+    result = train_model(
+        tiny_manifest, cfg, tmp_path / "b", on_event=stop_after_first_epoch, stop_event=stop
+    )
+    assert result.status == "stopped"
+    assert result.epochs_run <= 2
+    assert load_bundle(tmp_path / "b").model is not None
+
+
+@pytest.mark.parametrize("imbalance", ["oversample", "focal", "none"])
+def test_each_imbalance_method_trains(tiny_manifest, tmp_path, imbalance):
+    cfg = TrainConfig(model="seed_cnn", epochs=1, imbalance=imbalance, **TINY)
+    result = train_model(tiny_manifest, cfg, tmp_path / imbalance)
+    assert result.epochs_run == 1 and result.bundle is not None
+
+
+@pytest.mark.slow
+def test_default_cnn_trains_and_saves(tiny_manifest, tmp_path):
+    cfg = TrainConfig(epochs=2, **TINY)
+    result = train_model(tiny_manifest, cfg, tmp_path / "d")
+    assert load_bundle(tmp_path / "d").meta["model_name"] == "default_cnn"
+    assert result.epochs_run == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": "resnet9"}, "Unknown model 'resnet9'"),
+        ({"epochs": 0}, "Epochs must be a whole number from 1 to 500, got 0"),
+        ({"batch_size": 2.5}, "Batch size must be a whole number"),
+        ({"learning_rate": 0}, "Learning rate must be from 1e-7 to 1"),
+        ({"imbalance": "smote"}, "Unknown imbalance method 'smote'"),
+        ({"image_size": (16, 16)}, "Image height must be a whole number from 32 to 4096"),
+        ({"label_smoothing": 0.7}, "Label smoothing must be from 0 to 0.49"),
+        ({"val_fraction": 0.9}, "Validation fraction must be from 0.05 to 0.5"),
+        ({"weights": "imagenet"}, "Pretrained weights apply to"),
+    ],
+)
+def test_bad_settings_are_refused_before_training(tiny_manifest, tmp_path, changes, message):
+    cfg = TrainConfig(**{**TINY, **changes})
+    with pytest.raises(UserError, match=message):
+        train_model(tiny_manifest, cfg, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_split_without_positives_is_refused(tiny_manifest):
+    negatives = tiny_manifest[tiny_manifest["label"] == 0]
+    with pytest.raises(UserError, match="split has no cancer images"):
+        plan_split(negatives, TrainConfig(**TINY))
