@@ -111,7 +111,7 @@ class DemoConfig:
     scale: str = "small"
     seed: int = DEFAULT_SEED
     image_height: int = 1024
-    subtlety: float = 0.6
+    subtlety: float = 0.45
 
 
 # --- Models and training ------------------------------------------------------------------

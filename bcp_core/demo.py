@@ -47,7 +47,7 @@ class DemoPlan:
 
 
 PLANS = {
-    "small": DemoPlan(20, 40, 3, 1, 1, 1, 60, 2, 50),
+    "small": DemoPlan(40, 40, 4, 1, 1, 1, 80, 2, 50),
     "hospital": DemoPlan(51, 1224, 8, 4, 3, 3, 322, 6, 500),
 }
 CANCER_SUBFOLDERS = ("Cancer_1", "cancer 2")

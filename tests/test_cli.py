@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bcp_core.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,3 +90,60 @@ def test_module_entry_point_runs_demo_data_and_match(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["cancer_key_matched"] == made["cancer_key_matched"]
+
+
+@pytest.mark.slow
+def test_train_json_keys_and_zero_patient_overlap(small_demo, tmp_path, capsys):
+    root, _ = small_demo
+    out = tmp_path / "bundle"
+    code = main(
+        [
+            "train",
+            "--data-root",
+            str(root),
+            "--out",
+            str(out),
+            "--model",
+            "seed_cnn",
+            "--image-size",
+            "64",
+            "48",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in (
+        "bundle",
+        "epochs_run",
+        "val_roc_auc",
+        "val_pr_auc",
+        "threshold",
+        "train_patients",
+        "val_patients",
+        "patient_overlap",
+    ):
+        assert key in result
+    assert result["patient_overlap"] == 0 and result["epochs_run"] == 2
+    assert (out / "model.keras").is_file() and (out / "bundle.json").is_file()
+
+
+def test_train_refuses_bad_settings_before_reading_data(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--data-root",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "b"),
+            "--epochs",
+            "0",
+        ]
+    )
+    assert code == 2
+    assert "Epochs must be a whole number from 1 to 500, got 0." in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
