@@ -14,6 +14,7 @@ PAGES = [
     ),
     st.Page("pages/class_balance.py", title="Class balance", icon=":material/balance:"),
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
+    st.Page("pages/threshold.py", title="Threshold explorer", icon=":material/tune:"),
 ]
 
 navigation = st.navigation(PAGES)

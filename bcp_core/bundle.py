@@ -4,7 +4,7 @@
     bundle.json            format version, model name, preprocessing, threshold and how it was
                            chosen, training config, split, data fingerprint, metrics, versions
     history.csv            per-epoch metrics
-    val_predictions.csv    file, patient_id, label, probability (validation split)
+    val_predictions.csv    file, patient_id, label, probability, laterality, view (validation)
 
 Every write goes to a temporary name first and is renamed into place, so a crash never leaves
 half a bundle: the folder holds either the previous bundle or the new one.
@@ -31,7 +31,7 @@ MODEL_FILE = "model.keras"
 META_FILE = "bundle.json"
 HISTORY_FILE = "history.csv"
 VAL_FILE = "val_predictions.csv"
-VAL_COLUMNS = ("file", "patient_id", "label", "probability")
+VAL_COLUMNS = ("file", "patient_id", "label", "probability", "laterality", "view")
 
 
 def now_iso() -> str:
@@ -114,7 +114,7 @@ def save_bundle(
     try:
         model.save(tmp / MODEL_FILE)
         history.to_csv(tmp / HISTORY_FILE, index=False)
-        val_predictions.loc[:, list(VAL_COLUMNS)].to_csv(tmp / VAL_FILE, index=False)
+        val_predictions.reindex(columns=list(VAL_COLUMNS)).to_csv(tmp / VAL_FILE, index=False)
         write_json_atomic(tmp / META_FILE, meta)
         _replace_dir(tmp, target)
     except OSError as exc:
@@ -190,7 +190,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame()
     try:
-        return pd.read_csv(path)
+        text = {"patient_id": str, "laterality": str, "view": str, "file": str}
+        df = pd.read_csv(path, dtype=text)
+        return df.fillna({c: "" for c in text if c in df.columns})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return pd.DataFrame()
 

@@ -2,6 +2,9 @@
 
     python -m bcp_core demo-data --out DIR [--scale small|hospital] [--seed N]
     python -m bcp_core match     --data-root DIR [--json]
+    python -m bcp_core train     --data-root DIR --out BUNDLE_DIR [options] [--json]
+    python -m bcp_core evaluate  --bundle BUNDLE_DIR [--level image|breast|patient] [--json]
+    python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--json]
 
 Human-readable output by default, one JSON object with ``--json`` (keys are a stable contract,
 see DESIGN.md). A user's mistake ends with one sentence on stderr and exit status 2.
@@ -171,6 +174,70 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bcp_core.assessment import bundle_report
+    from bcp_core.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle, with_model=False)
+    report = bundle_report(bundle, args.level)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+
+    def pct(key: str) -> str:
+        low, high = report[f"{key}_ci"]
+        value = report[key]
+        if value is None:
+            return "n/a"
+        ci = "" if low is None else f" (95% CI {low:.2f}-{high:.2f})"
+        return f"{value:.3f}{ci}"
+
+    print(
+        f"Bundle {args.bundle}: {report['n']} validation {args.level}s, "
+        f"{report['n_positive']} with cancer"
+    )
+    print(f"  threshold    {report['threshold']:.4f} ({report['threshold_method']})")
+    print(
+        f"  sensitivity  {pct('sensitivity')}   ({report['tp']} of {report['tp'] + report['fn']} "
+        "cancers found)"
+    )
+    print(f"  specificity  {pct('specificity')}   ({report['fp']} false alarms)")
+    for key in ("precision", "npv", "f1"):
+        value = report[key]
+        print(f"  {key:<12} {'n/a' if value is None else f'{value:.3f}'}")
+    print(f"  ROC-AUC      {pct('roc_auc')}")
+    print(f"  PR-AUC       {pct('pr_auc')}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from bcp_core.bundle import load_bundle
+    from bcp_core.predict import expand_inputs, iter_predictions
+
+    bundle = load_bundle(args.bundle)
+    files = expand_inputs(args.paths)
+    bar = None if args.json else ProgressBar("Predicting")
+    results = []
+    for entry in iter_predictions(bundle, files, batch_size=args.batch_size, on_progress=bar):
+        results.append(entry)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['file']}: {r['error']}")
+            else:
+                call = "cancer" if r["label"] else "no cancer"
+                print(
+                    f"{r['file']}: probability {r['probability']:.4f} -> {call} "
+                    f"(threshold {r['threshold']:.4f})"
+                )
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} files could not be read.", file=sys.stderr)
+    return 0 if failed < len(results) else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m bcp_core``."""
     parser = argparse.ArgumentParser(prog="python -m bcp_core", description=__doc__.split("\n")[0])
@@ -199,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     match.set_defaults(func=_cmd_match)
 
     _add_train_parser(sub)
+
+    ev = sub.add_parser("evaluate", help="metrics of a bundle's validation predictions")
+    ev.add_argument("--bundle", required=True)
+    ev.add_argument("--level", choices=("image", "breast", "patient"), default="image")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="probability of cancer for images or folders")
+    pr.add_argument("--bundle", required=True)
+    pr.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=_cmd_predict)
     return parser
 
 

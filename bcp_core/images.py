@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from bcp_core import config
+from bcp_core.dicom import looks_like_dicom, read_dicom_gray
 from bcp_core.errors import UserError
 from bcp_core.ingest import canonical_name
 
@@ -181,9 +182,15 @@ def read_gray(source: str | Path | bytes, min_size: tuple[int, int] | None = Non
     images become grey; 16-bit images are scaled by their bit depth (12-bit data, the usual
     mammography depth, by 4095).
 
+    DICOM files (the "DICM" magic at offset 128, or a .dcm name) go to
+    :func:`bcp_core.dicom.read_dicom_gray`: modality LUT, window / VOI LUT, MONOCHROME1
+    inverted, full bit depth; ``min_size`` does not apply to them.
+
     Raises:
         UserError: one sentence naming the file, for anything that is not a readable image.
     """
+    if looks_like_dicom(source):
+        return read_dicom_gray(source)[0]
     name = _describe(source)
     try:
         img = _open(source)
@@ -203,8 +210,25 @@ def read_gray(source: str | Path | bytes, min_size: tuple[int, int] | None = Non
             f"{name} declares more pixels than the limit of {MAX_PIXELS:,}; it is refused as a "
             "possible decompression bomb."
         ) from exc
+    except FileNotFoundError as exc:
+        raise UserError(f"Cannot read {name}: the file does not exist.") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise UserError(f"Cannot read {name} as an image: {_what_is_it(source)}.") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise UserError(f"Cannot read {name} as an image ({_reason(exc)}).") from exc
+
+
+def _what_is_it(source: str | Path | bytes) -> str:
+    """Why a file is no image, in words: empty, text, or an unknown format."""
+    try:
+        head = source[:512] if isinstance(source, bytes) else Path(source).read_bytes()[:512]
+    except OSError:
+        return "it cannot be opened"
+    if not head:
+        return "the file is empty (0 bytes)"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "it is a text file, not a picture"
+    return "it is not a JPG, PNG, TIFF or DICOM file"
 
 
 def _reason(exc: Exception) -> str:

@@ -129,3 +129,175 @@ def plot_training_curves(history: pd.DataFrame, epochs: int | None = None) -> go
         fig.update_xaxes(range=[0.5, epochs + 0.5])
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), height=480, legend_title_text="")
     return fig
+
+
+# --- Threshold explorer --------------------------------------------------------------------
+
+_OPERATING = dict(color="#b03a63", size=12, symbol="circle", line=dict(color="white", width=2))
+
+
+def plot_confusion_matrix(m: dict) -> go.Figure:
+    """2 x 2 heatmap of counts with the percentage of each true class, from a metrics dict."""
+    counts = [[m["tn"], m["fp"]], [m["fn"], m["tp"]]]
+    totals = [m["tn"] + m["fp"], m["fn"] + m["tp"]]
+    text = [
+        [f"{c}<br>{c / t:.0%} of row" if t else f"{c}" for c in row]
+        for row, t in zip(counts, totals)
+    ]
+    names = [f"true {config.CLASS_NAMES[0]}", f"true {config.CLASS_NAMES[1]}"]
+    fig = go.Figure(go.Heatmap(
+        z=[[c / t if t else 0 for c in row] for row, t in zip(counts, totals)],
+        x=[f"called {config.CLASS_NAMES[0]}", f"called {config.CLASS_NAMES[1]}"], y=names,
+        text=text, texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1, showscale=False,
+    ))  # fmt: skip
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=f"Confusion matrix at threshold {m['threshold']:.3f}", **_LAYOUT)
+    return fig
+
+
+def plot_roc(fpr, tpr, auc: float, point: dict) -> go.Figure:
+    """ROC curve with the operating point (1 - specificity, sensitivity) marked."""
+    fig = go.Figure(
+        go.Scatter(
+            x=fpr, y=tpr, mode="lines", name=f"ROC (AUC {auc:.3f})", line=dict(color="#5b7fb0")
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#c0c0c0", dash="dot")
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[1 - point["specificity"]],
+            y=[point["sensitivity"]],
+            mode="markers",
+            name="operating point",
+            marker=_OPERATING,
+        )
+    )
+    fig.update_layout(
+        title="ROC curve", xaxis_title="1 - specificity", yaxis_title="sensitivity", **_LAYOUT
+    )
+    return fig
+
+
+def plot_pr(recall, precision, auc: float, prevalence: float, point: dict) -> go.Figure:
+    """Precision-recall curve with the operating point and the prevalence baseline."""
+    fig = go.Figure(
+        go.Scatter(
+            x=recall,
+            y=precision,
+            mode="lines",
+            name=f"PR (AP {auc:.3f})",
+            line=dict(color="#5b7fb0"),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[prevalence, prevalence],
+            mode="lines",
+            name="prevalence",
+            line=dict(color="#c0c0c0", dash="dot"),
+        )
+    )
+    ppv = point["precision"]
+    if ppv == ppv:  # not NaN: something is flagged
+        fig.add_trace(
+            go.Scatter(
+                x=[point["sensitivity"]],
+                y=[ppv],
+                mode="markers",
+                name="operating point",
+                marker=_OPERATING,
+            )
+        )
+    fig.update_layout(
+        title="Precision-recall curve",
+        xaxis_title="recall (sensitivity)",
+        yaxis_title="precision (PPV)",
+        **_LAYOUT,
+    )
+    return fig
+
+
+def plot_metrics_vs_threshold(curves: pd.DataFrame, threshold: float) -> go.Figure:
+    """Sensitivity, specificity, PPV, NPV and F1 against the threshold, current one marked."""
+    fig = go.Figure()
+    colors = {
+        "sensitivity": "#b03a63",
+        "specificity": "#5b7fb0",
+        "ppv": "#e0a030",
+        "npv": "#2f9e6f",
+        "f1": "#7a5cb0",
+    }
+    for col, color in colors.items():
+        fig.add_trace(
+            go.Scatter(
+                x=curves["threshold"],
+                y=curves[col],
+                mode="lines",
+                name=col,
+                line=dict(color=color, shape="hv"),
+            )
+        )
+    fig.add_vline(x=threshold, line=dict(color="#333", dash="dash"))
+    fig.update_layout(
+        title="Metrics against the threshold",
+        xaxis_title="threshold",
+        yaxis_range=[0, 1.02],
+        **_LAYOUT,
+    )
+    return fig
+
+
+def plot_probability_histogram(labels, probabilities, threshold: float) -> go.Figure:
+    """Histograms of predicted probability per true class, threshold marked."""
+    fig = go.Figure()
+    labels = pd.Series(labels).to_numpy()
+    probabilities = pd.Series(probabilities).to_numpy()
+    for value, name in ((0, config.CLASS_NAMES[0]), (1, config.CLASS_NAMES[1])):
+        fig.add_trace(
+            go.Histogram(
+                x=probabilities[labels == value],
+                name=name,
+                opacity=0.65,
+                xbins=dict(start=0, end=1, size=0.025),
+                marker_color=CLASS_COLORS[name],
+            )
+        )
+    fig.add_vline(x=threshold, line=dict(color="#333", dash="dash"))
+    fig.update_layout(
+        barmode="overlay",
+        title="Predicted probability per true class",
+        xaxis_title="probability of cancer",
+        yaxis_title="count",
+        **_LAYOUT,
+    )
+    return fig
+
+
+def plot_calibration(calibration: pd.DataFrame, brier: float) -> go.Figure:
+    """Reliability diagram: fraction of cancers against mean predicted probability per bin."""
+    fig = go.Figure(
+        go.Scatter(
+            x=calibration["mean_predicted"],
+            y=calibration["fraction_positive"],
+            mode="lines+markers",
+            name="model",
+            line=dict(color="#5b7fb0"),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="perfect", line=dict(color="#c0c0c0", dash="dot")
+        )
+    )
+    fig.update_layout(
+        title=f"Calibration (Brier score {brier:.3f})",
+        xaxis_title="mean predicted probability",
+        yaxis_title="fraction with cancer",
+        **_LAYOUT,
+    )
+    return fig

@@ -97,7 +97,10 @@ class ValidationScorer(keras.callbacks.Callback):
         )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.probabilities, self.indices = self.score()
+        probabilities, self.indices = self.score()
+        # float64 so that the CSV round-trips exactly: a threshold equal to a stored
+        # probability must classify that image the same way after reloading (>= convention).
+        self.probabilities = probabilities.astype(np.float64)
         y = self.labels[self.indices]
         p = np.clip(self.probabilities, 1e-7, 1 - 1e-7)
         ranks = ranking_metrics(y, p)
@@ -233,6 +236,8 @@ class _Run:
             "patient_id": val.loc[idx, "patient_id"].to_numpy(),
             "label": val.loc[idx, "label"].astype(int).to_numpy(),
             "probability": self.scorer.probabilities,
+            "laterality": val.loc[idx, "laterality"].to_numpy(),
+            "view": val.loc[idx, "view"].to_numpy(),
         })  # fmt: skip
 
     def write_bundle(self, model, history: list[dict], epoch: int, status: str) -> Path:

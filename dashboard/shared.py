@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core import config
+from bcp_core.bundle import Bundle, list_bundles_df, load_bundle
 from bcp_core.datasource import data_root_signature, read_data_root
 from bcp_core.errors import UserError
 from bcp_core.matching import MatchResult
@@ -20,6 +21,9 @@ from bcp_core.privacy import mask_df
 
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
+KEY_BUNDLE = "bundle"
+#: The threshold chosen on the threshold page: {"bundle": path, "value": float, "method": str}.
+KEY_THRESHOLD = "shared_threshold"
 #: Environment variables that set the data root and the bundles folder.
 ENV_DATA_ROOT = "BCP_DATA_ROOT"
 ENV_BUNDLES = "BCP_BUNDLES_DIR"
@@ -72,8 +76,64 @@ def load_match() -> MatchResult:
         raise  # st.stop() raises; this keeps type checkers informed
 
 
+def bundle_paths() -> list[str]:
+    """Bundles in the bundles folder, the demo bundle first, then newest first."""
+    df = list_bundles_df(bundles_dir())
+    paths = df["path"].tolist()
+    demo = str(bundles_dir() / config.DEMO_BUNDLE_NAME)
+    return sorted(paths, key=lambda p: p != demo)
+
+
+def selected_bundle_path() -> str | None:
+    """The bundle chosen in the sidebar (None when there is none)."""
+    chosen = st.session_state.get(KEY_BUNDLE)
+    if chosen:
+        return chosen
+    paths = bundle_paths()
+    return paths[0] if paths else None
+
+
+def _mtime(path: str) -> float:
+    try:
+        return max(p.stat().st_mtime for p in Path(path).iterdir())
+    except (OSError, ValueError):
+        return 0.0
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
+def _cached_bundle(path: str, mtime: float) -> Bundle:
+    # Shared by every session: callers must never modify the model or the tables.
+    return load_bundle(path)
+
+
+def current_bundle() -> Bundle | None:
+    """The chosen bundle with its model, loaded once per version; errors shown on the page."""
+    path = selected_bundle_path()
+    if path is None:
+        return None
+    try:
+        return _cached_bundle(path, _mtime(path))
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
+        raise
+
+
+def shared_threshold(bundle: Bundle) -> tuple[float, str]:
+    """The threshold the user chose on the threshold page for this bundle, else the saved one.
+
+    Returns:
+        ``(value, where)`` where ``where`` says which it is, for display.
+    """
+    chosen = st.session_state.get(KEY_THRESHOLD)
+    if chosen and chosen.get("bundle") == str(bundle.path):
+        return float(chosen["value"]), f"chosen on the threshold page ({chosen['method']})"
+    method = bundle.meta["threshold"].get("method", "")
+    return bundle.threshold, f"saved with the bundle ({method})"
+
+
 def sidebar() -> None:
-    """The shared sidebar: data root and privacy settings.
+    """The shared sidebar: data root, model bundle and privacy settings.
 
     Defaults go into session state before the widgets are made (rather than as ``value=``), so a
     test or another page can set them through ``st.session_state`` without a conflict.
@@ -86,6 +146,17 @@ def sidebar() -> None:
             key=KEY_DATA_ROOT,
             help="Folder with datacombined.xlsx, data_validation_x.xlsx and the Cancer / "
             "Non-Cancer image folders. The default is the built-in synthetic demo dataset.",
+        )
+        paths = bundle_paths()
+        if st.session_state.get(KEY_BUNDLE) not in paths:
+            st.session_state[KEY_BUNDLE] = paths[0] if paths else None
+        st.selectbox(
+            "Model bundle",
+            paths,
+            key=KEY_BUNDLE,
+            format_func=lambda p: Path(p).name,
+            placeholder="no bundle yet: train one",
+            help=f"Bundles found in {bundles_dir()}.",
         )
         st.toggle(
             "Mask patient IDs",

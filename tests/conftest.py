@@ -90,3 +90,28 @@ def tiny_manifest(tmp_path_factory):
                 }
             )
     return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(small_demo, tmp_path_factory):
+    """A tiny bundle (seed_cnn, 64 x 48, 2 epochs) trained on the small demo dataset."""
+    from bcp_core.config import TrainConfig
+    from bcp_core.datasource import read_data_root
+    from bcp_core.training import train_model
+
+    root, _ = small_demo
+    out = tmp_path_factory.mktemp("bundles") / "tiny-demo"
+    cfg = TrainConfig(model="seed_cnn", image_size=(64, 48), epochs=2, batch_size=16, seed=3)
+    train_model(read_data_root(root).manifest, cfg, out)
+    return out
+
+
+@pytest.fixture
+def bundles_dir(demo_bundle, tmp_path, monkeypatch):
+    """A bundles folder of the test's own holding a copy of the tiny demo bundle."""
+    import shutil
+
+    folder = tmp_path / "bundles"
+    shutil.copytree(demo_bundle, folder / "demo")
+    monkeypatch.setenv("BCP_BUNDLES_DIR", str(folder))
+    return folder

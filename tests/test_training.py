@@ -52,7 +52,14 @@ def test_bundle_loads_with_safe_mode_and_predicts_as_before(trained, tiny_manife
     bundle = load_bundle(out)
     assert bundle.meta["model_name"] == "seed_cnn"
     assert bundle.spec == cfg.spec
-    assert set(bundle.val_predictions.columns) == {"file", "patient_id", "label", "probability"}
+    assert set(bundle.val_predictions.columns) == {
+        "file",
+        "patient_id",
+        "label",
+        "probability",
+        "laterality",
+        "view",
+    }
     ds = image_dataset(bundle.val_predictions["file"], None, bundle.spec, batch_size=8)
     again = np.concatenate([np.asarray(bundle.model(x, training=False)).ravel() for x in ds])
     np.testing.assert_allclose(again, bundle.val_predictions["probability"], atol=1e-5)
@@ -125,3 +132,14 @@ def test_a_split_without_positives_is_refused(tiny_manifest):
     negatives = tiny_manifest[tiny_manifest["label"] == 0]
     with pytest.raises(UserError, match="split has no cancer images"):
         plan_split(negatives, TrainConfig(**TINY))
+
+
+def test_saved_metrics_equal_the_metrics_recomputed_from_the_csv(trained):
+    from bcp_core.evaluation import metrics_at_threshold
+
+    _, out, _, _ = trained
+    bundle = load_bundle(out, with_model=False)
+    v = bundle.val_predictions
+    again = metrics_at_threshold(v["label"], v["probability"], bundle.threshold)
+    for key in ("tp", "fp", "tn", "fn"):
+        assert again[key] == bundle.meta["metrics"][key], key

@@ -1,0 +1,109 @@
+"""A bundle's validation predictions, scored at image, breast or patient level.
+
+The glue between a bundle and :mod:`bcp_core.evaluation` for the threshold explorer and the
+``evaluate`` command: pick the level, compute the evaluation once, list the errors at a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bcp_core.bundle import Bundle
+from bcp_core.errors import UserError
+from bcp_core.evaluation import EvaluationResult, aggregate_predictions_df, evaluate
+
+LEVELS = ("image", "breast", "patient")
+
+
+def predictions_at_level_df(predictions: pd.DataFrame, level: str = "image") -> pd.DataFrame:
+    """Validation predictions per image, or aggregated per breast or patient.
+
+    Args:
+        predictions: a bundle's ``val_predictions`` (``file``, ``patient_id``, ``label``,
+            ``probability``, and ``laterality`` where known).
+        level: ``image``, ``breast`` (mean of a breast's views) or ``patient`` (max over her
+            breasts of the breast means).
+
+    Returns:
+        DataFrame with at least ``patient_id``, ``label``, ``probability`` (and ``file`` per image).
+    """
+    if level not in LEVELS:
+        raise UserError(f"Unknown level {level!r}; choose one of: {', '.join(LEVELS)}.")
+    if predictions.empty:
+        raise UserError("This bundle has no validation predictions to evaluate.")
+    if level == "image":
+        return predictions.reset_index(drop=True)
+    df = predictions.copy()
+    if "laterality" not in df.columns:
+        df["laterality"] = ""
+    return aggregate_predictions_df(df, level=level)
+
+
+def evaluate_level(
+    predictions: pd.DataFrame, level: str = "image", *, n_boot: int = 1000, seed: int = 0
+) -> tuple[EvaluationResult, pd.DataFrame]:
+    """Evaluate the predictions at ``level``; the bootstrap resamples patients."""
+    df = predictions_at_level_df(predictions, level)
+    result = evaluate(df["label"], df["probability"], df["patient_id"], n_boot=n_boot, seed=seed)
+    return result, df
+
+
+def errors_df(df: pd.DataFrame, threshold: float, kind: str) -> pd.DataFrame:
+    """False negatives (``fn``: missed cancers, lowest probability first) or false positives
+    (``fp``: false alarms, highest first) at ``threshold`` (positive when ``p >= threshold``)."""
+    positive = df["probability"] >= threshold
+    if kind == "fn":
+        return df[(df["label"] == 1) & ~positive].sort_values("probability")
+    if kind == "fp":
+        return df[(df["label"] == 0) & positive].sort_values("probability", ascending=False)
+    raise UserError(f"Unknown error kind {kind!r}; use 'fn' or 'fp'.")
+
+
+def _clean(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def bundle_report(bundle: Bundle, level: str = "image", *, n_boot: int = 1000) -> dict:
+    """The ``evaluate --json`` object: metrics at the bundle's saved threshold, with intervals."""
+    result, _ = evaluate_level(bundle.val_predictions, level, n_boot=n_boot)
+    threshold = bundle.threshold
+    at = result.at(threshold)
+    ci = result.intervals_at(threshold)
+    out = {
+        "bundle": str(bundle.path),
+        "level": level,
+        "roc_auc": result.roc_auc,
+        "roc_auc_ci": list(result.roc_auc_ci),
+        "pr_auc": result.pr_auc,
+        "pr_auc_ci": list(result.pr_auc_ci),
+        "threshold": threshold,
+        "threshold_method": bundle.meta["threshold"].get("method", ""),
+        **{
+            k: at[k]
+            for k in (
+                "sensitivity",
+                "specificity",
+                "precision",
+                "npv",
+                "f1",
+                "mcc",
+                "balanced_accuracy",
+                "accuracy",
+                "tp",
+                "fp",
+                "tn",
+                "fn",
+            )
+        },
+        "sensitivity_ci": list(ci["sensitivity_ci"]),
+        "specificity_ci": list(ci["specificity_ci"]),
+        "brier": result.brier,
+        "n": result.n,
+        "n_positive": result.n_positive,
+    }
+    return {
+        k: ([_clean(v) for v in val] if isinstance(val, list) else _clean(val))
+        for k, val in out.items()
+    }

@@ -1,0 +1,77 @@
+"""Small Streamlit building blocks shared by pages (no computation beyond presentation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from bcp_core.errors import UserError
+from bcp_core.images import read_gray
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def thumbnail(path: str, max_side: int = 200) -> np.ndarray | None:
+    """A small uint8 preview of an image file, or None when it cannot be read."""
+    try:
+        gray = read_gray(path, min_size=(max_side, max_side))
+    except UserError:
+        return None
+    img = Image.fromarray((gray * 255).astype(np.uint8))
+    img.thumbnail((max_side, max_side))
+    return np.asarray(img)
+
+
+def gallery(df: pd.DataFrame, *, columns: int = 6, limit: int = 18, caption: str = "") -> None:
+    """Thumbnails of the ``file`` column with probability captions."""
+    if df.empty:
+        st.caption("None at this threshold.")
+        return
+    shown = df.head(limit)
+    cols = st.columns(columns)
+    for i, row in enumerate(shown.itertuples()):
+        image = thumbnail(str(row.file))
+        with cols[i % columns]:
+            if image is None:
+                st.caption(f"{Path(row.file).name}: unreadable")
+            else:
+                st.image(image, caption=f"{Path(row.file).name} · p={row.probability:.3f}")
+    if len(df) > limit:
+        st.caption(f"{caption}{len(df) - limit} more not shown.")
+
+
+def recommendation_rows(recs: pd.DataFrame, on_apply: Callable[[float, str], None]) -> None:
+    """The recommended thresholds, one row each with an Apply button."""
+    head = st.columns([3, 1.2, 1.2, 1.2, 4, 1])
+    for col, title in zip(head, ("rule", "threshold", "sensitivity", "specificity", "how", "")):
+        col.markdown(f"**{title}**")
+    for i, rec in enumerate(recs.itertuples()):
+        cols = st.columns([3, 1.2, 1.2, 1.2, 4, 1])
+        cols[0].write(rec.name + ("" if rec.met else " (target not reached)"))
+        cols[1].write(f"{rec.threshold:.4f}")
+        cols[2].write(_pct(rec.sensitivity))
+        cols[3].write(_pct(rec.specificity))
+        cols[4].caption(rec.description)
+        cols[5].button(
+            "Apply",
+            key=f"apply_rec_{i}",
+            on_click=on_apply,
+            args=(float(rec.threshold), str(rec.name)),
+        )
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1%}"
+
+
+def metric_with_interval(col, label: str, value: float, interval: tuple | None, help: str = ""):
+    """A metric card showing a proportion and its 95% interval."""
+    text = "n/a" if value != value else f"{value:.1%}"
+    detail = None
+    if interval and interval[0] == interval[0]:
+        detail = f"95% CI {interval[0]:.0%}-{interval[1]:.0%}"
+    col.metric(label, text, delta=detail, delta_color="off", delta_arrow="off", help=help or None)

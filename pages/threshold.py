@@ -1,0 +1,146 @@
+"""Page 4: decide how the model will be used: the threshold, what it costs, and saving it."""
+
+import streamlit as st
+
+from bcp_core.assessment import LEVELS, errors_df, evaluate_level
+from bcp_core.bundle import update_threshold
+from bcp_core.evaluation import threshold_for_top_percent
+from bcp_core.plots import (
+    plot_calibration,
+    plot_confusion_matrix,
+    plot_metrics_vs_threshold,
+    plot_pr,
+    plot_probability_histogram,
+    plot_roc,
+)
+from dashboard.shared import KEY_THRESHOLD, current_bundle, shown
+from dashboard.widgets import gallery, metric_with_interval, recommendation_rows
+
+st.title("Threshold explorer")
+bundle = current_bundle()
+if bundle is None:
+    st.info("No model bundle yet: train one on the Training page.", icon=":material/info:")
+    st.stop()
+
+
+@st.cache_data(max_entries=8, show_spinner="Computing curves and bootstrap intervals...")
+def evaluation(path: str, saved: str, level: str):
+    return evaluate_level(bundle.val_predictions, level)
+
+
+level = st.radio(
+    "Score per",
+    LEVELS,
+    horizontal=True,
+    key="thr_level",
+    help="breast: mean of a breast's views; patient: max over her breasts.",
+)
+result, preds = evaluation(str(bundle.path), bundle.meta.get("saved", ""), level)
+
+# The slider starts at the bundle's saved threshold, and again whenever the bundle changes.
+if st.session_state.get("thr_for") != (str(bundle.path), level):
+    st.session_state["thr_for"] = (str(bundle.path), level)
+    st.session_state["thr_value"] = float(bundle.threshold)
+    st.session_state["thr_method"] = bundle.meta["threshold"].get("method", "saved")
+
+
+def apply(value: float, method: str) -> None:
+    st.session_state["thr_value"] = min(max(float(value), 0.0), 1.0)
+    st.session_state["thr_method"] = method
+    st.session_state["thr_mode"] = "threshold"
+
+
+def manual() -> None:
+    st.session_state["thr_method"] = "manual"
+
+
+mode = st.radio("Choose by", ["threshold", "flag the top N%"], horizontal=True, key="thr_mode")
+if mode == "threshold":
+    threshold = st.slider(
+        "Threshold (cancer when probability >= threshold)",
+        0.0,
+        1.0,
+        step=0.0001,
+        format="%.4f",
+        key="thr_value",
+        on_change=manual,
+    )
+    method = st.session_state["thr_method"]
+else:
+    top = st.slider("Flag the top N% of images", 1.0, 50.0, 10.0, 0.5, key="thr_top")
+    threshold, method = threshold_for_top_percent(result.y_prob, top), f"top {top:g}%"
+# Shared with the prediction page.
+st.session_state[KEY_THRESHOLD] = {"bundle": str(bundle.path), "value": threshold, "method": method}
+
+m, ci = result.at(threshold), result.intervals_at(threshold)
+cols = st.columns(6)
+metric_with_interval(
+    cols[0],
+    "Sensitivity",
+    m["sensitivity"],
+    ci["sensitivity_ci"],
+    f"{m['tp']} of {m['tp'] + m['fn']} cancers found",
+)
+metric_with_interval(
+    cols[1],
+    "Specificity",
+    m["specificity"],
+    ci["specificity_ci"],
+    f"{m['fp']} false alarms among {m['tn'] + m['fp']}",
+)
+metric_with_interval(cols[2], "PPV", m["precision"], None, "Cancers among those flagged")
+metric_with_interval(cols[3], "NPV", m["npv"], None, "No cancer among those cleared")
+metric_with_interval(cols[4], "ROC-AUC", result.roc_auc, result.roc_auc_ci)
+metric_with_interval(cols[5], "PR-AUC", result.pr_auc, result.pr_auc_ci)
+st.caption(
+    f"{result.n} validation {level}s, {result.n_positive} with cancer. F1 {m['f1']:.3f}, "
+    f"MCC {m['mcc']:.3f}, balanced accuracy {m['balanced_accuracy']:.1%}, accuracy "
+    f"{m['accuracy']:.1%} (accuracy alone hides missed cancers). Intervals: bootstrap over "
+    f"patients, {result.n_boot_used} resamples."
+)
+
+left, right = st.columns(2)
+left.plotly_chart(plot_confusion_matrix(m), key="thr_cm")
+right.plotly_chart(plot_metrics_vs_threshold(result.curve_df(), threshold), key="thr_curves")
+left.plotly_chart(plot_roc(result.roc_fpr, result.roc_tpr, result.roc_auc, m), key="thr_roc")
+right.plotly_chart(
+    plot_pr(result.pr_recall, result.pr_precision, result.pr_auc, result.n_positive / result.n, m),
+    key="thr_pr",
+)
+left.plotly_chart(
+    plot_probability_histogram(preds["label"], preds["probability"], threshold), key="thr_hist"
+)
+right.plotly_chart(plot_calibration(result.calibration, result.brier), key="thr_calibration")
+
+st.subheader("Recommended thresholds")
+with st.expander("Targets and costs"):
+    c = st.columns(5)
+    params = dict(
+        sensitivity_target=c[0].number_input(
+            "Sensitivity at least", 0.5, 1.0, 0.9, 0.01, key="thr_sens_target"
+        ),
+        specificity_target=c[1].number_input(
+            "Specificity at least", 0.5, 1.0, 0.9, 0.01, key="thr_spec_target"
+        ),
+        cost_fn=c[2].number_input("Cost of a missed cancer", 0.1, 1000.0, 10.0, key="thr_cost_fn"),
+        cost_fp=c[3].number_input("Cost of a false alarm", 0.1, 1000.0, 1.0, key="thr_cost_fp"),
+        beta=c[4].number_input("F-beta's beta", 0.1, 10.0, 2.0, key="thr_beta"),
+    )
+recommendation_rows(result.recommendations(**params), apply)
+
+st.subheader("Errors at this threshold")
+tab_fn, tab_fp = st.tabs([f"Missed cancers ({m['fn']})", f"False alarms ({m['fp']})"])
+for tab, kind in ((tab_fn, "fn"), (tab_fp, "fp")):
+    with tab:
+        errors = errors_df(preds, threshold, kind)
+        if level == "image":
+            gallery(errors)
+        else:
+            st.dataframe(shown(errors), hide_index=True, key=f"thr_errors_{kind}")
+
+if st.button(f"Save threshold {threshold:.4f} to the bundle", type="primary", key="thr_save"):
+    update_threshold(bundle.path, threshold, method, note=f"chosen on {level} level")
+    st.success(
+        f"Saved: {bundle.path.name} now decides at {threshold:.4f} ({method}); prediction uses it.",
+        icon=":material/check:",
+    )

@@ -1,0 +1,207 @@
+"""DICOM decoding: tiny datasets written with pydicom in the tests, nothing downloaded."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    DigitalMammographyXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    generate_uid,
+)
+
+from bcp_core import images
+from bcp_core.dicom import looks_like_dicom, read_dicom_gray
+from bcp_core.errors import UserError
+from bcp_core.images import read_gray
+
+
+def new_dataset(syntax=ExplicitVRLittleEndian) -> Dataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    return ds
+
+
+def to_bytes(ds: Dataset, *, file_format: bool = True) -> bytes:
+    buf = io.BytesIO()
+    if file_format:
+        ds.save_as(buf, enforce_file_format=True)
+    else:
+        ds.save_as(buf, implicit_vr=True, little_endian=True)
+    return buf.getvalue()
+
+
+def make_dicom(
+    arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 16, **attrs
+) -> bytes:
+    """A DICOM file (as bytes) holding ``arr`` with any extra header attributes."""
+    ds = new_dataset()
+    ds.set_pixel_data(arr, photometric_interpretation=photometric, bits_stored=bits_stored)
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return to_bytes(ds)
+
+
+def ramp(high: int, shape=(20, 16)) -> np.ndarray:
+    return np.linspace(0, high, shape[0] * shape[1]).reshape(shape).round().astype(np.uint16)
+
+
+def compressed_junk(syntax) -> bytes:
+    """A header claiming compressed pixel data, followed by bytes no codec can read."""
+    ds = new_dataset(syntax)
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 20, 16, 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = encapsulate([b"not a codestream " * 8])
+    ds["PixelData"].VR = "OB"
+    return to_bytes(ds)
+
+
+def test_window_maps_center_to_half_and_keeps_16_bit_precision():
+    arr = ramp(2000, (40, 40))
+    gray, meta = read_dicom_gray(make_dicom(arr, WindowCenter=1000, WindowWidth=1000))
+    assert gray.dtype == np.float32 and gray.shape == (40, 40)
+    assert gray[arr <= 500].max() == 0.0 and gray[arr >= 1500].min() == 1.0
+    mid = np.abs(arr.astype(int) - 1000).argmin()
+    assert gray.flat[mid] == pytest.approx(0.5, abs=0.01)
+    # 1000 stored levels inside the window: far more grey levels than 8 bits could hold.
+    assert len(np.unique(gray[(arr > 500) & (arr < 1500)])) > 256
+    assert meta["photometric"] == "MONOCHROME2" and meta["bits_stored"] == 16
+
+
+def test_monochrome1_is_inverted():
+    arr = ramp(4095)
+    mono2, _ = read_dicom_gray(make_dicom(arr, bits_stored=12))
+    mono1, meta = read_dicom_gray(make_dicom(arr, "MONOCHROME1", bits_stored=12))
+    assert meta["photometric"] == "MONOCHROME1"
+    np.testing.assert_allclose(mono1, 1.0 - mono2, atol=1e-6)
+    assert mono1[0, 0] == 1.0 and mono1[-1, -1] == 0.0  # low stored value shows bright
+
+
+def test_twelve_bit_without_window_is_scaled_by_the_bit_depth():
+    arr = ramp(2048)
+    gray, meta = read_dicom_gray(make_dicom(arr, bits_stored=12))
+    np.testing.assert_allclose(gray, arr / 4095.0, atol=1e-6)
+    assert meta["bits_stored"] == 12
+
+
+def test_rescale_slope_and_intercept_come_before_the_window():
+    arr = ramp(1000)
+    # Rescaled values 2 * stored - 1000 run from -1000 to 1000; the window is centred on 0.
+    data = make_dicom(
+        arr, bits_stored=12, RescaleSlope=2, RescaleIntercept=-1000,
+        WindowCenter=0, WindowWidth=1000,
+    )  # fmt: skip
+    gray, _ = read_dicom_gray(data)
+    assert gray[arr <= 250].max() == 0.0 and gray[arr >= 750].min() == 1.0
+    half = np.abs(arr.astype(int) - 500).argmin()
+    assert gray.flat[half] == pytest.approx(0.5, abs=0.01)
+    unwindowed, _ = read_dicom_gray(make_dicom(arr, bits_stored=12, RescaleSlope=2,
+                                               RescaleIntercept=-1000))  # fmt: skip
+    np.testing.assert_allclose(unwindowed, arr / 4095.0, atol=1e-6)
+
+
+def test_voi_lut_sequence_is_applied_and_scaled_by_its_output_range():
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    # Doubles the stored value, saturating from 2048 on (US, not the ambiguous OW).
+    item.add_new(0x00283006, "US", [min(4095, 2 * i) for i in range(4096)])
+    arr = ramp(4095)
+    gray, _ = read_dicom_gray(make_dicom(arr, bits_stored=12, VOILUTSequence=Sequence([item])))
+    assert gray[arr >= 2048].min() == 1.0
+    np.testing.assert_allclose(gray[arr < 2000], 2 * arr[arr < 2000] / 4095.0, atol=1e-6)
+
+
+def test_metadata_view_and_laterality():
+    arr = ramp(4095)
+    _, meta = read_dicom_gray(
+        make_dicom(arr, bits_stored=12, ViewPosition="MLO", ImageLaterality="R",
+                   Manufacturer="ACME", PatientID="secret"),
+    )  # fmt: skip
+    assert (meta["view"], meta["laterality"], meta["manufacturer"]) == ("MLO", "R", "ACME")
+    assert meta["patient_id"] == "secret"
+    _, meta = read_dicom_gray(make_dicom(arr, bits_stored=12, ViewPosition="CC", Laterality="L"))
+    assert (meta["view"], meta["laterality"]) == ("CC", "L")
+
+
+def test_compressed_without_a_working_plugin_names_the_syntax_and_the_fix():
+    with pytest.raises(UserError, match=r"JPEG 2000.*pip install pylibjpeg pylibjpeg-libjpeg"):
+        read_dicom_gray(compressed_junk(JPEG2000Lossless))
+    with pytest.raises(UserError, match=r"JPEG-LS.*no decoder for it is installed.*pylibjpeg"):
+        read_dicom_gray(compressed_junk(JPEGLSLossless))
+
+
+def test_no_pixel_data():
+    with pytest.raises(UserError, match="no pixel data"):
+        read_dicom_gray(to_bytes(new_dataset()))
+
+
+def test_text_file_renamed_dcm_is_not_dicom(tmp_path: Path):
+    path = tmp_path / "notes.dcm"
+    path.write_text("patient came back for a recall\n" * 20, encoding="utf-8")
+    with pytest.raises(UserError, match=r"notes\.dcm is not a DICOM file"):
+        read_gray(path)
+
+
+def test_multi_frame_uses_the_first_frame_and_says_so():
+    frames = np.stack([ramp(4095), np.zeros((20, 16), np.uint16), ramp(100)])
+    gray, meta = read_dicom_gray(make_dicom(frames, bits_stored=12))
+    assert gray.shape == (20, 16) and meta["frames"] == 3
+    np.testing.assert_allclose(gray, ramp(4095) / 4095.0, atol=1e-6)
+
+
+def test_colour_dicom_becomes_grey():
+    rgb = np.zeros((20, 16, 3), np.uint8)
+    rgb[..., 1] = 200
+    gray, meta = read_dicom_gray(make_dicom(rgb, "RGB", bits_stored=8))
+    assert meta["converted_from_colour"] and gray.shape == (20, 16)
+    np.testing.assert_allclose(gray, 0.587 * 200 / 255, atol=1e-4)
+
+
+def test_pixel_limit_is_checked_from_the_header(monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    with pytest.raises(UserError, match="decompression bomb"):
+        read_dicom_gray(make_dicom(ramp(4095), bits_stored=12))
+
+
+def test_read_gray_dispatches_dicom_bytes_and_paths(tmp_path: Path):
+    data = make_dicom(ramp(4095), bits_stored=12, WindowCenter=2048, WindowWidth=4096)
+    expected, _ = read_dicom_gray(data)
+    np.testing.assert_array_equal(read_gray(data), expected)
+    path = tmp_path / "scan.bin"  # no .dcm suffix: the magic alone decides
+    path.write_bytes(data)
+    np.testing.assert_array_equal(read_gray(path, min_size=(8, 8)), expected)
+
+
+def test_headerless_dataset_with_dcm_suffix_is_read(tmp_path: Path):
+    ds = Dataset()
+    ds.Modality = "MG"
+    ds.set_pixel_data(ramp(4095), photometric_interpretation="MONOCHROME2", bits_stored=12)
+    del ds.file_meta
+    path = tmp_path / "raw.dcm"
+    path.write_bytes(to_bytes(ds, file_format=False))
+    assert not looks_like_dicom(path.read_bytes())
+    np.testing.assert_allclose(read_gray(path), ramp(4095) / 4095.0, atol=1e-6)
+
+
+def test_looks_like_dicom(tmp_path: Path):
+    assert looks_like_dicom(b"\0" * 128 + b"DICM")
+    assert not looks_like_dicom(b"\xff\xd8\xff" + b"\0" * 200)
+    assert looks_like_dicom(b"", name="upload.DCM")
+    assert looks_like_dicom(tmp_path / "missing.dcm")
+    assert not looks_like_dicom(tmp_path / "missing.jpg")

@@ -1,0 +1,295 @@
+"""Prediction: preprocessing parity, batch prediction over odd files, views, per-breast results."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bcp_core import predict
+from bcp_core.bundle import load_bundle
+from bcp_core.config import PreprocessSpec, TrainConfig
+from bcp_core.errors import UserError
+from bcp_core.predict import (
+    breast_results_df,
+    expand_inputs,
+    fitted_size,
+    parse_view_from_name,
+    predict_files,
+    predict_one,
+    prepare_image,
+)
+from bcp_core.preprocess import fit_to_size, preprocess_image
+from bcp_core.training import train_model
+from tests.conftest import blob_image
+from tests.test_dicom import make_dicom
+
+SPEC = PreprocessSpec(64, 48)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tiny_manifest, tmp_path_factory) -> Path:
+    """A seed-CNN bundle trained for one epoch on the 40 tiny JPEGs."""
+    out = tmp_path_factory.mktemp("predict") / "tiny"
+    cfg = TrainConfig(
+        model="seed_cnn", epochs=1, image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=1
+    )
+    train_model(tiny_manifest, cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir):
+    return load_bundle(bundle_dir)
+
+
+def right_breast(size=(90, 70)) -> np.ndarray:
+    """A uint8 breast touching the right edge, so orientation flips it."""
+    return blob_image(True, np.random.default_rng(1), size)[:, ::-1].copy()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` pixels, with almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+# --- Parity with the training preprocessing -------------------------------------------------
+
+
+def parity_sources(tmp_path: Path, tiny_manifest) -> list[Path]:
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.jpg"  # large enough for reduced-scale (draft) JPEG decoding
+    Image.fromarray(blob_image(True, rng, (600, 480))).save(big, quality=90)
+    right = tmp_path / "right.png"
+    Image.fromarray(right_breast()).save(right)
+    deep = tmp_path / "deep.png"  # 16-bit PNG
+    Image.fromarray(right_breast().astype(np.uint16) * 16).save(deep)
+    dcm = tmp_path / "scan.dcm"
+    dcm.write_bytes(make_dicom(right_breast().astype(np.uint16) * 16, bits_stored=12))
+    return [Path(tiny_manifest["path"][0]), big, right, deep, dcm]
+
+
+@pytest.mark.parametrize(
+    "spec", [SPEC, PreprocessSpec(48, 64, crop=False), PreprocessSpec(64, 48, orient=False)]
+)
+def test_prepared_input_is_byte_identical_to_preprocess_image(tmp_path, tiny_manifest, spec):
+    for path in parity_sources(tmp_path, tiny_manifest):
+        expected = preprocess_image(path, spec)
+        prepared = prepare_image(path, spec)
+        assert prepared.net_input.dtype == expected.dtype == np.float32
+        assert prepared.net_input.tobytes() == expected.tobytes(), path.name
+        from_bytes = prepare_image(path.read_bytes(), spec, name=path.name)
+        assert from_bytes.net_input.tobytes() == expected.tobytes(), path.name
+
+
+def test_geometry_records_flip_and_crop(tmp_path):
+    path = tmp_path / "right.png"
+    Image.fromarray(right_breast()).save(path)
+    prepared = prepare_image(path, SPEC)
+    geo = prepared.geometry
+    assert geo.flipped and geo.original_shape == prepared.gray.shape
+    top, bottom, left, right = geo.crop_box
+    assert right == prepared.gray.shape[1]  # the breast touches the right edge
+    assert 0 < left < right and 0 <= top < bottom <= prepared.gray.shape[0]
+    assert prepared.heatmap_on_image(np.ones((64, 48), np.float32)).shape == prepared.gray.shape
+
+
+@pytest.mark.parametrize("shape", [(40, 32), (32, 40), (300, 17), (7, 500), (64, 48), (1, 1)])
+def test_fitted_size_matches_fit_to_size(shape):
+    placed = fit_to_size(np.ones(shape, np.float32), 64, 48)
+    rows, cols = np.flatnonzero(placed.any(axis=1)), np.flatnonzero(placed.any(axis=0))
+    assert fitted_size(shape, 64, 48) == (len(rows), len(cols))
+
+
+# --- Batch prediction ---------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def odd_folder(tmp_path, tiny_manifest) -> Path:
+    """Good images beside broken ones, in a folder with a subfolder and a hidden file."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(tiny_manifest["path"][0], folder / "a_good_L-CC.jpg")
+    shutil.copy(tiny_manifest["path"][1], folder / "sub" / "b_good.jpg")
+    (folder / "c_empty.jpg").write_bytes(b"")
+    data = Path(tiny_manifest["path"][2]).read_bytes()
+    (folder / "d_truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "e_text.jpg").write_text("not an image\n", encoding="utf-8")
+    (folder / "f_huge.png").write_bytes(png_declaring(100_000, 100_000))
+    gray = blob_image(False, np.random.default_rng(2), (64, 52))
+    Image.fromarray(gray).convert("CMYK").save(folder / "g_cmyk.jpg")
+    Image.fromarray(gray).convert("LA").save(folder / "h_alpha.png")
+    (folder / "i_scan.dcm").write_bytes(
+        make_dicom(gray.astype(np.uint16) * 16, bits_stored=12, ViewPosition="MLO",
+                   ImageLaterality="R", PatientID="never-shown")
+    )  # fmt: skip
+    (folder / ".hidden.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("skipped: not an image suffix", encoding="utf-8")
+    return folder
+
+
+def test_predict_files_reports_bad_files_and_predicts_the_rest(bundle, odd_folder):
+    paths = expand_inputs([odd_folder, odd_folder / "missing.jpg"])
+    names = [p.name for p in paths]
+    relpaths = [p.relative_to(odd_folder).as_posix() for p in paths[:-1]]
+    assert relpaths == sorted(relpaths) and "sub/b_good.jpg" in relpaths
+    assert ".hidden.jpg" not in names
+    assert "notes.txt" not in names and names[-1] == "missing.jpg"
+    results = predict_files(bundle, paths, batch_size=3)
+    by_name = {Path(r["file"]).name: r for r in results}
+    assert [Path(r["file"]).name for r in results] == names  # one result per input, in order
+    errors = {
+        "c_empty.jpg": "Cannot read c_empty.jpg",
+        "d_truncated.jpg": "Cannot read d_truncated.jpg",
+        "e_text.jpg": "Cannot read e_text.jpg",
+        "f_huge.png": "decompression bomb",
+        "missing.jpg": "File not found",
+    }
+    for name, sentence in errors.items():
+        assert set(by_name[name]) == {"file", "error"} and sentence in by_name[name]["error"]
+    for name in ("a_good_L-CC.jpg", "b_good.jpg", "g_cmyk.jpg", "h_alpha.png", "i_scan.dcm"):
+        result = by_name[name]
+        assert "error" not in result and 0.0 <= result["probability"] <= 1.0
+        assert result["threshold"] == bundle.threshold
+        assert result["label"] == int(result["probability"] >= bundle.threshold)
+    assert (by_name["a_good_L-CC.jpg"]["view"], by_name["a_good_L-CC.jpg"]["laterality"]) == (
+        "CC",
+        "L",
+    )
+    assert (by_name["i_scan.dcm"]["view"], by_name["i_scan.dcm"]["laterality"]) == ("MLO", "R")
+    assert "never-shown" not in repr(results)
+    assert "view" not in by_name["b_good.jpg"]
+
+
+def test_threshold_uses_the_greater_or_equal_convention(bundle, tiny_manifest):
+    path = tiny_manifest["path"][0]
+    probability = predict_files(bundle, [path])[0]["probability"]
+    at = predict_files(bundle, [path], threshold=probability)[0]
+    above = predict_files(bundle, [path], threshold=min(1.0, probability + 1e-6))[0]
+    assert (at["label"], at["threshold"]) == (1, probability)
+    assert above["label"] == 0
+    with pytest.raises(UserError, match="between 0 and 1"):
+        predict_files(bundle, [path], threshold=1.5)
+
+
+def test_uploads_stream_in_batches_with_progress(bundle, tiny_manifest, monkeypatch):
+    paths = list(tiny_manifest["path"][:7])
+    uploads = [(f"up{i}_RMLO.jpg", Path(p).read_bytes()) for i, p in enumerate(paths)]
+    seen_batches, progress = [], []
+    original = predict._probabilities
+
+    def spy(model, inputs):
+        seen_batches.append(len(inputs))
+        return original(model, inputs)
+
+    monkeypatch.setattr(predict, "_probabilities", spy)
+    results = predict_files(
+        bundle, uploads, batch_size=3, on_progress=lambda d, t: progress.append((d, t))
+    )
+    assert [r["file"] for r in results] == [name for name, _ in uploads]
+    assert seen_batches == [3, 3, 1] and progress == [(3, 7), (6, 7), (7, 7)]
+    assert all((r["view"], r["laterality"]) == ("MLO", "R") for r in results)
+    from_paths = predict_files(bundle, paths)
+    np.testing.assert_allclose(
+        [r["probability"] for r in results], [r["probability"] for r in from_paths], atol=1e-6
+    )
+
+
+def test_model_is_loaded_on_demand(bundle_dir, tiny_manifest):
+    lazy = load_bundle(bundle_dir, with_model=False)
+    assert "probability" in predict_files(lazy, [tiny_manifest["path"][0]])[0]
+
+
+def test_predict_one_gives_a_heatmap_on_the_decoded_image(bundle, tmp_path):
+    path = tmp_path / "left_mlo.png"
+    Image.fromarray(right_breast()).save(path)
+    result = predict_one(bundle, path)
+    batch = predict_files(bundle, [path])[0]
+    assert result["probability"] == pytest.approx(batch["probability"], abs=1e-6)
+    assert result["label"] == int(result["probability"] >= result["threshold"])
+    assert result["meta"] == {"view": "MLO", "laterality": "L"}
+    assert result["heatmap"].shape == result["gray"].shape == (90, 70)
+    assert result["input_heatmap"].shape == (64, 48)
+    assert np.isfinite(result["heatmap"]).all() and 0 <= result["heatmap"].min()
+    assert result["heatmap"].max() <= 1
+    quick = predict_one(bundle, path.read_bytes(), "x.png", with_heatmap=False, threshold=0.0)
+    assert quick["heatmap"] is None and quick["label"] == 1 and quick["file"] == "x.png"
+    with pytest.raises(UserError, match="Cannot read"):
+        predict_one(bundle, b"junk", "junk.jpg")
+
+
+# --- Views from file names and per-breast results ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "view", "side"),
+    [
+        ("P01_L-CC.jpg", "CC", "L"),
+        ("p01_r-cc.png", "CC", "R"),
+        ("scan L-MLO 3.dcm", "MLO", "L"),
+        ("R-MLO.jpg", "MLO", "R"),
+        ("0042LCC.jpg", "CC", "L"),
+        ("RMLO_2019.jpg", "MLO", "R"),
+        ("left_cc.jpg", "CC", "L"),
+        ("Right MLO.jpeg", "MLO", "R"),
+        ("img_CC_R.jpg", "CC", "R"),
+        ("mlo-left.png", "MLO", "L"),
+        ("study_mlo.jpg", "MLO", ""),
+        ("right breast.jpg", "", "R"),
+        ("FILE0004.jpg", "", ""),
+        ("access_log.jpg", "", ""),
+        ("rccx.jpg", "", ""),
+    ],
+)
+def test_parse_view_from_name(name, view, side):
+    assert parse_view_from_name(name) == {"view": view, "laterality": side}
+
+
+def result(side: str, view: str, probability: float, threshold: float = 0.5) -> dict:
+    return {
+        "file": f"{side}{view}.jpg",
+        "probability": probability,
+        "label": int(probability >= threshold),
+        "threshold": threshold,
+        "view": view,
+        "laterality": side,
+    }
+
+
+def test_breast_results_average_views_and_take_the_max_over_breasts():
+    results = [
+        result("L", "CC", 0.2),
+        result("L", "MLO", 0.4),
+        result("R", "CC", 0.6),
+        result("R", "MLO", 0.4),
+        {"file": "bad.jpg", "error": "Cannot read bad.jpg."},
+        {"file": "x.jpg", "probability": 0.99, "label": 1, "threshold": 0.5},  # no laterality
+    ]
+    df = breast_results_df(results)
+    assert list(df.columns) == ["breast", "views", "probability", "label"]
+    assert df["breast"].tolist() == ["L", "R", "woman"]
+    assert df["views"].tolist() == ["CC+MLO", "CC+MLO", "L+R"]
+    np.testing.assert_allclose(df["probability"], [0.3, 0.5, 0.5])
+    assert df["label"].tolist() == [0, 1, 1]  # 0.5 >= 0.5
+
+
+def test_breast_results_with_nothing_known_is_empty():
+    assert breast_results_df([{"file": "a.jpg", "error": "x"}]).empty
+    one_side = breast_results_df([result("R", "CC", 0.1)])
+    assert one_side["breast"].tolist() == ["R", "woman"]

@@ -1,0 +1,103 @@
+"""Page 4 (threshold explorer) through AppTest, and the evaluate / predict commands around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+from streamlit.testing.v1 import AppTest
+
+from bcp_core.bundle import read_bundle_meta
+from bcp_core.cli import main
+
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+
+
+def open_threshold_page(data_root) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["data_root"] = str(data_root)
+    at.run()
+    at.switch_page("pages/threshold.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def confusion_text(at: AppTest) -> str:
+    chart = next(c for c in at.get("plotly_chart") if "Confusion" in c.proto.spec)
+    return chart.proto.spec
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_moving_the_slider_changes_the_confusion_matrix(small_demo, bundles_dir):
+    root, _ = small_demo
+    at = open_threshold_page(root)
+    saved = read_bundle_meta(bundles_dir / "demo")["threshold"]["value"]
+    assert at.slider(key="thr_value").value == saved
+    before = (confusion_text(at), metric(at, "Sensitivity"), metric(at, "Specificity"))
+    at.slider(key="thr_value").set_value(0.0).run()
+    after = (confusion_text(at), metric(at, "Sensitivity"), metric(at, "Specificity"))
+    assert after != before
+    assert metric(at, "Sensitivity") == "100.0%" and metric(at, "Specificity") == "0.0%"
+
+
+def test_applying_a_recommendation_moves_the_slider(small_demo, bundles_dir):
+    root, _ = small_demo
+    at = open_threshold_page(root)
+    at.slider(key="thr_value").set_value(0.0).run()
+    at.button(key="apply_rec_3").click().run()  # sensitivity >= target, best specificity
+    moved = at.slider(key="thr_value").value
+    assert moved > 0.0
+    assert at.session_state["thr_method"] != "manual"
+
+
+def test_saving_the_threshold_updates_the_bundle_and_predict_uses_it(
+    small_demo, bundles_dir, capsys
+):
+    root, truth = small_demo
+    at = open_threshold_page(root)
+    at.slider(key="thr_value").set_value(0.25).run()
+    at.button(key="thr_save").click().run()
+    assert "Saved" in at.success[0].value
+    meta = read_bundle_meta(bundles_dir / "demo")
+    assert meta["threshold"]["value"] == 0.25 and meta["threshold"]["method"] == "manual"
+    assert meta["threshold"]["previous"]["method"] == "youden"
+    image = root / next(i["relpath"] for i in truth["images"] if i["on_disk"])
+    assert main(["predict", "--bundle", str(bundles_dir / "demo"), str(image), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["threshold"] == 0.25
+    assert out[0]["label"] == int(out[0]["probability"] >= 0.25)
+
+
+def test_page_without_bundles_says_how_to_get_one(small_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "empty"))
+    root, _ = small_demo
+    at = open_threshold_page(root)
+    assert "train one on the Training page" in at.info[0].value
+
+
+def test_evaluate_json_agrees_with_scikit_learn(bundles_dir, capsys):
+    bundle = bundles_dir / "demo"
+    assert main(["evaluate", "--bundle", str(bundle), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    import pandas as pd
+
+    v = pd.read_csv(bundle / "val_predictions.csv")
+    y, p = v["label"].to_numpy(), v["probability"].to_numpy()
+    t = out["threshold"]
+    pred = (p >= t).astype(int)
+    assert out["roc_auc"] == skm.roc_auc_score(y, p)
+    assert out["pr_auc"] == skm.average_precision_score(y, p)
+    assert out["sensitivity"] == skm.recall_score(y, pred)
+    assert out["specificity"] == skm.recall_score(1 - y, 1 - pred)
+    assert out["f1"] == skm.f1_score(y, pred)
+    assert out["n"] == len(y) and out["n_positive"] == int(y.sum())
+    for key in ("precision", "npv"):
+        assert key in out
+    low, high = out["sensitivity_ci"]
+    assert low is None or low <= out["sensitivity"] <= high
+    assert np.isfinite(out["brier"])
