@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/class_balance.py", title="Class balance", icon=":material/balance:"),
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/threshold.py", title="Threshold explorer", icon=":material/tune:"),
+    st.Page("pages/predict.py", title="Prediction", icon=":material/image_search:"),
 ]
 
 navigation = st.navigation(PAGES)

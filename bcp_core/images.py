@@ -173,7 +173,9 @@ def _describe(source: str | Path | bytes) -> str:
     return "the uploaded image" if isinstance(source, bytes) else Path(source).name
 
 
-def read_gray(source: str | Path | bytes, min_size: tuple[int, int] | None = None) -> np.ndarray:
+def read_gray(
+    source: str | Path | bytes, min_size: tuple[int, int] | None = None, name: str = ""
+) -> np.ndarray:
     """Decode an image file into a float32 grayscale array in [0, 1].
 
     JPEGs much larger than ``min_size`` (height, width) are decoded at a reduced scale (the
@@ -191,7 +193,7 @@ def read_gray(source: str | Path | bytes, min_size: tuple[int, int] | None = Non
     """
     if looks_like_dicom(source):
         return read_dicom_gray(source)[0]
-    name = _describe(source)
+    name = name or _describe(source)
     try:
         img = _open(source)
         if img.width * img.height > MAX_PIXELS:

@@ -301,3 +301,16 @@ def plot_calibration(calibration: pd.DataFrame, brier: float) -> go.Figure:
         **_LAYOUT,
     )
     return fig
+
+
+def plot_probability_gauge(probability: float, threshold: float) -> go.Figure:
+    """A gauge of the probability of cancer with the decision threshold marked."""
+    color = CLASS_COLORS["cancer"] if probability >= threshold else CLASS_COLORS["non-cancer"]
+    fig = go.Figure(go.Indicator(
+        mode="gauge+number", value=probability * 100, number={"suffix": "%", "valueformat": ".1f"},
+        title={"text": "probability of cancer"},
+        gauge={"axis": {"range": [0, 100]}, "bar": {"color": color},
+               "threshold": {"line": {"color": "#333", "width": 3}, "value": threshold * 100}},
+    ))  # fmt: skip
+    fig.update_layout(margin=dict(l=40, r=40, t=50, b=10), height=240)
+    return fig

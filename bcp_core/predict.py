@@ -172,7 +172,7 @@ def prepare_image(
         meta = {k: header[k] for k in _DICOM_FIELDS}
     else:
         # The decode size preprocess_image asks for: large JPEGs shrink by the same factor.
-        gray = read_gray(source, min_size=(spec.height * 2, spec.width * 2))
+        gray = read_gray(source, min_size=(spec.height * 2, spec.width * 2), name=name)
     from_name = parse_view_from_name(label)
     for key in ("view", "laterality"):
         meta[key] = meta.get(key) or from_name[key]
@@ -397,3 +397,12 @@ def breast_results_df(results: Iterable[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(BREAST_COLUMNS))
     df["label"] = (df["probability"] >= cut).astype(int)
     return df
+
+
+RESULT_COLUMNS = ("file", "probability", "label", "threshold", "view", "laterality", "error")
+
+
+def results_df(results: Iterable[dict]) -> pd.DataFrame:
+    """Prediction results as a table (columns ``RESULT_COLUMNS``; missing values empty)."""
+    df = pd.DataFrame(list(results)).reindex(columns=list(RESULT_COLUMNS))
+    return df.astype({"file": str}).fillna({"view": "", "laterality": "", "error": ""})

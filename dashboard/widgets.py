@@ -75,3 +75,29 @@ def metric_with_interval(col, label: str, value: float, interval: tuple | None, 
     if interval and interval[0] == interval[0]:
         detail = f"95% CI {interval[0]:.0%}-{interval[1]:.0%}"
     col.metric(label, text, delta=detail, delta_color="off", delta_arrow="off", help=help or None)
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A ``data:`` URL of a uint8 image (for image columns in tables)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def small_preview(gray: np.ndarray, max_side: int = 96) -> np.ndarray:
+    """A uint8 thumbnail of a float grey image in [0, 1]."""
+    img = Image.fromarray((np.clip(gray, 0, 1) * 255).astype(np.uint8))
+    img.thumbnail((max_side, max_side))
+    return np.asarray(img)
+
+
+def preview_url(data: bytes, max_side: int = 96) -> str | None:
+    """A ``data:`` URL thumbnail of an uploaded image, or None when it cannot be read."""
+    try:
+        gray = read_gray(data, min_size=(max_side, max_side))
+    except UserError:
+        return None
+    return png_data_url(small_preview(gray, max_side))

@@ -1,0 +1,112 @@
+"""Page 5: upload one image or many and get the probability of cancer, a decision, a heatmap."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from bcp_core.errors import UserError
+from bcp_core.explain import overlay_heatmap
+from bcp_core.plots import plot_probability_gauge
+from bcp_core.predict import breast_results_df, predict_files, predict_one, results_df
+from dashboard.shared import current_bundle, shared_threshold
+from dashboard.widgets import preview_url
+
+st.title("Prediction")
+st.warning(
+    "Research tool, not a medical device: never use it to decide about a patient's care.",
+    icon=":material/health_and_safety:",
+)
+bundle = current_bundle()
+if bundle is None:
+    st.info("No model bundle yet: train one on the Training page.", icon=":material/info:")
+    st.stop()
+threshold, where = shared_threshold(bundle)
+st.caption(
+    f"Model `{bundle.path.name}` ({bundle.meta['model_name']}, input "
+    f"{bundle.spec.height} x {bundle.spec.width}); decision threshold **{threshold:.4f}**, "
+    f"{where}."
+)
+
+
+@st.cache_data(max_entries=64, show_spinner="Predicting...")
+def predict_cached(bundle_key: str, name: str, data: bytes, cut: float) -> dict:
+    return predict_one(bundle, data, name, threshold=cut)
+
+
+uploads = st.file_uploader(
+    "Mammograms (JPG, PNG, DICOM)",
+    accept_multiple_files=True,
+    type=["jpg", "jpeg", "png", "dcm", "dicom", "tif", "tiff"],
+    key="pred_upload",
+)
+examples = bundle.val_predictions.sort_values("file").groupby("label").head(1)
+cols = st.columns(max(len(examples), 1) + 1)
+cols[0].caption("Or try a validation image the model never trained on:")
+for col, row in zip(cols[1:], examples.itertuples()):
+    if Path(row.file).is_file() and col.button(
+        f"Example: {'cancer' if row.label else 'no cancer'} ({Path(row.file).name})",
+        key=f"pred_example_{row.label}",
+    ):
+        st.session_state["pred_example"] = row.file
+
+files = [(u.name, u.getvalue()) for u in uploads or []]
+if not files and st.session_state.get("pred_example"):
+    example = Path(st.session_state["pred_example"])
+    files = [(example.name, example.read_bytes())]
+if not files:
+    st.stop()
+
+bundle_key = f"{bundle.path}:{bundle.meta.get('saved')}"
+if len(files) > 1:
+    results = predict_files(bundle, files, threshold=threshold)
+    table = results_df(results)
+    table.insert(0, "image", [preview_url(data) for _, data in files])
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="pred_table",
+        column_config={
+            "image": st.column_config.ImageColumn("image"),
+            "probability": st.column_config.ProgressColumn(
+                "probability", min_value=0, max_value=1, format="%.3f"
+            ),
+            "label": st.column_config.NumberColumn("cancer (1) at threshold"),
+        },
+    )
+    st.download_button(
+        "Download results (CSV)",
+        table.drop(columns="image").to_csv(index=False),
+        "predictions.csv",
+        "text/csv",
+        key="pred_csv",
+    )
+    breasts = breast_results_df(results)
+    if len(breasts) == 3:
+        st.subheader("Per breast (mean of its views) and per woman (max over breasts)")
+        st.dataframe(breasts, hide_index=True, key="pred_breasts")
+    readable = [n for (n, _), r in zip(files, results) if "error" not in r]
+    name = st.selectbox("Show the heatmap of", readable, key="pred_pick") if readable else None
+    files = [f for f in files if f[0] == name]
+    if not files:
+        st.stop()
+
+name, data = files[0]
+try:
+    r = predict_cached(bundle_key, name, data, threshold)
+except UserError as exc:
+    st.error(str(exc), icon=":material/error:")
+    st.stop()
+left, mid, right = st.columns([1, 1, 1])
+with left:
+    st.plotly_chart(plot_probability_gauge(r["probability"], threshold), key="pred_gauge")
+    decision = "**Cancer suspected**" if r["label"] else "**No cancer flagged**"
+    st.markdown(f"{decision} at threshold {threshold:.4f} (probability {r['probability']:.4f}).")
+    meta = {k: v for k, v in r["meta"].items() if k in ("view", "laterality") and v}
+    if meta:
+        st.caption(" · ".join(f"{k}: {v}" for k, v in meta.items()))
+    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="pred_alpha")
+mid.image(r["gray"], caption=name, clamp=True)
+right.image(
+    overlay_heatmap(r["gray"], r["heatmap"], alpha=alpha),
+    caption="Grad-CAM: where the model looked",
+)

@@ -1,0 +1,90 @@
+"""Page 5 (prediction) through AppTest: single upload, batch with broken files, DICOM, examples."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+
+
+def open_predict_page(data_root) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["data_root"] = str(data_root)
+    at.run()
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def demo_jpeg(root: Path, truth: dict, label: int) -> tuple[str, bytes]:
+    image = next(i for i in truth["images"] if i["on_disk"] and i["label"] == label)
+    path = root / image["relpath"]
+    return path.name, path.read_bytes()
+
+
+def test_upload_one_image_gives_probability_decision_and_heatmap(small_demo, bundles_dir):
+    root, truth = small_demo
+    at = open_predict_page(root)
+    assert "not a medical device" in at.warning[0].value
+    name, data = demo_jpeg(root, truth, 1)
+    at.file_uploader(key="pred_upload").upload(name, data, "image/jpeg").run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "at threshold" in text and ("Cancer suspected" in text or "No cancer flagged" in text)
+    assert len(at.get("image")) == 2  # the image and its Grad-CAM overlay
+    assert any(
+        c.proto.spec and "probability of cancer" in c.proto.spec for c in at.get("plotly_chart")
+    )
+
+
+def test_batch_upload_predicts_the_readable_and_names_the_broken(small_demo, bundles_dir):
+    root, truth = small_demo
+    good = demo_jpeg(root, truth, 0)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 30, 4), 128, np.uint8), "RGBA").save(buf, format="PNG")
+    files = [
+        (good[0], good[1], "image/jpeg"),
+        ("empty.jpg", b"", "image/jpeg"),
+        ("notes.jpg", b"this is text, not a picture", "image/jpeg"),
+        ("cut.jpg", good[1][:200], "image/jpeg"),
+        ("alpha.png", buf.getvalue(), "image/png"),
+    ]
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").set_value(files).run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "probability" in d.value.columns)
+    by_file = table.set_index("file")
+    assert by_file.loc[good[0], "error"] == "" and 0 <= by_file.loc[good[0], "probability"] <= 1
+    assert by_file.loc["alpha.png", "error"] == ""
+    assert "empty (0 bytes)" in by_file.loc["empty.jpg", "error"]
+    assert "text file" in by_file.loc["notes.jpg", "error"]
+    assert "Cannot read cut.jpg" in by_file.loc["cut.jpg", "error"]
+
+
+def test_dicom_upload_shows_view_and_laterality(small_demo, bundles_dir):
+    from tests.test_dicom import make_dicom  # the DICOM fixture builder
+
+    root, _ = small_demo
+    yy, xx = np.mgrid[0:200, 0:160]
+    breast = (((xx - 159) / 130.0) ** 2 + ((yy - 100) / 90.0) ** 2 < 1) * 3000
+    data = make_dicom(
+        breast.astype(np.uint16), bits_stored=12, ViewPosition="MLO", ImageLaterality="R"
+    )
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").upload("scan.dcm", data, "application/dicom").run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "view: MLO" in captions and "laterality: R" in captions
+
+
+def test_example_button_predicts_a_validation_image(small_demo, bundles_dir):
+    root, _ = small_demo
+    at = open_predict_page(root)
+    at.button(key="pred_example_1").click().run()
+    assert not at.exception, at.exception
+    assert any("at threshold" in m.value for m in at.markdown)
