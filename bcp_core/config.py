@@ -133,12 +133,18 @@ class PreprocessSpec:
         width: network input width in pixels.
         crop: crop to the breast (largest bright region) before resizing.
         orient: flip images so that the chest wall is on the left.
+        decode_margin: images are decoded at no less than this multiple of the input size.
+            JPEG's DCT scaling halves the size per step, so 1.25 lets a 1024 px film decode at
+            512 px for a 320 px input (4x fewer pixels) while the crop to the breast still keeps
+            more pixels than the network needs. Stored so prediction decodes exactly as
+            training did.
     """
 
     height: int = DEFAULT_IMAGE_SIZE[0]
     width: int = DEFAULT_IMAGE_SIZE[1]
     crop: bool = True
     orient: bool = True
+    decode_margin: float = 1.25
 
     def validate(self) -> PreprocessSpec:
         """Return self, or raise UserError for a size no network can use."""
@@ -147,6 +153,8 @@ class PreprocessSpec:
                 raise UserError(
                     f"Image {name} must be a whole number from 32 to 4096, got {value!r}."
                 )
+        if not 1.0 <= float(self.decode_margin) <= 8.0:
+            raise UserError(f"Decode margin must be from 1 to 8, got {self.decode_margin!r}.")
         return self
 
     def to_dict(self) -> dict:
@@ -154,7 +162,8 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessSpec:
-        known = {k: data[k] for k in ("height", "width", "crop", "orient") if k in data}
+        fields = ("height", "width", "crop", "orient", "decode_margin")
+        known = {k: data[k] for k in fields if k in data}
         return cls(**known).validate()
 
 

@@ -24,7 +24,7 @@ from bcp_core.dicom import looks_like_dicom, read_dicom_gray
 from bcp_core.errors import UserError
 from bcp_core.explain import gradcam_heatmap, heatmap_to_image
 from bcp_core.images import read_gray
-from bcp_core.preprocess import breast_bbox, chest_wall_on_right, prepare_gray
+from bcp_core.preprocess import breast_bbox, chest_wall_on_right, decode_size, prepare_gray
 
 #: A file to predict: a path, or (name, bytes) for an upload.
 Source = str | os.PathLike | tuple[str, bytes]
@@ -172,7 +172,7 @@ def prepare_image(
         meta = {k: header[k] for k in _DICOM_FIELDS}
     else:
         # The decode size preprocess_image asks for: large JPEGs shrink by the same factor.
-        gray = read_gray(source, min_size=(spec.height * 2, spec.width * 2), name=name)
+        gray = read_gray(source, min_size=decode_size(spec), name=name)
     from_name = parse_view_from_name(label)
     for key in ("view", "laterality"):
         meta[key] = meta.get(key) or from_name[key]

@@ -10,6 +10,7 @@ lives inside the model itself, so one preprocessing serves every model and a bun
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,12 @@ def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)[..., None]
 
 
+def decode_size(spec: PreprocessSpec) -> tuple[int, int]:
+    """The smallest (height, width) an image is decoded at for ``spec`` (see decode_margin)."""
+    margin = spec.decode_margin
+    return math.ceil(spec.height * margin), math.ceil(spec.width * margin)
+
+
 def preprocess_image(source: str | Path | bytes, spec: PreprocessSpec) -> np.ndarray:
     """Decode and prepare one image file (path or bytes): float32 (H, W, 1) in [0, 1].
 
@@ -99,6 +106,5 @@ def preprocess_image(source: str | Path | bytes, spec: PreprocessSpec) -> np.nda
     Raises:
         UserError: when the file is not a readable image.
     """
-    # Decode at no less than twice the target size: the crop keeps most of the width.
-    gray = read_gray(source, min_size=(spec.height * 2, spec.width * 2))
+    gray = read_gray(source, min_size=decode_size(spec))
     return prepare_gray(gray, spec)

@@ -71,7 +71,13 @@ def test_bundle_json_records_what_prediction_needs(trained):
     meta = read_bundle_meta(out)
     assert meta["threshold"]["method"] == "youden"
     assert 0.0 <= meta["threshold"]["value"] <= 1.0
-    assert meta["preprocessing"] == {"height": 64, "width": 48, "crop": True, "orient": True}
+    assert meta["preprocessing"] == {
+        "height": 64,
+        "width": 48,
+        "crop": True,
+        "orient": True,
+        "decode_margin": 1.25,
+    }
     assert meta["versions"]["keras"] == keras.__version__
     assert meta["split"]["patient_overlap"] == 0 and meta["data_fingerprint"]
 
