@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
+ADDRESS ?= 0.0.0.0
 DEMO   ?= demo_data
 BUNDLES ?= bundles
 
@@ -37,7 +38,8 @@ $(BUNDLES)/demo/bundle.json: | $(DEMO)/demo_ground_truth.json
 demo-bundle: $(BUNDLES)/demo/bundle.json
 
 run: install demo demo-bundle
-	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+	BCP_DATA_ROOT="$(abspath $(DEMO))" BCP_BUNDLES_DIR="$(abspath $(BUNDLES))" \
+		$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS)
 
 test: install-dev
 	$(PY) -m pytest

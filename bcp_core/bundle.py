@@ -12,11 +12,13 @@ half a bundle: the folder holds either the previous bundle or the new one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import tempfile
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,7 +71,11 @@ def _replace_dir(tmp: Path, target: Path) -> None:
     if target.exists():
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            os.replace(old, target)  # put the previous bundle back
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
@@ -87,6 +93,18 @@ def write_json_atomic(path: Path, data: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_error(target: Path, exc: OSError) -> UserError:
+    """One sentence for a failed write, with what to do for the usual causes."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        advice = "free some disk space, or choose a folder on another disk, and try again"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "choose a folder you can write to"
+    else:
+        advice = "check the folder and try again"
+    return UserError(f"Cannot write the bundle to {target} ({reason}); {advice}.")
 
 
 def save_bundle(
@@ -110,7 +128,7 @@ def save_bundle(
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     except OSError as exc:
-        raise UserError(f"Cannot write the bundle to {target}: {exc.strerror or exc}.") from exc
+        raise _write_error(target, exc) from exc
     try:
         model.save(tmp / MODEL_FILE)
         history.to_csv(tmp / HISTORY_FILE, index=False)
@@ -118,10 +136,32 @@ def save_bundle(
         write_json_atomic(tmp / META_FILE, meta)
         _replace_dir(tmp, target)
     except OSError as exc:
-        raise UserError(f"Cannot write the bundle to {target}: {exc.strerror or exc}.") from exc
+        raise _write_error(target, exc) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def resolve_bundle_path(root: str | Path, name: str | Path) -> Path:
+    """The bundle ``name`` inside the bundles folder ``root``, never a folder outside it.
+
+    ``name`` is a folder name or a relative path below ``root``. A name that leaves ``root``
+    (``../other``, an absolute path elsewhere, or a symbolic link pointing outside) is refused,
+    so that a bundle name typed or stored somewhere cannot open files the user did not mean to.
+
+    Raises:
+        UserError: for an empty name or one that resolves outside ``root``.
+    """
+    if not str(name).strip():
+        raise UserError("No bundle name given; pick a bundle from the bundles folder.")
+    base = Path(root).expanduser().resolve()
+    resolved = (base / name).resolve()
+    if resolved == base or not resolved.is_relative_to(base):
+        raise UserError(
+            f"The bundle {str(name)!r} lies outside the bundles folder {base}; only bundles "
+            "inside that folder can be opened (copy the bundle folder into it)."
+        )
+    return resolved
 
 
 def read_bundle_meta(path: str | Path) -> dict:
@@ -145,7 +185,13 @@ def read_bundle_meta(path: str | Path) -> dict:
         raise UserError(f"{META_FILE} in {folder} is not valid JSON ({exc}).") from exc
     if not isinstance(meta, dict) or "format_version" not in meta:
         raise UserError(f"{META_FILE} in {folder} has no format_version; it is not a bundle.")
-    if not isinstance(meta["format_version"], int) or meta["format_version"] > BUNDLE_FORMAT:
+    version = meta["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UserError(
+            f"{META_FILE} in {folder} has an invalid format_version {version!r}; "
+            "it is not a bundle this software wrote."
+        )
+    if version > BUNDLE_FORMAT:
         raise UserError(
             f"{folder} was written by a newer version (bundle format {meta['format_version']!r}, "
             f"this one reads up to {BUNDLE_FORMAT}); update the software to use it."
@@ -153,6 +199,17 @@ def read_bundle_meta(path: str | Path) -> dict:
     for key in ("preprocessing", "threshold", "model_name"):
         if key not in meta:
             raise UserError(f"{META_FILE} in {folder} lacks {key!r}; the bundle is incomplete.")
+    value = meta["threshold"].get("value") if isinstance(meta["threshold"], dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UserError(
+            f"{META_FILE} in {folder} has no valid threshold value (a number from 0 to 1); "
+            "the bundle is damaged: train the model again."
+        )
+    if not isinstance(meta["preprocessing"], dict):
+        raise UserError(
+            f"{META_FILE} in {folder} has no valid preprocessing settings; the bundle is damaged: "
+            "train the model again."
+        )
     return meta
 
 
@@ -176,11 +233,23 @@ def load_keras_model(path: Path):
     """Load ``model.keras`` safely; custom or Lambda layers are refused with a sentence."""
     import keras
 
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"The model file {MODEL_FILE} in {path.parent.name} is damaged or not a Keras model "
+            "(it is not a .keras archive); train the model again or copy the whole bundle again."
+        )
     try:
         # compile=False: a bundle is for inference; it also avoids Keras' warning that
         # "compiled metrics have yet to be built".
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for bad or unsafe files
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text or "Could not locate" in text:
+            raise UserError(
+                f"The model in {path.parent.name} is refused: it holds custom code (a Lambda "
+                "layer or a custom object), and bundles are loaded in safe mode, which never runs "
+                "code from a file. Use a bundle trained with this software."
+            ) from exc
         raise UserError(
             f"Cannot load the model in {path.parent.name}: {str(exc).splitlines()[0][:300]}"
         ) from exc
@@ -203,8 +272,9 @@ def update_threshold(path: str | Path, value: float, method: str, note: str = ""
     Raises:
         UserError: for a value outside [0, 1] or an unreadable bundle.
     """
-    if not 0.0 <= float(value) <= 1.0:
-        raise UserError(f"A threshold must be between 0 and 1, got {value!r}.")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0.0 <= float(value) <= 1.0:
+        raise UserError(f"A threshold must be a number between 0 and 1, got {value!r}.")
     folder = Path(path)
     meta = read_bundle_meta(folder)
     previous = meta.get("threshold", {})
@@ -215,7 +285,10 @@ def update_threshold(path: str | Path, value: float, method: str, note: str = ""
         "note": note,
         "previous": {k: v for k, v in previous.items() if k != "previous"},
     }
-    write_json_atomic(folder / META_FILE, meta)
+    try:
+        write_json_atomic(folder / META_FILE, meta)
+    except OSError as exc:
+        raise _write_error(folder, exc) from exc
     return meta
 
 
@@ -246,6 +319,7 @@ def list_bundles_df(root: str | Path) -> pd.DataFrame:
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         try:
+            resolve_bundle_path(base, folder.name)  # a link to a folder elsewhere is no bundle here
             meta = read_bundle_meta(folder)
         except UserError:
             continue

@@ -52,7 +52,7 @@ MATCH_COLUMNS = (
 #: Folder spellings seen for each class, compared after casefolding and dropping
 #: everything but letters and digits ("Non-Cancer", "non cancer", "NON_CANCER" -> "noncancer").
 CANCER_FOLDER_NAMES = ("cancer", "kanser", "malignant")
-NON_CANCER_FOLDER_NAMES = ("noncancer", "nocancer", "normal", "benign", "kanserdegil")
+NON_CANCER_FOLDER_NAMES = ("noncancer", "nocancer", "normal", "benign", "kanserdegil", "kanserdeğil")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm", ".tif", ".tiff")
 
 # --- Manifest ---------------------------------------------------------------------------
@@ -203,7 +203,7 @@ class TrainConfig:
             raise UserError(
                 f"Unknown model {self.model!r}; choose one of: {', '.join(MODEL_NAMES)}."
             )
-        if len(self.image_size) != 2:
+        if not isinstance(self.image_size, (tuple, list)) or len(self.image_size) != 2:
             raise UserError(
                 f"Image size must be two numbers (height, width), got {self.image_size!r}."
             )
@@ -224,6 +224,22 @@ class TrainConfig:
             raise UserError(
                 f"Pretrained weights apply to {', '.join(TRANSFER_MODELS)} only, "
                 f"not {self.model!r}."
+            )
+        if str(self.weights).strip().lower() not in ("none", "imagenet"):
+            if not Path(self.weights).expanduser().is_file():
+                raise UserError(
+                    f"The weights file {str(self.weights)!r} does not exist; pass 'none', "
+                    f"'imagenet' or the path of the {self.model} no-top weights file."
+                )
+        for name, flag in (("Fine-tune", self.fine_tune), ("Augment", self.augment)):
+            if not isinstance(flag, bool):
+                raise UserError(f"{name} must be true or false, got {flag!r}.")
+        from bcp_core.evaluation import THRESHOLD_METHODS  # here: evaluation loads scikit-learn
+
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise UserError(
+                f"Unknown threshold method {self.threshold_method!r}; choose one of: "
+                f"{', '.join(THRESHOLD_METHODS)}."
             )
         return self
 

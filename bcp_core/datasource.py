@@ -69,6 +69,13 @@ def read_data_root(data_root: str | Path) -> MatchResult:
             f"{config.CANCER_EXPORT} and "
             f"{config.NON_CANCER_EXPORT} instead."
         )
+    if not (combined and validation) and bool(cancer_export) != bool(non_cancer_export):
+        found = (cancer_export or non_cancer_export).name
+        missing = config.NON_CANCER_EXPORT if cancer_export else config.CANCER_EXPORT
+        raise UserError(
+            f"{root} has the export {found} but not {missing}; put {missing} beside it, or use "
+            f"the workbooks {config.COMBINED_WORKBOOK} and {config.VALIDATION_WORKBOOK}."
+        )
     if not (combined and validation) and not (cancer_export and non_cancer_export):
         raise UserError(
             f"{root} has neither {config.COMBINED_WORKBOOK} + {config.VALIDATION_WORKBOOK} nor "

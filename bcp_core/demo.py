@@ -429,6 +429,11 @@ def write_demo_dataset(
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise UserError(
+            f"Cannot write the demo dataset to {out} ({exc.strerror or exc}); "
+            "choose a folder you can write to, with some free disk space."
+        ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return truth

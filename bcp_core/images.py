@@ -220,6 +220,16 @@ def read_gray(
         raise UserError(f"Cannot read {name} as an image ({_reason(exc)}).") from exc
 
 
+#: First bytes of the picture formats a user may have, to tell a damaged file from a foreign one.
+_MAGIC_NUMBERS = (
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8\xff", "JPG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"GIF8", "GIF"),
+)
+
+
 def _what_is_it(source: str | Path | bytes) -> str:
     """Why a file is no image, in words: empty, text, or an unknown format."""
     try:
@@ -228,6 +238,9 @@ def _what_is_it(source: str | Path | bytes) -> str:
         return "it cannot be opened"
     if not head:
         return "the file is empty (0 bytes)"
+    for magic, kind in _MAGIC_NUMBERS:
+        if head.startswith(magic):
+            return f"it starts like a {kind} file but is damaged or incomplete"
     if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         return "it is a text file, not a picture"
     return "it is not a JPG, PNG, TIFF or DICOM file"

@@ -129,7 +129,8 @@ def read_excel_sheets(path: Path, columns: set[str] | None = None) -> dict[str, 
     """
     if not path.is_file():
         raise UserError(f"Workbook not found: {path}.")
-    if sniff_format(path) == "csv":
+    fmt = sniff_format(path)
+    if fmt == "csv":
         raise UserError(
             f"{path.name} is not an Excel workbook (it looks like text); save it as .xlsx."
         )
@@ -139,8 +140,14 @@ def read_excel_sheets(path: Path, columns: set[str] | None = None) -> dict[str, 
         except ImportError:
             sheets = _read_excel_openpyxl(path, columns)
     except Exception as exc:  # calamine and openpyxl raise many types for broken files
+        if fmt == "xls":  # an OLE container: the old .xls format, or an encrypted workbook
+            raise UserError(
+                f"Cannot read workbook {path.name}: it is password-protected (encrypted) or in "
+                "the old .xls format. Open it in Excel, remove the password and save it as .xlsx."
+            ) from exc
         raise UserError(
-            f"Cannot read workbook {path.name}: {exc}. Open it in Excel and save it again as .xlsx."
+            f"Cannot read workbook {path.name}: the file is damaged or incomplete ({exc}). "
+            "Open it in Excel and save it again as .xlsx."
         ) from exc
     return {str(name): _clean_columns(df) for name, df in sheets.items()}
 
@@ -155,17 +162,41 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UserError(f"File not found: {path}.")
     if sniff_format(path) != "csv":
         return next(iter(read_excel_sheets(path).values()))
+    if path.stat().st_size == 0:
+        raise UserError(f"{path.name} is empty (0 bytes); export the rows again.")
     for encoding in ("utf-8-sig", "cp1254"):
         try:
             df = pd.read_csv(
-                path, dtype=str, keep_default_na=False, encoding=encoding, sep=None, engine="python"
+                path,
+                dtype=str,
+                keep_default_na=False,
+                encoding=encoding,
+                sep=_delimiter(path, encoding),
+                engine="python",
             )
             return _clean_columns(df)
         except UnicodeDecodeError:
             continue
         except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
-            raise UserError(f"Cannot read {path.name} as CSV: {exc}.") from exc
+            raise UserError(
+                f"Cannot read {path.name} as CSV ({exc}); look for an unclosed quote (\") in it, "
+                "or export it again from Excel."
+            ) from exc
     raise UserError(f"{path.name} is neither UTF-8 nor Windows-1254 text; save it as UTF-8 CSV.")
+
+
+def _delimiter(path: Path, encoding: str) -> str:
+    """The CSV's delimiter among , ; tab and | (a one-column file has none: ",").
+
+    pandas' own sniffing (``sep=None``) may pick any character, and splits a one-column
+    export such as ``InputFileName`` at a letter.
+    """
+    with open(path, encoding=encoding, newline="") as fh:
+        sample = fh.read(64 * 1024)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
 
 
 def _clean_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -196,6 +227,10 @@ def find_column(df: pd.DataFrame, candidates: tuple[str, ...] | str, table: str)
     """
     if isinstance(candidates, str):
         candidates = (candidates,)
+    if len(df.columns) == 0:
+        raise UserError(
+            f"{table} is empty: it has no header row with the column {candidates[0]!r}."
+        )
     by_canon = {canonical_name(c): c for c in df.columns}
     for cand in candidates:
         if cand in df.columns:
@@ -331,6 +366,19 @@ _NORMALISERS = {
 }
 
 
+def _check_unique_columns(df: pd.DataFrame, table: str) -> None:
+    """Refuse a table where a column the join reads appears twice (which one would be meant?)."""
+    wanted = {canonical_name(c) for c in config.MATCH_COLUMNS}
+    seen: dict[str, str] = {}
+    for name in map(str, df.columns):
+        canon = canonical_name(name)
+        if canon in wanted and canon in seen:
+            raise UserError(
+                f"{table} has two columns named {seen[canon]!r}; delete or rename one of them."
+            )
+        seen[canon] = name
+
+
 def key_parts_df(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Normalise the four key columns of ``df``.
 
@@ -344,6 +392,7 @@ def key_parts_df(df: pd.DataFrame, table: str) -> pd.DataFrame:
         ``key`` (normalised UniqueKey), ``empty`` (comma-separated names of empty parts) and
         ``fixes`` (a frozenset of (column, fix) pairs).
     """
+    _check_unique_columns(df, table)
     columns = {
         config.COL_FILE: find_column(df, config.COL_FILE, table),
         config.COL_DATE: find_column(df, config.COL_DATE, table),

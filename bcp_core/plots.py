@@ -126,7 +126,7 @@ def plot_training_curves(history: pd.DataFrame, epochs: int | None = None) -> go
                 col=col + 1,
             )
     if epochs:
-        fig.update_xaxes(range=[0.5, epochs + 0.5])
+        fig.update_xaxes(range=[0.5, epochs + 0.5], dtick=max(1, epochs // 10))
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), height=480, legend_title_text="")
     return fig
 

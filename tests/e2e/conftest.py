@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,42 +56,36 @@ def wait_for_health(url: str, proc: subprocess.Popen, timeout: float = 90) -> No
 
 
 @pytest.fixture(scope="session")
-def app_url(small_demo, tmp_path_factory):
-    """``streamlit run streamlit_app.py`` on a free localhost port, on the small demo data."""
-    root, _ = small_demo
+def app_url(small_demo, demo_bundle, tmp_path_factory):
+    """The dashboard started by the README's run command (``make run``) on a free port.
+
+    The small demo dataset and a tiny demo bundle are made beforehand, so ``make run`` finds
+    them and goes straight to serving (the real first start writes and trains them).
+    """
+    real_root, _ = small_demo
+    # make cannot name targets with spaces: reach the (non-ASCII, spaced) demo through a link.
+    root = tmp_path_factory.mktemp("e2e-data") / "demo"
+    root.symlink_to(real_root, target_is_directory=True)
+    bundles = tmp_path_factory.mktemp("e2e-bundles")
+    shutil.copytree(demo_bundle, bundles / "demo")
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = dict(os.environ, BCP_DATA_ROOT=str(root))
+    command = ["make", "--no-print-directory", "run", f"PORT={port}", "ADDRESS=127.0.0.1",
+               f"DEMO={root}", f"BUNDLES={bundles}", f"PYTHON={sys.executable}",
+               f"VENV={Path(sys.executable).parent.parent}"]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "streamlit_app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(url, proc)
         yield url
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +101,7 @@ def browser():
 @pytest.fixture
 def page(browser):
     ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 2200})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
     yield pg

@@ -1,0 +1,76 @@
+"""The whole journey in a real browser: match -> balance -> train -> threshold -> predict."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.conftest import ARTIFACTS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def goto_page(page, name: str, heading: str) -> None:
+    page.get_by_role("link", name=name).click()
+    page.get_by_role("heading", name=heading).wait_for()
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick an option of a Streamlit selectbox."""
+    page.get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option", name=re.compile(option)).first.click()
+
+
+def set_number(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Tab")
+
+
+def test_whole_journey(app_url, page, small_demo):
+    root, truth = small_demo
+    page.goto(app_url)
+
+    # 1. Data matching: the matched count a user came for.
+    page.get_by_role("heading", name="Data matching").wait_for()
+    page.get_by_text("Unmatched rows").first.wait_for()
+    page.get_by_text(str(truth["counts"]["cancer_key_matched"]), exact=True).first.wait_for()
+    page.screenshot(path=ARTIFACTS / "journey_1_matching.png", full_page=True)
+
+    # 2. Class balance: the accuracy trap is spelled out.
+    goto_page(page, "Class balance", "Class balance")
+    page.get_by_text(re.compile(r"finds 0 of \d+")).first.wait_for()
+    page.screenshot(path=ARTIFACTS / "journey_2_balance.png", full_page=True)
+
+    # 3. Training: a tiny run, watched to the end.
+    goto_page(page, "Training", "Training")
+    choose(page, "Model", "seed_cnn")
+    set_number(page, "Image height", "64")
+    set_number(page, "Image width", "48")
+    set_number(page, "Epochs", "2")
+    set_number(page, "Batch size", "8")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"best epoch \d of 2")).wait_for(timeout=240_000)
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.screenshot(path=ARTIFACTS / "journey_3_training.png", full_page=True)
+
+    # 4. Threshold explorer on the new bundle: apply a recommendation, save it.
+    goto_page(page, "Threshold explorer", "Threshold explorer")
+    choose(page, "Model bundle", "seed_cnn")
+    page.get_by_text("Recommended thresholds").wait_for()
+    page.get_by_role("button", name="Apply").nth(3).click()  # sensitivity >= target
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name=re.compile(r"Save threshold")).click()
+    page.get_by_text(re.compile(r"Saved: .* now decides at")).wait_for()
+    page.screenshot(path=ARTIFACTS / "journey_4_threshold.png", full_page=True)
+
+    # 5. Prediction: upload a demo image, see a probability, a decision and a heatmap.
+    goto_page(page, "Prediction", "Prediction")
+    page.get_by_text(re.compile(r"chosen on the threshold page|saved with the bundle")).wait_for()
+    image = next(i for i in truth["images"] if i["on_disk"] and i["label"] == 1)
+    page.locator('input[type="file"]').set_input_files(str(root / image["relpath"]))
+    page.get_by_text("Grad-CAM: where the model looked").wait_for(timeout=120_000)
+    decision = page.get_by_text(re.compile(r"at threshold \d\.\d{4} \(probability \d\.\d{4}\)"))
+    assert decision.count() >= 1
+    page.screenshot(path=ARTIFACTS / "journey_5_prediction.png", full_page=True)
