@@ -66,6 +66,25 @@ def _versions() -> dict[str, str]:
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
 
+def _recover(target: Path) -> None:
+    """Undo an interrupted replacement: put the previous bundle back if the new one is missing.
+
+    :func:`_replace_dir` moves the old bundle aside before moving the new one in; a process
+    killed between the two renames leaves only ``.NAME.old-*``.
+    """
+    if target.exists():
+        return
+    old = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if old:
+        os.replace(old[-1], target)
+
+
+def _remove_stale(target: Path) -> None:
+    """Delete temporary folders that a killed writer of this bundle left behind."""
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _replace_dir(tmp: Path, target: Path) -> None:
     """Move the finished folder ``tmp`` to ``target``, replacing an older bundle there."""
     if target.exists():
@@ -126,6 +145,8 @@ def save_bundle(
     meta = {**meta, "format_version": BUNDLE_FORMAT, "saved": now_iso(), "versions": _versions()}
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _recover(target)
+        _remove_stale(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     except OSError as exc:
         raise _write_error(target, exc) from exc
@@ -172,6 +193,8 @@ def read_bundle_meta(path: str | Path) -> dict:
     """
     folder = Path(path)
     meta_path = folder / META_FILE
+    if folder.parent.is_dir():
+        _recover(folder)
     if not folder.is_dir():
         raise UserError(f"Bundle not found: {folder} is not a folder.")
     if not meta_path.is_file() or not (folder / MODEL_FILE).is_file():
