@@ -52,7 +52,14 @@ MATCH_COLUMNS = (
 #: Folder spellings seen for each class, compared after casefolding and dropping
 #: everything but letters and digits ("Non-Cancer", "non cancer", "NON_CANCER" -> "noncancer").
 CANCER_FOLDER_NAMES = ("cancer", "kanser", "malignant")
-NON_CANCER_FOLDER_NAMES = ("noncancer", "nocancer", "normal", "benign", "kanserdegil", "kanserdeğil")
+NON_CANCER_FOLDER_NAMES = (
+    "noncancer",
+    "nocancer",
+    "normal",
+    "benign",
+    "kanserdegil",
+    "kanserdeğil",  # Turkish "Kanser Değil" keeps its ğ after casefolding
+)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm", ".tif", ".tiff")
 
 # --- Manifest ---------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def read_table(path: Path) -> pd.DataFrame:
             continue
         except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
             raise UserError(
-                f"Cannot read {path.name} as CSV ({exc}); look for an unclosed quote (\") in it, "
+                f'Cannot read {path.name} as CSV ({exc}); look for an unclosed quote (") in it, '
                 "or export it again from Excel."
             ) from exc
     raise UserError(f"{path.name} is neither UTF-8 nor Windows-1254 text; save it as UTF-8 CSV.")

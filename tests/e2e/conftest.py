@@ -70,12 +70,21 @@ def app_url(small_demo, demo_bundle, tmp_path_factory):
     shutil.copytree(demo_bundle, bundles / "demo")
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    command = ["make", "--no-print-directory", "run", f"PORT={port}", "ADDRESS=127.0.0.1",
-               f"DEMO={root}", f"BUNDLES={bundles}", f"PYTHON={sys.executable}",
-               f"VENV={Path(sys.executable).parent.parent}"]
+    command = [
+        "make",
+        "--no-print-directory",
+        "run",
+        f"PORT={port}",
+        "ADDRESS=127.0.0.1",
+        f"DEMO={root}",
+        f"BUNDLES={bundles}",
+        f"PYTHON={sys.executable}",
+        f"VENV={Path(sys.executable).parent.parent}",
+    ]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(url, proc)
