@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -266,6 +267,23 @@ class _Run:
         return self.bundle_written
 
 
+def check_writable(folder: Path) -> None:
+    """Fail before training, not after the first epoch, when bundles cannot be written.
+
+    Raises:
+        UserError: when ``folder`` cannot be created or written to.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"Cannot write the bundle to {folder}: {exc.strerror or exc}. Choose a folder you "
+            "can write to, or free disk space."
+        ) from exc
+
+
 def plan_split(manifest: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.Series, dict]:
     """Split by patient and check that both classes are on both sides."""
     if manifest.empty:
@@ -304,6 +322,7 @@ def train_model(
         UserError: for invalid settings or data, before anything is trained.
     """
     cfg.validate()
+    check_writable(Path(out_dir).parent)
     emit = on_event or (lambda event: None)
     split, info = plan_split(manifest, cfg)
     run = _Run(manifest, cfg, Path(out_dir), split, info)

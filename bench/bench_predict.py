@@ -54,8 +54,8 @@ def timed(fn) -> float:
 def run(bundle_dir: Path, data_root: Path, n_images: int, rounds: int) -> dict:
     """Time the flows on ``n_images`` validation images, ``rounds`` times each."""
     from bcp_core.bundle import load_bundle
-    from bcp_core.preprocess import preprocess_image
     from bcp_core.predict import predict_one
+    from bcp_core.preprocess import preprocess_image
 
     bundle = load_bundle(bundle_dir)
     files = [f for f in bundle.val_predictions["file"] if Path(f).is_file()][:n_images]
