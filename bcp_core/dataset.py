@@ -46,7 +46,9 @@ def _loader(spec: PreprocessSpec, failures: ReadFailures | None):
         except UserError as exc:
             if failures is not None:
                 failures.add(text, str(exc))
-            raise
+            # TensorFlow logs the traceback of a failed element; without the chained cause
+            # (whose text may hold the full path of patient data) it shows only the sentence.
+            raise UserError(str(exc)) from None
 
     return load
 
