@@ -405,4 +405,5 @@ RESULT_COLUMNS = ("file", "probability", "label", "threshold", "view", "laterali
 def results_df(results: Iterable[dict]) -> pd.DataFrame:
     """Prediction results as a table (columns ``RESULT_COLUMNS``; missing values empty)."""
     df = pd.DataFrame(list(results)).reindex(columns=list(RESULT_COLUMNS))
-    return df.astype({"file": str}).fillna({"view": "", "laterality": "", "error": ""})
+    text = {"file": str, "view": object, "laterality": object, "error": object}
+    return df.astype(text).fillna({"view": "", "laterality": "", "error": ""})

@@ -14,6 +14,24 @@ from bcp_core.demo import write_demo_dataset
 
 #: A data-root name with the Turkish dotless i and a space, as on the user's machine.
 NON_ASCII_ROOT = "Mamografi Verilerı"
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+
+
+def open_app(data_root, page: str | None = None):
+    """Run the dashboard on ``data_root`` with Streamlit's AppTest, optionally on ``page``.
+
+    Sidebar settings are set through session state: with st.navigation, AppTest drops the
+    sidebar's elements from its tree after the first run (the browser tests cover the widgets).
+    """
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["data_root"] = str(data_root)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
 
 
 def write_xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:

@@ -7,22 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
-
-
-def open_app(data_root, page: str | None = None) -> AppTest:
-    """Run the app on ``data_root``, optionally switched to ``page``.
-
-    Sidebar settings are set through session state: with st.navigation, AppTest drops the
-    sidebar's elements from its tree after the first run (the browser test covers the widgets).
-    """
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["data_root"] = str(data_root)
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+from tests.conftest import open_app
 
 
 def metric(at: AppTest, label: str) -> str:

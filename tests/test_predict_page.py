@@ -9,16 +9,11 @@ import numpy as np
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+from tests.conftest import open_app
 
 
 def open_predict_page(data_root) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["data_root"] = str(data_root)
-    at.run()
-    at.switch_page("pages/predict.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(data_root, "pages/predict.py")
 
 
 def demo_jpeg(root: Path, truth: dict, label: int) -> tuple[str, bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
@@ -11,17 +10,11 @@ from streamlit.testing.v1 import AppTest
 
 from bcp_core.bundle import read_bundle_meta
 from bcp_core.cli import main
-
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+from tests.conftest import open_app
 
 
 def open_threshold_page(data_root) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["data_root"] = str(data_root)
-    at.run()
-    at.switch_page("pages/threshold.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(data_root, "pages/threshold.py")
 
 
 def confusion_text(at: AppTest) -> str:
