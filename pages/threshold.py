@@ -28,6 +28,12 @@ def evaluation(path: str, saved: str, level: str):
     return evaluate_level(bundle.val_predictions, level)
 
 
+saved = bundle.meta["threshold"]
+st.caption(
+    f"Bundle `{bundle.path.name}` ({bundle.meta['model_name']}): saved threshold "
+    f"{saved['value']:.4f} ({saved.get('method', '')}). Validation predictions only: "
+    "the patients the model was not trained on."
+)
 level = st.radio(
     "Score per",
     LEVELS,
