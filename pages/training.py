@@ -30,9 +30,10 @@ with st.form("train_form"):
     imbalance = c3.selectbox(
         "Imbalance handling",
         IMBALANCE_METHODS,
+        IMBALANCE_METHODS.index(defaults.imbalance),
         key="tr_imbalance",
-        help="class_weight: both classes weigh the same in the loss; "
-        "oversample: one cancer image in four; focal: focal loss.",
+        help="oversample: every batch about one cancer image in four (default); class_weight: "
+        "both classes weigh the same in the loss; focal: focal loss.",
     )
     seed = c4.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="tr_seed")
     c1, c2, c3, c4 = st.columns(4)

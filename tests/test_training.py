@@ -98,7 +98,7 @@ def test_stop_event_ends_the_run_and_keeps_a_valid_bundle(tiny_manifest, tmp_pat
     assert load_bundle(tmp_path / "b").model is not None
 
 
-@pytest.mark.parametrize("imbalance", ["oversample", "focal", "none"])
+@pytest.mark.parametrize("imbalance", ["class_weight", "focal", "none"])
 def test_each_imbalance_method_trains(tiny_manifest, tmp_path, imbalance):
     cfg = TrainConfig(model="seed_cnn", epochs=1, imbalance=imbalance, **TINY)
     result = train_model(tiny_manifest, cfg, tmp_path / imbalance)
