@@ -5,7 +5,7 @@ Four figures, each measured in fresh child processes (``--child``) on the same d
 * **(a) peak memory** of training from the product's streaming pipeline against the user's
   recipe, both at 224x224 pixels. Product: ``bcp_core.training.train_model`` on the whole
   manifest with ``TrainConfig(image_size=(224, 224), batch_size=32, epochs=1)`` (the default
-  CNN, one gray channel, class weights, augmentation, ``bcp_core.dataset`` streaming), stopped
+  CNN, one gray channel, the default imbalance handling, augmentation, streaming), stopped
   after ``--mem-steps`` training steps; the epoch end then scores the validation split and
   writes the bundle, as a real run does. Recipe: every image of the manifest loaded into one
   float32 array of shape (n, 224, 224, 3) / 255 (``keras.utils.load_img``, whose default resize
@@ -15,8 +15,9 @@ Four figures, each measured in fresh child processes (``--child``) on the same d
   write that recipe (a list of arrays passed to ``np.array`` holds two copies at its peak), so
   the ratio is not inflated. Peak memory is ``ru_maxrss`` of each child process.
 * **(b) throughput**: images per second that the product's training pipeline delivers
-  (``image_dataset(..., training=True)`` with augmentation, default 320x256, batch 16, the
-  training images of the data root, ``--pipe-batches`` batches after ``--warmup`` batches),
+  (the runner's own pipeline for the default ``TrainConfig``: its imbalance handling,
+  augmentation, 320x256, batch 16, on the non-test images; ``--pipe-batches`` batches after
+  ``--warmup`` batches),
   against images per second of the default CNN's training step (the model compiled exactly as
   ``train_model`` compiles it, ``train_on_batch`` on one fixed batch, ``--train-steps`` steps
   after warm-up). Both are measured alone, in the same child, one after the other, so each
@@ -279,6 +280,7 @@ def run_mem_product(root: Path, steps: int, seed: int) -> dict:
         "image_size": list(MEM_SIZE),
         "channels": 1,
         "batch_size": MEM_BATCH,
+        "imbalance": cfg.imbalance,
         "steps": stopper.done,
         "train_images": result.split["train_images"],
         "val_images": result.split["val_images"],
@@ -343,16 +345,18 @@ def _images_per_s(step, batches: int, batch_size: int) -> float:
 
 
 def run_throughput(root: Path, batches: int, train_steps: int, warmup: int, seed: int) -> dict:
-    """Images/s of the training pipeline alone, then of the default CNN's train step alone."""
+    """Images/s of the training pipeline alone, then of the default CNN's train step alone.
+
+    Both come from the runner's own helpers with the default ``TrainConfig``, so they follow
+    the product's default imbalance handling (oversampling or class weights).
+    """
     from bcp_core.config import TrainConfig
-    from bcp_core.dataset import class_weights, image_dataset
+    from bcp_core.dataset import ReadFailures
+    from bcp_core.training import _training_data  # the runner's own pipeline, for fidelity
 
     cfg = TrainConfig(seed=seed)
     manifest, _ = split_test(load_manifest(root), seed)
-    paths, labels = manifest["path"].tolist(), manifest["label"].astype(int).tolist()
-    ds = image_dataset(
-        paths, labels, cfg.spec, batch_size=cfg.batch_size, training=True, seed=seed
-    ).repeat()
+    ds, _steps, weights = _training_data(manifest, cfg, ReadFailures())
     batches_it = iter(ds)
     x, y = next(batches_it)
     for _ in range(warmup):
@@ -360,7 +364,6 @@ def run_throughput(root: Path, batches: int, train_steps: int, warmup: int, seed
     pipe = _images_per_s(lambda: next(batches_it), batches, cfg.batch_size)
     log(f"    pipeline: {pipe:.1f} images/s")
     model = product_compiled_model(cfg, float(manifest["label"].mean()))
-    weights = class_weights(labels)
 
     def train_step() -> None:
         model.train_on_batch(x, y, class_weight=weights)
@@ -373,6 +376,7 @@ def run_throughput(root: Path, batches: int, train_steps: int, warmup: int, seed
         "image_size": list(cfg.image_size),
         "batch_size": cfg.batch_size,
         "augment": cfg.augment,
+        "imbalance": cfg.imbalance,
         "pipeline_batches": batches,
         "train_steps": train_steps,
         "warmup": warmup,
@@ -644,12 +648,14 @@ def run_child(flow: str, root: Path, args: argparse.Namespace) -> dict:
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     log(f"  [{flow}] starting a child process ...")
+    load_before = list(os.getloadavg())  # other work on the machine skews every rate
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"The {flow} child failed (exit {proc.returncode}); see stderr above.")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_s"] = time.perf_counter() - start
+    result["load_average_before"] = load_before
     log(f"  [{flow}] done in {result['wall_s']:.0f} s")
     return result
 
@@ -852,27 +858,41 @@ def run_sections(root: Path, args: argparse.Namespace) -> dict:
 
 
 def write_report(path: Path, results: dict, args: argparse.Namespace, total: float) -> dict:
-    """Merge ``results`` into the JSON at ``path`` (other sections are kept) and write it."""
+    """Merge ``results`` into the JSON at ``path`` (other sections are kept) and write it.
+
+    Each invocation is appended to ``runs`` (date, sections, options, run time, load), so a
+    file holding sections from several runs says which run measured what.
+    """
     report: dict = {}
     if path.is_file():
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             report = {}
-    sections = {**report.get("results", {}), **results}
+    sections = dict(report.get("results", {}))
+    for key, value in results.items():
+        # (c) run with --skip-recipe keeps the recipe's earlier result (same split, same data).
+        keep = sections.get(key, {}) if key == "c" else {}
+        sections[key] = {**keep, **value}
+    run = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sections": sorted(results),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "total_s": total,
+        "load_average_at_end": list(os.getloadavg()),
+    }
+    for stale in ("date", "options", "total_s"):  # per run now, under "runs"
+        report.pop(stale, None)
     report.update(
         benchmark="bench_train",
-        date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine={
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "load_average_at_end": list(os.getloadavg()),
         },
-        options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         results=sections,
         summary=summarise(sections),
-        total_s=total,
+        runs=[*report.get("runs", []), run],
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
@@ -888,9 +908,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-recipe", action="store_true", help="(c) without the user's recipe")
     p.add_argument("--gpu", action="store_true", help="also run (d) (needs a GPU)")
     p.add_argument("--mem-steps", type=int, default=40, help="training steps measured in (a)")
-    p.add_argument("--pipe-batches", type=int, default=40, help="pipeline batches timed in (b)")
+    p.add_argument("--pipe-batches", type=int, default=80, help="pipeline batches timed in (b)")
     p.add_argument("--train-steps", type=int, default=20, help="train steps timed in (b), (d)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed batches / steps first")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches / steps first")
     p.add_argument("--seed", type=int, default=42, help="seed of splits, weights, shuffles")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder of the data roots")
     p.add_argument("--rebuild", action="store_true", help="write the demo data root again")
