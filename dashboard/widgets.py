@@ -44,6 +44,25 @@ def gallery(df: pd.DataFrame, *, columns: int = 6, limit: int = 18, caption: str
         st.caption(f"{caption}{len(df) - limit} more not shown.")
 
 
+def recommendation_params() -> dict:
+    """Targets and costs of the recommended thresholds, in an expander."""
+    with st.expander("Targets and costs"):
+        c = st.columns(5)
+        return dict(
+            sensitivity_target=c[0].number_input(
+                "Sensitivity at least", 0.5, 1.0, 0.9, 0.01, key="thr_sens_target"
+            ),
+            specificity_target=c[1].number_input(
+                "Specificity at least", 0.5, 1.0, 0.9, 0.01, key="thr_spec_target"
+            ),
+            cost_fn=c[2].number_input(
+                "Cost of a missed cancer", 0.1, 1000.0, 10.0, key="thr_cost_fn"
+            ),
+            cost_fp=c[3].number_input("Cost of a false alarm", 0.1, 1000.0, 1.0, key="thr_cost_fp"),
+            beta=c[4].number_input("F-beta's beta", 0.1, 10.0, 2.0, key="thr_beta"),
+        )
+
+
 def recommendation_rows(recs: pd.DataFrame, on_apply: Callable[[float, str], None]) -> None:
     """The recommended thresholds, one row each with an Apply button."""
     head = st.columns([3, 1.2, 1.2, 1.2, 4, 1])

@@ -33,6 +33,12 @@ def predict_cached(bundle_key: str, name: str, data: bytes, cut: float) -> dict:
     return predict_one(bundle, data, name, threshold=cut)
 
 
+@st.cache_data(max_entries=8, show_spinner="Predicting...")
+def predict_many_cached(bundle_key: str, files: tuple, cut: float) -> list[dict]:
+    # Cached so that choosing which heatmap to show does not predict every file again.
+    return predict_files(bundle, files, threshold=cut)
+
+
 uploads = st.file_uploader(
     "Mammograms (JPG, PNG, DICOM)",
     accept_multiple_files=True,
@@ -58,7 +64,7 @@ if not files:
 
 bundle_key = f"{bundle.path}:{bundle.meta.get('saved')}"
 if len(files) > 1:
-    results = predict_files(bundle, files, threshold=threshold)
+    results = predict_many_cached(bundle_key, tuple(files), threshold)
     table = results_df(results)
     table.insert(0, "image", [preview_url(data) for _, data in files])
     st.dataframe(

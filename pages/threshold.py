@@ -14,7 +14,12 @@ from bcp_core.plots import (
     plot_roc,
 )
 from dashboard.shared import KEY_THRESHOLD, current_bundle, shown
-from dashboard.widgets import gallery, metric_with_interval, recommendation_rows
+from dashboard.widgets import (
+    gallery,
+    metric_with_interval,
+    recommendation_params,
+    recommendation_rows,
+)
 
 st.title("Threshold explorer")
 bundle = current_bundle()
@@ -119,20 +124,7 @@ left.plotly_chart(
 right.plotly_chart(plot_calibration(result.calibration, result.brier), key="thr_calibration")
 
 st.subheader("Recommended thresholds")
-with st.expander("Targets and costs"):
-    c = st.columns(5)
-    params = dict(
-        sensitivity_target=c[0].number_input(
-            "Sensitivity at least", 0.5, 1.0, 0.9, 0.01, key="thr_sens_target"
-        ),
-        specificity_target=c[1].number_input(
-            "Specificity at least", 0.5, 1.0, 0.9, 0.01, key="thr_spec_target"
-        ),
-        cost_fn=c[2].number_input("Cost of a missed cancer", 0.1, 1000.0, 10.0, key="thr_cost_fn"),
-        cost_fp=c[3].number_input("Cost of a false alarm", 0.1, 1000.0, 1.0, key="thr_cost_fp"),
-        beta=c[4].number_input("F-beta's beta", 0.1, 10.0, 2.0, key="thr_beta"),
-    )
-recommendation_rows(result.recommendations(**params), apply)
+recommendation_rows(result.recommendations(**recommendation_params()), apply)
 
 st.subheader("Errors at this threshold")
 tab_fn, tab_fp = st.tabs([f"Missed cancers ({m['fn']})", f"False alarms ({m['fp']})"])
