@@ -114,5 +114,6 @@ with left:
 mid.image(r["gray"], caption=name, clamp=True)
 right.image(
     overlay_heatmap(r["gray"], r["heatmap"], alpha=alpha),
-    caption="Grad-CAM: where the model looked",
+    caption="Grad-CAM: where the model looked (scaled to this image's strongest response, "
+    "so it shows hot spots even when nothing is flagged)",
 )

@@ -71,7 +71,7 @@ def test_whole_journey(app_url, page, small_demo):
     page.get_by_text(re.compile(r"chosen on the threshold page|saved with the bundle")).wait_for()
     image = next(i for i in truth["images"] if i["on_disk"] and i["label"] == 1)
     page.locator('input[type="file"]').set_input_files(str(root / image["relpath"]))
-    page.get_by_text("Grad-CAM: where the model looked").wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"^Grad-CAM: where the model looked")).wait_for(timeout=120_000)
     decision = page.get_by_text(re.compile(r"at threshold \d\.\d{4} \(probability \d\.\d{4}\)"))
     assert decision.count() >= 1
     page.screenshot(path=ARTIFACTS / "journey_5_prediction.png", full_page=True)
