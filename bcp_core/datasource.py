@@ -115,7 +115,7 @@ def read_data_root(data_root: str | Path) -> MatchResult:
             "rows were matched before, so no validation workbook was joined."
         )
     non_cancer_part = match_non_cancer(non_cancer, non_cancer_index)
-    result = combine([cancer_part, non_cancer_part], 0, source, notes)
+    result = combine([cancer_part, non_cancer_part], source, notes)
     on_disk = {cancer_index.prefix + p for p in cancer_index.all_relpaths()}
     on_disk |= {non_cancer_index.prefix + p for p in non_cancer_index.all_relpaths()}
     result.stats["image_files_on_disk"] = len(on_disk)

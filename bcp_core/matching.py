@@ -309,11 +309,13 @@ def _empty_manifest() -> pd.DataFrame:
 
 def combine(
     parts: list[tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]],
-    orphan_files: int,
     source: str,
     notes: list[str],
 ) -> MatchResult:
-    """Put the per-class results together into one :class:`MatchResult`."""
+    """Put the per-class results together into one :class:`MatchResult`.
+
+    The counts of image files on disk are added by the caller, which walked the folders.
+    """
     manifest = pd.concat([p[0] for p in parts], ignore_index=True)
     manifest["label"] = manifest["label"].astype(int)
     manifest["row"] = manifest["row"].astype(int)
@@ -324,7 +326,6 @@ def combine(
         stats.update(p[2])
     stats["images_in_manifest"] = len(manifest)
     stats["patients"] = int(manifest["patient_id"].nunique())
-    stats["unreferenced_image_files"] = orphan_files
     fixes = pd.concat([p[3] for p in parts], ignore_index=True)
     return MatchResult(
         manifest=manifest, unmatched=unmatched, stats=stats, fixes=fixes, source=source, notes=notes
