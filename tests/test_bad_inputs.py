@@ -43,6 +43,7 @@ from bcp_core.ingest import read_excel_sheets, read_table
 from bcp_core.preprocess import preprocess_image
 from bcp_core.training import plan_split
 from tests.conftest import write_jpeg, write_xlsx
+from tests.test_dicom import compressed_junk
 
 KEYS = ["InputFileName", "StudyDate", "StudyTime", "PatientID.x"]
 VAL_HEADER = [*KEYS, "AbsolutePath"]
@@ -642,16 +643,9 @@ def _no_pixel_data() -> bytes:
 
 
 def _compressed_without_plugin() -> bytes:
-    from pydicom.encaps import encapsulate
     from pydicom.uid import JPEG2000Lossless
 
-    ds = _dataset(JPEG2000Lossless)
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 20, 16, 1
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = encapsulate([b"not a codestream " * 8])
-    ds["PixelData"].VR = "OB"
-    return _dicom_bytes(ds)
+    return compressed_junk(JPEG2000Lossless)
 
 
 def _huge_dicom() -> bytes:
