@@ -47,7 +47,7 @@ class ProgressBar:
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
-    from bcp_core.demo import write_demo_dataset
+    from bcp_demo.writer import write_demo_dataset
 
     cfg = config.DemoConfig(
         scale=args.scale, seed=args.seed, image_height=args.image_height, subtlety=args.subtlety
@@ -65,7 +65,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
-    from bcp_core.datasource import read_data_root
+    from bcp_core.data.datasource import read_data_root
 
     result = read_data_root(args.data_root)
     if args.json:
@@ -148,8 +148,8 @@ class _TrainProgress:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bcp_core.datasource import read_data_root
-    from bcp_core.training import train_model
+    from bcp_core.data.datasource import read_data_root
+    from bcp_core.model.training import train_model
 
     cfg = _train_config(args)  # settings are refused before any data is read
     manifest = read_data_root(args.data_root).manifest
@@ -175,8 +175,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bcp_core.assessment import bundle_report
-    from bcp_core.bundle import load_bundle
+    from bcp_core.inference.assessment import bundle_report
+    from bcp_core.model.bundle import load_bundle
 
     bundle = load_bundle(args.bundle, with_model=False)
     report = bundle_report(bundle, args.level)
@@ -211,8 +211,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from bcp_core.bundle import load_bundle
-    from bcp_core.predict import expand_inputs, iter_predictions
+    from bcp_core.inference.predict import expand_inputs, iter_predictions
+    from bcp_core.model.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
     files = expand_inputs(args.paths)

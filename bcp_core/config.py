@@ -61,6 +61,9 @@ NON_CANCER_FOLDER_NAMES = (
     "kanserdeğil",  # Turkish "Kanser Değil" keeps its ğ after casefolding
 )
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm", ".tif", ".tiff")
+#: Largest image (in pixels) that is decoded: a guard against decompression bombs. Real
+#: mammograms are at most about 4096 x 3328 = 13.6 Mpx.
+MAX_PIXELS = 100_000_000
 
 # --- Manifest ---------------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ DEFAULT_SEED = 42
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of the synthetic dataset (validated by :func:`bcp_core.demo.write_demo_dataset`).
+    """Settings of the synthetic dataset (validated by :func:`bcp_demo.writer.write_demo_dataset`).
 
     Attributes:
         scale: "small" (a few hundred images) or "hospital" (the real row counts).
@@ -126,11 +129,28 @@ class DemoConfig:
 MODEL_NAMES = ("seed_cnn", "default_cnn", "resnet50", "vgg19", "inceptionv3", "efficientnetb0")
 TRANSFER_MODELS = ("resnet50", "vgg19", "inceptionv3", "efficientnetb0")
 DEFAULT_MODEL = "default_cnn"
+#: Values of ``weights`` besides a file path.
+WEIGHTS_NONE = "none"
+WEIGHTS_IMAGENET = "imagenet"
+#: Label smoothing above this pulls every target to about 0.5 and nothing is learnt.
+MAX_LABEL_SMOOTHING = 0.49
 #: Oversampling is the default: at the hospital's 1:57 imbalance, class weights (a cancer image
 #: weighing ~28 times more) gave noisy updates and a validation ROC-AUC near 0.5 after 11 epochs
 #: on the hospital-scale demo, while one cancer image in four per batch reached 0.77 after one
 #: epoch (bench/bench_train.py, README "Performance").
 IMBALANCE_METHODS = ("oversample", "class_weight", "focal", "none")
+#: Rules that choose a decision threshold on validation predictions
+#: (:mod:`bcp_core.evaluation.thresholds`).
+THRESHOLD_METHODS = (
+    "youden",
+    "max_f1",
+    "max_fbeta",
+    "sensitivity_target",
+    "specificity_target",
+    "min_cost",
+    "top_percent",
+    "fixed_0.5",
+)
 #: Default network input (height, width): portrait, like a mammogram.
 DEFAULT_IMAGE_SIZE = (320, 256)
 
@@ -229,7 +249,13 @@ class TrainConfig:
                 f"Unknown imbalance method {self.imbalance!r}; choose one of: "
                 f"{', '.join(IMBALANCE_METHODS)}."
             )
-        _check_range("Label smoothing", self.label_smoothing, 0.0, 0.49, "from 0 to 0.49")
+        _check_range(
+            "Label smoothing",
+            self.label_smoothing,
+            0.0,
+            MAX_LABEL_SMOOTHING,
+            f"from 0 to {MAX_LABEL_SMOOTHING}",
+        )
         _check_range("Validation fraction", self.val_fraction, 0.05, 0.5, "from 0.05 to 0.5")
         if self.weights != "none" and self.model not in TRANSFER_MODELS:
             raise UserError(
@@ -245,8 +271,6 @@ class TrainConfig:
         for name, flag in (("Fine-tune", self.fine_tune), ("Augment", self.augment)):
             if not isinstance(flag, bool):
                 raise UserError(f"{name} must be true or false, got {flag!r}.")
-        from bcp_core.evaluation import THRESHOLD_METHODS  # here: evaluation loads scikit-learn
-
         if self.threshold_method not in THRESHOLD_METHODS:
             raise UserError(
                 f"Unknown threshold method {self.threshold_method!r}; choose one of: "

@@ -2,7 +2,7 @@
 
 What is compared (both on the same data root, in the same run):
 
-* **product**: ``bcp_core.datasource.read_data_root(root)``. It reads both workbooks with
+* **product**: ``bcp_core.data.datasource.read_data_root(root)``. It reads both workbooks with
   python-calamine (keeping only the ~10 columns the join needs), walks each image tree once into
   an index, joins on the normalised UniqueKey and resolves every row with a dictionary lookup.
 * **baseline** (the user's notebook, written compactly in :func:`baseline_read_workbooks`,
@@ -247,7 +247,7 @@ def peak_rss_mb() -> float:
 
 def run_product(root: Path) -> dict:
     """Time ``read_data_root(root)`` once; return seconds, counts and peak memory."""
-    from bcp_core.datasource import read_data_root
+    from bcp_core.data.datasource import read_data_root
 
     import_mb = peak_rss_mb()
     start = time.perf_counter()

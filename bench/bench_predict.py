@@ -5,7 +5,7 @@ machine load affects all three alike:
 
 * **model.predict** (baseline): ``model.predict(x)`` on an already-prepared (1, H, W, 1) tensor,
   the call a notebook would make; no file is read.
-* **product predict**: ``bcp_core.predict.predict_one(bundle, path, with_heatmap=False)``: read
+* **product predict**: ``bcp_core.inference.predict.predict_one(bundle, path, with_heatmap=False)``: read
   the JPEG (reduced-scale decoding), crop, orient, resize, then the model; what the prediction
   page and the CLI do per image.
 * **product + Grad-CAM**: the same with the heatmap mapped back onto the image.
@@ -53,9 +53,9 @@ def timed(fn) -> float:
 
 def run(bundle_dir: Path, data_root: Path, n_images: int, rounds: int) -> dict:
     """Time the flows on ``n_images`` validation images, ``rounds`` times each."""
-    from bcp_core.bundle import load_bundle
-    from bcp_core.predict import predict_one
-    from bcp_core.preprocess import preprocess_image
+    from bcp_core.imaging.preparation import preprocess_image
+    from bcp_core.inference.predict import predict_one
+    from bcp_core.model.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     files = [f for f in bundle.val_predictions["file"] if Path(f).is_file()][:n_images]

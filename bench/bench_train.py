@@ -3,7 +3,7 @@
 Four figures, each measured in fresh child processes (``--child``) on the same data root:
 
 * **(a) peak memory** of training from the product's streaming pipeline against the user's
-  recipe, both at 224x224 pixels. Product: ``bcp_core.training.train_model`` on the whole
+  recipe, both at 224x224 pixels. Product: ``bcp_core.model.training.train_model`` on the whole
   manifest with ``TrainConfig(image_size=(224, 224), batch_size=32, epochs=1)`` (the default
   CNN, one gray channel, the default imbalance handling, augmentation, streaming), stopped
   after ``--mem-steps`` training steps; the epoch end then scores the validation split and
@@ -23,7 +23,7 @@ Four figures, each measured in fresh child processes (``--child``) on the same d
   after warm-up). Both are measured alone, in the same child, one after the other, so each
   has the whole CPU; the ratio says whether the pipeline can keep the model fed. The images
   per second of the real run in (a) (pipeline and model sharing the CPU) are reported too.
-* **(c) quality** on held-out patients: ``bcp_core.split.split_patients(manifest, 0.2, 0.2,
+* **(c) quality** on held-out patients: ``bcp_core.data.split.split_patients(manifest, 0.2, 0.2,
   seed)`` keeps 20 % of the patients of each class as TEST. On the other patients: the
   product's default (``train_model`` with default ``TrainConfig`` except ``--epochs``; it splits
   train / validation by patient and picks its threshold on validation), then the bundle
@@ -118,14 +118,14 @@ def log(message: str) -> None:
 
 def load_manifest(root: Path):
     """The manifest of ``root`` (one row per usable image), via the product's matching."""
-    from bcp_core.datasource import read_data_root
+    from bcp_core.data.datasource import read_data_root
 
     return read_data_root(root).manifest.reset_index(drop=True)
 
 
 def split_test(manifest, seed: int):
     """``(non_test, test)`` manifests: TEST holds ``TEST_FRACTION`` of each class's patients."""
-    from bcp_core.split import split_patients
+    from bcp_core.data.split import split_patients
 
     split = split_patients(
         manifest, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION, seed=seed
@@ -219,7 +219,7 @@ def predict_bundle(bundle, paths, batch_size: int = 32):
     """
     import numpy as np
 
-    from bcp_core.dataset import image_dataset
+    from bcp_core.model.dataset import image_dataset
 
     paths = list(paths)
     probs = []
@@ -235,7 +235,7 @@ def predict_bundle(bundle, paths, batch_size: int = 32):
 
 def product_compiled_model(cfg, positive_fraction: float):
     """The default CNN compiled exactly as ``train_model`` compiles it."""
-    from bcp_core.training import _compiled_model  # the runner's own builder, for fidelity
+    from bcp_core.model.training import _compiled_model  # the runner's own builder, for fidelity
 
     return _compiled_model(cfg, positive_fraction)
 
@@ -266,7 +266,7 @@ def stop_after(steps: int):
 def run_mem_product(root: Path, steps: int, seed: int) -> dict:
     """Peak RSS of ``train_model`` at 224x224 on the whole manifest, stopped after ``steps``."""
     from bcp_core.config import TrainConfig
-    from bcp_core.training import train_model
+    from bcp_core.model.training import train_model
 
     import_mb = peak_rss_mb()
     manifest = load_manifest(root)
@@ -351,8 +351,8 @@ def run_throughput(root: Path, batches: int, train_steps: int, warmup: int, seed
     the product's default imbalance handling (oversampling or class weights).
     """
     from bcp_core.config import TrainConfig
-    from bcp_core.dataset import ReadFailures
-    from bcp_core.training import _training_data  # the runner's own pipeline, for fidelity
+    from bcp_core.model.dataset import ReadFailures
+    from bcp_core.model.training import _training_data  # the runner's own pipeline, for fidelity
 
     cfg = TrainConfig(seed=seed)
     manifest, _ = split_test(load_manifest(root), seed)
@@ -398,7 +398,7 @@ def score(y_true, y_prob, y_pred_rule, threshold_desc: str) -> dict:
     """
     import numpy as np
 
-    from bcp_core.evaluation import ranking_metrics, roc_curve_points
+    from bcp_core.evaluation.metrics import ranking_metrics, roc_curve_points
 
     y = np.asarray(y_true).astype(int)
     pred = np.asarray(y_pred_rule).astype(int)
@@ -423,7 +423,8 @@ def score(y_true, y_prob, y_pred_rule, threshold_desc: str) -> dict:
 
 def breast_aucs(test, y_prob) -> dict:
     """ROC-AUC and PR-AUC per breast (mean of its views), as the field notes advise."""
-    from bcp_core.evaluation import aggregate_predictions_df, ranking_metrics
+    from bcp_core.evaluation.aggregation import aggregate_predictions_df
+    from bcp_core.evaluation.metrics import ranking_metrics
 
     preds = test[["patient_id", "laterality", "label"]].assign(probability=y_prob)
     breasts = aggregate_predictions_df(preds, level="breast")
@@ -434,9 +435,9 @@ def run_default(root: Path, epochs: int, seed: int, bundle_dir: Path) -> dict:
     """Train the product's default on the non-test patients; score the test patients."""
     import numpy as np
 
-    from bcp_core.bundle import load_bundle
     from bcp_core.config import TrainConfig
-    from bcp_core.evaluation import choose_threshold
+    from bcp_core.evaluation.thresholds import choose_threshold
+    from bcp_core.model.bundle import load_bundle
 
     non_test, test = split_test(load_manifest(root), seed)
     cfg = TrainConfig(epochs=epochs, seed=seed)
@@ -486,7 +487,7 @@ def run_default(root: Path, epochs: int, seed: int, bundle_dir: Path) -> dict:
 
 def train_model_logged(manifest, cfg, out_dir: Path, on_event):
     """``train_model`` into a fresh ``out_dir`` (an older bundle there is replaced)."""
-    from bcp_core.training import train_model
+    from bcp_core.model.training import train_model
 
     shutil.rmtree(out_dir, ignore_errors=True)
     return train_model(manifest, cfg, out_dir, on_event=on_event)
@@ -566,8 +567,9 @@ def run_gpu(root: Path, steps: int, warmup: int, seed: int) -> dict:
     import tensorflow as tf
 
     from bcp_core.config import PreprocessSpec
-    from bcp_core.dataset import image_dataset
-    from bcp_core.models import build_model, make_loss
+    from bcp_core.model.architectures import build_model
+    from bcp_core.model.dataset import image_dataset
+    from bcp_core.model.losses import make_loss
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:

@@ -60,7 +60,7 @@ class TrainingJob:
 
     def run(self, manifest: pd.DataFrame) -> None:
         """The thread's body: train, and record how it ended."""
-        from bcp_core.training import train_model
+        from bcp_core.model.training import train_model
 
         try:
             result = train_model(

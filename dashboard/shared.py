@@ -13,11 +13,11 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core import config
-from bcp_core.bundle import Bundle, list_bundles_df, load_bundle
-from bcp_core.datasource import data_root_signature, read_data_root
+from bcp_core.data.datasource import data_root_signature, read_data_root
+from bcp_core.data.matching import MatchResult
+from bcp_core.data.privacy import mask_df
 from bcp_core.errors import UserError
-from bcp_core.matching import MatchResult
-from bcp_core.privacy import mask_df
+from bcp_core.model.bundle import Bundle, list_bundles_df, load_bundle
 
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"

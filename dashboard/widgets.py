@@ -11,7 +11,7 @@ import streamlit as st
 from PIL import Image
 
 from bcp_core.errors import UserError
-from bcp_core.images import read_gray
+from bcp_core.imaging.decode import read_gray
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

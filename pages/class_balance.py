@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from bcp_core.balance import balance_summary, counts_df, images_per_patient_df
+from bcp_core.data.balance import balance_summary, counts_df, images_per_patient_df
+from bcp_core.data.split import split_patients
 from bcp_core.plots import plot_class_counts, plot_images_per_patient
-from bcp_core.split import split_patients
 from dashboard.shared import load_match
 
 st.title("Class balance")

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from bcp_core.balance import sheet_rows_df
-from bcp_core.matching import reason_counts_df
+from bcp_core.data.balance import sheet_rows_df
+from bcp_core.data.matching import reason_counts_df
 from bcp_core.plots import plot_match_funnel
 from dashboard.shared import data_root, load_match, shown
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core.errors import UserError
-from bcp_core.explain import overlay_heatmap
+from bcp_core.inference.explain import overlay_heatmap
+from bcp_core.inference.predict import breast_results_df, predict_files, predict_one, results_df
 from bcp_core.plots import plot_probability_gauge
-from bcp_core.predict import breast_results_df, predict_files, predict_one, results_df
 from dashboard.shared import current_bundle, shared_threshold
 from dashboard.widgets import preview_url
 

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from bcp_core.assessment import LEVELS, errors_df, evaluate_level
-from bcp_core.bundle import update_threshold
-from bcp_core.evaluation import threshold_for_top_percent
+from bcp_core.evaluation.thresholds import threshold_for_top_percent
+from bcp_core.inference.assessment import LEVELS, errors_df, evaluate_level
+from bcp_core.model.bundle import update_threshold
 from bcp_core.plots import (
     plot_calibration,
     plot_confusion_matrix,

@@ -5,9 +5,9 @@ from datetime import datetime
 
 import streamlit as st
 
-from bcp_core.bundle import list_bundles_df
 from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, TRANSFER_MODELS, TrainConfig
 from bcp_core.errors import UserError
+from bcp_core.model.bundle import list_bundles_df
 from bcp_core.plots import plot_training_curves
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, load_match, session_token

@@ -10,7 +10,7 @@ from openpyxl import Workbook
 from PIL import Image
 
 from bcp_core.config import DemoConfig
-from bcp_core.demo import write_demo_dataset
+from bcp_demo.writer import write_demo_dataset
 
 #: A data-root name with the Turkish dotless i and a space, as on the user's machine.
 NON_ASCII_ROOT = "Mamografi Verilerı"
@@ -114,8 +114,8 @@ def tiny_manifest(tmp_path_factory):
 def demo_bundle(small_demo, tmp_path_factory):
     """A tiny bundle (seed_cnn, 64 x 48, 2 epochs) trained on the small demo dataset."""
     from bcp_core.config import TrainConfig
-    from bcp_core.datasource import read_data_root
-    from bcp_core.training import train_model
+    from bcp_core.data.datasource import read_data_root
+    from bcp_core.model.training import train_model
 
     root, _ = small_demo
     out = tmp_path_factory.mktemp("bundles") / "tiny-demo"

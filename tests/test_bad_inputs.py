@@ -24,9 +24,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bcp_core import bundle as bundle_mod
-from bcp_core import cli, demo
-from bcp_core.bundle import (
+from bcp_core import cli
+from bcp_core.config import PreprocessSpec, TrainConfig
+from bcp_core.data.datasource import read_data_root
+from bcp_core.data.workbooks import read_excel_sheets, read_table
+from bcp_core.errors import UserError
+from bcp_core.imaging.decode import read_gray
+from bcp_core.imaging.preparation import preprocess_image
+from bcp_core.model import bundle as bundle_mod
+from bcp_core.model.bundle import (
     META_FILE,
     MODEL_FILE,
     list_bundles_df,
@@ -35,13 +41,8 @@ from bcp_core.bundle import (
     save_bundle,
     update_threshold,
 )
-from bcp_core.config import PreprocessSpec, TrainConfig
-from bcp_core.datasource import read_data_root
-from bcp_core.errors import UserError
-from bcp_core.images import read_gray
-from bcp_core.ingest import read_excel_sheets, read_table
-from bcp_core.preprocess import preprocess_image
-from bcp_core.training import plan_split
+from bcp_core.model.training import plan_split
+from bcp_demo import writer as demo
 from tests.conftest import write_jpeg, write_xlsx
 from tests.test_dicom import compressed_junk
 

@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 
 from bcp_core.config import PreprocessSpec
-from bcp_core.dataset import (
+from bcp_core.data.split import patient_overlap, split_patients
+from bcp_core.errors import UserError
+from bcp_core.model.dataset import (
     ReadFailures,
     balanced_dataset,
     class_weights,
     cross_split_duplicates_df,
     image_dataset,
 )
-from bcp_core.errors import UserError
-from bcp_core.split import patient_overlap, split_patients
 from tests.conftest import write_jpeg
 
 SPEC = PreprocessSpec(height=48, width=40)
@@ -38,7 +38,7 @@ def test_batches_have_the_right_shape_dtype_and_range(tiny_images):
 
 
 def test_evaluation_order_is_kept_and_matches_single_image_preprocessing(tiny_images):
-    from bcp_core.preprocess import preprocess_image
+    from bcp_core.imaging.preparation import preprocess_image
 
     paths, _ = tiny_images
     batch = next(iter(image_dataset(paths, None, SPEC, batch_size=6)))

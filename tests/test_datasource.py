@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bcp_core.datasource import data_root_signature, read_data_root
+from bcp_core.data.datasource import data_root_signature, read_data_root
 from bcp_core.errors import UserError
 from tests.conftest import write_jpeg, write_xlsx
 

@@ -9,10 +9,10 @@ from PIL import Image
 
 from bcp_core import config
 from bcp_core.config import DemoConfig
-from bcp_core.datasource import read_data_root
-from bcp_core.demo import PLANS, combined_columns, plan_dataset, write_demo_dataset
+from bcp_core.data.datasource import read_data_root
+from bcp_core.data.workbooks import pick_sheet, read_excel_sheets
 from bcp_core.errors import UserError
-from bcp_core.ingest import pick_sheet, read_excel_sheets
+from bcp_demo.writer import PLANS, combined_columns, plan_dataset, write_demo_dataset
 
 
 def test_layout_matches_the_hospital(small_demo):

@@ -18,10 +18,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from bcp_core import images
-from bcp_core.dicom import looks_like_dicom, read_dicom_gray
+from bcp_core import config
 from bcp_core.errors import UserError
-from bcp_core.images import read_gray
+from bcp_core.imaging.decode import read_gray
+from bcp_core.imaging.dicom import looks_like_dicom, read_dicom_gray
 
 
 def new_dataset(syntax=ExplicitVRLittleEndian) -> Dataset:
@@ -174,7 +174,7 @@ def test_colour_dicom_becomes_grey():
 
 
 def test_pixel_limit_is_checked_from_the_header(monkeypatch):
-    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    monkeypatch.setattr(config, "MAX_PIXELS", 100)
     with pytest.raises(UserError, match="decompression bomb"):
         read_dicom_gray(make_dicom(ramp(4095), bits_stored=12))
 

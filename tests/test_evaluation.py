@@ -10,9 +10,12 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from bcp_core import evaluation as ev
-from bcp_core import intervals as iv
+from bcp_core import config
 from bcp_core.errors import UserError
+from bcp_core.evaluation import aggregation, thresholds
+from bcp_core.evaluation import intervals as iv
+from bcp_core.evaluation import metrics as ev_metrics
+from bcp_core.evaluation import result as ev_result
 
 
 def make_data(n: int = 300, seed: int = 0, prevalence: float = 0.25, decimals: int = 2):
@@ -31,7 +34,7 @@ def data():
 @pytest.fixture(scope="module")
 def result(data):
     y, p = data
-    return ev.evaluate(y, p, np.arange(y.size) // 3, n_boot=200, seed=1)
+    return ev_result.evaluate(y, p, np.arange(y.size) // 3, n_boot=200, seed=1)
 
 
 def sklearn_metrics(y, p, t, beta=2.0):
@@ -55,7 +58,7 @@ def sklearn_metrics(y, p, t, beta=2.0):
 @pytest.mark.parametrize("t", [0.0, 0.13, 0.35, 0.5, 0.62, 0.9, 1.0])
 def test_metrics_equal_sklearn(data, t):
     y, p = data
-    ours = ev.metrics_at_threshold(y, p, t)
+    ours = ev_metrics.metrics_at_threshold(y, p, t)
     for key, value in sklearn_metrics(y, p, t).items():
         np.testing.assert_allclose(ours[key], value, rtol=1e-12, err_msg=key)
     assert ours["ppv"] == ours["precision"]
@@ -64,27 +67,27 @@ def test_metrics_equal_sklearn(data, t):
 
 def test_f_beta_uses_beta(data):
     y, p = data
-    ours = ev.metrics_at_threshold(y, p, 0.4, beta=0.5)
+    ours = ev_metrics.metrics_at_threshold(y, p, 0.4, beta=0.5)
     assert ours["f_beta"] == pytest.approx(skm.fbeta_score(y, p >= 0.4, beta=0.5))
 
 
 def test_ties_at_the_threshold_count_as_positive():
-    m = ev.metrics_at_threshold([0, 1, 1, 0], [0.5, 0.5, 0.2, 0.7], 0.5)
+    m = ev_metrics.metrics_at_threshold([0, 1, 1, 0], [0.5, 0.5, 0.2, 0.7], 0.5)
     assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (1, 2, 0, 1)
 
 
 def test_thresholds_zero_and_one():
     y, p = [0, 1, 0, 1], [0.0, 0.3, 0.6, 1.0]
-    assert ev.metrics_at_threshold(y, p, 0.0)["sensitivity"] == 1.0
-    assert ev.metrics_at_threshold(y, p, 0.0)["specificity"] == 0.0
-    at_one = ev.metrics_at_threshold(y, p, 1.0)
+    assert ev_metrics.metrics_at_threshold(y, p, 0.0)["sensitivity"] == 1.0
+    assert ev_metrics.metrics_at_threshold(y, p, 0.0)["specificity"] == 0.0
+    at_one = ev_metrics.metrics_at_threshold(y, p, 1.0)
     assert (at_one["tp"], at_one["fp"]) == (1, 0)  # p == 1 is still >= 1
 
 
 def test_no_predicted_positives_gives_nan_without_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        m = ev.metrics_at_threshold([0, 1, 0], [0.1, 0.2, 0.3], 0.9)
+        m = ev_metrics.metrics_at_threshold([0, 1, 0], [0.1, 0.2, 0.3], 0.9)
     assert np.isnan(m["precision"]) and m["npv"] == pytest.approx(2 / 3)
     assert m["sensitivity"] == 0.0 and m["f1"] == 0.0 and m["mcc"] == 0.0
 
@@ -93,7 +96,7 @@ def test_one_class_gives_nan_aucs_and_empty_curves_without_warning():
     y, p = np.zeros(30, int), np.linspace(0, 1, 30)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = ev.evaluate(y, p, n_boot=20)
+        res = ev_result.evaluate(y, p, n_boot=20)
         recs = res.recommendations()
         boot = res.intervals_at(0.5)
     assert np.isnan(res.roc_auc) and np.isnan(res.pr_auc) and np.isnan(res.roc_auc_ci[0])
@@ -101,7 +104,7 @@ def test_one_class_gives_nan_aucs_and_empty_curves_without_warning():
     assert np.isnan(res.at(0.5)["sensitivity"]) and boot["n_used"] == 0
     assert not recs.set_index("name").loc["youden", "met"]
     assert not recs.set_index("name").loc["sensitivity_target", "met"]
-    assert ev.choose_threshold(y, p) == 0.5
+    assert thresholds.choose_threshold(y, p) == 0.5
 
 
 def test_ranking_and_curves_equal_sklearn(data, result):
@@ -119,7 +122,7 @@ def test_at_equals_metrics_at_threshold_everywhere(data, result):
     y, p = data
     u = np.unique(p)
     for t in [-0.1, 0.0, 1.0, 1.5, *u[::5], *((u[:-1] + u[1:]) / 2)[::5]]:
-        fast, slow = result.at(t), ev.metrics_at_threshold(y, p, t)
+        fast, slow = result.at(t), ev_metrics.metrics_at_threshold(y, p, t)
         assert fast.keys() == slow.keys()
         for key in slow:
             np.testing.assert_equal(fast[key], slow[key], err_msg=f"{key} at {t}")
@@ -139,7 +142,7 @@ def test_curve_df_matches_at(result):
 def brute_force(y, p, beta=2.0):
     """Metrics at every candidate threshold, for checking the recommendations."""
     grid = np.unique(np.r_[p, 0.0, 1.0])
-    return pd.DataFrame([ev.metrics_at_threshold(y, p, t, beta=beta) for t in grid])
+    return pd.DataFrame([ev_metrics.metrics_at_threshold(y, p, t, beta=beta) for t in grid])
 
 
 def test_recommendations_meet_their_rules(data, result):
@@ -155,7 +158,7 @@ def test_recommendations_meet_their_rules(data, result):
         "description",
         "met",
     ]
-    assert set(recs["name"]) == set(ev.THRESHOLD_METHODS) - {"fixed_0.5"} and recs["met"].all()
+    assert set(recs["name"]) == set(config.THRESHOLD_METHODS) - {"fixed_0.5"} and recs["met"].all()
     rec = recs.set_index("name")
     bf = brute_force(y, p)
     j = bf["sensitivity"] + bf["specificity"] - 1
@@ -176,25 +179,29 @@ def test_recommendations_meet_their_rules(data, result):
 def test_choose_threshold_agrees_with_recommendations(data, result):
     y, p = data
     rec = result.recommendations().set_index("name")["threshold"]
-    for method in ev.THRESHOLD_METHODS:
+    for method in config.THRESHOLD_METHODS:
         expected = 0.5 if method == "fixed_0.5" else rec[method]
-        assert ev.choose_threshold(y, p, method) == expected
+        assert thresholds.choose_threshold(y, p, method) == expected
 
 
 def test_unreachable_target_says_not_met_and_returns_closest():
     y = np.array([0, 0, 0, 1, 1])
     p = np.array([0.2, 1.0, 1.0, 0.6, 1.0])  # two negatives at 1.0: specificity <= 1/3
-    recs = ev.recommend_thresholds(y, p, specificity_target=0.9)
+    recs = thresholds.recommend_thresholds(y, p, specificity_target=0.9)
     spec = next(r for r in recs if r.name == "specificity_target")
     assert not spec.met and "No threshold" in spec.description
-    assert ev.metrics_at_threshold(y, p, spec.threshold)["specificity"] == pytest.approx(1 / 3)
+    assert ev_metrics.metrics_at_threshold(y, p, spec.threshold)["specificity"] == pytest.approx(
+        1 / 3
+    )
 
 
 @pytest.mark.parametrize("prevalence", [None, 0.01])
 def test_min_cost_minimises_expected_cost(data, prevalence):
     y, p = data
     cost_fn, cost_fp = 20.0, 1.5
-    recs = ev.recommend_thresholds(y, p, cost_fn=cost_fn, cost_fp=cost_fp, prevalence=prevalence)
+    recs = thresholds.recommend_thresholds(
+        y, p, cost_fn=cost_fn, cost_fp=cost_fp, prevalence=prevalence
+    )
     t = next(r.threshold for r in recs if r.name == "min_cost")
 
     def cost(m):
@@ -203,22 +210,22 @@ def test_min_cost_minimises_expected_cost(data, prevalence):
         miss, alarm = 1 - m["sensitivity"], 1 - m["specificity"]
         return prevalence * cost_fn * miss + (1 - prevalence) * cost_fp * alarm
 
-    best = cost(ev.metrics_at_threshold(y, p, t))
+    best = cost(ev_metrics.metrics_at_threshold(y, p, t))
     for u in np.r_[np.linspace(-0.01, 1.01, 205), np.unique(p)]:
-        assert best <= cost(ev.metrics_at_threshold(y, p, u)) + 1e-12
+        assert best <= cost(ev_metrics.metrics_at_threshold(y, p, u)) + 1e-12
 
 
 def test_top_percent_flags_that_share():
     p = np.random.default_rng(3).random(200)
-    t = ev.threshold_for_top_percent(p, 10)
+    t = thresholds.threshold_for_top_percent(p, 10)
     assert (p >= t).sum() == 20
-    assert ev.threshold_for_top_percent(p, 100) == p.min()
+    assert thresholds.threshold_for_top_percent(p, 100) == p.min()
     tied = p.round(1)  # ties: at least N%, and fewer than N% strictly above
-    t = ev.threshold_for_top_percent(tied, 15)
+    t = thresholds.threshold_for_top_percent(tied, 15)
     assert (tied >= t).sum() >= 30 > (tied > t).sum()
     rec = next(
         r
-        for r in ev.recommend_thresholds((tied > 0.5).astype(int), tied)
+        for r in thresholds.recommend_thresholds((tied > 0.5).astype(int), tied)
         if r.name == "top_percent"
     )
     assert rec.met == ((tied >= rec.threshold).sum() == 20)
@@ -312,7 +319,7 @@ def frame():
     ],
 )
 def test_aggregation(frame, level, how, expected):
-    out = ev.aggregate_predictions_df(frame, level=level, how=how)
+    out = aggregation.aggregate_predictions_df(frame, level=level, how=how)
     np.testing.assert_allclose(out["probability"], expected)
     if level == "breast":
         assert out["laterality"].tolist() == ["L", "R", ""]
@@ -324,31 +331,37 @@ def test_aggregation(frame, level, how, expected):
 @pytest.mark.parametrize("strategy", ["quantile", "uniform"])
 def test_calibration_and_brier_equal_sklearn(data, strategy):
     y, p = data
-    df = ev.calibration_df(y, p, n_bins=8, strategy=strategy)
+    df = ev_metrics.calibration_df(y, p, n_bins=8, strategy=strategy)
     frac, mean = calibration_curve(y, p, n_bins=8, strategy=strategy)
     np.testing.assert_allclose(df["fraction_positive"], frac)
     np.testing.assert_allclose(df["mean_predicted"], mean)
     assert df["count"].sum() == y.size and (df["count"] > 0).all()
-    assert ev.brier_score(y, p) == pytest.approx(skm.brier_score_loss(y, p))
+    assert ev_metrics.brier_score(y, p) == pytest.approx(skm.brier_score_loss(y, p))
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: ev.metrics_at_threshold([0, 1, 1], [0.1, 0.2], 0.5), "3 labels but 2"),
-        (lambda: ev.metrics_at_threshold([0, 1], [0.1, np.nan], 0.5), "not finite"),
-        (lambda: ev.metrics_at_threshold([0, 2], [0.1, 0.2], 0.5), "Labels must be 0"),
-        (lambda: ev.metrics_at_threshold([0, 1], [0.1, 1.2], 0.5), "between 0 and 1"),
-        (lambda: ev.metrics_at_threshold([0, 1], [0.1, 0.2], 0.5, beta=0), "Beta must"),
-        (lambda: ev.recommend_thresholds([0, 1], [0.1, 0.2], beta=-1), "Beta must"),
-        (lambda: ev.threshold_for_top_percent([0.1, 0.2], 0), r"\(0, 100\]"),
-        (lambda: ev.threshold_for_top_percent([0.1, 0.2], 101), r"\(0, 100\]"),
-        (lambda: ev.choose_threshold([0, 1], [0.1, 0.2], "magic"), "Unknown threshold method"),
-        (lambda: ev.recommend_thresholds([0, 1], [0.1, 0.2], sensitivity_target=2), "target"),
-        (lambda: ev.evaluate([0, 1], [0.1, 0.2], ["a"]), "1 patient ids for 2"),
-        (lambda: ev.evaluate([0, 1], [0.1, 0.2], n_boot=-1), "bootstrap resamples"),
-        (lambda: ev.evaluate([], []), "no predictions"),
-        (lambda: ev.calibration_df([0, 1], [0.1, 0.2], strategy="odd"), "Unknown binning"),
+        (lambda: ev_metrics.metrics_at_threshold([0, 1, 1], [0.1, 0.2], 0.5), "3 labels but 2"),
+        (lambda: ev_metrics.metrics_at_threshold([0, 1], [0.1, np.nan], 0.5), "not finite"),
+        (lambda: ev_metrics.metrics_at_threshold([0, 2], [0.1, 0.2], 0.5), "Labels must be 0"),
+        (lambda: ev_metrics.metrics_at_threshold([0, 1], [0.1, 1.2], 0.5), "between 0 and 1"),
+        (lambda: ev_metrics.metrics_at_threshold([0, 1], [0.1, 0.2], 0.5, beta=0), "Beta must"),
+        (lambda: thresholds.recommend_thresholds([0, 1], [0.1, 0.2], beta=-1), "Beta must"),
+        (lambda: thresholds.threshold_for_top_percent([0.1, 0.2], 0), r"\(0, 100\]"),
+        (lambda: thresholds.threshold_for_top_percent([0.1, 0.2], 101), r"\(0, 100\]"),
+        (
+            lambda: thresholds.choose_threshold([0, 1], [0.1, 0.2], "magic"),
+            "Unknown threshold method",
+        ),
+        (
+            lambda: thresholds.recommend_thresholds([0, 1], [0.1, 0.2], sensitivity_target=2),
+            "target",
+        ),
+        (lambda: ev_result.evaluate([0, 1], [0.1, 0.2], ["a"]), "1 patient ids for 2"),
+        (lambda: ev_result.evaluate([0, 1], [0.1, 0.2], n_boot=-1), "bootstrap resamples"),
+        (lambda: ev_result.evaluate([], []), "no predictions"),
+        (lambda: ev_metrics.calibration_df([0, 1], [0.1, 0.2], strategy="odd"), "Unknown binning"),
         (lambda: iv.wilson_interval(5, 3), "0 <= k <= n"),
         (lambda: iv.bootstrap_auc_intervals([0, 1], [0.1, 0.2], confidence=1), "confidence"),
     ],
@@ -360,8 +373,8 @@ def test_bad_inputs_raise_user_error(call, match):
 
 def test_bad_aggregation_inputs_raise_user_error(frame):
     with pytest.raises(UserError, match="Unknown level"):
-        ev.aggregate_predictions_df(frame, level="study")
+        aggregation.aggregate_predictions_df(frame, level="study")
     with pytest.raises(UserError, match="Unknown aggregation"):
-        ev.aggregate_predictions_df(frame, how="median")
+        aggregation.aggregate_predictions_df(frame, how="median")
     with pytest.raises(UserError, match="lack the column"):
-        ev.aggregate_predictions_df(frame.drop(columns="probability"))
+        aggregation.aggregate_predictions_df(frame.drop(columns="probability"))

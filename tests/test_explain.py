@@ -8,10 +8,15 @@ import keras
 import numpy as np
 import pytest
 
-from bcp_core.config import PreprocessSpec
-from bcp_core.explain import colormap_lut, gradcam_heatmap, heatmap_to_image, overlay_heatmap
-from bcp_core.models import MODEL_NAMES, TRANSFER_MODELS, build_model
-from bcp_core.predict import prepare_gray_with_geometry
+from bcp_core.config import MODEL_NAMES, TRANSFER_MODELS, PreprocessSpec
+from bcp_core.inference.explain import (
+    colormap_lut,
+    gradcam_heatmap,
+    heatmap_to_image,
+    overlay_heatmap,
+)
+from bcp_core.inference.predict import prepare_gray_with_geometry
+from bcp_core.model.architectures import build_model
 
 SMALL = (64, 48)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bcp_core.bundle import load_bundle, read_bundle_meta, save_bundle
-from bcp_core.predict import predict_files
+from bcp_core.inference.predict import predict_files
+from bcp_core.model.bundle import load_bundle, read_bundle_meta, save_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,7 @@ def test_concurrent_predictions_on_different_bundles_give_each_their_own_results
     demo_bundle, tiny_manifest, tmp_path
 ):
     from bcp_core.config import TrainConfig
-    from bcp_core.training import train_model
+    from bcp_core.model.training import train_model
 
     other = tmp_path / "other"
     train_model(

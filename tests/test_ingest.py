@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from bcp_core import ingest
+from bcp_core.data import workbooks as ingest
 from bcp_core.errors import UserError
 from tests.conftest import write_xlsx
 

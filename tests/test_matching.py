@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bcp_core import config
-from bcp_core.datasource import read_data_root
+from bcp_core.data.datasource import read_data_root
 from tests.conftest import NON_ASCII_ROOT, write_jpeg, write_xlsx
 
 KEY_HEADER = [

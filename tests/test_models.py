@@ -1,4 +1,4 @@
-"""Tests for bcp_core.models: tiny images, random weights, nothing downloaded."""
+"""Tests for bcp_core.model.architectures: tiny images, random weights, nothing downloaded."""
 
 from __future__ import annotations
 
@@ -10,24 +10,21 @@ import keras
 import numpy as np
 import pytest
 
-from bcp_core import models
+from bcp_core import config
+from bcp_core.config import MODEL_NAMES, TRANSFER_MODELS
 from bcp_core.errors import UserError
-from bcp_core.models import (
+from bcp_core.model import architectures
+from bcp_core.model.architectures import (
     BACKBONE_LAYER,
-    MODEL_NAMES,
     OUTPUT_LAYER,
     PREPROCESSING_LAYER,
-    TRANSFER_MODELS,
     build_default_cnn_model,
     build_model,
     build_seed_cnn_model,
     build_transfer_model,
-    get_layer_by_path,
-    initial_bias,
-    last_conv_layer_name,
-    make_loss,
-    unfreeze_backbone,
 )
+from bcp_core.model.layers import last_conv_layer_name
+from bcp_core.model.losses import initial_bias, make_loss
 
 SMALL = (64, 48)
 INCEPTION_SMALL = (75, 75)  # InceptionV3's minimum
@@ -271,31 +268,6 @@ def test_local_weights_file_is_loaded_into_the_backbone(tmp_path):
     np.testing.assert_array_equal(loaded_kernel, source.get_layer("block5_conv4").get_weights()[0])
 
 
-def test_unfreeze_backbone_top_layers_then_all():
-    model = build_quietly("efficientnetb0")
-    backbone = model.get_layer(BACKBONE_LAYER)
-
-    unfreeze_backbone(model, n_layers=20)
-
-    top, rest = backbone.layers[-20:], backbone.layers[:-20]
-    assert not any(layer.trainable for layer in rest)
-    for layer in top:
-        assert layer.trainable != isinstance(layer, keras.layers.BatchNormalization)
-
-    unfreeze_backbone(model)
-
-    for layer in backbone.layers:
-        assert layer.trainable != isinstance(layer, keras.layers.BatchNormalization)
-    assert len(backbone.trainable_weights) > 0
-
-
-def test_unfreeze_backbone_rejects_models_without_backbone_and_bad_counts(built):
-    with pytest.raises(ValueError, match="has no 'backbone' layer"):
-        unfreeze_backbone(built("default_cnn"))
-    with pytest.raises(ValueError, match="at least 1"):
-        unfreeze_backbone(built("vgg19"), n_layers=0)
-
-
 # --- Output bias, losses --------------------------------------------------------------------
 
 
@@ -420,7 +392,7 @@ def test_last_conv_layer_feeds_a_grad_cam_model(built, name):
 
     model = built(name)
     layer_name = last_conv_layer_name(model)
-    assert len(get_layer_by_path(model, layer_name).output.shape) == 4
+    assert len(model.get_layer(layer_name).output.shape) == 4
 
     grad_model = keras.Model(model.input, [model.get_layer(layer_name).output, model.output])
     x = tf.constant(gray_batch(small_size(name), n=1))
@@ -442,7 +414,7 @@ def test_last_conv_layer_name_descends_into_a_backbone_that_pools_inside():
     outer = keras.Model(outer_input, keras.layers.Dense(1)(inner(outer_input)))
 
     assert last_conv_layer_name(outer) == "inner/inner_conv"
-    assert get_layer_by_path(outer, "inner/inner_conv").name == "inner_conv"
+    assert outer.get_layer("inner").get_layer("inner_conv").name == "inner_conv"
 
 
 def test_last_conv_layer_name_needs_a_4d_layer():
@@ -453,5 +425,5 @@ def test_last_conv_layer_name_needs_a_4d_layer():
 
 def test_module_constants_agree():
     assert set(TRANSFER_MODELS) <= set(MODEL_NAMES)
-    assert models.DEFAULT_MODEL in MODEL_NAMES
-    assert set(models.MIN_IMAGE_SIDE) == set(MODEL_NAMES)
+    assert config.DEFAULT_MODEL in MODEL_NAMES
+    assert set(architectures.MIN_IMAGE_SIDE) == set(MODEL_NAMES)

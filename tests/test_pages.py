@@ -119,7 +119,7 @@ def fill_tiny_training_form(at: AppTest, **extra) -> None:
 def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jobs, tmp_path):
     import time
 
-    from bcp_core.bundle import load_bundle
+    from bcp_core.model.bundle import load_bundle
 
     root, _ = small_demo
     at = open_app(root, "pages/training.py")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bcp_core import predict
-from bcp_core.bundle import load_bundle
 from bcp_core.config import PreprocessSpec, TrainConfig
 from bcp_core.errors import UserError
-from bcp_core.predict import (
+from bcp_core.imaging.preparation import fit_to_size, preprocess_image
+from bcp_core.inference import predict
+from bcp_core.inference.predict import (
     breast_results_df,
     expand_inputs,
     fitted_size,
@@ -24,8 +24,8 @@ from bcp_core.predict import (
     predict_one,
     prepare_image,
 )
-from bcp_core.preprocess import fit_to_size, preprocess_image
-from bcp_core.training import train_model
+from bcp_core.model.bundle import load_bundle
+from bcp_core.model.training import train_model
 from tests.conftest import blob_image
 from tests.test_dicom import make_dicom
 

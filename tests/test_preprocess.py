@@ -10,8 +10,13 @@ from PIL import Image
 
 from bcp_core.config import PreprocessSpec
 from bcp_core.errors import UserError
-from bcp_core.images import read_gray
-from bcp_core.preprocess import breast_bbox, chest_wall_on_right, fit_to_size, preprocess_image
+from bcp_core.imaging.decode import read_gray
+from bcp_core.imaging.preparation import (
+    breast_bbox,
+    chest_wall_on_right,
+    fit_to_size,
+    preprocess_image,
+)
 
 SPEC = PreprocessSpec(height=64, width=48)
 

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from bcp_core.config import TrainConfig
-from bcp_core.privacy import mask_df, mask_id, mask_key
-from bcp_core.training import train_model
+from bcp_core.data.privacy import mask_df, mask_id, mask_key
+from bcp_core.model.training import train_model
 
 
 def test_masking_keeps_only_a_hint_of_the_id():

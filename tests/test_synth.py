@@ -1,4 +1,4 @@
-"""Tests for bcp_core.synth: synthetic mammogram-like images (tiny sizes, fast)."""
+"""Tests for bcp_demo.synth: synthetic mammogram-like images (tiny sizes, fast)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from bcp_core import synth
-from bcp_core.synth import LESION_KINDS, Lesion
+from bcp_demo import synth as synth
+from bcp_demo.synth import LESION_KINDS, Lesion
 
 H, W = 64, 52
 

@@ -8,8 +8,8 @@ import numpy as np
 from sklearn import metrics as skm
 from streamlit.testing.v1 import AppTest
 
-from bcp_core.bundle import read_bundle_meta
 from bcp_core.cli import main
+from bcp_core.model.bundle import read_bundle_meta
 from tests.conftest import open_app
 
 

@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from bcp_core.bundle import load_bundle, read_bundle_meta
 from bcp_core.config import TrainConfig
-from bcp_core.dataset import image_dataset
 from bcp_core.errors import UserError
-from bcp_core.training import plan_split, train_model
+from bcp_core.model.bundle import load_bundle, read_bundle_meta
+from bcp_core.model.dataset import image_dataset
+from bcp_core.model.training import plan_split, train_model
 
 TINY = dict(image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=1)
 
@@ -141,7 +141,7 @@ def test_a_split_without_positives_is_refused(tiny_manifest):
 
 
 def test_saved_metrics_equal_the_metrics_recomputed_from_the_csv(trained):
-    from bcp_core.evaluation import metrics_at_threshold
+    from bcp_core.evaluation.metrics import metrics_at_threshold
 
     _, out, _, _ = trained
     bundle = load_bundle(out, with_model=False)

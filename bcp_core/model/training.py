@@ -22,13 +22,15 @@ import numpy as np
 import pandas as pd
 
 from bcp_core import config
-from bcp_core.bundle import now_iso, save_bundle
 from bcp_core.config import TrainConfig
-from bcp_core.dataset import ReadFailures, balanced_dataset, class_weights, image_dataset
+from bcp_core.data.split import patient_overlap, split_patients
 from bcp_core.errors import UserError
-from bcp_core.evaluation import choose_threshold, metrics_at_threshold, ranking_metrics
-from bcp_core.models import build_model, initial_bias, make_loss
-from bcp_core.split import patient_overlap, split_patients
+from bcp_core.evaluation.metrics import metrics_at_threshold, ranking_metrics
+from bcp_core.evaluation.thresholds import choose_threshold
+from bcp_core.model.architectures import build_model
+from bcp_core.model.bundle import now_iso, save_bundle
+from bcp_core.model.dataset import ReadFailures, balanced_dataset, class_weights, image_dataset
+from bcp_core.model.losses import initial_bias, make_loss
 
 Event = dict
 EventSink = Callable[[Event], None]
@@ -444,7 +446,7 @@ def _result(
     metrics: dict = {}
     threshold = float("nan")
     if run.bundle_written is not None:
-        from bcp_core.bundle import read_bundle_meta
+        from bcp_core.model.bundle import read_bundle_meta
 
         meta = read_bundle_meta(run.bundle_written)
         metrics, threshold = meta["metrics"], meta["threshold"]["value"]

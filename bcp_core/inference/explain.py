@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from bcp_core.models import LAYER_PATH_SEPARATOR, OUTPUT_LAYER, last_conv_layer_name
+from bcp_core.model.architectures import OUTPUT_LAYER
+from bcp_core.model.layers import LAYER_PATH_SEPARATOR, last_conv_layer_name
 
 #: Colour stops of the built-in "jet"-like map: position in [0, 1] -> RGB in [0, 1].
 _JET_STOPS = (
@@ -39,10 +40,10 @@ def gradcam_heatmap(
     """Grad-CAM heatmap of the cancer probability for one network input.
 
     Args:
-        model: a model of :mod:`bcp_core.models` (one gray input, one sigmoid output).
+        model: a model of :mod:`bcp_core.model.architectures` (one gray input, one sigmoid output).
         image: float32 (H, W, 1), the preprocessed network input.
         layer_name: a top-level layer with a 4-D output; default
-            :func:`bcp_core.models.last_conv_layer_name` ("feature_map" or "conv3").
+            :func:`bcp_core.model.architectures.last_conv_layer_name` ("feature_map" or "conv3").
 
     Returns:
         float32 (H, W) in [0, 1], at the network input size; all zeros when nothing in the
@@ -135,7 +136,7 @@ def heatmap_to_image(
 
     The preprocessing flips (chest wall to the left), crops to the breast, resizes keeping
     the aspect ratio to ``fitted_size`` and pads: the resized crop sits against the left edge,
-    centred vertically (:func:`bcp_core.preprocess.fit_to_size`). This takes the heatmap's
+    centred vertically (:func:`bcp_core.imaging.preparation.fit_to_size`). This takes the heatmap's
     part that covers the crop, resizes it to the crop, flips it back and places it in the
     crop box; outside the crop the heatmap is 0.
 

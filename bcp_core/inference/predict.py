@@ -1,6 +1,6 @@
 """Prediction with a bundle: one image with its heatmap, or many files in streamed batches.
 
-Every image goes through :func:`bcp_core.preprocess.prepare_gray`, the function training used,
+Every image goes through :func:`bcp_core.imaging.preparation.prepare_gray`, the function training used,
 driven by the bundle's preprocessing spec; :func:`prepare_image` also records where the crop
 was and whether the image was mirrored, so a Grad-CAM heatmap can be drawn on the decoded
 image. Batch prediction holds one batch of network inputs at a time, never the whole list, and
@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bcp_core.bundle import MODEL_FILE, Bundle, load_keras_model
 from bcp_core.config import IMAGE_EXTENSIONS, PreprocessSpec
-from bcp_core.dicom import looks_like_dicom, read_dicom_gray
 from bcp_core.errors import UserError
-from bcp_core.explain import gradcam_heatmap, heatmap_to_image
-from bcp_core.images import read_gray
-from bcp_core.preprocess import breast_bbox, chest_wall_on_right, decode_size, prepare_gray
+from bcp_core.imaging.decode import read_gray
+from bcp_core.imaging.dicom import looks_like_dicom, read_dicom_gray
+from bcp_core.imaging.preparation import breast_bbox, chest_wall_on_right, decode_size, prepare_gray
+from bcp_core.inference.explain import gradcam_heatmap, heatmap_to_image
+from bcp_core.model.bundle import MODEL_FILE, Bundle, load_keras_model
 
 #: A file to predict: a path, or (name, bytes) for an upload.
 Source = str | os.PathLike | tuple[str, bytes]
@@ -93,7 +93,7 @@ class PreparedImage:
         name: the file name shown to the user.
         gray: the decoded image, float32 (h, w) in [0, 1] (large JPEGs are decoded at a
             reduced scale, exactly as at training).
-        net_input: float32 (H, W, 1), identical to :func:`bcp_core.preprocess.preprocess_image`.
+        net_input: float32 (H, W, 1), identical to :func:`bcp_core.imaging.preparation.preprocess_image`.
         geometry: crop box, flip and fitted size (see :class:`Geometry`).
         meta: ``view`` and ``laterality`` (from the DICOM header, else from the file name, ""
             when unknown) and, for DICOM, ``photometric``, ``bits_stored``, ``manufacturer``,
@@ -113,7 +113,7 @@ class PreparedImage:
 
 
 def fitted_size(shape: tuple[int, int], height: int, width: int) -> tuple[int, int]:
-    """Size of an image of ``shape`` after :func:`bcp_core.preprocess.fit_to_size`.
+    """Size of an image of ``shape`` after :func:`bcp_core.imaging.preparation.fit_to_size`.
 
     The same arithmetic as ``fit_to_size`` (aspect kept, at least one pixel); a test checks
     the two against each other.
@@ -126,7 +126,7 @@ def fitted_size(shape: tuple[int, int], height: int, width: int) -> tuple[int, i
 def prepare_gray_with_geometry(
     gray: np.ndarray, spec: PreprocessSpec
 ) -> tuple[np.ndarray, Geometry]:
-    """:func:`bcp_core.preprocess.prepare_gray`, plus where the crop was and whether it flipped.
+    """:func:`bcp_core.imaging.preparation.prepare_gray`, plus where the crop was and whether it flipped.
 
     The network input is ``prepare_gray``'s own output; the geometry repeats its decisions
     with the same public helpers (``chest_wall_on_right``, ``breast_bbox``), which are

@@ -18,7 +18,7 @@ from PIL import Image
 from scipy import ndimage
 
 from bcp_core.config import DEFAULT_IMAGE_SIZE, PreprocessSpec
-from bcp_core.images import read_gray
+from bcp_core.imaging.decode import read_gray
 
 __all__ = ["DEFAULT_IMAGE_SIZE", "PreprocessSpec", "preprocess_image", "prepare_gray"]
 
@@ -101,7 +101,7 @@ def preprocess_image(source: str | Path | bytes, spec: PreprocessSpec) -> np.nda
     """Decode and prepare one image file (path or bytes): float32 (H, W, 1) in [0, 1].
 
     This is the one function that turns a file into a network input, at training (through
-    :mod:`bcp_core.dataset`) and at prediction alike.
+    :mod:`bcp_core.model.dataset`) and at prediction alike.
 
     Raises:
         UserError: when the file is not a readable image.

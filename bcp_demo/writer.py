@@ -26,7 +26,7 @@ from PIL import Image
 from bcp_core import config
 from bcp_core.config import DemoConfig
 from bcp_core.errors import UserError
-from bcp_core.synth import breast_params, render_mammogram, sample_breast_lesion
+from bcp_demo.synth import breast_params, render_mammogram, sample_breast_lesion
 
 Progress = Callable[[int, int, str], None]
 

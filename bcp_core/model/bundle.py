@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from bcp_core.errors import UserError
-from bcp_core.preprocess import PreprocessSpec
+from bcp_core.imaging.preparation import PreprocessSpec
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.keras"

@@ -1,7 +1,7 @@
-"""Read a data root (workbooks + image folders) into a :class:`~bcp_core.matching.MatchResult`.
+"""Read a data root (workbooks + image folders) into a :class:`~bcp_core.data.matching.MatchResult`.
 
 This is the I/O edge of the matching step: it finds the files, reads them once, indexes each image
-tree once, and hands everything to the pure functions of :mod:`bcp_core.matching`.
+tree once, and hands everything to the pure functions of :mod:`bcp_core.data.matching`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,16 @@ import os
 from pathlib import Path
 
 from bcp_core import config
+from bcp_core.data.index import build_index, find_class_folders
+from bcp_core.data.matching import MatchResult, combine, match_cancer, match_non_cancer
+from bcp_core.data.workbooks import (
+    canonical_name,
+    find_entry,
+    pick_sheet,
+    read_excel_sheets,
+    read_table,
+)
 from bcp_core.errors import UserError
-from bcp_core.images import build_index, find_class_folders
-from bcp_core.ingest import canonical_name, find_entry, pick_sheet, read_excel_sheets, read_table
-from bcp_core.matching import MatchResult, combine, match_cancer, match_non_cancer
 
 _HINT = (
     "Choose the folder that holds datacombined.xlsx, data_validation_x.xlsx and the "

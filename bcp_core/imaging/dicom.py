@@ -7,7 +7,7 @@ values to the end (no 8-bit quantisation) and never equalises the histogram, so 
 sees the film as the reading radiologist's workstation shows it.
 
 pydicom is imported inside the functions: it is only needed when a DICOM file turns up, and
-``bcp_core.images`` asks :func:`looks_like_dicom` about every image it decodes.
+``bcp_core.data.index`` asks :func:`looks_like_dicom` about every image it decodes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bcp_core import config
 from bcp_core.errors import UserError
 
 #: File-name suffixes taken as DICOM even without the "DICM" magic (headerless exports).
@@ -75,15 +76,14 @@ def read_dicom_gray(source: Source) -> tuple[np.ndarray, dict]:
         UserError: one sentence naming the file, for a file that is not DICOM, holds no image,
             is too large, or whose compressed pixel data cannot be decoded here.
     """
-    from bcp_core.images import MAX_PIXELS  # here: bcp_core.images imports this module
 
     name = "the uploaded DICOM file" if isinstance(source, bytes) else Path(source).name
     ds = _read_dataset(source, name)
     rows, columns = _image_size(ds, name)
-    if rows * columns > MAX_PIXELS:
+    if rows * columns > config.MAX_PIXELS:
         raise UserError(
             f"{name} declares {columns} x {rows} pixels, more than the limit of "
-            f"{MAX_PIXELS:,}; it is refused as a possible decompression bomb."
+            f"{config.MAX_PIXELS:,}; it is refused as a possible decompression bomb."
         )
     meta = dicom_metadata(ds)
     arr = _decode_first_frame(ds, name)

@@ -10,9 +10,10 @@ import math
 
 import pandas as pd
 
-from bcp_core.bundle import Bundle
 from bcp_core.errors import UserError
-from bcp_core.evaluation import EvaluationResult, aggregate_predictions_df, evaluate
+from bcp_core.evaluation.aggregation import aggregate_predictions_df
+from bcp_core.evaluation.result import EvaluationResult, evaluate
+from bcp_core.model.bundle import Bundle
 
 LEVELS = ("image", "breast", "patient")
 

@@ -1,6 +1,6 @@
 """The UniqueKey join of the Cancer sheet to the validation workbook, and its statistics.
 
-Pure functions over DataFrames and an in-memory :class:`~bcp_core.images.ImageIndex`: no file is
+Pure functions over DataFrames and an in-memory :class:`~bcp_core.data.index.ImageIndex`: no file is
 read here. ``UniqueKey = InputFileName-StudyDate-StudyTime-PatientID.x`` (DATA_LAYOUT.md). Every
 row that does not end up as a usable image is reported with its sheet, Excel row and reason.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from bcp_core import config
-from bcp_core.images import ImageIndex
-from bcp_core.ingest import key_parts_df, text_column
+from bcp_core.data.index import ImageIndex
+from bcp_core.data.workbooks import key_parts_df, text_column
 
 _LATERALITY = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
 

@@ -1,6 +1,6 @@
 """Streaming ``tf.data`` pipelines over the manifest, and checks of a split.
 
-Images are read from disk batch by batch, through :func:`bcp_core.preprocess.preprocess_image`
+Images are read from disk batch by batch, through :func:`bcp_core.imaging.preparation.preprocess_image`
 (the same function prediction uses), in parallel, with prefetching; memory holds a few batches,
 never the dataset. Augmentation is applied to the training split only.
 """
@@ -19,7 +19,7 @@ import pandas as pd
 import tensorflow as tf
 
 from bcp_core.errors import UserError
-from bcp_core.preprocess import PreprocessSpec, preprocess_image
+from bcp_core.imaging.preparation import PreprocessSpec, preprocess_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -1,4 +1,4 @@
-"""Model builders and loss functions: every model maps one gray image to P(cancer).
+"""Model builders: every model maps one gray image to P(cancer).
 
 The contract every builder keeps (the dataset, training, bundle and explain modules rely on it):
 
@@ -27,18 +27,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bcp_core.config import MODEL_NAMES, TRANSFER_MODELS, WEIGHTS_IMAGENET, WEIGHTS_NONE
 from bcp_core.errors import UserError
 
-# --- Names and defaults (the one home for them) --------------------------------------------
+# --- Layer names and architecture constants ----------------------------------------------
 
-MODEL_NAMES = ("seed_cnn", "default_cnn", "resnet50", "vgg19", "inceptionv3", "efficientnetb0")
-TRANSFER_MODELS = ("resnet50", "vgg19", "inceptionv3", "efficientnetb0")
-CNN_MODELS = ("seed_cnn", "default_cnn")
-DEFAULT_MODEL = "default_cnn"
-
-#: Values of ``weights`` besides a file path.
-WEIGHTS_NONE = "none"
-WEIGHTS_IMAGENET = "imagenet"
 
 DEFAULT_DROPOUT = 0.3
 #: The user's original recipe, kept unchanged so the baseline stays comparable.
@@ -66,18 +59,11 @@ MIN_IMAGE_SIDE = {
     "efficientnetb0": 32,
 }
 
-LOSS_KINDS = ("bce", "focal")
-DEFAULT_FOCAL_GAMMA = 2.0
-#: Label smoothing must stay below this: at 0.5 every label becomes 0.5 and nothing is learnt.
-MAX_LABEL_SMOOTHING = 0.5
-
 #: Layer names other modules look up.
 BACKBONE_LAYER = "backbone"
 PREPROCESSING_LAYER = "backbone_preprocessing"  # output: exactly what the backbone receives
 FEATURE_MAP_LAYER = "feature_map"  # the last spatial features, before the global pooling
 OUTPUT_LAYER = "probability"
-#: Separates nested model names in the paths returned by :func:`last_conv_layer_name`.
-LAYER_PATH_SEPARATOR = "/"
 
 #: ImageNet statistics used by the backbones' own preprocessing.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50 / VGG19, on [0, 255] pixels, BGR order
@@ -496,34 +482,6 @@ def build_transfer_model(
     return keras.Model(inputs, outputs, name=name)
 
 
-def unfreeze_backbone(model: keras.Model, *, n_layers: int | None = None) -> None:
-    """Make the backbone of a transfer model trainable for a second fine-tuning phase.
-
-    The top ``n_layers`` of the backbone's layer list (all when None) become trainable;
-    BatchNormalization layers stay frozen. Compile the model again afterwards: Keras reads the
-    trainable flags when it compiles.
-
-    Args:
-        model: A model from :func:`build_transfer_model` (it has a layer named "backbone").
-        n_layers: How many of the backbone's last layers to unfreeze, at least 1; None for all.
-
-    Raises:
-        UserError: The model has no backbone, or n_layers is not a positive whole number.
-    """
-    try:
-        backbone = model.get_layer(BACKBONE_LAYER)
-    except ValueError as exc:
-        raise UserError(
-            f"The model {model.name!r} has no {BACKBONE_LAYER!r} layer; only transfer models "
-            f"({', '.join(TRANSFER_MODELS)}) can be unfrozen."
-        ) from exc
-    if n_layers is not None and (isinstance(n_layers, bool) or int(n_layers) != n_layers):
-        raise UserError(f"n_layers must be a whole number; got {n_layers!r}.")
-    if n_layers is not None and n_layers < 1:
-        raise UserError(f"n_layers must be at least 1 (or None for all); got {n_layers!r}.")
-    _set_backbone_trainable(backbone, n_layers)
-
-
 # --- Dispatch -------------------------------------------------------------------------------
 
 
@@ -577,118 +535,3 @@ def build_model(
     if name == "seed_cnn":
         return build_seed_cnn_model(image_size, output_bias=output_bias)
     return build_default_cnn_model(image_size, dropout=dropout, output_bias=output_bias)
-
-
-# --- Losses and initialisation --------------------------------------------------------------
-
-
-def make_loss(
-    kind: str = "bce",
-    *,
-    label_smoothing: float = 0.0,
-    focal_gamma: float = DEFAULT_FOCAL_GAMMA,
-) -> keras.losses.Loss:
-    """The training loss for sigmoid probabilities.
-
-    Args:
-        kind: "bce" (binary cross-entropy) or "focal" (binary focal cross-entropy, which
-            down-weights the many easy negatives).
-        label_smoothing: In [0, 0.5): pulls the targets towards 0.5 by this amount.
-        focal_gamma: Focusing parameter of the focal loss, at least 0 (0 gives plain BCE).
-
-    Returns:
-        ``keras.losses.BinaryCrossentropy`` or ``keras.losses.BinaryFocalCrossentropy``.
-    """
-    if kind not in LOSS_KINDS:
-        raise UserError(
-            f"Unknown loss {kind!r}; choose one of {', '.join(repr(k) for k in LOSS_KINDS)}."
-        )
-    if not 0.0 <= label_smoothing < MAX_LABEL_SMOOTHING:
-        raise UserError(
-            f"Label smoothing must be at least 0 and below {MAX_LABEL_SMOOTHING}; "
-            f"got {label_smoothing!r}."
-        )
-    if kind == "bce":
-        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
-    if not (math.isfinite(focal_gamma) and focal_gamma >= 0.0):
-        raise UserError(f"The focal gamma must be 0 or more; got {focal_gamma!r}.")
-    return keras.losses.BinaryFocalCrossentropy(gamma=focal_gamma, label_smoothing=label_smoothing)
-
-
-def initial_bias(positive_fraction: float) -> float:
-    """The output bias that makes an untrained model predict the class prior.
-
-    ``log(p / (1 - p))``: with it the first loss is the prior's entropy (about 0.09 at 1:57)
-    instead of about 0.69, and the first epochs are not spent pushing every output down.
-
-    Args:
-        positive_fraction: Fraction of cancer images in the training data, strictly in (0, 1).
-
-    Returns:
-        The bias (negative when cancers are the minority).
-    """
-    if not 0.0 < positive_fraction < 1.0:
-        raise UserError(
-            "The positive fraction must be strictly between 0 and 1 (the training data needs "
-            f"both classes); got {positive_fraction!r}."
-        )
-    return math.log(positive_fraction / (1.0 - positive_fraction))
-
-
-# --- Layers for Grad-CAM --------------------------------------------------------------------
-
-#: Layers skipped when looking for the last feature map: they only shrink it.
-_SKIPPED_LAYER_TYPES = (
-    keras.layers.InputLayer,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling2D,
-)
-
-
-def _has_4d_output(layer: keras.layers.Layer) -> bool:
-    try:
-        return len(layer.output.shape) == 4
-    except (AttributeError, ValueError):  # a layer used more than once has no single output
-        return False
-
-
-def _feature_map_path(model: keras.Model) -> list[str] | None:
-    for layer in reversed(model.layers):
-        if isinstance(layer, keras.Model):
-            inner = _feature_map_path(layer)
-            if inner is not None:
-                return [layer.name, *inner]
-        elif not isinstance(layer, _SKIPPED_LAYER_TYPES) and _has_4d_output(layer):
-            return [layer.name]
-    return None
-
-
-def last_conv_layer_name(model: keras.Model) -> str:
-    """Name of the last layer with a 4-D (batch, height, width, channels) output, for Grad-CAM.
-
-    Plain pooling layers are skipped (their output is a coarser copy of their input). The
-    result is a path: layer names joined by "/" from ``model`` down into nested models, e.g.
-    "backbone/conv5_block3_out" for a model whose backbone pools internally. For every model
-    built here it is a single top-level name ("feature_map" for the default CNN and the
-    transfer models, "conv3" for the seed CNN), so the Keras Grad-CAM recipe works directly::
-
-        keras.Model(model.input, [model.get_layer(name).output, model.output])
-
-    A nested path cannot be wired that way (a nested model's inner outputs are not tensors of
-    the outer graph); resolve it with :func:`get_layer_by_path` and rebuild the graph instead.
-
-    Raises:
-        ValueError: The model has no layer with a 4-D output.
-    """
-    path = _feature_map_path(model)
-    if path is None:
-        raise ValueError(f"The model {model.name!r} has no layer with a 4-D output.")
-    return LAYER_PATH_SEPARATOR.join(path)
-
-
-def get_layer_by_path(model: keras.Model, path: str) -> keras.layers.Layer:
-    """The layer that a path from :func:`last_conv_layer_name` names, descending nested models."""
-    layer: keras.layers.Layer = model
-    for name in path.split(LAYER_PATH_SEPARATOR):
-        layer = layer.get_layer(name)
-    return layer

@@ -1,0 +1,1 @@
+"""Networks and their training: architectures, losses, tf.data pipelines, the runner, the bundle."""
