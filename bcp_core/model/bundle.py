@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import shutil
-import tempfile
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bcp_core.errors import UserError
+from bcp_core.fileio import recover_dir, staged_dir, write_json_atomic
 from bcp_core.imaging.preparation import PreprocessSpec
 
 BUNDLE_FORMAT = 1
@@ -66,54 +63,6 @@ def _versions() -> dict[str, str]:
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
 
-def _recover(target: Path) -> None:
-    """Undo an interrupted replacement: put the previous bundle back if the new one is missing.
-
-    :func:`_replace_dir` moves the old bundle aside before moving the new one in; a process
-    killed between the two renames leaves only ``.NAME.old-*``.
-    """
-    if target.exists():
-        return
-    old = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if old:
-        os.replace(old[-1], target)
-
-
-def _remove_stale(target: Path) -> None:
-    """Delete temporary folders that a killed writer of this bundle left behind."""
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished folder ``tmp`` to ``target``, replacing an older bundle there."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            os.replace(old, target)  # put the previous bundle back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_error(target: Path, exc: OSError) -> UserError:
     """One sentence for a failed write, with what to do for the usual causes."""
     reason = exc.strerror or str(exc)
@@ -144,22 +93,13 @@ def save_bundle(
     target = Path(path)
     meta = {**meta, "format_version": BUNDLE_FORMAT, "saved": now_iso(), "versions": _versions()}
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _recover(target)
-        _remove_stale(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        with staged_dir(target) as tmp:
+            model.save(tmp / MODEL_FILE)
+            history.to_csv(tmp / HISTORY_FILE, index=False)
+            val_predictions.reindex(columns=list(VAL_COLUMNS)).to_csv(tmp / VAL_FILE, index=False)
+            write_json_atomic(tmp / META_FILE, meta)
     except OSError as exc:
         raise _write_error(target, exc) from exc
-    try:
-        model.save(tmp / MODEL_FILE)
-        history.to_csv(tmp / HISTORY_FILE, index=False)
-        val_predictions.reindex(columns=list(VAL_COLUMNS)).to_csv(tmp / VAL_FILE, index=False)
-        write_json_atomic(tmp / META_FILE, meta)
-        _replace_dir(tmp, target)
-    except OSError as exc:
-        raise _write_error(target, exc) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -194,7 +134,7 @@ def read_bundle_meta(path: str | Path) -> dict:
     folder = Path(path)
     meta_path = folder / META_FILE
     if folder.parent.is_dir():
-        _recover(folder)
+        recover_dir(folder)
     if not folder.is_dir():
         raise UserError(f"Bundle not found: {folder} is not a folder.")
     if not meta_path.is_file() or not (folder / MODEL_FILE).is_file():
