@@ -6,8 +6,9 @@
     python -m bcp_core evaluate  --bundle BUNDLE_DIR [--level image|breast|patient] [--json]
     python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--json]
 
-Human-readable output by default, one JSON object with ``--json`` (keys are a stable contract,
-see DESIGN.md). A user's mistake ends with one sentence on stderr and exit status 2.
+Human-readable output by default, one JSON object with ``--json``: its keys are a stable
+contract that scripts rely on (README, "Command line"). A user's mistake ends with one sentence
+on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from bcp_core import config
 from bcp_core.errors import UserError
+from bcp_core.model.events import BatchEnded, EpochEnded, Started, TrainingEvent
 
 
 class ProgressBar:
@@ -73,19 +75,16 @@ def _cmd_match(args: argparse.Namespace) -> int:
         return 0
     s = result.stats
     print(f"Data root: {args.data_root}  (read from the {result.source})")
-    print(f"  Cancer rows             {s['cancer_rows']:>6}")
+    print(f"  Cancer rows             {s.cancer_rows:>6}")
     print(
-        f"  keys matched            {s['cancer_key_matched']:>6}   "
-        f"(without normalisation: {s['cancer_key_matched_raw']})"
+        f"  keys matched            {s.cancer_key_matched:>6}   "
+        f"(without normalisation: {s.cancer_key_matched_raw})"
     )
-    print(f"  cancer images found     {s['cancer_images_found']:>6}")
-    print(f"  Non-Cancer rows         {s['non_cancer_rows']:>6}")
-    print(f"  non-cancer images found {s['non_cancer_images_found']:>6}")
-    print(
-        f"  validation rows         {s['validation_rows']:>6}   "
-        f"(matched: {s['validation_matched']})"
-    )
-    print(f"  patients                {s['patients']:>6}")
+    print(f"  cancer images found     {s.cancer_images_found:>6}")
+    print(f"  Non-Cancer rows         {s.non_cancer_rows:>6}")
+    print(f"  non-cancer images found {s.non_cancer_images_found:>6}")
+    print(f"  validation rows         {s.validation_rows:>6}   (matched: {s.validation_matched})")
+    print(f"  patients                {s.patients:>6}")
     if len(result.fixes):
         print("\nNormalisations the join needed:")
         for row in result.fixes.itertuples():
@@ -121,28 +120,26 @@ class _TrainProgress:
     def __init__(self) -> None:
         self.bar: ProgressBar | None = None
 
-    def __call__(self, event: dict) -> None:
-        kind = event["kind"]
-        if kind == "start":
-            s = event["split"]
+    def __call__(self, event: TrainingEvent) -> None:
+        if isinstance(event, Started):
+            s = event.split
             print(
-                f"Training on {s['train_images']} images of {s['train_patients']} patients, "
-                f"validating on {s['val_images']} images of {s['val_patients']} patients "
-                f"(patient overlap {s['patient_overlap']}).",
+                f"Training on {s.train_images} images of {s.train_patients} patients, "
+                f"validating on {s.val_images} images of {s.val_patients} patients "
+                f"(patient overlap {s.patient_overlap}).",
                 file=sys.stderr,
             )
-        elif kind == "batch":
+        elif isinstance(event, BatchEnded):
             if self.bar is None:
-                self.bar = ProgressBar(f"Epoch {event['epoch']}/{event['epochs']}")
-            self.bar(event["batch"], event["steps"], f"loss {event['loss'] or 0:.3f}")
-        elif kind == "epoch":
+                self.bar = ProgressBar(f"Epoch {event.epoch}/{event.epochs}")
+            self.bar(event.batch, event.steps, f"loss {event.loss or 0:.3f}")
+        elif isinstance(event, EpochEnded):
             self.bar = None
-            m = event["metrics"]
             print(
-                f"  epoch {event['epoch']}: loss {m.get('loss') or 0:.3f}  "
-                f"val ROC-AUC {m.get('val_roc_auc') or 0:.3f}  "
-                f"val PR-AUC {m.get('val_pr_auc') or 0:.3f}  "
-                f"val recall@0.5 {m.get('val_recall') or 0:.2f}",
+                f"  epoch {event.epoch}: loss {event.value('loss') or 0:.3f}  "
+                f"val ROC-AUC {event.value('val_roc_auc') or 0:.3f}  "
+                f"val PR-AUC {event.value('val_pr_auc') or 0:.3f}  "
+                f"val recall@0.5 {event.value('val_recall') or 0:.2f}",
                 file=sys.stderr,
             )
 
@@ -156,22 +153,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train_model(
         manifest, cfg, Path(args.out), on_event=None if args.json else _TrainProgress()
     )
-    out = result.to_json()
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps(result.to_json()))
         return 0
     print(
-        f"Bundle written to {out['bundle']} ({result.status}, best epoch {result.best_epoch} "
+        f"Bundle written to {result.bundle} ({result.status}, best epoch {result.best_epoch} "
         f"of {result.epochs_run})."
     )
-    print(f"  validation ROC-AUC {out['val_roc_auc']:.3f}, PR-AUC {out['val_pr_auc']:.3f}")
-    print(
-        f"  at threshold {out['threshold']:.3f}: sensitivity {out['val_sensitivity']:.2f}, "
-        f"specificity {out['val_specificity']:.2f}"
-    )
+    m = result.metrics
+    if m is not None:
+        print(f"  validation ROC-AUC {m.roc_auc:.3f}, PR-AUC {m.pr_auc:.3f}")
+        print(
+            f"  at threshold {result.threshold:.3f}: sensitivity {m.sensitivity:.2f}, "
+            f"specificity {m.specificity:.2f}"
+        )
     for message in result.read_failures.values():
         print(f"  skipped unreadable image: {message}", file=sys.stderr)
     return 0
+
+
+def _with_interval(value: float, interval) -> str:
+    """``0.812 (95% CI 0.70-0.90)``; "n/a" for an undefined value."""
+    if value is None or value != value:
+        return "n/a"
+    low, high = interval
+    ci = "" if low is None or low != low else f" (95% CI {low:.2f}-{high:.2f})"
+    return f"{value:.3f}{ci}"
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -181,32 +188,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, with_model=False)
     report = bundle_report(bundle, args.level)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report.to_json()))
         return 0
-
-    def pct(key: str) -> str:
-        low, high = report[f"{key}_ci"]
-        value = report[key]
-        if value is None:
-            return "n/a"
-        ci = "" if low is None else f" (95% CI {low:.2f}-{high:.2f})"
-        return f"{value:.3f}{ci}"
-
-    print(
-        f"Bundle {args.bundle}: {report['n']} validation {args.level}s, "
-        f"{report['n_positive']} with cancer"
-    )
-    print(f"  threshold    {report['threshold']:.4f} ({report['threshold_method']})")
-    print(
-        f"  sensitivity  {pct('sensitivity')}   ({report['tp']} of {report['tp'] + report['fn']} "
-        "cancers found)"
-    )
-    print(f"  specificity  {pct('specificity')}   ({report['fp']} false alarms)")
-    for key in ("precision", "npv", "f1"):
-        value = report[key]
-        print(f"  {key:<12} {'n/a' if value is None else f'{value:.3f}'}")
-    print(f"  ROC-AUC      {pct('roc_auc')}")
-    print(f"  PR-AUC       {pct('pr_auc')}")
+    r, m, ci = report.result, report.at, report.intervals
+    print(f"Bundle {args.bundle}: {r.n} validation {args.level}s, {r.n_positive} with cancer")
+    print(f"  threshold    {report.threshold.value:.4f} ({report.threshold.method})")
+    sensitivity = _with_interval(m.sensitivity, ci["sensitivity_ci"])
+    print(f"  sensitivity  {sensitivity}   ({m.tp} of {m.tp + m.fn} cancers found)")
+    specificity = _with_interval(m.specificity, ci["specificity_ci"])
+    print(f"  specificity  {specificity}   ({m.fp} false alarms)")
+    for name, value in (("precision", m.precision), ("npv", m.npv), ("f1", m.f1)):
+        print(f"  {name:<12} {'n/a' if value != value else f'{value:.3f}'}")
+    print(f"  ROC-AUC      {_with_interval(r.roc_auc, r.roc_auc_ci)}")
+    print(f"  PR-AUC       {_with_interval(r.pr_auc, r.pr_auc_ci)}")
     return 0
 
 
@@ -221,18 +215,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for entry in iter_predictions(bundle, files, batch_size=args.batch_size, on_progress=bar):
         results.append(entry)
     if args.json:
-        print(json.dumps(results, ensure_ascii=False))
+        print(json.dumps([r.to_json() for r in results], ensure_ascii=False))
     else:
         for r in results:
-            if "error" in r:
-                print(f"{r['file']}: {r['error']}")
+            if not r.ok:
+                print(f"{r.file}: {r.error}")
             else:
-                call = "cancer" if r["label"] else "no cancer"
+                call = "cancer" if r.label else "no cancer"
                 print(
-                    f"{r['file']}: probability {r['probability']:.4f} -> {call} "
-                    f"(threshold {r['threshold']:.4f})"
+                    f"{r.file}: probability {r.probability:.4f} -> {call} "
+                    f"(threshold {r.threshold:.4f})"
                 )
-    failed = sum("error" in r for r in results)
+    failed = sum(not r.ok for r in results)
     if failed:
         print(f"{failed} of {len(results)} files could not be read.", file=sys.stderr)
     return 0 if failed < len(results) else 2

@@ -205,7 +205,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
 
 def _check_range(name: str, value: object, low: float, high: float, what: str) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not low <= float(value) <= high:
+    if not ok or not low <= float(value) <= high:  # type: ignore[arg-type]
         raise UserError(f"{name} must be {what}, got {value!r}.")
 
 

@@ -65,6 +65,12 @@ def replace_dir(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def staged_dir(target: Path) -> Iterator[Path]:
     """A temporary folder beside ``target`` that replaces it when the block ends without error.
@@ -79,6 +85,7 @@ def staged_dir(target: Path) -> Iterator[Path]:
     recover_dir(target)
     remove_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0o700 would outlive the rename
     try:
         yield tmp
         replace_dir(tmp, target)

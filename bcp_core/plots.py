@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from bcp_core import config
+from bcp_core.evaluation.metrics import Metrics
 
 CLASS_COLORS = {"cancer": "#b03a63", "non-cancer": "#5b7fb0"}
 STAGE_COLORS = ("#9aa5b1", "#5b7fb0", "#2f9e6f")
@@ -136,10 +137,10 @@ def plot_training_curves(history: pd.DataFrame, epochs: int | None = None) -> go
 _OPERATING = dict(color="#b03a63", size=12, symbol="circle", line=dict(color="white", width=2))
 
 
-def plot_confusion_matrix(m: dict) -> go.Figure:
+def plot_confusion_matrix(m: Metrics) -> go.Figure:
     """2 x 2 heatmap of counts with the percentage of each true class, from a metrics dict."""
-    counts = [[m["tn"], m["fp"]], [m["fn"], m["tp"]]]
-    totals = [m["tn"] + m["fp"], m["fn"] + m["tp"]]
+    counts = [[m.tn, m.fp], [m.fn, m.tp]]
+    totals = [m.tn + m.fp, m.fn + m.tp]
     text = [
         [f"{c}<br>{c / t:.0%} of row" if t else f"{c}" for c in row]
         for row, t in zip(counts, totals)
@@ -151,11 +152,11 @@ def plot_confusion_matrix(m: dict) -> go.Figure:
         text=text, texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1, showscale=False,
     ))  # fmt: skip
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=f"Confusion matrix at threshold {m['threshold']:.3f}", **_LAYOUT)
+    fig.update_layout(title=f"Confusion matrix at threshold {m.threshold:.3f}", **_LAYOUT)
     return fig
 
 
-def plot_roc(fpr, tpr, auc: float, point: dict) -> go.Figure:
+def plot_roc(fpr, tpr, auc: float, point: Metrics) -> go.Figure:
     """ROC curve with the operating point (1 - specificity, sensitivity) marked."""
     fig = go.Figure(
         go.Scatter(
@@ -169,8 +170,8 @@ def plot_roc(fpr, tpr, auc: float, point: dict) -> go.Figure:
     )
     fig.add_trace(
         go.Scatter(
-            x=[1 - point["specificity"]],
-            y=[point["sensitivity"]],
+            x=[1 - point.specificity],
+            y=[point.sensitivity],
             mode="markers",
             name="operating point",
             marker=_OPERATING,
@@ -182,7 +183,7 @@ def plot_roc(fpr, tpr, auc: float, point: dict) -> go.Figure:
     return fig
 
 
-def plot_pr(recall, precision, auc: float, prevalence: float, point: dict) -> go.Figure:
+def plot_pr(recall, precision, auc: float, prevalence: float, point: Metrics) -> go.Figure:
     """Precision-recall curve with the operating point and the prevalence baseline."""
     fig = go.Figure(
         go.Scatter(
@@ -202,11 +203,11 @@ def plot_pr(recall, precision, auc: float, prevalence: float, point: dict) -> go
             line=dict(color="#c0c0c0", dash="dot"),
         )
     )
-    ppv = point["precision"]
+    ppv = point.precision
     if ppv == ppv:  # not NaN: something is flagged
         fig.add_trace(
             go.Scatter(
-                x=[point["sensitivity"]],
+                x=[point.sensitivity],
                 y=[ppv],
                 mode="markers",
                 name="operating point",

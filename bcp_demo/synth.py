@@ -45,9 +45,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from bcp_core.config import LATERALITIES, VIEWS
+
 LESION_KINDS = ("spiculated", "round", "calcifications")
-VIEWS = ("CC", "MLO")
-LATERALITIES = ("L", "R")
 MIN_SIZE = 32
 
 #: Lesion kind probabilities used by :func:`sample_breast_lesion`.

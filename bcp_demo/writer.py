@@ -1,4 +1,4 @@
-"""Synthetic dataset in the hospital's layout (DATA_LAYOUT.md, "The synthetic stand-in").
+"""Synthetic dataset in the hospital's layout, a stand-in for the real data root.
 
 Writes ``datacombined.xlsx`` (sheets Cancer / Non-Cancer, 561 columns), ``data_validation_x.xlsx``
 (16 columns, Windows ``AbsolutePath`` values), ``Cancer/<two subfolders>`` and
@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,9 @@ from PIL import Image
 
 from bcp_core import config
 from bcp_core.config import DemoConfig
+from bcp_core.data.workbooks import excel_row
 from bcp_core.errors import UserError
+from bcp_core.fileio import staged_dir
 from bcp_demo.synth import breast_params, render_mammogram, sample_breast_lesion
 
 Progress = Callable[[int, int, str], None]
@@ -347,7 +348,7 @@ def _add_pitfalls(cfg, plan, rng, images, cancer_rows, cancer_meta, non_cancer_r
             {"sheet": config.SHEET_NON_CANCER, "index": int(j), "reason": config.REASON_NOT_ON_DISK}
         )
     for t in truth:
-        t["row"] = t.pop("index") + 2
+        t["row"] = excel_row(t.pop("index"))
     sheets = {
         config.SHEET_CANCER: cancer_rows,
         config.SHEET_NON_CANCER: non_cancer_rows,
@@ -419,23 +420,16 @@ def write_demo_dataset(
             f"{out} already exists and is not empty; choose another folder or overwrite it."
         )
     images, sheets, truth_rows = plan_dataset(cfg)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        _write_all(tmp, cfg, images, sheets, progress, workers)
-        truth = _truth(cfg, images, sheets, truth_rows)
-        (tmp / config.DEMO_TRUTH_FILE).write_text(json.dumps(truth, indent=1), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        with staged_dir(out) as tmp:
+            _write_all(tmp, cfg, images, sheets, progress, workers)
+            truth = _truth(cfg, images, sheets, truth_rows)
+            (tmp / config.DEMO_TRUTH_FILE).write_text(json.dumps(truth, indent=1), encoding="utf-8")
     except OSError as exc:
         raise UserError(
             f"Cannot write the demo dataset to {out} ({exc.strerror or exc}); "
             "choose a folder you can write to, with some free disk space."
         ) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return truth
 
 
@@ -464,6 +458,7 @@ def _write_all(
         (tmp / folder).mkdir(parents=True, exist_ok=True)
     jobs = [(s, tmp / s.relpath, cfg.image_height, cfg.seed) for s in todo]
     workers = workers or min(os.cpu_count() or 1, 8)
+    results: Iterator[None]
     if workers == 1:
         results = map(_render_one, jobs)
     else:

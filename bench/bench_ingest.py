@@ -256,12 +256,12 @@ def run_product(root: Path) -> dict:
     s = result.stats
     return {
         "seconds": seconds,
-        "cancer_found": s["cancer_images_found"],
-        "non_cancer_found": s["non_cancer_images_found"],
-        "cancer_rows": s["cancer_rows"],
-        "non_cancer_rows": s["non_cancer_rows"],
-        "validation_rows": s["validation_rows"],
-        "image_files_on_disk": s["image_files_on_disk"],
+        "cancer_found": s.cancer_images_found,
+        "non_cancer_found": s.non_cancer_images_found,
+        "cancer_rows": s.cancer_rows,
+        "non_cancer_rows": s.non_cancer_rows,
+        "validation_rows": s.validation_rows,
+        "image_files_on_disk": s.image_files_on_disk,
         "import_rss_mb": import_mb,
         "peak_rss_mb": peak_rss_mb(),
     }

@@ -5,9 +5,9 @@ machine load affects all three alike:
 
 * **model.predict** (baseline): ``model.predict(x)`` on an already-prepared (1, H, W, 1) tensor,
   the call a notebook would make; no file is read.
-* **product predict**: ``bcp_core.inference.predict.predict_one(bundle, path, with_heatmap=False)``: read
-  the JPEG (reduced-scale decoding), crop, orient, resize, then the model; what the prediction
-  page and the CLI do per image.
+* **product predict**: ``bcp_core.inference.predict.predict_one(bundle, path,
+  with_heatmap=False)``: read the JPEG (reduced-scale decoding), orient, crop, resize, then the
+  model; what the prediction page and the CLI do per image.
 * **product + Grad-CAM**: the same with the heatmap mapped back onto the image.
 
 Targets: product <= 1.5x and product + Grad-CAM <= 3x the baseline's median (p50). Also printed:

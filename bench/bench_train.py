@@ -235,9 +235,9 @@ def predict_bundle(bundle, paths, batch_size: int = 32):
 
 def product_compiled_model(cfg, positive_fraction: float):
     """The default CNN compiled exactly as ``train_model`` compiles it."""
-    from bcp_core.model.training import _compiled_model  # the runner's own builder, for fidelity
+    from bcp_core.model.training import compile_model  # the runner's own builder
 
-    return _compiled_model(cfg, positive_fraction)
+    return compile_model(cfg, positive_fraction)
 
 
 def stop_after(steps: int):
@@ -282,8 +282,8 @@ def run_mem_product(root: Path, steps: int, seed: int) -> dict:
         "batch_size": MEM_BATCH,
         "imbalance": cfg.imbalance,
         "steps": stopper.done,
-        "train_images": result.split["train_images"],
-        "val_images": result.split["val_images"],
+        "train_images": result.split.train_images,
+        "val_images": result.split.val_images,
         "seconds": time.perf_counter() - start,
         "fit_images_per_s": (stopper.done - 1) * MEM_BATCH / stopper.seconds
         if stopper.seconds
@@ -352,11 +352,11 @@ def run_throughput(root: Path, batches: int, train_steps: int, warmup: int, seed
     """
     from bcp_core.config import TrainConfig
     from bcp_core.model.dataset import ReadFailures
-    from bcp_core.model.training import _training_data  # the runner's own pipeline, for fidelity
+    from bcp_core.model.training import training_pipeline  # the runner's own pipeline
 
     cfg = TrainConfig(seed=seed)
     manifest, _ = split_test(load_manifest(root), seed)
-    ds, _steps, weights = _training_data(manifest, cfg, ReadFailures())
+    ds, _steps, weights = training_pipeline(manifest, cfg, ReadFailures())
     batches_it = iter(ds)
     x, y = next(batches_it)
     for _ in range(warmup):
@@ -422,7 +422,7 @@ def score(y_true, y_prob, y_pred_rule, threshold_desc: str) -> dict:
 
 
 def breast_aucs(test, y_prob) -> dict:
-    """ROC-AUC and PR-AUC per breast (mean of its views), as the field notes advise."""
+    """ROC-AUC and PR-AUC per breast (mean of its views, as screening systems score a breast)."""
     from bcp_core.evaluation.aggregation import aggregate_predictions_df
     from bcp_core.evaluation.metrics import ranking_metrics
 
@@ -438,17 +438,17 @@ def run_default(root: Path, epochs: int, seed: int, bundle_dir: Path) -> dict:
     from bcp_core.config import TrainConfig
     from bcp_core.evaluation.thresholds import choose_threshold
     from bcp_core.model.bundle import load_bundle
+    from bcp_core.model.events import EpochEnded
 
     non_test, test = split_test(load_manifest(root), seed)
     cfg = TrainConfig(epochs=epochs, seed=seed)
 
-    def on_event(event: dict) -> None:
-        if event.get("kind") == "epoch":
-            m = event["metrics"]
+    def on_event(event) -> None:
+        if isinstance(event, EpochEnded):
             log(
-                f"    default epoch {event['epoch']}/{event['epochs']}: loss {m.get('loss')}, "
-                f"val_roc_auc {m.get('val_roc_auc')}, val_pr_auc {m.get('val_pr_auc')}, "
-                f"{event['elapsed_s']:.0f} s"
+                f"    default epoch {event.epoch}/{event.epochs}: loss {event.value('loss')}, "
+                f"val_roc_auc {event.value('val_roc_auc')}, "
+                f"val_pr_auc {event.value('val_pr_auc')}, {event.elapsed_s:.0f} s"
             )
 
     start = time.perf_counter()
@@ -468,16 +468,16 @@ def run_default(root: Path, epochs: int, seed: int, bundle_dir: Path) -> dict:
         "config": cfg.to_dict(),
         "non_test": class_counts(non_test),
         "test": class_counts(test),
-        "split": result.split,
+        "split": result.split.to_json(),
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "status": result.status,
         "train_s": train_s,
         "predict_s": predict_s,
-        "val_roc_auc": result.metrics.get("roc_auc"),
-        "val_pr_auc": result.metrics.get("pr_auc"),
+        "val_roc_auc": result.metrics.roc_auc if result.metrics else None,
+        "val_pr_auc": result.metrics.pr_auc if result.metrics else None,
         "threshold_bundle": bundle.threshold,
-        "threshold_method": bundle.meta["threshold"]["method"],
+        "threshold_method": bundle.meta.threshold.method,
         "threshold_spec85_val": t_spec,
         "at_bundle_threshold": score(y, prob, prob >= bundle.threshold, "bundle threshold"),
         "at_spec85_val_threshold": score(y, prob, prob >= t_spec, "spec>=0.85 on validation"),

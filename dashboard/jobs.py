@@ -13,12 +13,18 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
+from bcp_core.model.events import BatchEnded, EpochEnded, Started, TrainingEvent
+from bcp_core.model.meta import SplitInfo
+
+if TYPE_CHECKING:  # the runner imports TensorFlow: loaded when a run starts, not with the page
+    from bcp_core.model.training import TrainResult
 
 
 @dataclass
@@ -32,9 +38,9 @@ class TrainingJob:
     status: str = "starting"  # starting, running, completed, early_stopped, stopped, failed
     message: str = ""
     epochs: list[dict] = field(default_factory=list)
-    last_batch: dict = field(default_factory=dict)
-    split: dict = field(default_factory=dict)
-    result: dict = field(default_factory=dict)
+    last_batch: BatchEnded | None = None
+    split: SplitInfo | None = None
+    result: TrainResult | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -42,17 +48,14 @@ class TrainingJob:
     def running(self) -> bool:
         return self.status in ("starting", "running")
 
-    def on_event(self, event: dict) -> None:
+    def on_event(self, event: TrainingEvent) -> None:
         """Receives the runner's progress events (called from the training thread)."""
-        kind = event["kind"]
-        if kind == "start":
-            self.status, self.split = "running", event["split"]
-        elif kind == "batch":
+        if isinstance(event, Started):
+            self.status, self.split = "running", event.split
+        elif isinstance(event, BatchEnded):
             self.last_batch = event
-        elif kind == "epoch":
-            self.epochs.append(
-                {"epoch": event["epoch"], **event["metrics"], "eta_s": event["eta_s"]}
-            )
+        elif isinstance(event, EpochEnded):
+            self.epochs.append({"epoch": event.epoch, **event.metrics, "eta_s": event.eta_s})
 
     def history_df(self) -> pd.DataFrame:
         """Per-epoch metrics so far (columns ``epoch``, ``loss``, ``val_pr_auc``, ...)."""
@@ -66,7 +69,7 @@ class TrainingJob:
             result = train_model(
                 manifest, self.cfg, self.out_dir, on_event=self.on_event, stop_event=self.stop_event
             )
-            self.result = result.to_json()
+            self.result = result
             self.status = result.status
         except UserError as exc:
             self.status, self.message = "failed", str(exc)

@@ -1,7 +1,8 @@
 """State and cached loaders shared by every page.
 
-The sidebar's widgets live in ``streamlit_app.py``; pages read their values through the
-functions here, which fall back to the defaults when a page runs on its own (tests).
+The sidebar is drawn by :func:`sidebar` (``streamlit_app.py`` calls it on every page); pages read
+its values through the functions here, which fall back to the defaults when a page runs on its
+own (tests).
 """
 
 from __future__ import annotations
@@ -128,8 +129,7 @@ def shared_threshold(bundle: Bundle) -> tuple[float, str]:
     chosen = st.session_state.get(KEY_THRESHOLD)
     if chosen and chosen.get("bundle") == str(bundle.path):
         return float(chosen["value"]), f"chosen on the threshold page ({chosen['method']})"
-    method = bundle.meta["threshold"].get("method", "")
-    return bundle.threshold, f"saved with the bundle ({method})"
+    return bundle.threshold, f"saved with the bundle ({bundle.meta.threshold.method})"
 
 
 def sidebar() -> None:

@@ -16,26 +16,22 @@ st.caption(
 )
 
 cols = st.columns(6)
-cols[0].metric("Cancer rows", s["cancer_rows"], help="Rows in the sheet 'Cancer'.")
+cols[0].metric("Cancer rows", s.cancer_rows, help="Rows in the sheet 'Cancer'.")
 cols[1].metric(
     "Keys matched",
-    s["cancer_key_matched"],
-    delta=f"{s['cancer_rows'] - s['cancer_key_matched']} unmatched",
+    s.cancer_key_matched,
+    delta=f"{s.cancer_rows - s.cancer_key_matched} unmatched",
     delta_color="off",
     delta_arrow="off",
     help="Cancer rows whose UniqueKey has exactly one row in the validation workbook.",
 )
-cols[2].metric(
-    "Cancer images", s["cancer_images_found"], help="Matched rows with an image on disk."
-)
-cols[3].metric("Non-Cancer rows", s["non_cancer_rows"], help="Rows in the sheet 'Non-Cancer'.")
-cols[4].metric(
-    "Non-cancer images", s["non_cancer_images_found"], help="Rows with an image on disk."
-)
+cols[2].metric("Cancer images", s.cancer_images_found, help="Matched rows with an image on disk.")
+cols[3].metric("Non-Cancer rows", s.non_cancer_rows, help="Rows in the sheet 'Non-Cancer'.")
+cols[4].metric("Non-cancer images", s.non_cancer_images_found, help="Rows with an image on disk.")
 cols[5].metric(
     "Validation rows",
-    s["validation_rows"],
-    delta=f"{s['validation_matched']} matched",
+    s.validation_rows,
+    delta=f"{s.validation_matched} matched",
     delta_color="off",
     delta_arrow="off",
 )
@@ -46,9 +42,9 @@ left, right = st.columns(2)
 with left:
     st.subheader("Normalisations the join needed")
     st.write(
-        f"Joined on the keys exactly as written, **{s['cancer_key_matched_raw']}** of "
-        f"{s['cancer_rows']} cancer rows would have matched; after normalising, "
-        f"**{s['cancer_key_matched']}** did."
+        f"Joined on the keys exactly as written, **{s.cancer_key_matched_raw}** of "
+        f"{s.cancer_rows} cancer rows would have matched; after normalising, "
+        f"**{s.cancer_key_matched}** did."
     )
     st.dataframe(result.fixes, hide_index=True, key="fixes")
 with right:
@@ -78,6 +74,6 @@ d2.download_button(
     key="download_unmatched",
 )
 st.caption(
-    f"{s['images_in_manifest']} usable images from {s['patients']} patients; "
-    f"{s['unreferenced_image_files']} image files on disk are not referenced by a usable row."
+    f"{s.images_in_manifest} usable images from {s.patients} patients; "
+    f"{s.unreferenced_image_files} image files on disk are not referenced by a usable row."
 )

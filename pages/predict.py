@@ -6,7 +6,14 @@ import streamlit as st
 
 from bcp_core.errors import UserError
 from bcp_core.inference.explain import overlay_heatmap
-from bcp_core.inference.predict import breast_results_df, predict_files, predict_one, results_df
+from bcp_core.inference.predict import (
+    ExplainedPrediction,
+    Prediction,
+    breast_results_df,
+    predict_files,
+    predict_one,
+    results_df,
+)
 from bcp_core.plots import plot_probability_gauge
 from dashboard.shared import current_bundle, shared_threshold
 from dashboard.widgets import preview_url
@@ -22,19 +29,19 @@ if bundle is None:
     st.stop()
 threshold, where = shared_threshold(bundle)
 st.caption(
-    f"Model `{bundle.path.name}` ({bundle.meta['model_name']}, input "
+    f"Model `{bundle.path.name}` ({bundle.meta.model_name}, input "
     f"{bundle.spec.height} x {bundle.spec.width}); decision threshold **{threshold:.4f}**, "
     f"{where}."
 )
 
 
 @st.cache_data(max_entries=64, show_spinner="Predicting...")
-def predict_cached(bundle_key: str, name: str, data: bytes, cut: float) -> dict:
+def predict_cached(bundle_key: str, name: str, data: bytes, cut: float) -> ExplainedPrediction:
     return predict_one(bundle, data, name, threshold=cut)
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting...")
-def predict_many_cached(bundle_key: str, files: tuple, cut: float) -> list[dict]:
+def predict_many_cached(bundle_key: str, files: tuple, cut: float) -> list[Prediction]:
     # Cached so that choosing which heatmap to show does not predict every file again.
     return predict_files(bundle, files, threshold=cut)
 
@@ -62,7 +69,7 @@ if not files and st.session_state.get("pred_example"):
 if not files:
     st.stop()
 
-bundle_key = f"{bundle.path}:{bundle.meta.get('saved')}"
+bundle_key = f"{bundle.path}:{bundle.meta.saved}"
 if len(files) > 1:
     results = predict_many_cached(bundle_key, tuple(files), threshold)
     table = results_df(results)
@@ -90,7 +97,7 @@ if len(files) > 1:
     if len(breasts) == 3:
         st.subheader("Per breast (mean of its views) and per woman (max over breasts)")
         st.dataframe(breasts, hide_index=True, key="pred_breasts")
-    readable = [n for (n, _), r in zip(files, results) if "error" not in r]
+    readable = [n for (n, _), r in zip(files, results) if r.ok]
     name = st.selectbox("Show the heatmap of", readable, key="pred_pick") if readable else None
     files = [f for f in files if f[0] == name]
     if not files:
@@ -98,22 +105,23 @@ if len(files) > 1:
 
 name, data = files[0]
 try:
-    r = predict_cached(bundle_key, name, data, threshold)
+    shown = predict_cached(bundle_key, name, data, threshold)
 except UserError as exc:
     st.error(str(exc), icon=":material/error:")
     st.stop()
 left, mid, right = st.columns([1, 1, 1])
 with left:
-    st.plotly_chart(plot_probability_gauge(r["probability"], threshold), key="pred_gauge")
-    decision = "**Cancer suspected**" if r["label"] else "**No cancer flagged**"
-    st.markdown(f"{decision} at threshold {threshold:.4f} (probability {r['probability']:.4f}).")
-    meta = {k: v for k, v in r["meta"].items() if k in ("view", "laterality") and v}
-    if meta:
-        st.caption(" · ".join(f"{k}: {v}" for k, v in meta.items()))
+    result = shown.prediction
+    st.plotly_chart(plot_probability_gauge(result.probability, threshold), key="pred_gauge")
+    decision = "**Cancer suspected**" if result.label else "**No cancer flagged**"
+    st.markdown(f"{decision} at threshold {threshold:.4f} (probability {result.probability:.4f}).")
+    known = (("view", result.view), ("laterality", result.laterality))
+    if any(value for _, value in known):
+        st.caption(" · ".join(f"{what}: {value}" for what, value in known if value))
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="pred_alpha")
-mid.image(r["gray"], caption=name, clamp=True)
+mid.image(shown.gray, caption=name, clamp=True)
 right.image(
-    overlay_heatmap(r["gray"], r["heatmap"], alpha=alpha),
+    overlay_heatmap(shown.gray, shown.heatmap, alpha=alpha),
     caption="Grad-CAM: where the model looked (scaled to this image's strongest response, "
     "so it shows hot spots even when nothing is flagged)",
 )

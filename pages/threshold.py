@@ -33,10 +33,10 @@ def evaluation(path: str, saved: str, level: str):
     return evaluate_level(bundle.val_predictions, level)
 
 
-saved = bundle.meta["threshold"]
+saved = bundle.meta.threshold
 st.caption(
-    f"Bundle `{bundle.path.name}` ({bundle.meta['model_name']}): saved threshold "
-    f"{saved['value']:.4f} ({saved.get('method', '')}). Validation predictions only: "
+    f"Bundle `{bundle.path.name}` ({bundle.meta.model_name}): saved threshold "
+    f"{saved.value:.4f} ({saved.method}). Validation predictions only: "
     "the patients the model was not trained on."
 )
 level = st.radio(
@@ -46,13 +46,13 @@ level = st.radio(
     key="thr_level",
     help="breast: mean of a breast's views; patient: max over her breasts.",
 )
-result, preds = evaluation(str(bundle.path), bundle.meta.get("saved", ""), level)
+result, preds = evaluation(str(bundle.path), bundle.meta.saved, level)
 
 # The slider starts at the bundle's saved threshold, and again whenever the bundle changes.
 if st.session_state.get("thr_for") != (str(bundle.path), level):
     st.session_state["thr_for"] = (str(bundle.path), level)
     st.session_state["thr_value"] = float(bundle.threshold)
-    st.session_state["thr_method"] = bundle.meta["threshold"].get("method", "saved")
+    st.session_state["thr_method"] = bundle.meta.threshold.method or "saved"
 
 
 def apply(value: float, method: str) -> None:
@@ -88,25 +88,25 @@ cols = st.columns(6)
 metric_with_interval(
     cols[0],
     "Sensitivity",
-    m["sensitivity"],
+    m.sensitivity,
     ci["sensitivity_ci"],
-    f"{m['tp']} of {m['tp'] + m['fn']} cancers found",
+    f"{m.tp} of {m.tp + m.fn} cancers found",
 )
 metric_with_interval(
     cols[1],
     "Specificity",
-    m["specificity"],
+    m.specificity,
     ci["specificity_ci"],
-    f"{m['fp']} false alarms among {m['tn'] + m['fp']}",
+    f"{m.fp} false alarms among {m.tn + m.fp}",
 )
-metric_with_interval(cols[2], "PPV", m["precision"], None, "Cancers among those flagged")
-metric_with_interval(cols[3], "NPV", m["npv"], None, "No cancer among those cleared")
+metric_with_interval(cols[2], "PPV", m.precision, None, "Cancers among those flagged")
+metric_with_interval(cols[3], "NPV", m.npv, None, "No cancer among those cleared")
 metric_with_interval(cols[4], "ROC-AUC", result.roc_auc, result.roc_auc_ci)
 metric_with_interval(cols[5], "PR-AUC", result.pr_auc, result.pr_auc_ci)
 st.caption(
-    f"{result.n} validation {level}s, {result.n_positive} with cancer. F1 {m['f1']:.3f}, "
-    f"MCC {m['mcc']:.3f}, balanced accuracy {m['balanced_accuracy']:.1%}, accuracy "
-    f"{m['accuracy']:.1%} (accuracy alone hides missed cancers). Intervals: bootstrap over "
+    f"{result.n} validation {level}s, {result.n_positive} with cancer. F1 {m.f1:.3f}, "
+    f"MCC {m.mcc:.3f}, balanced accuracy {m.balanced_accuracy:.1%}, accuracy "
+    f"{m.accuracy:.1%} (accuracy alone hides missed cancers). Intervals: bootstrap over "
     f"patients, {result.n_boot_used} resamples."
 )
 
@@ -127,7 +127,7 @@ st.subheader("Recommended thresholds")
 recommendation_rows(result.recommendations(**recommendation_params()), apply)
 
 st.subheader("Errors at this threshold")
-tab_fn, tab_fp = st.tabs([f"Missed cancers ({m['fn']})", f"False alarms ({m['fp']})"])
+tab_fn, tab_fp = st.tabs([f"Missed cancers ({m.fn})", f"False alarms ({m.fp})"])
 for tab, kind in ((tab_fn, "fn"), (tab_fp, "fp")):
     with tab:
         errors = errors_df(preds, threshold, kind)

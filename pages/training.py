@@ -87,11 +87,12 @@ def live_progress() -> None:
     mine = "" if job.owner == session_token() else " (started by another session)"
     st.subheader(f"Run {job.out_dir.name}{mine}")
     b = job.last_batch
-    done = len(job.epochs) + (b.get("batch", 0) / max(b.get("steps", 1), 1) if job.running else 0)
+    epoch, batch, steps = (b.epoch, b.batch, b.steps) if b else (0, 0, 0)
+    done = len(job.epochs) + (batch / max(steps, 1) if job.running else 0)
     st.progress(
         min(done / job.cfg.epochs, 1.0),
-        text=f"{job.status} · epoch {b.get('epoch', 0)}/{job.cfg.epochs} · batch "
-        f"{b.get('batch', 0)}/{b.get('steps', 0)} · ETA {_eta(b.get('eta_s'))}",
+        text=f"{job.status} · epoch {epoch}/{job.cfg.epochs} · batch {batch}/{steps} · "
+        f"ETA {_eta(b.eta_s if b else None)}",
     )
     if job.running and st.button(
         "Stop", key="tr_stop", help="Ends at the next batch; the best bundle so far is kept."
@@ -101,12 +102,12 @@ def live_progress() -> None:
         st.plotly_chart(plot_training_curves(job.history_df(), job.cfg.epochs), key="tr_curves")
     if job.status == "failed":
         st.error(job.message, icon=":material/error:")
-    elif not job.running and job.result:
+    elif not job.running and job.result and job.result.metrics:
         r = job.result
         st.success(
-            f"{job.status.replace('_', ' ')}: best epoch {r['best_epoch']} of "
-            f"{r['epochs_run']}; validation ROC-AUC {r['val_roc_auc']:.3f}, PR-AUC "
-            f"{r['val_pr_auc']:.3f}; bundle `{r['bundle']}`.",
+            f"{job.status.replace('_', ' ')}: best epoch {r.best_epoch} of {r.epochs_run}; "
+            f"validation ROC-AUC {r.metrics.roc_auc:.3f}, PR-AUC {r.metrics.pr_auc:.3f}; "
+            f"bundle `{r.bundle}`.",
             icon=":material/check:",
         )
         if st.session_state.get("tr_seen_done") != job.out_dir.name:

@@ -24,14 +24,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bcp_core import cli
+from bcp_core import cli, fileio
 from bcp_core.config import PreprocessSpec, TrainConfig
 from bcp_core.data.datasource import read_data_root
 from bcp_core.data.workbooks import read_excel_sheets, read_table
 from bcp_core.errors import UserError
 from bcp_core.imaging.decode import read_gray
 from bcp_core.imaging.preparation import preprocess_image
-from bcp_core.model import bundle as bundle_mod
 from bcp_core.model.bundle import (
     META_FILE,
     MODEL_FILE,
@@ -41,6 +40,7 @@ from bcp_core.model.bundle import (
     save_bundle,
     update_threshold,
 )
+from bcp_core.model.meta import BundleMeta, ThresholdChoice
 from bcp_core.model.training import plan_split
 from bcp_demo import writer as demo
 from tests.conftest import write_jpeg, write_xlsx
@@ -249,7 +249,7 @@ def test_bad_workbook_is_refused_with_a_sentence(tmp_path, make, message):
 
 def test_sheet_with_only_headers_reports_zero_rows_and_training_refuses(tmp_path):
     result = read_data_root(make_root(tmp_path / "r", cancer=[KEYS]))
-    assert result.stats["cancer_rows"] == 0 and result.stats["non_cancer_rows"] == 1
+    assert result.stats.cancer_rows == 0 and result.stats.non_cancer_rows == 1
     with pytest.raises(UserError, match=r"split has no cancer images"):
         plan_split(result.manifest, TrainConfig())
 
@@ -428,8 +428,8 @@ def test_symlink_loop_in_an_image_tree_does_not_hang(tmp_path):
     os.symlink(".", root / "Non-Cancer" / "batch_1" / "self")
     os.symlink(str(root), root / "Non-Cancer" / "root")
     result = read_data_root(root)
-    assert result.stats["cancer_images_found"] == 1
-    assert result.stats["non_cancer_images_found"] == 1
+    assert result.stats.cancer_images_found == 1
+    assert result.stats.non_cancer_images_found == 1
 
 
 def test_non_ascii_folder_and_file_names(tmp_path):
@@ -439,8 +439,8 @@ def test_non_ascii_folder_and_file_names(tmp_path):
     shutil.rmtree(root / "Non-Cancer")
     write_jpeg(root / "Kanser Değil" / "parti_1" / "GÖRÜNTÜ_1.jpg")
     result = read_data_root(root)
-    assert result.stats["non_cancer_images_found"] == 1
-    assert result.stats["cancer_images_found"] == 1
+    assert result.stats.non_cancer_images_found == 1
+    assert result.stats.cancer_images_found == 1
 
 
 # --- Images ------------------------------------------------------------------------------------
@@ -1013,7 +1013,7 @@ def test_train_into_unwritable_folder_simulated(small_demo, tmp_path, capsys, mo
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(
-        bundle_mod, "tempfile", SimpleNamespace(mkdtemp=mkdtemp, mkstemp=tempfile.mkstemp)
+        fileio, "tempfile", SimpleNamespace(mkdtemp=mkdtemp, mkstemp=tempfile.mkstemp)
     )
     out = tmp_path / "bundles" / "b"
     argv = ["train", "--data-root", str(small_demo[0]), "--out", str(out), *TRAIN_ARGS]
@@ -1033,9 +1033,8 @@ def tiny_model():
 
 
 def _save_over(target: Path, model) -> Path:
-    return save_bundle(
-        target, model, {"model_name": "tiny"}, pd.DataFrame({"epoch": [1]}), pd.DataFrame()
-    )
+    meta = BundleMeta("tiny", PreprocessSpec(), ThresholdChoice(0.5))
+    return save_bundle(target, model, meta, pd.DataFrame({"epoch": [1]}), pd.DataFrame())
 
 
 def _assert_previous_bundle_intact(target: Path, meta_before: bytes) -> None:

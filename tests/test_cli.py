@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bcp_core.cli import main
+from bcp_core.data.datasource import read_data_root
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,6 +23,40 @@ def test_match_json_keys_and_counts(small_demo, capsys):
         assert out[key] == value
     assert len(out["unmatched"]) == len(truth["unmatched"])
     assert set(out["unmatched"][0]) == {"sheet", "row", "key", "reason"}
+
+
+#: Every key of ``match --json``, in order: the counts, then what was read and found.
+MATCH_JSON_KEYS = [
+    "cancer_rows",
+    "cancer_key_matched",
+    "cancer_key_matched_raw",
+    "cancer_images_found",
+    "cancer_rows_without_path",
+    "validation_rows",
+    "validation_matched",
+    "non_cancer_rows",
+    "non_cancer_names_usable",
+    "non_cancer_images_found",
+    "images_in_manifest",
+    "patients",
+    "image_files_on_disk",
+    "unreferenced_image_files",
+    "source",
+    "unmatched",
+    "fixes",
+    "notes",
+]
+
+
+def test_match_json_is_the_match_result_with_the_contract_keys(small_demo, capsys):
+    root, truth = small_demo
+    assert main(["match", "--data-root", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == MATCH_JSON_KEYS
+    result = read_data_root(root)
+    assert out == json.loads(json.dumps(result.to_json(), ensure_ascii=False, default=str))
+    assert {k: out[k] for k in MATCH_JSON_KEYS[:14]} == vars(result.stats)
+    assert out["image_files_on_disk"] == sum(i["on_disk"] for i in truth["images"])
 
 
 def test_match_table_is_readable(small_demo, capsys):

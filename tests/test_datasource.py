@@ -78,7 +78,7 @@ def test_class_folders_one_level_down_are_found(tmp_path):
     write_jpeg(root / "images" / "CANCER" / "a" / "F9.jpg")
     write_jpeg(root / "images" / "NON_CANCER" / "b" / "F1.jpg")
     result = read_data_root(root)
-    assert result.stats["non_cancer_images_found"] == 1
+    assert result.stats.non_cancer_images_found == 1
     assert result.manifest["relpath"].tolist() == ["images/NON_CANCER/b/F1.jpg"]
 
 

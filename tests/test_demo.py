@@ -43,7 +43,7 @@ def test_matcher_counts_equal_the_ground_truth(small_demo):
     root, truth = small_demo
     stats = read_data_root(root).stats
     for key, expected in truth["counts"].items():
-        assert stats[key] == expected, key
+        assert getattr(stats, key) == expected, key
 
 
 def test_matcher_reasons_equal_the_ground_truth(small_demo):

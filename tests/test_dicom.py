@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
@@ -20,7 +21,7 @@ from pydicom.uid import (
 
 from bcp_core import config
 from bcp_core.errors import UserError
-from bcp_core.imaging.decode import read_gray
+from bcp_core.imaging.decode import DICOM_FIELDS, decode_image, read_gray
 from bcp_core.imaging.dicom import looks_like_dicom, read_dicom_gray
 
 
@@ -188,6 +189,19 @@ def test_read_gray_dispatches_dicom_bytes_and_paths(tmp_path: Path):
     np.testing.assert_array_equal(read_gray(path, min_size=(8, 8)), expected)
 
 
+def test_decode_image_keeps_the_header_fields_but_never_the_patient_id():
+    data = make_dicom(ramp(4095), bits_stored=12, ViewPosition="CC", ImageLaterality="L",
+                      Manufacturer="ACME", PatientID="never-shown")  # fmt: skip
+    decoded = decode_image(data)
+    np.testing.assert_array_equal(decoded.gray, read_dicom_gray(data)[0])
+    assert tuple(decoded.meta) == DICOM_FIELDS and "never-shown" not in repr(decoded.meta)
+    assert decoded.meta["view"] == "CC" and decoded.meta["laterality"] == "L"
+    assert (decoded.meta["bits_stored"], decoded.meta["manufacturer"]) == (12, "ACME")
+    png = io.BytesIO()
+    Image.fromarray(ramp(255).astype(np.uint8)).save(png, format="PNG")
+    assert decode_image(png.getvalue(), name="scan.png").meta == {}  # nothing in the header
+
+
 def test_headerless_dataset_with_dcm_suffix_is_read(tmp_path: Path):
     ds = Dataset()
     ds.Modality = "MG"
@@ -197,6 +211,9 @@ def test_headerless_dataset_with_dcm_suffix_is_read(tmp_path: Path):
     path.write_bytes(to_bytes(ds, file_format=False))
     assert not looks_like_dicom(path.read_bytes())
     np.testing.assert_allclose(read_gray(path), ramp(4095) / 4095.0, atol=1e-6)
+    upload = decode_image(path.read_bytes(), name="raw.dcm")  # an upload: its name tells
+    np.testing.assert_allclose(upload.gray, ramp(4095) / 4095.0, atol=1e-6)
+    assert tuple(upload.meta) == DICOM_FIELDS
 
 
 def test_looks_like_dicom(tmp_path: Path):

@@ -60,36 +60,36 @@ def test_metrics_equal_sklearn(data, t):
     y, p = data
     ours = ev_metrics.metrics_at_threshold(y, p, t)
     for key, value in sklearn_metrics(y, p, t).items():
-        np.testing.assert_allclose(ours[key], value, rtol=1e-12, err_msg=key)
-    assert ours["ppv"] == ours["precision"]
-    assert (ours["n"], ours["n_positive"]) == (y.size, y.sum())
+        np.testing.assert_allclose(getattr(ours, key), value, rtol=1e-12, err_msg=key)
+    assert ours.ppv == ours.precision
+    assert (ours.n, ours.n_positive) == (y.size, y.sum())
 
 
 def test_f_beta_uses_beta(data):
     y, p = data
     ours = ev_metrics.metrics_at_threshold(y, p, 0.4, beta=0.5)
-    assert ours["f_beta"] == pytest.approx(skm.fbeta_score(y, p >= 0.4, beta=0.5))
+    assert ours.f_beta == pytest.approx(skm.fbeta_score(y, p >= 0.4, beta=0.5))
 
 
 def test_ties_at_the_threshold_count_as_positive():
     m = ev_metrics.metrics_at_threshold([0, 1, 1, 0], [0.5, 0.5, 0.2, 0.7], 0.5)
-    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (1, 2, 0, 1)
+    assert (m.tp, m.fp, m.tn, m.fn) == (1, 2, 0, 1)
 
 
 def test_thresholds_zero_and_one():
     y, p = [0, 1, 0, 1], [0.0, 0.3, 0.6, 1.0]
-    assert ev_metrics.metrics_at_threshold(y, p, 0.0)["sensitivity"] == 1.0
-    assert ev_metrics.metrics_at_threshold(y, p, 0.0)["specificity"] == 0.0
+    assert ev_metrics.metrics_at_threshold(y, p, 0.0).sensitivity == 1.0
+    assert ev_metrics.metrics_at_threshold(y, p, 0.0).specificity == 0.0
     at_one = ev_metrics.metrics_at_threshold(y, p, 1.0)
-    assert (at_one["tp"], at_one["fp"]) == (1, 0)  # p == 1 is still >= 1
+    assert (at_one.tp, at_one.fp) == (1, 0)  # p == 1 is still >= 1
 
 
 def test_no_predicted_positives_gives_nan_without_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m = ev_metrics.metrics_at_threshold([0, 1, 0], [0.1, 0.2, 0.3], 0.9)
-    assert np.isnan(m["precision"]) and m["npv"] == pytest.approx(2 / 3)
-    assert m["sensitivity"] == 0.0 and m["f1"] == 0.0 and m["mcc"] == 0.0
+    assert np.isnan(m.precision) and m.npv == pytest.approx(2 / 3)
+    assert m.sensitivity == 0.0 and m.f1 == 0.0 and m.mcc == 0.0
 
 
 def test_one_class_gives_nan_aucs_and_empty_curves_without_warning():
@@ -101,7 +101,7 @@ def test_one_class_gives_nan_aucs_and_empty_curves_without_warning():
         boot = res.intervals_at(0.5)
     assert np.isnan(res.roc_auc) and np.isnan(res.pr_auc) and np.isnan(res.roc_auc_ci[0])
     assert res.roc_fpr.size == 0 and res.pr_precision.size == 0 and res.n_boot_used == 0
-    assert np.isnan(res.at(0.5)["sensitivity"]) and boot["n_used"] == 0
+    assert np.isnan(res.at(0.5).sensitivity) and boot["n_used"] == 0
     assert not recs.set_index("name").loc["youden", "met"]
     assert not recs.set_index("name").loc["sensitivity_target", "met"]
     assert thresholds.choose_threshold(y, p) == 0.5
@@ -123,9 +123,10 @@ def test_at_equals_metrics_at_threshold_everywhere(data, result):
     u = np.unique(p)
     for t in [-0.1, 0.0, 1.0, 1.5, *u[::5], *((u[:-1] + u[1:]) / 2)[::5]]:
         fast, slow = result.at(t), ev_metrics.metrics_at_threshold(y, p, t)
-        assert fast.keys() == slow.keys()
-        for key in slow:
-            np.testing.assert_equal(fast[key], slow[key], err_msg=f"{key} at {t}")
+        fast_json, slow_json = fast.to_json(), slow.to_json()
+        assert fast_json.keys() == slow_json.keys()
+        for key in slow_json:
+            np.testing.assert_equal(fast_json[key], slow_json[key], err_msg=f"{key} at {t}")
 
 
 def test_curve_df_matches_at(result):
@@ -136,13 +137,15 @@ def test_curve_df_matches_at(result):
     for _, row in df.iloc[::7].iterrows():
         m = result.at(row["threshold"])
         for col in ("sensitivity", "specificity", "ppv", "npv", "f1"):
-            np.testing.assert_equal(row[col], m[col])
+            np.testing.assert_equal(row[col], getattr(m, col))
 
 
 def brute_force(y, p, beta=2.0):
     """Metrics at every candidate threshold, for checking the recommendations."""
     grid = np.unique(np.r_[p, 0.0, 1.0])
-    return pd.DataFrame([ev_metrics.metrics_at_threshold(y, p, t, beta=beta) for t in grid])
+    return pd.DataFrame(
+        [ev_metrics.metrics_at_threshold(y, p, t, beta=beta).to_json() for t in grid]
+    )
 
 
 def test_recommendations_meet_their_rules(data, result):
@@ -163,15 +166,15 @@ def test_recommendations_meet_their_rules(data, result):
     bf = brute_force(y, p)
     j = bf["sensitivity"] + bf["specificity"] - 1
     at = {name: result.at(rec.loc[name, "threshold"]) for name in rec.index}
-    assert at["youden"]["sensitivity"] + at["youden"]["specificity"] - 1 == pytest.approx(j.max())
-    assert at["max_f1"]["f1"] == pytest.approx(bf["f1"].max())
-    assert at["max_fbeta"]["f_beta"] == pytest.approx(bf["f_beta"].max())
-    assert at["sensitivity_target"]["sensitivity"] >= 0.85
+    assert at["youden"].sensitivity + at["youden"].specificity - 1 == pytest.approx(j.max())
+    assert at["max_f1"].f1 == pytest.approx(bf["f1"].max())
+    assert at["max_fbeta"].f_beta == pytest.approx(bf["f_beta"].max())
+    assert at["sensitivity_target"].sensitivity >= 0.85
     best_spec = bf.loc[bf["sensitivity"] >= 0.85, "specificity"].max()
-    assert at["sensitivity_target"]["specificity"] == best_spec
-    assert at["specificity_target"]["specificity"] >= 0.8
+    assert at["sensitivity_target"].specificity == best_spec
+    assert at["specificity_target"].specificity >= 0.8
     assert (
-        at["specificity_target"]["sensitivity"]
+        at["specificity_target"].sensitivity
         == bf.loc[bf["specificity"] >= 0.8, "sensitivity"].max()
     )
 
@@ -190,9 +193,7 @@ def test_unreachable_target_says_not_met_and_returns_closest():
     recs = thresholds.recommend_thresholds(y, p, specificity_target=0.9)
     spec = next(r for r in recs if r.name == "specificity_target")
     assert not spec.met and "No threshold" in spec.description
-    assert ev_metrics.metrics_at_threshold(y, p, spec.threshold)["specificity"] == pytest.approx(
-        1 / 3
-    )
+    assert ev_metrics.metrics_at_threshold(y, p, spec.threshold).specificity == pytest.approx(1 / 3)
 
 
 @pytest.mark.parametrize("prevalence", [None, 0.01])
@@ -206,8 +207,8 @@ def test_min_cost_minimises_expected_cost(data, prevalence):
 
     def cost(m):
         if prevalence is None:
-            return (cost_fn * m["fn"] + cost_fp * m["fp"]) / m["n"]
-        miss, alarm = 1 - m["sensitivity"], 1 - m["specificity"]
+            return (cost_fn * m.fn + cost_fp * m.fp) / m.n
+        miss, alarm = 1 - m.sensitivity, 1 - m.specificity
         return prevalence * cost_fn * miss + (1 - prevalence) * cost_fp * alarm
 
     best = cost(ev_metrics.metrics_at_threshold(y, p, t))

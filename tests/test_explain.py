@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from bcp_core.config import MODEL_NAMES, TRANSFER_MODELS, PreprocessSpec
+from bcp_core.imaging.preparation import Geometry, Placement, prepare
 from bcp_core.inference.explain import (
     colormap_lut,
     gradcam_heatmap,
     heatmap_to_image,
     overlay_heatmap,
 )
-from bcp_core.inference.predict import prepare_gray_with_geometry
 from bcp_core.model.architectures import build_model
 
 SMALL = (64, 48)
@@ -108,11 +108,10 @@ def test_heatmap_to_image_undoes_crop_flip_and_resize(right):
     gray[10:110, :] = np.pad(
         breast((100, 80), right=right), ((0, 0), (70, 0) if right else (0, 70))
     )
-    net_input, geo = prepare_gray_with_geometry(gray, PreprocessSpec(64, 48))
+    prepared = prepare(gray, PreprocessSpec(64, 48))
+    geo = prepared.geometry
     assert geo.flipped == right
-    back = heatmap_to_image(
-        net_input[..., 0], gray.shape, geo.crop_box, geo.flipped, geo.fitted_size
-    )
+    back = heatmap_to_image(prepared.net_input[..., 0], geo)
     assert back.shape == gray.shape and back.dtype == np.float32
     top, bottom, left, right_edge = geo.crop_box
     inside = np.zeros_like(gray, bool)
@@ -123,8 +122,9 @@ def test_heatmap_to_image_undoes_crop_flip_and_resize(right):
 
 
 def test_heatmap_to_image_rejects_a_box_outside_the_image():
+    geometry = Geometry((40, 30), False, (0, 50, 0, 30), Placement(1.0, (0, 0), SMALL))
     with pytest.raises(ValueError, match="outside"):
-        heatmap_to_image(np.zeros(SMALL), (40, 30), (0, 50, 0, 30), False, SMALL)
+        heatmap_to_image(np.zeros(SMALL), geometry)
 
 
 def test_overlay_keeps_grey_where_cold_and_colours_where_hot():

@@ -64,7 +64,7 @@ def test_killing_training_mid_epoch_leaves_the_last_good_bundle_loadable(small_d
         if proc.poll() is None:
             proc.kill()
     bundle = load_bundle(out)
-    assert bundle.meta["status"] == "running"  # written during the run, never finalised
+    assert bundle.meta.status == "running"  # written during the run, never finalised
     assert len(bundle.val_predictions) > 0
     x = np.zeros((1, 64, 48, 1), np.float32)
     assert np.isfinite(np.asarray(bundle.model(x))).all()
@@ -76,7 +76,7 @@ def test_a_replacement_interrupted_between_renames_is_recovered(demo_bundle, tmp
     target = tmp_path / "b"
     shutil.copytree(demo_bundle, target)
     os.replace(target, tmp_path / ".b.old-deadbeef")  # the moment between the two renames
-    assert read_bundle_meta(target)["model_name"] == "seed_cnn"
+    assert read_bundle_meta(target).model_name == "seed_cnn"
     assert not list(tmp_path.glob(".b.old-*"))
 
 
@@ -91,7 +91,7 @@ def test_stale_temporary_folders_are_cleaned_by_the_next_save(demo_bundle, tmp_p
     bundle = load_bundle(target)
     save_bundle(target, bundle.model, bundle.meta, bundle.history, bundle.val_predictions)
     assert not stale.exists()
-    assert load_bundle(target).meta["model_name"] == "seed_cnn"
+    assert load_bundle(target).meta.model_name == "seed_cnn"
 
 
 def test_concurrent_predictions_on_different_bundles_give_each_their_own_results(
@@ -108,14 +108,12 @@ def test_concurrent_predictions_on_different_bundles_give_each_their_own_results
     )
     bundles = [load_bundle(demo_bundle), load_bundle(other)]
     files = tiny_manifest["path"].tolist()[:12]
-    expected = [[r["probability"] for r in predict_files(b, files)] for b in bundles]
+    expected = [[r.probability for r in predict_files(b, files)] for b in bundles]
     got: dict[int, list] = {}
 
     def work(i: int) -> None:
         for _ in range(3):
-            got.setdefault(i, []).append(
-                [r["probability"] for r in predict_files(bundles[i], files)]
-            )
+            got.setdefault(i, []).append([r.probability for r in predict_files(bundles[i], files)])
 
     threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1, 0, 1)]
     for t in threads:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from bcp_core.data import index as image_index
+from bcp_core.data.workbooks import normalise_file_name
 from bcp_core.errors import UserError
 from tests.conftest import write_jpeg
 
@@ -60,6 +61,21 @@ def test_non_ascii_names(tmp_path):
     expected = "Mamografi Verilerı/Kanser Ç/GÖRÜNTÜ1.jpg"
     assert index.resolve("GÖRÜNTÜ1.jpg")[0] == expected
     assert index.resolve("görüntü1")[0] == expected  # upper() folds non-ASCII letters too
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "join_key"),
+    [
+        (" file0004.JPG ", "FILE0004", "FILE0004"),
+        ("görüntü1.jpeg", "GÖRÜNTÜ1", "GÖRÜNTÜ1"),
+        ("Go\u0308ru\u0308ntu\u03081.jpg", "GÖRÜNTÜ1", "GÖRÜNTÜ1"),  # decomposed (macOS)
+        ("1.2.840.5", "1.2.840.5", "1.2.840.5"),
+        ("FILE0004 .jpg", "FILE0004", "FILE0004 "),  # the lookup drops the inner space too
+    ],
+)
+def test_stem_key_is_the_join_file_name_rule(name, key, join_key):
+    assert image_index.stem_key(name) == key
+    assert normalise_file_name(name)[0] == join_key
 
 
 def test_missing_folder_is_a_user_error(tmp_path):

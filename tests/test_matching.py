@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 
 import pytest
 
 from bcp_core import config
 from bcp_core.data.datasource import read_data_root
+from bcp_core.data.matching import MatchStats
 from tests.conftest import NON_ASCII_ROOT, write_jpeg, write_xlsx
 
 KEY_HEADER = [
@@ -52,7 +54,7 @@ def make_root(
 
 @pytest.fixture
 def messy_root(tmp_path):
-    """Every pitfall of DATA_LAYOUT.md in a handful of rows."""
+    """Every pitfall of the hospital's workbooks in a handful of rows (one per comment)."""
     cancer = [
         ["FILE0004", 20141225, 92603, "DIT439120108", "CC", "L"],  # 2: time lost its zero
         ["FILE0005", 20141225.0, 112603.0, "DIT439120108", "MLO", "L"],  # 3: floats
@@ -96,11 +98,11 @@ def reasons(result, sheet):
 def test_counts_on_messy_root(messy_root):
     r = read_data_root(messy_root)
     s = r.stats
-    assert (s["cancer_rows"], s["cancer_key_matched"], s["cancer_images_found"]) == (7, 4, 3)
-    assert (s["non_cancer_rows"], s["non_cancer_images_found"]) == (4, 2)
-    assert (s["validation_rows"], s["validation_matched"]) == (6, 4)
+    assert (s.cancer_rows, s.cancer_key_matched, s.cancer_images_found) == (7, 4, 3)
+    assert (s.non_cancer_rows, s.non_cancer_images_found) == (4, 2)
+    assert (s.validation_rows, s.validation_matched) == (6, 4)
     # Without the normalisations the Excel numbers and extensions break all keys but FILE0008's.
-    assert s["cancer_key_matched_raw"] == 1
+    assert s.cancer_key_matched_raw == 1
 
 
 def test_each_unmatched_cancer_row_has_its_reason(messy_root):
@@ -177,8 +179,8 @@ def test_empty_absolute_path_falls_back_to_the_file_name(tmp_path):
         ["C/a/FILE0001.jpg"],
     )
     r = read_data_root(root)
-    assert r.stats["cancer_images_found"] == 1
-    assert r.stats["cancer_rows_without_path"] == 1
+    assert r.stats.cancer_images_found == 1
+    assert r.stats.cancer_rows_without_path == 1
 
 
 def test_exports_are_accepted_instead_of_workbooks(tmp_path):
@@ -196,8 +198,20 @@ def test_exports_are_accepted_instead_of_workbooks(tmp_path):
     write_jpeg(root / "Non-Cancer" / "batch_1" / "FILE0002.jpg")
     r = read_data_root(root)
     assert r.source == "exports"
-    assert (r.stats["cancer_images_found"], r.stats["non_cancer_images_found"]) == (1, 1)
-    assert r.stats["validation_rows"] == 0 and r.notes
+    assert (r.stats.cancer_images_found, r.stats.non_cancer_images_found) == (1, 1)
+    assert r.stats.validation_rows == 0 and r.notes
+
+
+def test_stats_are_typed_and_give_their_json_in_field_order(messy_root):
+    stats = read_data_root(messy_root).stats
+    assert isinstance(stats, MatchStats)
+    assert list(stats.to_json()) == [f.name for f in fields(MatchStats)]
+    assert stats.to_json() == vars(stats)
+    assert all(type(v) is int for v in stats.to_json().values())
+    assert (stats.image_files_on_disk, stats.unreferenced_image_files) == (5 + 2, 2)
+    assert (stats.images_in_manifest, stats.patients) == (5, 2)
+    with pytest.raises(FrozenInstanceError):
+        stats.cancer_rows = 0
 
 
 def test_to_json_has_the_cli_contract_keys(messy_root):

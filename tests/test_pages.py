@@ -140,7 +140,7 @@ def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jo
     assert at.get("plotly_chart"), "the per-epoch charts are drawn"
     runs = next(d.value for d in at.dataframe if "bundle" in d.value.columns)
     assert runs["bundle"].tolist() == [job.out_dir.name]
-    assert load_bundle(job.out_dir).meta["training"]["epochs"] == 2
+    assert load_bundle(job.out_dir).meta.training["epochs"] == 2
 
 
 def test_training_page_refuses_bad_settings_before_starting(small_demo, fresh_jobs):

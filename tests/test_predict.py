@@ -13,12 +13,12 @@ from PIL import Image
 
 from bcp_core.config import PreprocessSpec, TrainConfig
 from bcp_core.errors import UserError
-from bcp_core.imaging.preparation import fit_to_size, preprocess_image
+from bcp_core.imaging.preparation import preprocess_image
 from bcp_core.inference import predict
 from bcp_core.inference.predict import (
+    Prediction,
     breast_results_df,
     expand_inputs,
-    fitted_size,
     parse_view_from_name,
     predict_files,
     predict_one,
@@ -98,6 +98,38 @@ def test_prepared_input_is_byte_identical_to_preprocess_image(tmp_path, tiny_man
         assert from_bytes.net_input.tobytes() == expected.tobytes(), path.name
 
 
+def demo_sources(small_demo, tmp_path: Path) -> list[Path]:
+    """Demo mammograms as JPG (left and right breasts), 8- and 16-bit PNG, and DICOM."""
+    root, truth = small_demo
+    on_disk = [i for i in truth["images"] if i["on_disk"]]
+    jpegs = [
+        root / next(i["relpath"] for i in on_disk if i["laterality"] == side and i["label"] == y)
+        for side in ("L", "R")
+        for y in (0, 1)
+    ]
+    pixels = np.asarray(Image.open(jpegs[1]).convert("L"), np.uint16) * 16
+    png8, png16, dcm = tmp_path / "film.png", tmp_path / "film16.png", tmp_path / "film.dcm"
+    Image.open(jpegs[0]).convert("L").save(png8)
+    Image.fromarray(pixels).save(png16)
+    dcm.write_bytes(make_dicom(pixels, bits_stored=12, ImageLaterality="R"))
+    return [*jpegs, png8, png16, dcm]
+
+
+def test_training_and_prediction_inputs_of_demo_films_are_equal_arrays(small_demo, tmp_path):
+    """The tf.data loader, preprocess_image and the prediction path give the same input."""
+    from bcp_core.model.dataset import image_dataset
+
+    sources = demo_sources(small_demo, tmp_path)
+    loaded = next(iter(image_dataset(sources, None, SPEC, batch_size=len(sources)))).numpy()
+    for path, from_loader in zip(sources, loaded):
+        expected = preprocess_image(path, SPEC)
+        assert expected.shape == (64, 48, 1) and expected.max() > 0.1, path.name
+        np.testing.assert_array_equal(prepare_image(path, SPEC).net_input, expected)
+        from_bytes = prepare_image(path.read_bytes(), SPEC, name=path.name).net_input
+        np.testing.assert_array_equal(from_bytes, expected)
+        np.testing.assert_array_equal(from_loader, expected)
+
+
 def test_geometry_records_flip_and_crop(tmp_path):
     path = tmp_path / "right.png"
     Image.fromarray(right_breast()).save(path)
@@ -110,11 +142,20 @@ def test_geometry_records_flip_and_crop(tmp_path):
     assert prepared.heatmap_on_image(np.ones((64, 48), np.float32)).shape == prepared.gray.shape
 
 
-@pytest.mark.parametrize("shape", [(40, 32), (32, 40), (300, 17), (7, 500), (64, 48), (1, 1)])
-def test_fitted_size_matches_fit_to_size(shape):
-    placed = fit_to_size(np.ones(shape, np.float32), 64, 48)
-    rows, cols = np.flatnonzero(placed.any(axis=1)), np.flatnonzero(placed.any(axis=0))
-    assert fitted_size(shape, 64, 48) == (len(rows), len(cols))
+def test_prediction_json_is_the_command_line_object():
+    scored = Prediction("a.jpg", 0.25, 0, 0.5, view="CC", laterality="L")
+    assert list(scored.to_json()) == ["file", "probability", "label", "threshold", "view",
+                                      "laterality"]  # fmt: skip
+    assert scored.ok and scored.probability == 0.25
+    assert Prediction("b.jpg", 0.75, 1, 0.5, laterality="R").to_json() == {
+        "file": "b.jpg", "probability": 0.75, "label": 1, "threshold": 0.5, "laterality": "R"
+    }  # fmt: skip
+    failed = Prediction("c.jpg", error="Cannot read c.jpg.")
+    assert not failed.ok and failed.to_json() == {"file": "c.jpg", "error": "Cannot read c.jpg."}
+    assert failed.probability is None and "probability" not in failed.to_json()
+    table = predict.results_df([scored, failed])
+    assert list(table.columns) == list(predict.RESULT_COLUMNS)
+    assert table["view"].tolist() == ["CC", ""] and table["error"].tolist() == ["", failed.error]
 
 
 # --- Batch prediction ---------------------------------------------------------------------------
@@ -152,8 +193,8 @@ def test_predict_files_reports_bad_files_and_predicts_the_rest(bundle, odd_folde
     assert ".hidden.jpg" not in names
     assert "notes.txt" not in names and names[-1] == "missing.jpg"
     results = predict_files(bundle, paths, batch_size=3)
-    by_name = {Path(r["file"]).name: r for r in results}
-    assert [Path(r["file"]).name for r in results] == names  # one result per input, in order
+    by_name = {Path(r.file).name: r for r in results}
+    assert [Path(r.file).name for r in results] == names  # one result per input, in order
     errors = {
         "c_empty.jpg": "Cannot read c_empty.jpg",
         "d_truncated.jpg": "Cannot read d_truncated.jpg",
@@ -162,28 +203,27 @@ def test_predict_files_reports_bad_files_and_predicts_the_rest(bundle, odd_folde
         "missing.jpg": "File not found",
     }
     for name, sentence in errors.items():
-        assert set(by_name[name]) == {"file", "error"} and sentence in by_name[name]["error"]
+        bad = by_name[name]
+        assert set(bad.to_json()) == {"file", "error"} and sentence in bad.error
+        assert not bad.ok and bad.probability is None
     for name in ("a_good_L-CC.jpg", "b_good.jpg", "g_cmyk.jpg", "h_alpha.png", "i_scan.dcm"):
         result = by_name[name]
-        assert "error" not in result and 0.0 <= result["probability"] <= 1.0
-        assert result["threshold"] == bundle.threshold
-        assert result["label"] == int(result["probability"] >= bundle.threshold)
-    assert (by_name["a_good_L-CC.jpg"]["view"], by_name["a_good_L-CC.jpg"]["laterality"]) == (
-        "CC",
-        "L",
-    )
-    assert (by_name["i_scan.dcm"]["view"], by_name["i_scan.dcm"]["laterality"]) == ("MLO", "R")
+        assert result.ok and 0.0 <= result.probability <= 1.0
+        assert result.threshold == bundle.threshold
+        assert result.label == int(result.probability >= bundle.threshold)
+    assert (by_name["a_good_L-CC.jpg"].view, by_name["a_good_L-CC.jpg"].laterality) == ("CC", "L")
+    assert (by_name["i_scan.dcm"].view, by_name["i_scan.dcm"].laterality) == ("MLO", "R")
     assert "never-shown" not in repr(results)
-    assert "view" not in by_name["b_good.jpg"]
+    assert "view" not in by_name["b_good.jpg"].to_json()
 
 
 def test_threshold_uses_the_greater_or_equal_convention(bundle, tiny_manifest):
     path = tiny_manifest["path"][0]
-    probability = predict_files(bundle, [path])[0]["probability"]
+    probability = predict_files(bundle, [path])[0].probability
     at = predict_files(bundle, [path], threshold=probability)[0]
     above = predict_files(bundle, [path], threshold=min(1.0, probability + 1e-6))[0]
-    assert (at["label"], at["threshold"]) == (1, probability)
-    assert above["label"] == 0
+    assert (at.label, at.threshold) == (1, probability)
+    assert above.label == 0
     with pytest.raises(UserError, match="between 0 and 1"):
         predict_files(bundle, [path], threshold=1.5)
 
@@ -202,18 +242,18 @@ def test_uploads_stream_in_batches_with_progress(bundle, tiny_manifest, monkeypa
     results = predict_files(
         bundle, uploads, batch_size=3, on_progress=lambda d, t: progress.append((d, t))
     )
-    assert [r["file"] for r in results] == [name for name, _ in uploads]
+    assert [r.file for r in results] == [name for name, _ in uploads]
     assert seen_batches == [3, 3, 1] and progress == [(3, 7), (6, 7), (7, 7)]
-    assert all((r["view"], r["laterality"]) == ("MLO", "R") for r in results)
+    assert all((r.view, r.laterality) == ("MLO", "R") for r in results)
     from_paths = predict_files(bundle, paths)
     np.testing.assert_allclose(
-        [r["probability"] for r in results], [r["probability"] for r in from_paths], atol=1e-6
+        [r.probability for r in results], [r.probability for r in from_paths], atol=1e-6
     )
 
 
 def test_model_is_loaded_on_demand(bundle_dir, tiny_manifest):
     lazy = load_bundle(bundle_dir, with_model=False)
-    assert "probability" in predict_files(lazy, [tiny_manifest["path"][0]])[0]
+    assert predict_files(lazy, [tiny_manifest["path"][0]])[0].probability is not None
 
 
 def test_predict_one_gives_a_heatmap_on_the_decoded_image(bundle, tmp_path):
@@ -221,15 +261,17 @@ def test_predict_one_gives_a_heatmap_on_the_decoded_image(bundle, tmp_path):
     Image.fromarray(right_breast()).save(path)
     result = predict_one(bundle, path)
     batch = predict_files(bundle, [path])[0]
-    assert result["probability"] == pytest.approx(batch["probability"], abs=1e-6)
-    assert result["label"] == int(result["probability"] >= result["threshold"])
-    assert result["meta"] == {"view": "MLO", "laterality": "L"}
-    assert result["heatmap"].shape == result["gray"].shape == (90, 70)
-    assert result["input_heatmap"].shape == (64, 48)
-    assert np.isfinite(result["heatmap"]).all() and 0 <= result["heatmap"].min()
-    assert result["heatmap"].max() <= 1
+    p = result.prediction
+    assert p.probability == pytest.approx(batch.probability, abs=1e-6)
+    assert p.label == int(p.probability >= p.threshold)
+    assert result.meta == {"view": "MLO", "laterality": "L"}
+    assert result.heatmap.shape == result.gray.shape == (90, 70)
+    assert result.input_heatmap.shape == (64, 48)
+    assert np.isfinite(result.heatmap).all() and 0 <= result.heatmap.min()
+    assert result.heatmap.max() <= 1
     quick = predict_one(bundle, path.read_bytes(), "x.png", with_heatmap=False, threshold=0.0)
-    assert quick["heatmap"] is None and quick["label"] == 1 and quick["file"] == "x.png"
+    assert quick.heatmap is None and quick.prediction.label == 1
+    assert quick.prediction.file == "x.png"
     with pytest.raises(UserError, match="Cannot read"):
         predict_one(bundle, b"junk", "junk.jpg")
 
@@ -261,15 +303,15 @@ def test_parse_view_from_name(name, view, side):
     assert parse_view_from_name(name) == {"view": view, "laterality": side}
 
 
-def result(side: str, view: str, probability: float, threshold: float = 0.5) -> dict:
-    return {
-        "file": f"{side}{view}.jpg",
-        "probability": probability,
-        "label": int(probability >= threshold),
-        "threshold": threshold,
-        "view": view,
-        "laterality": side,
-    }
+def result(side: str, view: str, probability: float, threshold: float = 0.5) -> Prediction:
+    return Prediction(
+        file=f"{side}{view}.jpg",
+        probability=probability,
+        label=int(probability >= threshold),
+        threshold=threshold,
+        view=view,
+        laterality=side,
+    )
 
 
 def test_breast_results_average_views_and_take_the_max_over_breasts():
@@ -278,8 +320,8 @@ def test_breast_results_average_views_and_take_the_max_over_breasts():
         result("L", "MLO", 0.4),
         result("R", "CC", 0.6),
         result("R", "MLO", 0.4),
-        {"file": "bad.jpg", "error": "Cannot read bad.jpg."},
-        {"file": "x.jpg", "probability": 0.99, "label": 1, "threshold": 0.5},  # no laterality
+        Prediction("bad.jpg", error="Cannot read bad.jpg."),
+        Prediction("x.jpg", probability=0.99, label=1, threshold=0.5),  # no laterality
     ]
     df = breast_results_df(results)
     assert list(df.columns) == ["breast", "views", "probability", "label"]
@@ -290,6 +332,6 @@ def test_breast_results_average_views_and_take_the_max_over_breasts():
 
 
 def test_breast_results_with_nothing_known_is_empty():
-    assert breast_results_df([{"file": "a.jpg", "error": "x"}]).empty
+    assert breast_results_df([Prediction("a.jpg", error="x")]).empty
     one_side = breast_results_df([result("R", "CC", 0.1)])
     assert one_side["breast"].tolist() == ["R", "woman"]

@@ -15,6 +15,7 @@ from bcp_core.imaging.preparation import (
     breast_bbox,
     chest_wall_on_right,
     fit_to_size,
+    prepare,
     preprocess_image,
 )
 
@@ -68,13 +69,36 @@ def test_left_and_right_breasts_give_mirror_equal_inputs(tmp_path):
 
 @pytest.mark.parametrize("shape", [(300, 100), (100, 300), (50, 50)])
 def test_odd_aspect_ratios_are_padded_not_stretched(shape):
-    out = fit_to_size(np.ones(shape, np.float32), 64, 48)
+    out, _ = fit_to_size(np.ones(shape, np.float32), 64, 48)
     assert out.shape == (64, 48)
     filled_rows = (out.sum(axis=1) > 0).sum()
     filled_cols = (out.sum(axis=0) > 0).sum()
     # One side fills the frame, the other keeps the aspect ratio.
     assert filled_rows == 64 or filled_cols == 48
     assert filled_rows / filled_cols == pytest.approx(shape[0] / shape[1], rel=0.1)
+
+
+@pytest.mark.parametrize("shape", [(40, 32), (32, 40), (300, 17), (7, 500), (64, 48), (1, 1)])
+def test_fit_to_size_says_where_it_placed_the_image(shape):
+    out, placement = fit_to_size(np.ones(shape, np.float32), 64, 48)
+    rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
+    assert placement.offset == (rows[0], cols[0]) == (rows[0], 0)
+    assert placement.fitted_size == (len(rows), len(cols))
+    assert placement.scale == pytest.approx(min(64 / shape[0], 48 / shape[1]))
+
+
+def test_prepare_records_its_decisions_and_gives_the_network_input():
+    gray = breast(side="R").astype(np.float32) / 255
+    prepared = prepare(gray, SPEC)
+    geometry = prepared.geometry
+    assert prepared.net_input.shape == (64, 48, 1) and prepared.net_input.dtype == np.float32
+    assert geometry.flipped and geometry.original_shape == (200, 160)
+    top, bottom, left, right = geometry.crop_box
+    assert right == 160 and left > 0  # in the decoded image's coordinates: the right edge
+    unflipped = prepare(gray, PreprocessSpec(64, 48, orient=False)).geometry
+    assert not unflipped.flipped and unflipped.crop_box == geometry.crop_box
+    whole = prepare(gray, PreprocessSpec(64, 48, crop=False)).geometry
+    assert whole.crop_box == (0, 200, 0, 160)
 
 
 def test_crop_keeps_the_breast_and_drops_background():

@@ -29,7 +29,7 @@ def metric(at: AppTest, label: str) -> str:
 def test_moving_the_slider_changes_the_confusion_matrix(small_demo, bundles_dir):
     root, _ = small_demo
     at = open_threshold_page(root)
-    saved = read_bundle_meta(bundles_dir / "demo")["threshold"]["value"]
+    saved = read_bundle_meta(bundles_dir / "demo").threshold.value
     assert at.slider(key="thr_value").value == saved
     before = (confusion_text(at), metric(at, "Sensitivity"), metric(at, "Specificity"))
     at.slider(key="thr_value").set_value(0.0).run()
@@ -57,8 +57,8 @@ def test_saving_the_threshold_updates_the_bundle_and_predict_uses_it(
     at.button(key="thr_save").click().run()
     assert "Saved" in at.success[0].value
     meta = read_bundle_meta(bundles_dir / "demo")
-    assert meta["threshold"]["value"] == 0.25 and meta["threshold"]["method"] == "manual"
-    assert meta["threshold"]["previous"]["method"] == "youden"
+    assert meta.threshold.value == 0.25 and meta.threshold.method == "manual"
+    assert meta.threshold.previous["method"] == "youden"
     image = root / next(i["relpath"] for i in truth["images"] if i["on_disk"])
     assert main(["predict", "--bundle", str(bundles_dir / "demo"), str(image), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

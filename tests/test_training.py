@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import keras
@@ -10,8 +11,10 @@ import pytest
 
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
-from bcp_core.model.bundle import load_bundle, read_bundle_meta
+from bcp_core.model.bundle import load_bundle
 from bcp_core.model.dataset import image_dataset
+from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Started
+from bcp_core.model.meta import META_FILE
 from bcp_core.model.training import plan_split, train_model
 
 TINY = dict(image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=1)
@@ -31,26 +34,27 @@ def test_run_reports_split_without_overlap_and_both_classes(trained):
     js = result.to_json()
     assert js["patient_overlap"] == 0
     assert js["train_patients"] + js["val_patients"] == 20
-    assert result.split["val_positives"] > 0 and result.split["train_positives"] > 0
+    assert result.split.val_positives > 0 and result.split.train_positives > 0
     for key in ("bundle", "epochs_run", "val_roc_auc", "val_pr_auc", "threshold"):
         assert key in js
 
 
 def test_progress_events_cover_start_batches_and_epochs(trained):
     result, _, events, _ = trained
-    kinds = [e["kind"] for e in events]
-    assert kinds[0] == "start"
-    assert kinds.count("epoch") == result.epochs_run
-    assert "batch" in kinds
-    epoch = next(e for e in events if e["kind"] == "epoch")
+    kinds = [type(e) for e in events]
+    assert kinds[0] is Started and kinds[-1] is Finished
+    assert kinds.count(EpochEnded) == result.epochs_run
+    assert BatchEnded in kinds
+    epoch = next(e for e in events if isinstance(e, EpochEnded))
     for key in ("loss", "roc_auc", "pr_auc", "recall", "val_roc_auc", "val_pr_auc", "val_recall"):
-        assert key in epoch["metrics"]
+        assert key in epoch.metrics
+    assert events[-1].best_epoch == result.best_epoch and events[-1].status == result.status
 
 
 def test_bundle_loads_with_safe_mode_and_predicts_as_before(trained, tiny_manifest):
     result, out, _, cfg = trained
     bundle = load_bundle(out)
-    assert bundle.meta["model_name"] == "seed_cnn"
+    assert bundle.meta.model_name == "seed_cnn"
     assert bundle.spec == cfg.spec
     assert set(bundle.val_predictions.columns) == {
         "file",
@@ -68,7 +72,7 @@ def test_bundle_loads_with_safe_mode_and_predicts_as_before(trained, tiny_manife
 
 def test_bundle_json_records_what_prediction_needs(trained):
     _, out, _, _ = trained
-    meta = read_bundle_meta(out)
+    meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))  # the format on disk
     assert meta["threshold"]["method"] == "youden"
     assert 0.0 <= meta["threshold"]["value"] <= 1.0
     assert meta["preprocessing"] == {
@@ -86,7 +90,7 @@ def test_stop_event_ends_the_run_and_keeps_a_valid_bundle(tiny_manifest, tmp_pat
     stop = threading.Event()
 
     def stop_after_first_epoch(event):
-        if event["kind"] == "epoch":
+        if isinstance(event, EpochEnded):
             stop.set()
 
     cfg = TrainConfig(model="seed_cnn", epochs=20, **TINY)
@@ -109,7 +113,7 @@ def test_each_imbalance_method_trains(tiny_manifest, tmp_path, imbalance):
 def test_default_cnn_trains_and_saves(tiny_manifest, tmp_path):
     cfg = TrainConfig(epochs=2, **TINY)
     result = train_model(tiny_manifest, cfg, tmp_path / "d")
-    assert load_bundle(tmp_path / "d").meta["model_name"] == "default_cnn"
+    assert load_bundle(tmp_path / "d").meta.model_name == "default_cnn"
     assert result.epochs_run == 2
 
 
@@ -147,5 +151,6 @@ def test_saved_metrics_equal_the_metrics_recomputed_from_the_csv(trained):
     bundle = load_bundle(out, with_model=False)
     v = bundle.val_predictions
     again = metrics_at_threshold(v["label"], v["probability"], bundle.threshold)
+    saved = bundle.meta.metrics.at_threshold
     for key in ("tp", "fp", "tn", "fn"):
-        assert again[key] == bundle.meta["metrics"][key], key
+        assert getattr(again, key) == getattr(saved, key), key

@@ -7,10 +7,14 @@ accurate and useless; these summaries put that number next to the counts so nobo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bcp_core import config
+
+if TYPE_CHECKING:
+    from bcp_core.data.matching import MatchStats
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,14 @@ def images_per_patient_df(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"images": per.index.astype(int), "patients": per.to_numpy()})
 
 
-def sheet_rows_df(stats: dict) -> pd.DataFrame:
+def sheet_rows_df(stats: MatchStats) -> pd.DataFrame:
     """Rows per sheet, keys matched, images on disk (columns ``sheet``, ``stage``, ``count``)."""
     rows = [
-        (config.SHEET_CANCER, "rows in sheet", stats["cancer_rows"]),
-        (config.SHEET_CANCER, "key matched", stats["cancer_key_matched"]),
-        (config.SHEET_CANCER, "image on disk", stats["cancer_images_found"]),
-        (config.SHEET_NON_CANCER, "rows in sheet", stats["non_cancer_rows"]),
-        (config.SHEET_NON_CANCER, "file name usable", stats["non_cancer_names_usable"]),
-        (config.SHEET_NON_CANCER, "image on disk", stats["non_cancer_images_found"]),
+        (config.SHEET_CANCER, "rows in sheet", stats.cancer_rows),
+        (config.SHEET_CANCER, "key matched", stats.cancer_key_matched),
+        (config.SHEET_CANCER, "image on disk", stats.cancer_images_found),
+        (config.SHEET_NON_CANCER, "rows in sheet", stats.non_cancer_rows),
+        (config.SHEET_NON_CANCER, "file name usable", stats.non_cancer_names_usable),
+        (config.SHEET_NON_CANCER, "image on disk", stats.non_cancer_images_found),
     ]
     return pd.DataFrame(rows, columns=["sheet", "stage", "count"])

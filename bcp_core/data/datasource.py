@@ -68,7 +68,7 @@ def read_data_root(data_root: str | Path) -> MatchResult:
     combined = find_entry(root, config.COMBINED_WORKBOOK)
     validation = find_entry(root, config.VALIDATION_WORKBOOK)
     cancer_export, non_cancer_export = _locate_exports(root)
-    if combined and not validation and not cancer_export:
+    if combined is not None and validation is None and cancer_export is None:
         raise UserError(
             f"{config.VALIDATION_WORKBOOK} is missing from {root}: the cancer rows cannot be "
             f"matched without it. Put it beside {combined.name}, or use the exports "
@@ -76,7 +76,7 @@ def read_data_root(data_root: str | Path) -> MatchResult:
             f"{config.NON_CANCER_EXPORT} instead."
         )
     if not (combined and validation) and bool(cancer_export) != bool(non_cancer_export):
-        found = (cancer_export or non_cancer_export).name
+        found = next(p for p in (cancer_export, non_cancer_export) if p is not None).name
         missing = config.NON_CANCER_EXPORT if cancer_export else config.CANCER_EXPORT
         raise UserError(
             f"{root} has the export {found} but not {missing}; put {missing} beside it, or use "
@@ -108,25 +108,20 @@ def read_data_root(data_root: str | Path) -> MatchResult:
         cancer_part = match_cancer(cancer, val, cancer_index)
         source = "workbooks"
     else:
+        assert cancer_export is not None and non_cancer_export is not None  # checked above
         cancer = read_table(cancer_export)
         non_cancer = read_table(non_cancer_export)
-        # The export holds rows matched earlier, with their AbsolutePath: each is its own
-        # validation row, so the same join reports duplicates, empty keys and missing files.
+        # The export holds rows matched earlier, with their AbsolutePath: no validation rows.
         source = "exports"
-        cancer_part = match_cancer(cancer, cancer, cancer_index, cancer_table=cancer_export.name)
-        cancer_part[2]["validation_rows"] = 0
-        cancer_part[2]["validation_matched"] = 0
+        cancer_part = match_cancer(cancer, None, cancer_index, cancer_table=cancer_export.name)
         notes.append(
             f"Read the exports {cancer_export.name} and {non_cancer_export.name}: their cancer "
             "rows were matched before, so no validation workbook was joined."
         )
     non_cancer_part = match_non_cancer(non_cancer, non_cancer_index)
-    result = combine([cancer_part, non_cancer_part], source, notes)
     on_disk = {cancer_index.prefix + p for p in cancer_index.all_relpaths()}
     on_disk |= {non_cancer_index.prefix + p for p in non_cancer_index.all_relpaths()}
-    result.stats["image_files_on_disk"] = len(on_disk)
-    result.stats["unreferenced_image_files"] = len(on_disk - set(result.manifest["relpath"]))
-    return result
+    return combine([cancer_part, non_cancer_part], source, notes, on_disk)
 
 
 def data_root_signature(data_root: str | Path) -> tuple:

@@ -8,22 +8,21 @@ dictionary from file stem to relative paths; every lookup after that is a dictio
 from __future__ import annotations
 
 import os
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from bcp_core import config
-from bcp_core.data.workbooks import canonical_name
+from bcp_core.data.workbooks import canonical_name, file_name_key
 from bcp_core.errors import UserError
 
 
 def stem_key(name: str) -> str:
-    """The lookup key of a file name: its stem, NFC-normalised, upper case, no spaces around."""
-    stem = name.strip()
-    base, dot, ext = stem.rpartition(".")
-    if dot and "." + ext.lower() in config.IMAGE_EXTENSIONS:
-        stem = base
-    return unicodedata.normalize("NFC", stem.strip()).upper()
+    """The lookup key of a file name: :func:`file_name_key`, without spaces at either end.
+
+    The join's key keeps a space that stood before a dropped extension (``"F .jpg"`` gives
+    ``"F "``); the lookup drops it too, so the file ``F .jpg`` is found by the name ``F``.
+    """
+    return file_name_key(name).strip()
 
 
 def split_any_path(path: str) -> list[str]:

@@ -1,23 +1,86 @@
 """The UniqueKey join of the Cancer sheet to the validation workbook, and its statistics.
 
 Pure functions over DataFrames and an in-memory :class:`~bcp_core.data.index.ImageIndex`: no file is
-read here. ``UniqueKey = InputFileName-StudyDate-StudyTime-PatientID.x`` (DATA_LAYOUT.md). Every
-row that does not end up as a usable image is reported with its sheet, Excel row and reason.
+read here. A cancer row and a validation row belong together when their
+``UniqueKey = InputFileName-StudyDate-StudyTime-PatientID.x`` agree after normalising each part.
+Every row that does not end up as a usable image is reported with its sheet, Excel row and reason.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import pandas as pd
 
 from bcp_core import config
 from bcp_core.data.index import ImageIndex
-from bcp_core.data.workbooks import key_parts_df, text_column
+from bcp_core.data.workbooks import excel_row, key_parts_df, text_column
 
 _LATERALITY = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
+#: Columns of :attr:`MatchResult.fixes`: which table and key column needed a fix, in how many rows.
+FIXES_COLUMNS = ("table", "column", "fix", "rows")
+
+
+@dataclass(frozen=True)
+class MatchStats:
+    """The counts of the data-matching step (the numbers of the ``match --json`` object).
+
+    Attributes:
+        cancer_rows: rows of the Cancer sheet (or of the cancer export).
+        cancer_key_matched: cancer rows whose normalised UniqueKey has a validation row.
+        cancer_key_matched_raw: of those, rows whose key as written (not normalised) matches a
+            validation row's key as written: what a join without the fixes would have found.
+        cancer_images_found: key-matched cancer rows whose image file was found.
+        cancer_rows_without_path: key-matched cancer rows whose validation row has no
+            AbsolutePath, looked up by their InputFileName instead.
+        validation_rows: rows of the validation workbook (0 when the exports were read).
+        validation_matched: validation rows that a cancer row matched (0 for the exports).
+        non_cancer_rows: rows of the Non-Cancer sheet (or export).
+        non_cancer_names_usable: Non-Cancer rows whose file name is neither empty nor a repeat.
+        non_cancer_images_found: Non-Cancer rows whose image file was found.
+        images_in_manifest: usable images (rows of the manifest).
+        patients: distinct patient IDs among the usable images.
+        image_files_on_disk: image files in the cancer and non-cancer folders.
+        unreferenced_image_files: image files on disk that no usable row refers to.
+    """
+
+    cancer_rows: int
+    cancer_key_matched: int
+    cancer_key_matched_raw: int
+    cancer_images_found: int
+    cancer_rows_without_path: int
+    validation_rows: int
+    validation_matched: int
+    non_cancer_rows: int
+    non_cancer_names_usable: int
+    non_cancer_images_found: int
+    images_in_manifest: int
+    patients: int
+    image_files_on_disk: int
+    unreferenced_image_files: int
+
+    def to_json(self) -> dict[str, int]:
+        """The counts under their ``match --json`` keys (the attribute names), in this order."""
+        return asdict(self)
+
+
+class ClassMatch(NamedTuple):
+    """What matching one class (cancer or non-cancer) found; :func:`combine` joins two of them.
+
+    Attributes:
+        manifest: its usable images (columns ``config.MANIFEST_COLUMNS``).
+        unmatched: its unusable rows (columns ``config.UNMATCHED_COLUMNS``).
+        counts: its share of the :class:`MatchStats` counts, under their attribute names.
+        fixes: the normalisations its key columns needed (columns :data:`FIXES_COLUMNS`).
+    """
+
+    manifest: pd.DataFrame
+    unmatched: pd.DataFrame
+    counts: dict[str, int]
+    fixes: pd.DataFrame
 
 
 @dataclass
@@ -27,33 +90,27 @@ class MatchResult:
     Attributes:
         manifest: one row per usable image (columns ``config.MANIFEST_COLUMNS``).
         unmatched: one row per unusable sheet row (columns ``config.UNMATCHED_COLUMNS``).
-        stats: counts; the keys of the ``match --json`` contract and a few more.
-        fixes: normalisations the key columns needed
-            (columns ``table``, ``column``, ``fix``, ``rows``).
+        stats: the counts.
+        fixes: normalisations the key columns needed (columns :data:`FIXES_COLUMNS`).
         source: "workbooks" or "exports" (the user's CANCER.csv / NON CANCER.csv).
         notes: sentences about anything else worth knowing.
     """
 
     manifest: pd.DataFrame
     unmatched: pd.DataFrame
-    stats: dict[str, int]
+    stats: MatchStats
     fixes: pd.DataFrame
     source: str = "workbooks"
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """The ``match --json`` object of the CLI contract."""
-        out: dict = dict(self.stats)
+        out: dict = self.stats.to_json()
         out["source"] = self.source
         out["unmatched"] = self.unmatched.to_dict(orient="records")
         out["fixes"] = self.fixes.to_dict(orient="records")
         out["notes"] = list(self.notes)
         return out
-
-
-def excel_row(index: pd.Index) -> list[int]:
-    """Excel row numbers of DataFrame rows read with a header (the header is row 1)."""
-    return [int(i) + 2 for i in index]
 
 
 def _reason_rows(
@@ -62,7 +119,7 @@ def _reason_rows(
     return pd.DataFrame(
         {
             "sheet": table,
-            "row": excel_row(rows.index),
+            "row": [excel_row(i) for i in rows.index],
             "key": keys.tolist(),
             "reason": reasons.tolist(),
         },
@@ -83,17 +140,15 @@ def flag_key_problems(parts: pd.DataFrame, table: str) -> pd.Series:
         if key in first_row:
             reasons[idx] = f"{config.REASON_DUPLICATE}: same as {table} row {first_row[key]}"
         else:
-            first_row[key] = int(idx) + 2
+            first_row[key] = excel_row(idx)
     return reasons
 
 
 def count_fixes(parts: pd.DataFrame, table: str) -> pd.DataFrame:
     """How many rows of ``table`` needed each (column, fix) normalisation."""
     counts = Counter(f for fixes in parts["fixes"] for f in fixes)
-    rows = [
-        {"table": table, "column": c, "fix": f, "rows": n} for (c, f), n in sorted(counts.items())
-    ]
-    return pd.DataFrame(rows, columns=["table", "column", "fix", "rows"])
+    rows = [(table, column, fix, n) for (column, fix), n in sorted(counts.items())]
+    return pd.DataFrame(rows, columns=list(FIXES_COLUMNS))
 
 
 def _manifest_rows(
@@ -120,7 +175,7 @@ def _manifest_rows(
             "laterality": lat.loc[rows].tolist(),
             "key": keys.loc[rows].tolist(),
             "sheet": sheet,
-            "row": excel_row(rows),
+            "row": [excel_row(i) for i in rows],
         },
         columns=list(config.MANIFEST_COLUMNS),
     )
@@ -158,17 +213,54 @@ def _path_name(path: object) -> str:
     return text.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def match_cancer(
-    cancer: pd.DataFrame,
-    validation: pd.DataFrame,
+def _located_manifest(
+    frame: pd.DataFrame,
+    parts: pd.DataFrame,
+    label: int,
+    table: str,
+    lookups: tuple[pd.Series, pd.Series],
+    keys: pd.Series,
+    reason: pd.Series,
     index: ImageIndex | None,
-    cancer_table: str = config.SHEET_CANCER,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]:
-    """Join the Cancer sheet to the validation rows on the UniqueKey and locate the images.
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Find each row's image: manifest rows of the found ones, reasons for the rest.
+
+    Args:
+        lookups: (file names, path hints) per row to locate, as :func:`locate` takes them.
+        keys: the manifest's ``key`` of each row.
+        reason: per-row reasons; rows whose image is missing or ambiguous get theirs here.
 
     Returns:
-        ``(manifest, unmatched, stats, fixes)`` for the cancer class.
+        The manifest rows and the found relative paths.
     """
+    relpaths, loc_reason = locate(*lookups, index)
+    reason.loc[loc_reason.index] = loc_reason
+    found = relpaths.dropna()
+    if index is None:
+        return _empty_manifest(), found
+    return _manifest_rows(frame, parts, label, table, found, index, keys), found
+
+
+def match_cancer(
+    cancer: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    index: ImageIndex | None,
+    cancer_table: str = config.SHEET_CANCER,
+) -> ClassMatch:
+    """Join the Cancer sheet to the validation rows on the UniqueKey and locate the images.
+
+    Args:
+        cancer: the cancer rows.
+        validation: the validation workbook's rows; None for the user's cancer export, whose rows
+            were matched before and carry their AbsolutePath: each row is then its own validation
+            row (so the join still reports duplicates, empty keys and missing files) and the
+            validation counts are 0.
+        index: the cancer image folder's index (None: no image is located).
+        cancer_table: the cancer rows' name in reports.
+    """
+    joined = validation is not None
+    if validation is None:
+        validation = cancer
     cparts = key_parts_df(cancer, f"Sheet {cancer_table!r}")
     vparts = key_parts_df(validation, config.VALIDATION_WORKBOOK)
     creason = flag_key_problems(cparts, cancer_table)
@@ -192,17 +284,10 @@ def match_cancer(
     names = hints.map(_path_name)
     no_path = names == ""
     names[no_path] = cparts.loc[no_path[no_path].index, "file"]
-    relpaths, loc_reason = locate(names, hints, index)
-    creason.loc[loc_reason.index] = loc_reason
-    found = relpaths.dropna()
-
-    manifest = (
-        _manifest_rows(
-            cancer, cparts, config.LABEL_CANCER, cancer_table, found, index, cparts["key"]
-        )
-        if index is not None
-        else _empty_manifest()
-    )
+    manifest, found = _located_manifest(
+        cancer, cparts, config.LABEL_CANCER, cancer_table, (names, hints), cparts["key"],
+        creason, index,
+    )  # fmt: skip
     unmatched = pd.concat(
         [
             _reason_rows(
@@ -220,20 +305,20 @@ def match_cancer(
         ],
         ignore_index=True,
     )
-    stats = {
+    counts = {
         "cancer_rows": len(cancer),
         "cancer_key_matched": int(key_matched.sum()),
         "cancer_key_matched_raw": raw_matched,
         "cancer_images_found": len(found),
         "cancer_rows_without_path": int(no_path.sum()),
-        "validation_rows": len(validation),
-        "validation_matched": len(used),
+        "validation_rows": len(validation) if joined else 0,
+        "validation_matched": len(used) if joined else 0,
     }
     fixes = pd.concat(
         [count_fixes(cparts, cancer_table), count_fixes(vparts, config.SHEET_VALIDATION)],
         ignore_index=True,
     )
-    return manifest, unmatched, stats, fixes
+    return ClassMatch(manifest, unmatched, counts, fixes)
 
 
 def _path_name_full(value: object) -> str:
@@ -244,44 +329,34 @@ def _path_name_full(value: object) -> str:
 
 def match_non_cancer(
     non_cancer: pd.DataFrame, index: ImageIndex | None, table: str = config.SHEET_NON_CANCER
-) -> tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]:
-    """Locate each Non-Cancer row's image by its InputFileName (unique for this sheet).
-
-    Returns:
-        ``(manifest, unmatched, stats, fixes)`` for the non-cancer class.
-    """
+) -> ClassMatch:
+    """Locate each Non-Cancer row's image by its InputFileName (unique for this sheet)."""
     parts = key_parts_df_lenient(non_cancer, table)
     reason = pd.Series("", index=parts.index, dtype=object)
     empty = parts["file"] == ""
     reason[empty] = config.REASON_EMPTY_PART + ": " + config.COL_FILE
     dup = parts["file"].duplicated() & ~empty
-    first = {}
+    first: dict[str, int] = {}
     for idx, name in parts.loc[~empty, "file"].items():
-        first.setdefault(name, int(idx) + 2)
+        first.setdefault(name, excel_row(idx))
     reason[dup] = parts.loc[dup, "file"].map(
         lambda n: f"{config.REASON_DUPLICATE}: same as {table} row {first[n]}"
     )
     todo = reason == ""
     hints = pd.Series("", index=parts.index[todo], dtype=object)
-    relpaths, loc_reason = locate(parts.loc[todo, "file"], hints, index)
-    reason.loc[loc_reason.index] = loc_reason
-    found = relpaths.dropna()
-    manifest = (
-        _manifest_rows(
-            non_cancer, parts, config.LABEL_NON_CANCER, table, found, index, parts["file"]
-        )
-        if index is not None
-        else _empty_manifest()
-    )
+    manifest, found = _located_manifest(
+        non_cancer, parts, config.LABEL_NON_CANCER, table, (parts.loc[todo, "file"], hints),
+        parts["file"], reason, index,
+    )  # fmt: skip
     unmatched = _reason_rows(
         table, parts[reason != ""], parts.loc[reason != "", "file"], reason[reason != ""]
     )
-    stats = {
+    counts = {
         "non_cancer_rows": len(non_cancer),
         "non_cancer_names_usable": int(todo.sum()),
         "non_cancer_images_found": len(found),
     }
-    return manifest, unmatched, stats, count_fixes(parts, table)
+    return ClassMatch(manifest, unmatched, counts, count_fixes(parts, table))
 
 
 def key_parts_df_lenient(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -308,25 +383,30 @@ def _empty_manifest() -> pd.DataFrame:
 
 
 def combine(
-    parts: list[tuple[pd.DataFrame, pd.DataFrame, dict, pd.DataFrame]],
-    source: str,
-    notes: list[str],
+    parts: list[ClassMatch], source: str, notes: list[str], on_disk: set[str]
 ) -> MatchResult:
     """Put the per-class results together into one :class:`MatchResult`.
 
-    The counts of image files on disk are added by the caller, which walked the folders.
+    Args:
+        parts: the cancer and the non-cancer results.
+        source: "workbooks" or "exports".
+        notes: sentences for the user.
+        on_disk: every image file of both class folders, relative to the data root.
     """
-    manifest = pd.concat([p[0] for p in parts], ignore_index=True)
+    manifest = pd.concat([p.manifest for p in parts], ignore_index=True)
     manifest["label"] = manifest["label"].astype(int)
     manifest["row"] = manifest["row"].astype(int)
-    unmatched = pd.concat([p[1] for p in parts], ignore_index=True)
+    unmatched = pd.concat([p.unmatched for p in parts], ignore_index=True)
     unmatched["row"] = unmatched["row"].astype(int)
-    stats: dict[str, int] = {}
-    for p in parts:
-        stats.update(p[2])
-    stats["images_in_manifest"] = len(manifest)
-    stats["patients"] = int(manifest["patient_id"].nunique())
-    fixes = pd.concat([p[3] for p in parts], ignore_index=True)
+    counts = {name: n for p in parts for name, n in p.counts.items()}
+    stats = MatchStats(
+        **counts,
+        images_in_manifest=len(manifest),
+        patients=int(manifest["patient_id"].nunique()),
+        image_files_on_disk=len(on_disk),
+        unreferenced_image_files=len(on_disk - set(manifest["relpath"])),
+    )
+    fixes = pd.concat([p.fixes for p in parts], ignore_index=True)
     return MatchResult(
         manifest=manifest, unmatched=unmatched, stats=stats, fixes=fixes, source=source, notes=notes
     )

@@ -1,10 +1,11 @@
 """Read the hospital's workbooks and exports, and normalise the key columns.
 
 `read_*` functions touch files; everything else here is a pure function over values or
-DataFrames. Excel mangles the key columns in known ways (DATA_LAYOUT.md): StudyTime ``092603``
-becomes the number ``92603`` or ``92603.0``, file names carry ``.jpg`` on one side only, cells
-carry stray spaces and mixed letter case. Each normaliser returns the clean value together with
-the names of the fixes it needed, so the data-matching page can say which ones the join used.
+DataFrames. Excel mangles the key columns of the hospital's workbooks: StudyTime ``092603``
+becomes the number ``92603`` or ``92603.0``, StudyDate may become an Excel date, file names carry
+``.jpg`` on one side only, cells carry stray spaces and mixed letter case. Each normaliser returns
+the clean value together with the names of the fixes it needed, so the data-matching page can say
+which ones the join used.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def canonical_name(name: str) -> str:
     # Turkish dotless i and dotted capital I casefold to forms that differ from "i".
     text = text.replace("ı", "i").replace("i̇", "i")
     return "".join(ch for ch in text if ch.isalnum())
+
+
+def excel_row(index: object) -> int:
+    """The Excel row number of the DataFrame row ``index`` of a sheet read with its header.
+
+    Excel counts rows from 1 and the header is row 1, so DataFrame row ``i`` is Excel row ``i + 2``.
+    """
+    return int(index) + 2  # type: ignore[call-overload]
 
 
 def find_entry(folder: Path, name: str) -> Path | None:
@@ -282,12 +291,19 @@ def _text(value: object, fixes: set[str]) -> str:
     return stripped
 
 
-def normalise_file_name(value: object) -> tuple[str, set[str]]:
-    """Normalise an InputFileName: no spaces, no image extension, upper case."""
-    fixes: set[str] = set()
-    if _is_empty(value):
-        return "", fixes
-    text = _number_text(value, fixes) or _text(value, fixes)
+def file_name_key(name: object, fixes: set[str] | None = None) -> str:
+    """The key of a file name: NFC-normalised, stripped, image extension dropped, upper case.
+
+    ``" file0004.JPG"`` becomes ``"FILE0004"``. The one rule by which the join compares
+    InputFileName values and the image index looks up file names (which also strips what is
+    left, see :func:`bcp_core.data.index.stem_key`).
+
+    Args:
+        name: a file name as a sheet or a folder gives it.
+        fixes: if given, the names of the fixes the name needed are added to it.
+    """
+    fixes = set() if fixes is None else fixes
+    text = _text(name, fixes)
     stem, dot, ext = text.rpartition(".")
     if dot and "." + ext.lower() in config.IMAGE_EXTENSIONS:
         text = stem
@@ -295,7 +311,15 @@ def normalise_file_name(value: object) -> tuple[str, set[str]]:
     upper = text.upper()
     if upper != text:
         fixes.add(FIX_CASE)
-    return upper, fixes
+    return upper
+
+
+def normalise_file_name(value: object) -> tuple[str, set[str]]:
+    """Normalise an InputFileName cell with :func:`file_name_key` (numbers lose Excel's '.0')."""
+    fixes: set[str] = set()
+    if _is_empty(value):
+        return "", fixes
+    return file_name_key(_number_text(value, fixes) or value, fixes), fixes
 
 
 def normalise_date(value: object) -> tuple[str, set[str]]:

@@ -20,7 +20,7 @@ def aggregate_predictions_df(
     The label of a group is its maximum (a breast with one cancer image has cancer). The
     probability is the ``max`` or ``mean`` over the group's images, or ``mean_max``: the mean
     over each breast's views, then the max over the patient's breasts, as the strongest
-    mammography systems score patients (FIELD_NOTES). Default: ``mean`` per breast,
+    mammography systems score patients. Default: ``mean`` per breast,
     ``mean_max`` per patient. An empty or missing laterality counts as one unknown breast.
 
     Args:

@@ -10,6 +10,7 @@ positive, sensitivity without cancers) is NaN; MCC follows scikit-learn and is 0
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -78,34 +79,76 @@ def rates_at(tp, fp, tn, fn, beta: float) -> dict[str, np.ndarray]:
     }
 
 
-def metrics_dict(tp: int, fp: int, tn: int, fn: int, threshold: float, beta: float) -> dict:
-    rates = {k: float(v) for k, v in rates_at(tp, fp, tn, fn, beta).items()}
-    counts = {"tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
-    n = {"n": int(tp + fp + tn + fn), "n_positive": int(tp + fn)}
-    return {
-        "threshold": float(threshold),
-        **n,
-        **counts,
-        **rates,
-        "ppv": rates["precision"],
-        "beta": beta,
-    }
+@dataclass(frozen=True)
+class Metrics:
+    """Confusion counts at one threshold and every metric derived from them.
+
+    A case is positive when ``probability >= threshold``. Empty denominators give NaN (MCC
+    gives 0, as scikit-learn does). ``ppv`` is ``precision`` under its clinical name.
+    """
+
+    threshold: float
+    n: int
+    n_positive: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    sensitivity: float
+    specificity: float
+    precision: float
+    npv: float
+    f1: float
+    f_beta: float
+    mcc: float
+    balanced_accuracy: float
+    accuracy: float
+    beta: float
+
+    @property
+    def ppv(self) -> float:
+        return self.precision
+
+    @classmethod
+    def from_counts(cls, tp: int, fp: int, tn: int, fn: int, threshold: float, beta: float):
+        """Metrics from confusion counts (see :func:`rates_at`)."""
+        rates = {k: float(v) for k, v in rates_at(tp, fp, tn, fn, beta).items()}
+        n, n_positive = int(tp + fp + tn + fn), int(tp + fn)
+        return cls(
+            threshold=float(threshold),
+            n=n,
+            n_positive=n_positive,
+            tp=int(tp),
+            fp=int(fp),
+            tn=int(tn),
+            fn=int(fn),
+            beta=float(beta),
+            **rates,
+        )
+
+    def to_json(self) -> dict[str, float | int]:
+        """Every field by name, with ``ppv`` after ``accuracy`` (NaN stays NaN)."""
+        out: dict[str, float | int] = {}
+        for f in fields(self):
+            if f.name == "beta":
+                out["ppv"] = self.ppv
+            out[f.name] = getattr(self, f.name)
+        return out
 
 
-def metrics_at_threshold(y_true, y_prob, threshold: float, *, beta: float = 2.0) -> dict:
+def metrics_at_threshold(y_true, y_prob, threshold: float, *, beta: float = 2.0) -> Metrics:
     """Confusion counts and the metrics derived from them at one threshold (``p >= t``).
 
     Returns:
-        ``threshold, n, n_positive, tp, fp, tn, fn``, ``sensitivity`` (recall), ``specificity``,
-        ``precision`` and its alias ``ppv``, ``npv``, ``f1``, ``f_beta`` (with ``beta``),
-        ``mcc``, ``balanced_accuracy``, ``accuracy``. Empty denominators give NaN.
+        :class:`Metrics`: counts, sensitivity (recall), specificity, precision (PPV), NPV, F1,
+        F-beta (with ``beta``), MCC, balanced accuracy and accuracy.
     """
     y, p = as_arrays(y_true, y_prob)
     beta, threshold = check_beta(beta), check_threshold(threshold)
     pred = p >= threshold
     tp, fp = int(np.sum(pred & (y == 1))), int(np.sum(pred & (y == 0)))
     fn, tn = int(np.sum(y == 1)) - tp, int(np.sum(y == 0)) - fp
-    return metrics_dict(tp, fp, tn, fn, threshold, beta)
+    return Metrics.from_counts(tp, fp, tn, fn, threshold, beta)
 
 
 def has_both_classes(y: np.ndarray) -> bool:

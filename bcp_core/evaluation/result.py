@@ -16,12 +16,12 @@ import pandas as pd
 from bcp_core.errors import UserError
 from bcp_core.evaluation import intervals
 from bcp_core.evaluation.metrics import (
+    Metrics,
     as_arrays,
     brier_score,
     calibration_df,
     check_beta,
     check_threshold,
-    metrics_dict,
     pr_curve_points,
     ranking_metrics,
     rates_at,
@@ -75,11 +75,11 @@ class EvaluationResult:
     def n_positive(self) -> int:
         return int(self._pos.size)
 
-    def at(self, threshold: float, *, beta: float = 2.0) -> dict:
+    def at(self, threshold: float, *, beta: float = 2.0) -> Metrics:
         """All metrics at ``threshold``, as `metrics_at_threshold` gives, by binary search."""
         threshold, beta = check_threshold(threshold), check_beta(beta)
         tp, fp, tn, fn = (int(c) for c in counts_at(self._pos, self._neg, threshold))
-        return metrics_dict(tp, fp, tn, fn, threshold, beta)
+        return Metrics.from_counts(tp, fp, tn, fn, threshold, beta)
 
     def intervals_at(self, threshold: float) -> dict:
         """Bootstrap and Wilson intervals for sensitivity and specificity at ``threshold``.
@@ -106,16 +106,12 @@ class EvaluationResult:
         boot, m = self._cache[key], self.at(threshold)
         return {
             "threshold": threshold,
-            "sensitivity": m["sensitivity"],
-            "specificity": m["specificity"],
+            "sensitivity": m.sensitivity,
+            "specificity": m.specificity,
             "sensitivity_ci": boot["sensitivity"],
             "specificity_ci": boot["specificity"],
-            "sensitivity_wilson": intervals.wilson_interval(
-                m["tp"], m["tp"] + m["fn"], self.confidence
-            ),
-            "specificity_wilson": intervals.wilson_interval(
-                m["tn"], m["tn"] + m["fp"], self.confidence
-            ),
+            "sensitivity_wilson": intervals.wilson_interval(m.tp, m.tp + m.fn, self.confidence),
+            "specificity_wilson": intervals.wilson_interval(m.tn, m.tn + m.fp, self.confidence),
             "n_boot": boot["n_boot"],
             "n_used": boot["n_used"],
         }
@@ -133,7 +129,10 @@ class EvaluationResult:
                 {
                     "name": rec.name,
                     "threshold": rec.threshold,
-                    **{k: m[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
+                    "sensitivity": m.sensitivity,
+                    "specificity": m.specificity,
+                    "ppv": m.ppv,
+                    "npv": m.npv,
                     "description": rec.description,
                     "met": rec.met,
                 }

@@ -41,7 +41,9 @@ class ThresholdRecommendation:
     met: bool
 
 
-def counts_at(pos_sorted: np.ndarray, neg_sorted: np.ndarray, thresholds) -> tuple:
+def counts_at(
+    pos_sorted: np.ndarray, neg_sorted: np.ndarray, thresholds
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Confusion counts at each threshold from the sorted scores of each class."""
     t = np.asarray(thresholds, dtype=float)
     tp = pos_sorted.size - np.searchsorted(pos_sorted, t, side="left")

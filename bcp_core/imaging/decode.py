@@ -1,8 +1,15 @@
-"""Decode one image file (JPG, PNG, TIFF or DICOM) into a grey float array in [0, 1]."""
+"""Decode one image file (JPG, PNG, TIFF or DICOM) into a grey float array in [0, 1].
+
+:func:`decode_image` is the one decoding entry, at training and at prediction alike: it returns
+the grey image together with what the file says about itself (a DICOM header's view,
+laterality and acquisition fields). :func:`read_gray` is the same, for callers that need only
+the pixels.
+"""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +18,25 @@ from PIL import Image, ImageOps
 from bcp_core import config
 from bcp_core.errors import UserError
 from bcp_core.imaging.dicom import looks_like_dicom, read_dicom_gray
+
+#: Header fields of a DICOM file kept with its image (the patient ID deliberately is not).
+DICOM_FIELDS = ("view", "laterality", "photometric", "bits_stored", "manufacturer", "frames")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image file.
+
+    Attributes:
+        gray: float32 (h, w) in [0, 1], bright = dense tissue.
+        meta: what the file says about itself. For DICOM, the header's ``view`` ("CC",
+            "MLO", ...), ``laterality`` ("L", "R"), ``photometric``, ``bits_stored``,
+            ``manufacturer`` and ``frames`` (unknown text values are ""); never the patient
+            ID. Empty for the other formats.
+    """
+
+    gray: np.ndarray
+    meta: dict = field(default_factory=dict)
 
 
 def _open(source: str | Path | bytes) -> Image.Image:
@@ -23,10 +49,10 @@ def _describe(source: str | Path | bytes) -> str:
     return "the uploaded image" if isinstance(source, bytes) else Path(source).name
 
 
-def read_gray(
+def decode_image(
     source: str | Path | bytes, min_size: tuple[int, int] | None = None, name: str = ""
-) -> np.ndarray:
-    """Decode an image file into a float32 grayscale array in [0, 1].
+) -> Decoded:
+    """Decode an image file into float32 grey in [0, 1], with what its header says.
 
     JPEGs much larger than ``min_size`` (height, width) are decoded at a reduced scale (the
     JPEG decoder's DCT scaling: 1/2, 1/4 or 1/8), which is several times faster and never goes
@@ -34,16 +60,39 @@ def read_gray(
     images become grey; 16-bit images are scaled by their bit depth (12-bit data, the usual
     mammography depth, by 4095).
 
-    DICOM files (the "DICM" magic at offset 128, or a .dcm name) go to
-    :func:`bcp_core.imaging.dicom.read_dicom_gray`: modality LUT, window / VOI LUT, MONOCHROME1
-    inverted, full bit depth; ``min_size`` does not apply to them.
+    DICOM files (the "DICM" magic at offset 128, or a .dcm/.dicom suffix on the path or on
+    ``name``) go to :func:`bcp_core.imaging.dicom.read_dicom_gray`: modality LUT, window / VOI
+    LUT, MONOCHROME1 inverted, full bit depth; ``min_size`` does not apply to them.
+
+    Args:
+        source: a path or the file's bytes.
+        min_size: the smallest (height, width) a JPEG may be decoded at; None: full size.
+        name: the original file name of uploaded bytes (for messages and the DICOM suffix).
 
     Raises:
         UserError: one sentence naming the file, for anything that is not a readable image.
     """
-    if looks_like_dicom(source):
-        return read_dicom_gray(source)[0]
-    name = name or _describe(source)
+    if looks_like_dicom(source, name):
+        gray, header = read_dicom_gray(source)
+        return Decoded(gray, {key: header[key] for key in DICOM_FIELDS})
+    return Decoded(_read_picture(source, min_size, name or _describe(source)))
+
+
+def read_gray(
+    source: str | Path | bytes, min_size: tuple[int, int] | None = None, name: str = ""
+) -> np.ndarray:
+    """The pixels of :func:`decode_image`: float32 (h, w) grey in [0, 1].
+
+    Raises:
+        UserError: one sentence naming the file, for anything that is not a readable image.
+    """
+    return decode_image(source, min_size, name).gray
+
+
+def _read_picture(
+    source: str | Path | bytes, min_size: tuple[int, int] | None, name: str
+) -> np.ndarray:
+    """A JPG, PNG or TIFF (anything PIL reads) as grey; see :func:`decode_image`."""
     try:
         img = _open(source)
         if img.width * img.height > config.MAX_PIXELS:
@@ -59,8 +108,8 @@ def read_gray(
         raise
     except Image.DecompressionBombError as exc:
         raise UserError(
-            f"{name} declares more pixels than the limit of {config.MAX_PIXELS:,}; it is refused as a "
-            "possible decompression bomb."
+            f"{name} declares more pixels than the limit of {config.MAX_PIXELS:,}; it is refused "
+            "as a possible decompression bomb."
         ) from exc
     except FileNotFoundError as exc:
         raise UserError(f"Cannot read {name}: the file does not exist.") from exc

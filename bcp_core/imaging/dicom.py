@@ -274,6 +274,7 @@ def _colour_to_unit(arr: np.ndarray, ds, photometric: str) -> np.ndarray:
             f"Cannot read a {photometric} DICOM image of shape {arr.shape} as grey; export it "
             "as MONOCHROME2."
         )
+    peak: float
     if np.issubdtype(arr.dtype, np.integer):
         peak = np.iinfo(arr.dtype).max
         if photometric != "PALETTE COLOR":

@@ -1,16 +1,21 @@
-"""The preprocessing of one mammogram: the same function at training and at prediction.
+"""The preparation of one mammogram: the same function at training and at prediction.
 
-decode (reduced-scale JPEG decoding) -> crop to the breast -> orient (chest wall on the left)
--> aspect-preserving, antialiased resize -> pad to H x W -> float32 (H, W, 1) in [0, 1].
+decode (reduced-scale JPEG decoding) -> orient (a right breast is mirrored so that every chest
+wall is on the left) -> crop to the breast (found on the oriented image) -> aspect-preserving,
+antialiased resize -> pad to H x W -> float32 (H, W, 1) in [0, 1].
+
+:func:`prepare` makes each of these decisions once and records it in a :class:`Geometry`, so
+that prediction can map a heatmap back onto the decoded image without deciding anything again.
 
 Everything a particular network needs beyond that (three channels, ImageNet normalisation)
-lives inside the model itself, so one preprocessing serves every model and a bundle's
+lives inside the model itself, so one preparation serves every model and a bundle's
 ``bundle.json`` only has to record :class:`PreprocessSpec` for prediction to repeat it exactly.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +23,70 @@ from PIL import Image
 from scipy import ndimage
 
 from bcp_core.config import DEFAULT_IMAGE_SIZE, PreprocessSpec
-from bcp_core.imaging.decode import read_gray
+from bcp_core.imaging.decode import Decoded, decode_image
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "PreprocessSpec", "preprocess_image", "prepare_gray"]
+__all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "Geometry",
+    "Placement",
+    "Prepared",
+    "PreprocessSpec",
+    "decode_and_prepare",
+    "prepare",
+    "preprocess_image",
+]
 
 #: Pixels darker than this fraction of the image's 99th percentile count as background.
 _BACKGROUND_LEVEL = 0.08
 #: The mask for cropping is computed on an image about this many pixels high (speed).
 _MASK_HEIGHT = 256
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where :func:`fit_to_size` put the resized image inside its padded output.
+
+    Attributes:
+        scale: the factor the image was resized by (the same for both axes, before the
+            sizes are rounded to whole pixels).
+        offset: (top, left) of the resized image in the output.
+        fitted_size: (height, width) of the resized image.
+    """
+
+    scale: float
+    offset: tuple[int, int]
+    fitted_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Every geometric decision :func:`prepare` made, in the order it made them.
+
+    Attributes:
+        original_shape: (height, width) of the decoded image.
+        flipped: the image was mirrored left-right (chest wall moved to the left).
+        crop_box: (top, bottom, left, right) of the crop, in the decoded (unmirrored) image's
+            coordinates; the whole image when cropping is off or found nothing.
+        placement: where the resized crop sits in the network input (:class:`Placement`).
+    """
+
+    original_shape: tuple[int, int]
+    flipped: bool
+    crop_box: tuple[int, int, int, int]
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A network input and how it was made from the decoded image.
+
+    Attributes:
+        net_input: float32 (H, W, 1) in [0, 1].
+        geometry: the flip, crop and placement that made it (see :class:`Geometry`).
+    """
+
+    net_input: np.ndarray
+    geometry: Geometry
 
 
 def breast_bbox(gray: np.ndarray) -> tuple[int, int, int, int]:
@@ -63,10 +124,14 @@ def chest_wall_on_right(gray: np.ndarray) -> bool:
     return float(gray[:, -band:].mean()) > float(gray[:, :band].mean())
 
 
-def fit_to_size(gray: np.ndarray, height: int, width: int) -> np.ndarray:
+def fit_to_size(gray: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Placement]:
     """Resize keeping the aspect ratio (area-averaging when shrinking), pad with black to H x W.
 
-    The image is placed top-left, against the chest wall, as oriented breasts line up.
+    The image is placed against the left edge (the chest wall, once oriented) and centred
+    vertically.
+
+    Returns:
+        ``(image, placement)``: float32 (height, width), and where the resized image sits.
     """
     h, w = gray.shape
     scale = min(height / h, width / w)
@@ -75,20 +140,33 @@ def fit_to_size(gray: np.ndarray, height: int, width: int) -> np.ndarray:
     resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     resized = np.asarray(img.resize((new_w, new_h), resample=resample), dtype=np.float32)
     out = np.zeros((height, width), dtype=np.float32)
-    top = (height - new_h) // 2
-    out[top : top + new_h, :new_w] = resized
-    return out
+    top, left = (height - new_h) // 2, 0
+    out[top : top + new_h, left : left + new_w] = resized
+    return out, Placement(scale, (top, left), (new_h, new_w))
 
 
-def prepare_gray(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Crop, orient, resize and pad a decoded grey image: float32 (H, W, 1) in [0, 1]."""
-    if spec.orient and chest_wall_on_right(gray):
-        gray = gray[:, ::-1]
-    if spec.crop:
-        top, bottom, left, right = breast_bbox(gray)
-        gray = gray[top:bottom, left:right]
-    out = fit_to_size(np.ascontiguousarray(gray), spec.height, spec.width)
-    return np.clip(out, 0.0, 1.0)[..., None]
+def prepare(gray: np.ndarray, spec: PreprocessSpec) -> Prepared:
+    """Orient, crop, resize and pad a decoded grey image, recording each decision.
+
+    Orientation comes first: a breast whose chest wall is on the right is mirrored, and the
+    crop box is found on the mirrored image (it is recorded in the decoded image's own
+    coordinates).
+
+    Returns:
+        :class:`Prepared`: the network input, float32 (H, W, 1) in [0, 1], and its
+        :class:`Geometry`.
+    """
+    h, w = gray.shape
+    flipped = bool(spec.orient and chest_wall_on_right(gray))
+    oriented = gray[:, ::-1] if flipped else gray
+    top, bottom, left, right = breast_bbox(oriented) if spec.crop else (0, h, 0, w)
+    fitted, placement = fit_to_size(
+        np.ascontiguousarray(oriented[top:bottom, left:right]), spec.height, spec.width
+    )
+    if flipped:  # the box was found on the mirrored image
+        left, right = w - right, w - left
+    geometry = Geometry((h, w), flipped, (int(top), int(bottom), int(left), int(right)), placement)
+    return Prepared(np.clip(fitted, 0.0, 1.0)[..., None], geometry)
 
 
 def decode_size(spec: PreprocessSpec) -> tuple[int, int]:
@@ -97,14 +175,33 @@ def decode_size(spec: PreprocessSpec) -> tuple[int, int]:
     return math.ceil(spec.height * margin), math.ceil(spec.width * margin)
 
 
-def preprocess_image(source: str | Path | bytes, spec: PreprocessSpec) -> np.ndarray:
-    """Decode and prepare one image file (path or bytes): float32 (H, W, 1) in [0, 1].
+def decode_and_prepare(
+    source: str | Path | bytes, spec: PreprocessSpec, name: str = ""
+) -> tuple[Decoded, Prepared]:
+    """Decode one image file (path or bytes) at ``spec``'s decode size and prepare it.
 
-    This is the one function that turns a file into a network input, at training (through
-    :mod:`bcp_core.model.dataset`) and at prediction alike.
+    The one path from a file to a network input: :func:`preprocess_image` (training) and
+    :func:`bcp_core.inference.predict.prepare_image` (prediction) both go through it.
+
+    Args:
+        source: a path or the file's bytes.
+        spec: the preprocessing.
+        name: the original file name of uploaded bytes (see :func:`decode_image`).
 
     Raises:
         UserError: when the file is not a readable image.
     """
-    gray = read_gray(source, min_size=decode_size(spec))
-    return prepare_gray(gray, spec)
+    decoded = decode_image(source, min_size=decode_size(spec), name=name)
+    return decoded, prepare(decoded.gray, spec)
+
+
+def preprocess_image(source: str | Path | bytes, spec: PreprocessSpec) -> np.ndarray:
+    """Decode and prepare one image file (path or bytes): float32 (H, W, 1) in [0, 1].
+
+    This is the network input of a file at training (through :mod:`bcp_core.model.dataset`);
+    prediction makes the identical input through :func:`decode_and_prepare`.
+
+    Raises:
+        UserError: when the file is not a readable image.
+    """
+    return decode_and_prepare(source, spec)[1].net_input

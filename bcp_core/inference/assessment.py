@@ -7,13 +7,17 @@ The glue between a bundle and :mod:`bcp_core.evaluation` for the threshold explo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from bcp_core.errors import UserError
 from bcp_core.evaluation.aggregation import aggregate_predictions_df
+from bcp_core.evaluation.metrics import Metrics
 from bcp_core.evaluation.result import EvaluationResult, evaluate
 from bcp_core.model.bundle import Bundle
+from bcp_core.model.meta import ThresholdChoice
 
 LEVELS = ("image", "breast", "patient")
 
@@ -66,45 +70,72 @@ def _clean(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def bundle_report(bundle: Bundle, level: str = "image", *, n_boot: int = 1000) -> dict:
-    """The ``evaluate --json`` object: metrics at the bundle's saved threshold, with intervals."""
+@dataclass(frozen=True)
+class BundleReport:
+    """A bundle's validation scored at its saved threshold: what ``evaluate`` prints.
+
+    Attributes:
+        bundle: the bundle folder.
+        level: ``image``, ``breast`` or ``patient``.
+        result: the evaluation (AUCs with intervals, curves, calibration).
+        threshold: the saved threshold and how it was chosen.
+        at: every metric at that threshold.
+        intervals: bootstrap intervals of sensitivity and specificity there
+            (see :meth:`EvaluationResult.intervals_at`).
+    """
+
+    bundle: Path
+    level: str
+    result: EvaluationResult
+    threshold: ThresholdChoice
+    at: Metrics
+    intervals: dict
+
+    def to_json(self) -> dict:
+        """The ``evaluate --json`` object (non-finite numbers become null)."""
+        r, m = self.result, self.at
+        out = {
+            "bundle": str(self.bundle),
+            "level": self.level,
+            "roc_auc": r.roc_auc,
+            "roc_auc_ci": list(r.roc_auc_ci),
+            "pr_auc": r.pr_auc,
+            "pr_auc_ci": list(r.pr_auc_ci),
+            "threshold": self.threshold.value,
+            "threshold_method": self.threshold.method,
+            "sensitivity": m.sensitivity,
+            "specificity": m.specificity,
+            "precision": m.precision,
+            "npv": m.npv,
+            "f1": m.f1,
+            "mcc": m.mcc,
+            "balanced_accuracy": m.balanced_accuracy,
+            "accuracy": m.accuracy,
+            "tp": m.tp,
+            "fp": m.fp,
+            "tn": m.tn,
+            "fn": m.fn,
+            "sensitivity_ci": list(self.intervals["sensitivity_ci"]),
+            "specificity_ci": list(self.intervals["specificity_ci"]),
+            "brier": r.brier,
+            "n": r.n,
+            "n_positive": r.n_positive,
+        }
+        return {
+            k: ([_clean(v) for v in val] if isinstance(val, list) else _clean(val))
+            for k, val in out.items()
+        }
+
+
+def bundle_report(bundle: Bundle, level: str = "image", *, n_boot: int = 1000) -> BundleReport:
+    """Metrics at the bundle's saved threshold, with intervals, at ``level``."""
     result, _ = evaluate_level(bundle.val_predictions, level, n_boot=n_boot)
-    threshold = bundle.threshold
-    at = result.at(threshold)
-    ci = result.intervals_at(threshold)
-    out = {
-        "bundle": str(bundle.path),
-        "level": level,
-        "roc_auc": result.roc_auc,
-        "roc_auc_ci": list(result.roc_auc_ci),
-        "pr_auc": result.pr_auc,
-        "pr_auc_ci": list(result.pr_auc_ci),
-        "threshold": threshold,
-        "threshold_method": bundle.meta["threshold"].get("method", ""),
-        **{
-            k: at[k]
-            for k in (
-                "sensitivity",
-                "specificity",
-                "precision",
-                "npv",
-                "f1",
-                "mcc",
-                "balanced_accuracy",
-                "accuracy",
-                "tp",
-                "fp",
-                "tn",
-                "fn",
-            )
-        },
-        "sensitivity_ci": list(ci["sensitivity_ci"]),
-        "specificity_ci": list(ci["specificity_ci"]),
-        "brier": result.brier,
-        "n": result.n,
-        "n_positive": result.n_positive,
-    }
-    return {
-        k: ([_clean(v) for v in val] if isinstance(val, list) else _clean(val))
-        for k, val in out.items()
-    }
+    choice = bundle.meta.threshold
+    return BundleReport(
+        bundle=Path(bundle.path),
+        level=level,
+        result=result,
+        threshold=choice,
+        at=result.at(choice.value),
+        intervals=result.intervals_at(choice.value),
+    )

@@ -13,13 +13,12 @@ running the network again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from bcp_core.imaging.preparation import Geometry
 from bcp_core.model.architectures import OUTPUT_LAYER
 from bcp_core.model.layers import LAYER_PATH_SEPARATOR, last_conv_layer_name
 
@@ -125,41 +124,34 @@ def _normalise(heat: np.ndarray) -> np.ndarray:
     return np.clip(heat / peak, 0.0, 1.0).astype(np.float32)
 
 
-def heatmap_to_image(
-    heatmap: np.ndarray,
-    original_shape: Sequence[int],
-    crop_box: Sequence[int],
-    flipped: bool,
-    fitted_size: Sequence[int],
-) -> np.ndarray:
-    """Undo the preprocessing's geometry: a network-size heatmap on the decoded image.
+def heatmap_to_image(heatmap: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Undo the preparation's geometry: a network-size heatmap on the decoded image.
 
-    The preprocessing flips (chest wall to the left), crops to the breast, resizes keeping
-    the aspect ratio to ``fitted_size`` and pads: the resized crop sits against the left edge,
-    centred vertically (:func:`bcp_core.imaging.preparation.fit_to_size`). This takes the heatmap's
-    part that covers the crop, resizes it to the crop, flips it back and places it in the
-    crop box; outside the crop the heatmap is 0.
+    :func:`bcp_core.imaging.preparation.prepare` mirrored the image (when ``geometry.flipped``),
+    cropped it to ``geometry.crop_box`` and placed the resized crop in the network input as
+    ``geometry.placement`` records. This takes the heatmap's part at that placement, resizes it
+    to the crop, mirrors it back and puts it in the crop box; outside the crop the heatmap is 0.
 
     Args:
         heatmap: (H, W) at the network input size, as from :func:`gradcam_heatmap`.
-        original_shape: (height, width) of the decoded image.
-        crop_box: (top, bottom, left, right) of the crop, in the decoded image's coordinates.
-        flipped: whether the preprocessing mirrored the image left-right.
-        fitted_size: (height, width) of the resized crop inside the network input.
+        geometry: the network input's :class:`~bcp_core.imaging.preparation.Geometry`.
 
     Returns:
-        float32 (height, width) of ``original_shape``, in [0, 1].
+        float32 (height, width) of ``geometry.original_shape``, in [0, 1].
+
+    Raises:
+        ValueError: for a crop box outside the image.
     """
     heatmap = np.asarray(heatmap, dtype=np.float32)
-    height, width = (int(v) for v in original_shape[:2])
-    top, bottom, left, right = (int(v) for v in crop_box)
-    fit_h, fit_w = (int(v) for v in fitted_size)
+    height, width = (int(v) for v in geometry.original_shape[:2])
+    top, bottom, left, right = (int(v) for v in geometry.crop_box)
     if not (0 <= top < bottom <= height and 0 <= left < right <= width):
-        raise ValueError(f"Crop box {tuple(crop_box)} lies outside an image of {height}x{width}.")
-    pad_top = (heatmap.shape[0] - fit_h) // 2  # fit_to_size centres the crop vertically
-    covered = heatmap[pad_top : pad_top + fit_h, :fit_w]
-    on_crop = _resize(covered, bottom - top, right - left)
-    if flipped:
+        raise ValueError(
+            f"Crop box {tuple(geometry.crop_box)} lies outside an image of {height}x{width}."
+        )
+    (row, col), (fit_h, fit_w) = geometry.placement.offset, geometry.placement.fitted_size
+    on_crop = _resize(heatmap[row : row + fit_h, col : col + fit_w], bottom - top, right - left)
+    if geometry.flipped:
         on_crop = on_crop[:, ::-1]
     out = np.zeros((height, width), dtype=np.float32)
     out[top:bottom, left:right] = on_crop

@@ -1,10 +1,11 @@
 """Prediction with a bundle: one image with its heatmap, or many files in streamed batches.
 
-Every image goes through :func:`bcp_core.imaging.preparation.prepare_gray`, the function training used,
-driven by the bundle's preprocessing spec; :func:`prepare_image` also records where the crop
-was and whether the image was mirrored, so a Grad-CAM heatmap can be drawn on the decoded
-image. Batch prediction holds one batch of network inputs at a time, never the whole list, and
-turns a file that cannot be read into an error entry instead of stopping the run.
+Every file goes through :func:`bcp_core.imaging.preparation.decode_and_prepare`, the path
+training's inputs take, driven by the bundle's preprocessing spec; its recorded geometry (flip,
+crop, placement) lets a Grad-CAM heatmap be drawn on the decoded image. Results are
+:class:`Prediction` objects (:class:`ExplainedPrediction` with the images and heatmaps for one
+file). Batch prediction holds one batch of network inputs at a time, never the whole list, and
+turns a file that cannot be read into an error result instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +21,14 @@ import pandas as pd
 
 from bcp_core.config import IMAGE_EXTENSIONS, PreprocessSpec
 from bcp_core.errors import UserError
-from bcp_core.imaging.decode import read_gray
-from bcp_core.imaging.dicom import looks_like_dicom, read_dicom_gray
-from bcp_core.imaging.preparation import breast_bbox, chest_wall_on_right, decode_size, prepare_gray
+from bcp_core.evaluation.aggregation import aggregate_predictions_df
+from bcp_core.imaging.preparation import Geometry, decode_and_prepare
 from bcp_core.inference.explain import gradcam_heatmap, heatmap_to_image
 from bcp_core.model.bundle import MODEL_FILE, Bundle, load_keras_model
 
 #: A file to predict: a path, or (name, bytes) for an upload.
 Source = str | os.PathLike | tuple[str, bytes]
 ProgressCallback = Callable[[int, int], None]
-
-#: Header fields of a DICOM file kept with a prediction (the patient ID deliberately is not).
-_DICOM_FIELDS = ("view", "laterality", "photometric", "bits_stored", "manufacturer", "frames")
 
 # --- View and laterality from a file name -----------------------------------------------------
 
@@ -65,24 +62,87 @@ def parse_view_from_name(name: str) -> dict[str, str]:
     }
 
 
-# --- One image ----------------------------------------------------------------------------------
+# --- Results ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Geometry:
-    """Where the network input came from in the decoded image.
+class Prediction:
+    """The result for one file: a probability and the decision at a threshold, or an error.
 
     Attributes:
-        original_shape: (height, width) of the decoded image.
-        crop_box: (top, bottom, left, right) of the crop, in the decoded image's coordinates.
-        flipped: the image was mirrored left-right (chest wall moved to the left).
-        fitted_size: (height, width) of the resized crop inside the padded network input.
+        file: the file as given (a path, or an upload's name).
+        probability: probability of cancer (None for an error).
+        label: 1 when probability >= threshold, else 0 (None for an error).
+        threshold: the decision threshold used (None for an error).
+        view: "CC", "MLO", ... from the DICOM header or the file name; "" when unknown.
+        laterality: "L" or "R" likewise; "" when unknown.
+        error: one sentence saying why the file could not be read; "" when it was.
     """
 
-    original_shape: tuple[int, int]
-    crop_box: tuple[int, int, int, int]
-    flipped: bool
-    fitted_size: tuple[int, int]
+    file: str
+    probability: float | None = None
+    label: int | None = None
+    threshold: float | None = None
+    view: str = ""
+    laterality: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the file was read and predicted."""
+        return not self.error
+
+    def to_json(self) -> dict:
+        """The command line's JSON object: ``file``, ``probability``, ``label``,
+        ``threshold`` and ``view`` / ``laterality`` when known; or ``file`` and ``error``.
+        """
+        if not self.ok:
+            return {"file": self.file, "error": self.error}
+        out = {
+            "file": self.file,
+            "probability": self.probability,
+            "label": self.label,
+            "threshold": self.threshold,
+        }
+        if self.view:
+            out["view"] = self.view
+        if self.laterality:
+            out["laterality"] = self.laterality
+        return out
+
+
+#: Columns of :func:`results_df`: the fields of :class:`Prediction`, in order.
+RESULT_COLUMNS = tuple(f.name for f in fields(Prediction))
+
+
+@dataclass(frozen=True)
+class ExplainedPrediction:
+    """The result for one file shown on its own: the prediction, the images and the heatmaps.
+
+    Attributes:
+        prediction: the :class:`Prediction`.
+        meta: see :class:`PreparedImage`.
+        gray: the decoded image, float32 (h, w) in [0, 1].
+        net_input: the network input, float32 (H, W, 1).
+        heatmap: Grad-CAM on ``gray``, float32 (h, w) in [0, 1]; None when not asked for.
+        input_heatmap: Grad-CAM on the network input, (H, W); None when not asked for.
+    """
+
+    prediction: Prediction
+    meta: dict
+    gray: np.ndarray
+    net_input: np.ndarray
+    heatmap: np.ndarray | None = None
+    input_heatmap: np.ndarray | None = None
+
+
+def _scored(pending: Prediction, probability: float, cut: float) -> Prediction:
+    """``pending`` with its probability and the decision at ``cut`` (probability >= cut)."""
+    probability = float(probability)
+    return replace(pending, probability=probability, label=int(probability >= cut), threshold=cut)
+
+
+# --- One image ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -93,8 +153,10 @@ class PreparedImage:
         name: the file name shown to the user.
         gray: the decoded image, float32 (h, w) in [0, 1] (large JPEGs are decoded at a
             reduced scale, exactly as at training).
-        net_input: float32 (H, W, 1), identical to :func:`bcp_core.imaging.preparation.preprocess_image`.
-        geometry: crop box, flip and fitted size (see :class:`Geometry`).
+        net_input: float32 (H, W, 1), identical to
+            :func:`bcp_core.imaging.preparation.preprocess_image` (the training input).
+        geometry: flip, crop box and placement
+            (see :class:`bcp_core.imaging.preparation.Geometry`).
         meta: ``view`` and ``laterality`` (from the DICOM header, else from the file name, ""
             when unknown) and, for DICOM, ``photometric``, ``bits_stored``, ``manufacturer``,
             ``frames``; never the patient ID.
@@ -108,44 +170,11 @@ class PreparedImage:
 
     def heatmap_on_image(self, heatmap: np.ndarray) -> np.ndarray:
         """A network-size heatmap mapped onto :attr:`gray` (see :func:`heatmap_to_image`)."""
-        g = self.geometry
-        return heatmap_to_image(heatmap, g.original_shape, g.crop_box, g.flipped, g.fitted_size)
+        return heatmap_to_image(heatmap, self.geometry)
 
-
-def fitted_size(shape: tuple[int, int], height: int, width: int) -> tuple[int, int]:
-    """Size of an image of ``shape`` after :func:`bcp_core.imaging.preparation.fit_to_size`.
-
-    The same arithmetic as ``fit_to_size`` (aspect kept, at least one pixel); a test checks
-    the two against each other.
-    """
-    h, w = shape
-    scale = min(height / h, width / w)
-    return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def prepare_gray_with_geometry(
-    gray: np.ndarray, spec: PreprocessSpec
-) -> tuple[np.ndarray, Geometry]:
-    """:func:`bcp_core.imaging.preparation.prepare_gray`, plus where the crop was and whether it flipped.
-
-    The network input is ``prepare_gray``'s own output; the geometry repeats its decisions
-    with the same public helpers (``chest_wall_on_right``, ``breast_bbox``), which are
-    deterministic, so the two always agree.
-    """
-    net_input = prepare_gray(gray, spec)
-    h, w = gray.shape
-    flipped = bool(spec.orient and chest_wall_on_right(gray))
-    oriented = gray[:, ::-1] if flipped else gray
-    top, bottom, left, right = breast_bbox(oriented) if spec.crop else (0, h, 0, w)
-    if flipped:  # the box was found on the mirrored image
-        left, right = w - right, w - left
-    geometry = Geometry(
-        original_shape=(h, w),
-        crop_box=(int(top), int(bottom), int(left), int(right)),
-        flipped=flipped,
-        fitted_size=fitted_size((bottom - top, right - left), spec.height, spec.width),
-    )
-    return net_input, geometry
+    def pending(self, file: str) -> Prediction:
+        """A :class:`Prediction` for ``file`` with this image's view and laterality, unscored."""
+        return Prediction(file, view=self.meta["view"], laterality=self.meta["laterality"])
 
 
 def prepare_image(
@@ -166,18 +195,12 @@ def prepare_image(
         source = Path(source)
         _check_file(source)
     label = name or (source.name if isinstance(source, Path) else "the uploaded image")
-    meta: dict = {}
-    if looks_like_dicom(source, name):
-        gray, header = read_dicom_gray(source)
-        meta = {k: header[k] for k in _DICOM_FIELDS}
-    else:
-        # The decode size preprocess_image asks for: large JPEGs shrink by the same factor.
-        gray = read_gray(source, min_size=decode_size(spec), name=name)
+    decoded, prepared = decode_and_prepare(source, spec, name)
+    meta = dict(decoded.meta)
     from_name = parse_view_from_name(label)
     for key in ("view", "laterality"):
         meta[key] = meta.get(key) or from_name[key]
-    net_input, geometry = prepare_gray_with_geometry(gray, spec)
-    return PreparedImage(label, gray, net_input, geometry, meta)
+    return PreparedImage(label, decoded.gray, prepared.net_input, prepared.geometry, meta)
 
 
 def _check_file(path: Path) -> None:
@@ -194,14 +217,13 @@ def predict_one(
     *,
     threshold: float | None = None,
     with_heatmap: bool = True,
-) -> dict:
+) -> ExplainedPrediction:
     """Predict one image for the dashboard, with its Grad-CAM heatmap on the decoded image.
 
     Returns:
-        dict with ``file``, ``probability`` (of cancer), ``label`` (1 when probability >=
-        threshold), ``threshold``, ``meta`` (see :class:`PreparedImage`), ``gray`` (the decoded
-        image, float32 (h, w)), ``heatmap`` (float32 (h, w) in [0, 1] on ``gray``, or None),
-        ``net_input`` (H, W, 1) and ``input_heatmap`` ((H, W) on the network input, or None).
+        :class:`ExplainedPrediction`: the :class:`Prediction` (``file`` is the file's name),
+        the header / file-name ``meta``, the decoded image, the network input and, with
+        ``with_heatmap``, the heatmaps on both.
 
     Raises:
         UserError: for an unreadable image or a threshold outside [0, 1].
@@ -209,23 +231,17 @@ def predict_one(
     cut = _threshold(bundle, threshold)
     prepared = prepare_image(source, bundle.spec, name)
     model = _model(bundle)
-    probability = float(_probabilities(model, [prepared.net_input])[0])
-    result = {
-        "file": prepared.name,
-        "probability": probability,
-        "label": int(probability >= cut),
-        "threshold": cut,
-        "meta": prepared.meta,
-        "gray": prepared.gray,
-        "heatmap": None,
-        "net_input": prepared.net_input,
-        "input_heatmap": None,
-    }
-    if with_heatmap:
-        heat = gradcam_heatmap(model, prepared.net_input)
-        result["input_heatmap"] = heat
-        result["heatmap"] = prepared.heatmap_on_image(heat)
-    return result
+    probability = _probabilities(model, [prepared.net_input])[0]
+    result = ExplainedPrediction(
+        _scored(prepared.pending(prepared.name), probability, cut),
+        prepared.meta,
+        prepared.gray,
+        prepared.net_input,
+    )
+    if not with_heatmap:
+        return result
+    heat = gradcam_heatmap(model, prepared.net_input)
+    return replace(result, heatmap=prepared.heatmap_on_image(heat), input_heatmap=heat)
 
 
 # --- Many files ---------------------------------------------------------------------------------
@@ -263,7 +279,7 @@ def iter_predictions(
     batch_size: int = 16,
     threshold: float | None = None,
     on_progress: ProgressCallback | None = None,
-) -> Iterator[dict]:
+) -> Iterator[Prediction]:
     """Like :func:`predict_files`, one result at a time (a batch is predicted at once)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"Batch size must be a whole number of at least 1, got {batch_size!r}.")
@@ -272,12 +288,9 @@ def iter_predictions(
     model, spec = _model(bundle), bundle.spec
     for start in range(0, len(items), batch_size):
         chunk = [_read_for_batch(item, spec) for item in items[start : start + batch_size]]
-        ready = [entry for entry in chunk if "error" not in entry]
-        probabilities = _probabilities(model, [entry.pop("_input") for entry in ready])
-        for entry, probability in zip(ready, probabilities):
-            entry.update(probability=float(probability), threshold=cut)
-            entry["label"] = int(entry["probability"] >= cut)
-        yield from (_ordered(entry) for entry in chunk)
+        probabilities = iter(_probabilities(model, [x for _, x in chunk if x is not None]))
+        for pending, net_input in chunk:
+            yield pending if net_input is None else _scored(pending, next(probabilities), cut)
         if on_progress is not None:
             on_progress(min(start + batch_size, len(items)), len(items))
 
@@ -289,8 +302,8 @@ def predict_files(
     batch_size: int = 16,
     threshold: float | None = None,
     on_progress: ProgressCallback | None = None,
-) -> list[dict]:
-    """Predict many files in batches; unreadable ones become error entries.
+) -> list[Prediction]:
+    """Predict many files in batches; unreadable ones become error results.
 
     Args:
         bundle: a loaded bundle (its model is loaded here when it was not).
@@ -300,9 +313,8 @@ def predict_files(
         on_progress: called as ``on_progress(done, total)`` after each batch.
 
     Returns:
-        One dict per source, in order: ``file``, ``probability`` (of cancer), ``label``
-        (1 when probability >= threshold), ``threshold``, and ``view`` / ``laterality`` when
-        known; or ``file`` and ``error`` (one sentence) for a file that could not be read.
+        One :class:`Prediction` per source, in order (``file`` as given); for a file that
+        could not be read, one whose ``error`` says why.
 
     Raises:
         UserError: for a threshold outside [0, 1] or a bad batch size (not for bad files).
@@ -314,8 +326,9 @@ def predict_files(
     )
 
 
-def _read_for_batch(item: Source, spec: PreprocessSpec) -> dict:
-    """A partial result holding the network input, or an error entry."""
+def _read_for_batch(item: Source, spec: PreprocessSpec) -> tuple[Prediction, np.ndarray | None]:
+    """An unscored prediction and its network input, or an error result and None."""
+    source: str | os.PathLike | bytes
     if isinstance(item, tuple):
         name, source = item
     else:
@@ -323,16 +336,9 @@ def _read_for_batch(item: Source, spec: PreprocessSpec) -> dict:
     try:
         prepared = prepare_image(source, spec, name if isinstance(source, bytes) else "")
     except UserError as exc:
-        return {"file": name, "error": str(exc)}
+        return Prediction(name, error=str(exc)), None
     # Keep only the network input: the decoded image can be 50 MB and is not needed here.
-    entry = {"file": name, "_input": prepared.net_input}
-    entry.update({k: prepared.meta[k] for k in ("view", "laterality") if prepared.meta.get(k)})
-    return entry
-
-
-def _ordered(entry: dict) -> dict:
-    keys = ("file", "probability", "label", "threshold", "view", "laterality", "error")
-    return {k: entry[k] for k in keys if k in entry}
+    return prepared.pending(name), prepared.net_input
 
 
 def _probabilities(model, inputs: list[np.ndarray]) -> np.ndarray:
@@ -364,15 +370,15 @@ def _model(bundle: Bundle):
 BREAST_COLUMNS = ("breast", "views", "probability", "label")
 
 
-def breast_results_df(results: Iterable[dict]) -> pd.DataFrame:
+def breast_results_df(results: Iterable[Prediction]) -> pd.DataFrame:
     """Per-breast and per-woman probabilities from one woman's image results.
 
-    The top screening systems average a breast's views and take the maximum over the two
-    breasts (FIELD_NOTES, "Aggregate per breast and per patient"). Results with an error or
-    without a known laterality are left out.
+    The rule is :func:`bcp_core.evaluation.aggregation.aggregate_predictions_df`'s: the mean
+    of a breast's views, then the maximum over the two breasts, as the top screening systems
+    score a woman. Results with an error or without a known laterality are left out.
 
     Args:
-        results: dicts from :func:`predict_files` for the images of one woman.
+        results: :class:`Prediction` objects from :func:`predict_files` for one woman's images.
 
     Returns:
         DataFrame with columns ``breast`` ("L", "R", then "woman"), ``views`` (the views
@@ -380,30 +386,39 @@ def breast_results_df(results: Iterable[dict]) -> pd.DataFrame:
         (mean of the breast's views; for the woman the maximum over breasts) and ``label``
         (1 when probability >= the results' threshold). Empty when no laterality is known.
     """
-    usable = [r for r in results if "probability" in r and r.get("laterality") in ("L", "R")]
+    usable = [r for r in results if r.ok and r.laterality in ("L", "R")]
     if not usable:
         return pd.DataFrame(columns=list(BREAST_COLUMNS))
-    cut = float(usable[0]["threshold"])
-    rows = []
-    for side in ("L", "R"):
-        own = [r for r in usable if r["laterality"] == side]
-        if own:
-            views = sorted({r.get("view") or "?" for r in own})
-            probability = float(np.mean([r["probability"] for r in own]))
-            rows.append({"breast": side, "views": "+".join(views), "probability": probability})
-    woman = max(rows, key=lambda row: row["probability"])["probability"]
-    sides = "+".join(row["breast"] for row in rows)
-    rows.append({"breast": "woman", "views": sides, "probability": woman})
-    df = pd.DataFrame(rows, columns=list(BREAST_COLUMNS))
+    images = pd.DataFrame(
+        {
+            "patient_id": "woman",
+            "laterality": [r.laterality for r in usable],
+            "label": [r.label for r in usable],
+            "probability": [r.probability for r in usable],
+        }
+    )
+    breasts = aggregate_predictions_df(images, level="breast", how="mean")
+    woman = aggregate_predictions_df(images, level="patient", how="mean_max")
+    views = {
+        side: "+".join(sorted({r.view or "?" for r in usable if r.laterality == side}))
+        for side in breasts["laterality"]
+    }
+    df = pd.DataFrame(
+        {
+            "breast": [*breasts["laterality"], "woman"],
+            "views": [*views.values(), "+".join(views)],
+            "probability": [*breasts["probability"], *woman["probability"]],
+        },
+        columns=list(BREAST_COLUMNS),
+    )
+    cut = usable[0].threshold
+    assert cut is not None  # usable results are scored
     df["label"] = (df["probability"] >= cut).astype(int)
     return df
 
 
-RESULT_COLUMNS = ("file", "probability", "label", "threshold", "view", "laterality", "error")
-
-
-def results_df(results: Iterable[dict]) -> pd.DataFrame:
+def results_df(results: Iterable[Prediction]) -> pd.DataFrame:
     """Prediction results as a table (columns ``RESULT_COLUMNS``; missing values empty)."""
-    df = pd.DataFrame(list(results)).reindex(columns=list(RESULT_COLUMNS))
+    df = pd.DataFrame([r.to_json() for r in results]).reindex(columns=list(RESULT_COLUMNS))
     text = {"file": str, "view": object, "laterality": object, "error": object}
     return df.astype(text).fillna({"view": "", "laterality": "", "error": ""})

@@ -16,25 +16,19 @@ import errno
 import json
 import zipfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from bcp_core.config import PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.fileio import recover_dir, staged_dir, write_json_atomic
-from bcp_core.imaging.preparation import PreprocessSpec
+from bcp_core.model.meta import META_FILE, BundleMeta
 
-BUNDLE_FORMAT = 1
 MODEL_FILE = "model.keras"
-META_FILE = "bundle.json"
 HISTORY_FILE = "history.csv"
 VAL_FILE = "val_predictions.csv"
 VAL_COLUMNS = ("file", "patient_id", "label", "probability", "laterality", "view")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 @dataclass
@@ -42,18 +36,18 @@ class Bundle:
     """A loaded bundle (the Keras model is loaded only when asked for)."""
 
     path: Path
-    meta: dict
+    meta: BundleMeta
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     val_predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
     model: object | None = None
 
     @property
     def spec(self) -> PreprocessSpec:
-        return PreprocessSpec.from_dict(self.meta["preprocessing"])
+        return self.meta.preprocessing
 
     @property
     def threshold(self) -> float:
-        return float(self.meta["threshold"]["value"])
+        return self.meta.threshold.value
 
 
 def _versions() -> dict[str, str]:
@@ -76,14 +70,14 @@ def _write_error(target: Path, exc: OSError) -> UserError:
 
 
 def save_bundle(
-    path: str | Path, model, meta: dict, history: pd.DataFrame, val_predictions: pd.DataFrame
+    path: str | Path, model, meta: BundleMeta, history: pd.DataFrame, val_predictions: pd.DataFrame
 ) -> Path:
     """Write a bundle atomically and return its path.
 
     Args:
         path: the bundle folder (created, or replaced as a whole).
         model: a built keras.Model.
-        meta: the bundle.json content; format version, versions and date are added here.
+        meta: the bundle's metadata; format version, library versions and date are set here.
         history: per-epoch metrics.
         val_predictions: columns ``VAL_COLUMNS``.
 
@@ -91,13 +85,13 @@ def save_bundle(
         UserError: when the parent folder cannot be written (missing, read-only, disk full).
     """
     target = Path(path)
-    meta = {**meta, "format_version": BUNDLE_FORMAT, "saved": now_iso(), "versions": _versions()}
+    meta = meta.stamped(_versions())
     try:
         with staged_dir(target) as tmp:
             model.save(tmp / MODEL_FILE)
             history.to_csv(tmp / HISTORY_FILE, index=False)
             val_predictions.reindex(columns=list(VAL_COLUMNS)).to_csv(tmp / VAL_FILE, index=False)
-            write_json_atomic(tmp / META_FILE, meta)
+            write_json_atomic(tmp / META_FILE, meta.to_json())
     except OSError as exc:
         raise _write_error(target, exc) from exc
     return target
@@ -125,7 +119,7 @@ def resolve_bundle_path(root: str | Path, name: str | Path) -> Path:
     return resolved
 
 
-def read_bundle_meta(path: str | Path) -> dict:
+def read_bundle_meta(path: str | Path) -> BundleMeta:
     """Read and check ``bundle.json``.
 
     Raises:
@@ -143,37 +137,10 @@ def read_bundle_meta(path: str | Path) -> dict:
             "(train a model, or pick the folder a training run wrote)."
         )
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{META_FILE} in {folder} is not valid JSON ({exc}).") from exc
-    if not isinstance(meta, dict) or "format_version" not in meta:
-        raise UserError(f"{META_FILE} in {folder} has no format_version; it is not a bundle.")
-    version = meta["format_version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise UserError(
-            f"{META_FILE} in {folder} has an invalid format_version {version!r}; "
-            "it is not a bundle this software wrote."
-        )
-    if version > BUNDLE_FORMAT:
-        raise UserError(
-            f"{folder} was written by a newer version (bundle format {meta['format_version']!r}, "
-            f"this one reads up to {BUNDLE_FORMAT}); update the software to use it."
-        )
-    for key in ("preprocessing", "threshold", "model_name"):
-        if key not in meta:
-            raise UserError(f"{META_FILE} in {folder} lacks {key!r}; the bundle is incomplete.")
-    value = meta["threshold"].get("value") if isinstance(meta["threshold"], dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise UserError(
-            f"{META_FILE} in {folder} has no valid threshold value (a number from 0 to 1); "
-            "the bundle is damaged: train the model again."
-        )
-    if not isinstance(meta["preprocessing"], dict):
-        raise UserError(
-            f"{META_FILE} in {folder} has no valid preprocessing settings; the bundle is damaged: "
-            "train the model again."
-        )
-    return meta
+    return BundleMeta.from_json(data, where=f"{META_FILE} in {folder}")
 
 
 def load_bundle(path: str | Path, *, with_model: bool = True) -> Bundle:
@@ -229,7 +196,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def update_threshold(path: str | Path, value: float, method: str, note: str = "") -> dict:
+def update_threshold(path: str | Path, value: float, method: str, note: str = "") -> BundleMeta:
     """Store a new decision threshold in a bundle's ``bundle.json`` (atomic).
 
     Raises:
@@ -239,17 +206,9 @@ def update_threshold(path: str | Path, value: float, method: str, note: str = ""
     if not ok or not 0.0 <= float(value) <= 1.0:
         raise UserError(f"A threshold must be a number between 0 and 1, got {value!r}.")
     folder = Path(path)
-    meta = read_bundle_meta(folder)
-    previous = meta.get("threshold", {})
-    meta["threshold"] = {
-        "value": float(value),
-        "method": method,
-        "chosen": now_iso(),
-        "note": note,
-        "previous": {k: v for k, v in previous.items() if k != "previous"},
-    }
+    meta = read_bundle_meta(folder).with_threshold(float(value), method, note)
     try:
-        write_json_atomic(folder / META_FILE, meta)
+        write_json_atomic(folder / META_FILE, meta.to_json())
     except OSError as exc:
         raise _write_error(folder, exc) from exc
     return meta
@@ -286,13 +245,12 @@ def list_bundles_df(root: str | Path) -> pd.DataFrame:
             meta = read_bundle_meta(folder)
         except UserError:
             continue
-        m = meta.get("metrics", {})
+        m = meta.metrics
         rows.append({
-            "bundle": folder.name, "model": meta["model_name"], "status": meta.get("status", ""),
-            "saved": meta.get("saved", ""), "epochs": m.get("best_epoch"),
-            "roc_auc": m.get("roc_auc"), "pr_auc": m.get("pr_auc"),
-            "sensitivity": m.get("sensitivity"), "specificity": m.get("specificity"),
-            "threshold": meta["threshold"].get("value"), "path": str(folder),
+            "bundle": folder.name, "model": meta.model_name, "status": meta.status,
+            "saved": meta.saved, "epochs": m.best_epoch, "roc_auc": m.roc_auc,
+            "pr_auc": m.pr_auc, "sensitivity": m.sensitivity, "specificity": m.specificity,
+            "threshold": meta.threshold.value, "path": str(folder),
         })  # fmt: skip
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values("saved", ascending=False, ignore_index=True)

@@ -1,8 +1,10 @@
 """Streaming ``tf.data`` pipelines over the manifest, and checks of a split.
 
-Images are read from disk batch by batch, through :func:`bcp_core.imaging.preparation.preprocess_image`
-(the same function prediction uses), in parallel, with prefetching; memory holds a few batches,
-never the dataset. Augmentation is applied to the training split only.
+Images are read from disk batch by batch, through
+:func:`bcp_core.imaging.preparation.preprocess_image` (decoding and
+:func:`~bcp_core.imaging.preparation.prepare`, the path prediction takes as well), in parallel,
+with prefetching; memory holds a few batches, never the dataset. Augmentation is applied to the
+training split only.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ def make_loss(
     Args:
         kind: "bce" (binary cross-entropy) or "focal" (binary focal cross-entropy, which
             down-weights the many easy negatives).
-        label_smoothing: In [0, ``MAX_LABEL_SMOOTHING``]: pulls the targets towards 0.5 by this amount.
+        label_smoothing: From 0 to ``MAX_LABEL_SMOOTHING``: pulls the targets towards 0.5
+            by this amount.
         focal_gamma: Focusing parameter of the focal loss, at least 0 (0 gives plain BCE).
 
     Returns:

@@ -1,9 +1,14 @@
-"""The training runner: split, pipelines, model, imbalance handling, callbacks, bundle.
+"""The training runner: split, pipelines, model, imbalance handling, validation, bundle.
 
-One call, :func:`train_model`, does a whole run. The UI and the CLI follow it through progress
-events (plain dicts passed to ``on_event``) and can stop it through a ``threading.Event``; the
-best model so far is written as a bundle after every epoch that improves validation PR-AUC, so a
-stopped, crashed or killed run still leaves the best bundle it reached.
+One call, :func:`train_model`, does a whole run. The UI and the CLI follow it through typed
+progress events (:mod:`bcp_core.model.events`) and can stop it through a ``threading.Event``;
+the best model so far is written as a bundle after every epoch that improves validation PR-AUC,
+so a stopped, crashed or killed run still leaves the best bundle it reached.
+
+The parts are kept apart: :class:`ValidationScorer` scores the validation split after each
+epoch, :class:`ImprovementTracker` only says which epoch improved, :func:`make_bundle_meta`
+turns (settings, split, validation predictions) into the bundle's metadata, and
+:func:`bcp_core.model.bundle.save_bundle` writes it atomically.
 """
 
 from __future__ import annotations
@@ -21,19 +26,19 @@ import keras
 import numpy as np
 import pandas as pd
 
-from bcp_core import config
 from bcp_core.config import TrainConfig
 from bcp_core.data.split import patient_overlap, split_patients
 from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import metrics_at_threshold, ranking_metrics
 from bcp_core.evaluation.thresholds import choose_threshold
 from bcp_core.model.architectures import build_model
-from bcp_core.model.bundle import now_iso, save_bundle
+from bcp_core.model.bundle import save_bundle
 from bcp_core.model.dataset import ReadFailures, balanced_dataset, class_weights, image_dataset
+from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Started, TrainingEvent
 from bcp_core.model.losses import initial_bias, make_loss
+from bcp_core.model.meta import BundleMeta, SplitInfo, ThresholdChoice, ValidationMetrics, now_iso
 
-Event = dict
-EventSink = Callable[[Event], None]
+EventSink = Callable[[TrainingEvent], None]
 
 
 @dataclass
@@ -44,32 +49,29 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     status: str
-    metrics: dict
+    metrics: ValidationMetrics | None
     threshold: float
-    split: dict
+    split: SplitInfo
     read_failures: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
+        """The ``train --json`` object."""
+        m = self.metrics
         return {
             "bundle": str(self.bundle) if self.bundle else None,
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "status": self.status,
-            "val_roc_auc": self.metrics.get("roc_auc"),
-            "val_pr_auc": self.metrics.get("pr_auc"),
-            "val_sensitivity": self.metrics.get("sensitivity"),
-            "val_specificity": self.metrics.get("specificity"),
+            "val_roc_auc": m.roc_auc if m else None,
+            "val_pr_auc": m.pr_auc if m else None,
+            "val_sensitivity": m.sensitivity if m else None,
+            "val_specificity": m.specificity if m else None,
             "threshold": self.threshold,
-            **{
-                k: self.split[k]
-                for k in (
-                    "train_patients",
-                    "val_patients",
-                    "patient_overlap",
-                    "train_images",
-                    "val_images",
-                )
-            },
+            "train_patients": self.split.train_patients,
+            "val_patients": self.split.val_patients,
+            "patient_overlap": self.split.patient_overlap,
+            "train_images": self.split.train_images,
+            "val_images": self.split.val_images,
             "unreadable_images": len(self.read_failures),
         }
 
@@ -82,6 +84,8 @@ class ValidationScorer(keras.callbacks.Callback):
 
     Scoring here (rather than Keras' ``validation_data``) gives the per-image probabilities the
     bundle needs, computes ROC-AUC / PR-AUC exactly with scikit-learn, and skips nothing twice.
+    ``probabilities`` and ``indices`` (rows of the validation manifest; unreadable images are
+    left out) always hold the latest scoring.
     """
 
     def __init__(self, val_ds, labels: np.ndarray) -> None:
@@ -90,20 +94,19 @@ class ValidationScorer(keras.callbacks.Callback):
         self.probabilities = np.array([])
         self.indices = np.array([], dtype=int)
 
-    def score(self) -> tuple[np.ndarray, np.ndarray]:
+    def score(self) -> None:
+        """Predict the validation split with the model's current weights."""
         probs, idx = [], []
         for images, index in self.val_ds:
             probs.append(np.asarray(self.model(images, training=False)).reshape(-1))
             idx.append(index.numpy().astype(int))
-        return np.concatenate(probs) if probs else np.array([]), (
-            np.concatenate(idx) if idx else np.array([], dtype=int)
-        )
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        probabilities, self.indices = self.score()
         # float64 so that the CSV round-trips exactly: a threshold equal to a stored
         # probability must classify that image the same way after reloading (>= convention).
-        self.probabilities = probabilities.astype(np.float64)
+        self.probabilities = (np.concatenate(probs) if probs else np.array([])).astype(np.float64)
+        self.indices = np.concatenate(idx) if idx else np.array([], dtype=int)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.score()
         y = self.labels[self.indices]
         p = np.clip(self.probabilities, 1e-7, 1 - 1e-7)
         ranks = ranking_metrics(y, p)
@@ -112,12 +115,12 @@ class ValidationScorer(keras.callbacks.Callback):
             logs["val_loss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
             logs["val_roc_auc"] = ranks["roc_auc"]
             logs["val_pr_auc"] = ranks["pr_auc"]
-            logs["val_recall"] = at_half["sensitivity"]
-            logs["val_precision"] = at_half["precision"]
+            logs["val_recall"] = at_half.sensitivity
+            logs["val_precision"] = at_half.precision
 
 
 class ProgressReporter(keras.callbacks.Callback):
-    """Emits ``batch`` events (throttled) and ``epoch`` events with metrics and an ETA."""
+    """Emits :class:`BatchEnded` (throttled) and :class:`EpochEnded` events with an ETA."""
 
     def __init__(self, emit: EventSink, epochs: int, steps: int, interval: float = 0.5) -> None:
         super().__init__()
@@ -140,29 +143,21 @@ class ProgressReporter(keras.callbacks.Callback):
             return
         self._last = now
         done = self.epoch * self.steps + batch + 1
+        loss = _num((logs or {}).get("loss"))
         self.emit(
-            {
-                "kind": "batch",
-                "epoch": self.epoch + 1,
-                "epochs": self.epochs,
-                "batch": batch + 1,
-                "steps": self.steps,
-                "loss": _num((logs or {}).get("loss")),
-                "eta_s": self._eta(done),
-            }
+            BatchEnded(self.epoch + 1, self.epochs, batch + 1, self.steps, loss, self._eta(done))
         )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = (epoch + 1) * self.steps
         self.emit(
-            {
-                "kind": "epoch",
-                "epoch": epoch + 1,
-                "epochs": self.epochs,
-                "metrics": {k: _num(v) for k, v in (logs or {}).items()},
-                "eta_s": self._eta(done),
-                "elapsed_s": time.monotonic() - self.start,
-            }
+            EpochEnded(
+                epoch=epoch + 1,
+                epochs=self.epochs,
+                metrics={k: _num(v) for k, v in (logs or {}).items()},
+                eta_s=self._eta(done),
+                elapsed_s=time.monotonic() - self.start,
+            )
         )
 
 
@@ -180,15 +175,19 @@ class StopOnEvent(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class BestBundleWriter(keras.callbacks.Callback):
-    """Keeps the best weights by validation PR-AUC and writes the bundle at each improvement."""
+class ImprovementTracker(keras.callbacks.Callback):
+    """Keeps the history and the best weights by validation PR-AUC; says when an epoch improved.
 
-    def __init__(self, run: _Run) -> None:
+    ``on_improved(epoch)`` (1-based) is called after each improving epoch; what to do then
+    (write the bundle) is the runner's business.
+    """
+
+    def __init__(self, on_improved: Callable[[int], None]) -> None:
         super().__init__()
-        self.run = run
+        self.on_improved = on_improved
         self.best = -math.inf
         self.best_epoch = 0
-        self.best_weights = None
+        self.best_weights: list | None = None
         self.history: list[dict] = []
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -199,7 +198,7 @@ class BestBundleWriter(keras.callbacks.Callback):
         if score > self.best:
             self.best, self.best_epoch = score, epoch + 1
             self.best_weights = self.model.get_weights()
-            self.run.write_bundle(self.model, self.history, epoch + 1, status="running")
+            self.on_improved(epoch + 1)
 
 
 def _num(value) -> float | None:
@@ -210,7 +209,7 @@ def _num(value) -> float | None:
     return out if math.isfinite(out) else None
 
 
-# --- The run ---------------------------------------------------------------------------------
+# --- Bundle metadata ---------------------------------------------------------------------------
 
 
 def data_fingerprint(manifest: pd.DataFrame) -> str:
@@ -219,54 +218,53 @@ def data_fingerprint(manifest: pd.DataFrame) -> str:
     return hashlib.sha256(repr(rows).encode("utf-8")).hexdigest()[:16]
 
 
-@dataclass
-class _Run:
-    """State shared by the runner and its callbacks."""
+def val_predictions_df(
+    val: pd.DataFrame, indices: np.ndarray, probabilities: np.ndarray
+) -> pd.DataFrame:
+    """The bundle's ``val_predictions.csv`` from scored rows of the validation manifest.
 
-    manifest: pd.DataFrame
-    cfg: TrainConfig
-    out_dir: Path
-    split: pd.Series
-    split_info: dict
-    scorer: ValidationScorer | None = None
-    bundle_written: Path | None = None
+    Returns:
+        Columns ``file``, ``patient_id``, ``label``, ``probability``, ``laterality``, ``view``.
+    """
+    return pd.DataFrame({
+        "file": val.loc[indices, "path"].to_numpy(),
+        "patient_id": val.loc[indices, "patient_id"].to_numpy(),
+        "label": val.loc[indices, "label"].astype(int).to_numpy(),
+        "probability": probabilities,
+        "laterality": val.loc[indices, "laterality"].to_numpy(),
+        "view": val.loc[indices, "view"].to_numpy(),
+    })  # fmt: skip
 
-    def val_predictions(self) -> pd.DataFrame:
-        val = self.manifest[self.split == "val"].reset_index(drop=True)
-        idx = self.scorer.indices
-        return pd.DataFrame({
-            "file": val.loc[idx, "path"].to_numpy(),
-            "patient_id": val.loc[idx, "patient_id"].to_numpy(),
-            "label": val.loc[idx, "label"].astype(int).to_numpy(),
-            "probability": self.scorer.probabilities,
-            "laterality": val.loc[idx, "laterality"].to_numpy(),
-            "view": val.loc[idx, "view"].to_numpy(),
-        })  # fmt: skip
 
-    def write_bundle(self, model, history: list[dict], epoch: int, status: str) -> Path:
-        preds = self.val_predictions()
-        y, p = preds["label"].to_numpy(), preds["probability"].to_numpy()
-        threshold = choose_threshold(y, p, self.cfg.threshold_method)
-        at = metrics_at_threshold(y, p, threshold)
-        meta = {
-            "model_name": self.cfg.model,
-            "input": {"height": self.cfg.spec.height, "width": self.cfg.spec.width, "channels": 1},
-            "preprocessing": self.cfg.spec.to_dict(),
-            "class_names": list(config.CLASS_NAMES),
-            "threshold": {
-                "value": threshold,
-                "method": self.cfg.threshold_method,
-                "chosen": now_iso(),
-                "on": "validation images",
-            },
-            "training": self.cfg.to_dict(),
-            "split": self.split_info,
-            "data_fingerprint": data_fingerprint(self.manifest),
-            "metrics": {**ranking_metrics(y, p), **at, "best_epoch": epoch},
-            "status": status,
-        }
-        self.bundle_written = save_bundle(self.out_dir, model, meta, pd.DataFrame(history), preds)
-        return self.bundle_written
+def make_bundle_meta(
+    cfg: TrainConfig,
+    split: SplitInfo,
+    fingerprint: str,
+    predictions: pd.DataFrame,
+    best_epoch: int,
+    status: str,
+) -> BundleMeta:
+    """The bundle's metadata: the threshold chosen on validation and the metrics there."""
+    y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
+    threshold = choose_threshold(y, p, cfg.threshold_method)
+    ranks = ranking_metrics(y, p)
+    return BundleMeta(
+        model_name=cfg.model,
+        preprocessing=cfg.spec,
+        threshold=ThresholdChoice(
+            threshold, cfg.threshold_method, now_iso(), on="validation images"
+        ),
+        training=cfg.to_dict(),
+        split=split,
+        data_fingerprint=fingerprint,
+        metrics=ValidationMetrics(
+            ranks["roc_auc"], ranks["pr_auc"], best_epoch, metrics_at_threshold(y, p, threshold)
+        ),
+        status=status,
+    )
+
+
+# --- The run ---------------------------------------------------------------------------------
 
 
 def check_writable(folder: Path) -> None:
@@ -286,26 +284,28 @@ def check_writable(folder: Path) -> None:
         ) from exc
 
 
-def plan_split(manifest: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.Series, dict]:
+def plan_split(manifest: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.Series, SplitInfo]:
     """Split by patient and check that both classes are on both sides."""
     if manifest.empty:
         raise UserError("The manifest has no usable images; check the data-matching page.")
     split = split_patients(manifest, cfg.val_fraction, seed=cfg.seed)
-    info = {
-        "seed": cfg.seed,
-        "val_fraction": cfg.val_fraction,
-        "patient_overlap": patient_overlap(manifest, split),
-    }
+    counts: dict[str, int] = {}
     for part in ("train", "val"):
         sel = manifest[split == part]
-        info[f"{part}_images"] = len(sel)
-        info[f"{part}_patients"] = int(sel["patient_id"].nunique())
-        info[f"{part}_positives"] = int(sel["label"].sum())
+        counts[f"{part}_images"] = len(sel)
+        counts[f"{part}_patients"] = int(sel["patient_id"].nunique())
+        counts[f"{part}_positives"] = int(sel["label"].sum())
         if sel["label"].nunique() < 2:
             raise UserError(
                 f"The {part} split has no {'cancer' if sel['label'].sum() == 0 else 'non-cancer'} "
                 "images; more patients of each class are needed (or a larger validation share)."
             )
+    info = SplitInfo(
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        patient_overlap=patient_overlap(manifest, split),
+        **counts,
+    )
     return split, info
 
 
@@ -324,41 +324,42 @@ def train_model(
         UserError: for invalid settings or data, before anything is trained.
     """
     cfg.validate()
-    check_writable(Path(out_dir).parent)
-    emit = on_event or (lambda event: None)
+    out_dir = Path(out_dir)
+    check_writable(out_dir.parent)
+    emit: EventSink = on_event or (lambda event: None)
     split, info = plan_split(manifest, cfg)
-    run = _Run(manifest, cfg, Path(out_dir), split, info)
+    fingerprint = data_fingerprint(manifest)
     keras.utils.set_random_seed(cfg.seed)
     failures = ReadFailures()
     train = manifest[split == "train"]
     val = manifest[split == "val"].reset_index(drop=True)
-    train_ds, steps, weights = _training_data(train, cfg, failures)
+    train_ds, steps, weights = training_pipeline(train, cfg, failures)
     val_ds = image_dataset(
         val["path"], np.arange(len(val)), cfg.spec, batch_size=cfg.batch_size, failures=failures
     )
     val_ds = val_ds.map(lambda x, i: (x, keras.ops.cast(i, "int32")))
-    model = _compiled_model(cfg, float(train["label"].mean()))
-    run.scorer = ValidationScorer(val_ds, val["label"].astype(int).to_numpy())
-    writer = BestBundleWriter(run)
+    model = compile_model(cfg, float(train["label"].mean()))
+    scorer = ValidationScorer(val_ds, val["label"].astype(int).to_numpy())
+    written: list[BundleMeta] = []
+
+    def write(best_epoch: int, status: str) -> None:
+        preds = val_predictions_df(val, scorer.indices, scorer.probabilities)
+        meta = make_bundle_meta(cfg, info, fingerprint, preds, best_epoch, status)
+        save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds)
+        written.append(meta)
+
+    tracker = ImprovementTracker(lambda epoch: write(epoch, "running"))
     stopper = StopOnEvent(stop_event or threading.Event())
     early = keras.callbacks.EarlyStopping(monitor="val_pr_auc", mode="max", patience=cfg.patience)
     callbacks = [
-        run.scorer,
-        writer,
+        scorer,
+        tracker,
         ProgressReporter(emit, cfg.epochs, steps),
         stopper,
         early,
         *extra_callbacks,
     ]
-    emit(
-        {
-            "kind": "start",
-            "epochs": cfg.epochs,
-            "steps": steps,
-            "split": info,
-            "config": cfg.to_dict(),
-        }
-    )
+    emit(Started(epochs=cfg.epochs, steps=steps, split=info, config=cfg.to_dict()))
     history = model.fit(
         train_ds,
         epochs=cfg.epochs,
@@ -374,14 +375,26 @@ def train_model(
         if stopper.stopped
         else ("early_stopped" if epochs_run < cfg.epochs else "completed")
     )
-    if writer.best_weights is not None:
-        model.set_weights(writer.best_weights)
-        run.scorer.on_epoch_end(writer.best_epoch - 1)  # predictions of the best weights
-        run.write_bundle(model, writer.history, writer.best_epoch, status=status)
-    return _result(run, writer, epochs_run, status, failures)
+    if tracker.best_weights is not None:
+        model.set_weights(tracker.best_weights)
+        scorer.score()  # the validation predictions of the best weights
+        write(tracker.best_epoch, status)
+    final = written[-1] if written else None
+    result = TrainResult(
+        bundle=out_dir if final else None,
+        epochs_run=epochs_run,
+        best_epoch=tracker.best_epoch,
+        status=status,
+        metrics=final.metrics if final else None,
+        threshold=final.threshold.value if final else float("nan"),
+        split=info,
+        read_failures=dict(failures.messages),
+    )
+    emit(Finished(status, epochs_run, tracker.best_epoch, str(out_dir) if final else None))
+    return result
 
 
-def _training_data(train: pd.DataFrame, cfg: TrainConfig, failures: ReadFailures):
+def training_pipeline(train: pd.DataFrame, cfg: TrainConfig, failures: ReadFailures):
     """Training pipeline, steps per epoch and class weights for the chosen imbalance method."""
     paths, labels = train["path"].tolist(), train["label"].astype(int).tolist()
     if cfg.imbalance == "oversample":
@@ -409,7 +422,8 @@ def _training_data(train: pd.DataFrame, cfg: TrainConfig, failures: ReadFailures
     return ds.repeat(), max(1, math.ceil(len(paths) / cfg.batch_size)), weights
 
 
-def _compiled_model(cfg: TrainConfig, positive_fraction: float):
+def compile_model(cfg: TrainConfig, positive_fraction: float) -> keras.Model:
+    """The run's model, built for ``cfg`` and compiled with its loss, optimiser and metrics."""
     # Unbalanced losses start at the data's prior, so the first epoch is not spent learning it.
     # Class weights make both classes weigh the same (prior 0.5); oversampled batches hold about
     # one cancer image in four, and start from 0.5 as well: that is the setting benchmarked.
@@ -438,25 +452,3 @@ def _compiled_model(cfg: TrainConfig, positive_fraction: float):
         ],
     )
     return model
-
-
-def _result(
-    run: _Run, writer: BestBundleWriter, epochs_run: int, status: str, failures: ReadFailures
-) -> TrainResult:
-    metrics: dict = {}
-    threshold = float("nan")
-    if run.bundle_written is not None:
-        from bcp_core.model.bundle import read_bundle_meta
-
-        meta = read_bundle_meta(run.bundle_written)
-        metrics, threshold = meta["metrics"], meta["threshold"]["value"]
-    return TrainResult(
-        bundle=run.bundle_written,
-        epochs_run=epochs_run,
-        best_epoch=writer.best_epoch,
-        status=status,
-        metrics=metrics,
-        threshold=threshold,
-        split=run.split_info,
-        read_failures=dict(failures.messages),
-    )

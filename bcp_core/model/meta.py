@@ -1,0 +1,284 @@
+"""``bundle.json`` as types: what a trained model is, how it reads images and decides.
+
+:class:`BundleMeta` is the one home of the bundle's metadata contract. It is written by the
+training runner and by a threshold save, and read by the CLI, the threshold and prediction
+pages and the bundle list, always through attributes. :meth:`BundleMeta.from_json` checks what
+it reads from disk and says in one sentence what is wrong with a damaged or foreign file; keys
+it does not know are kept and written back unchanged, so a newer or hand-annotated file loses
+nothing when a threshold is saved.
+
+The JSON layout (format version 1) is unchanged from the first bundles; a bundle written before
+these types existed loads as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from bcp_core.config import CLASS_NAMES, PreprocessSpec
+from bcp_core.errors import UserError
+from bcp_core.evaluation.metrics import Metrics
+
+BUNDLE_FORMAT = 1
+META_FILE = "bundle.json"
+
+
+def now_iso() -> str:
+    """The current UTC time to the second, ISO 8601 (as bundles record it)."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The decision threshold and how it was chosen.
+
+    Attributes:
+        value: a case is called cancer when its probability is >= value.
+        method: the rule or person that chose it ("youden", "manual", "top 10%", ...).
+        chosen: when (ISO 8601, UTC).
+        on: what it was chosen on, e.g. "validation images".
+        note: free text from the person who saved it.
+        previous: the choice it replaced (one level kept), as stored.
+    """
+
+    value: float
+    method: str = ""
+    chosen: str = ""
+    on: str = ""
+    note: str = ""
+    previous: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": self.value, "method": self.method, "chosen": self.chosen}
+        if self.on:
+            out["on"] = self.on
+        if self.note or self.previous is not None:
+            out["note"] = self.note
+        if self.previous is not None:
+            out["previous"] = self.previous
+        return out
+
+    @classmethod
+    def from_json(cls, data: object, where: str) -> ThresholdChoice:
+        value = data.get("value") if isinstance(data, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise UserError(
+                f"{where} has no valid threshold value (a number from 0 to 1); the bundle is "
+                "damaged: train the model again."
+            )
+        assert isinstance(data, dict)
+        previous = data.get("previous")
+        return cls(
+            value=float(value),
+            method=str(data.get("method", "")),
+            chosen=str(data.get("chosen", "")),
+            on=str(data.get("on", "")),
+            note=str(data.get("note", "")),
+            previous=previous if isinstance(previous, dict) else None,
+        )
+
+    def replaced_by(self, value: float, method: str, note: str = "") -> ThresholdChoice:
+        """A new choice made now that remembers this one as ``previous``."""
+        own = {k: v for k, v in self.to_json().items() if k != "previous"}
+        return ThresholdChoice(float(value), method, now_iso(), note=note, previous=own)
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """How the patients were split for training and validation (overlap must be 0)."""
+
+    seed: int
+    val_fraction: float
+    patient_overlap: int
+    train_images: int
+    train_patients: int
+    train_positives: int
+    val_images: int
+    val_patients: int
+    val_positives: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: object) -> SplitInfo | None:
+        """The split, or None when ``data`` lacks a field (it is then kept as it was)."""
+        if not isinstance(data, dict) or any(f.name not in data for f in fields(cls)):
+            return None
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class ValidationMetrics:
+    """The validation scores stored with a bundle: ranking, and everything at its threshold.
+
+    Attributes:
+        roc_auc: ROC-AUC of the validation images (NaN when one class is missing).
+        pr_auc: PR-AUC (average precision).
+        best_epoch: the epoch whose weights the bundle holds.
+        at_threshold: the metrics at the threshold chosen when training ended, or None for
+            a bundle whose file lacks them.
+    """
+
+    roc_auc: float
+    pr_auc: float
+    best_epoch: int | None
+    at_threshold: Metrics | None
+
+    @property
+    def sensitivity(self) -> float:
+        return self.at_threshold.sensitivity if self.at_threshold else math.nan
+
+    @property
+    def specificity(self) -> float:
+        return self.at_threshold.specificity if self.at_threshold else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat layout of ``bundle.json``'s ``metrics``: AUCs, then the metrics, then epoch."""
+        at = self.at_threshold.to_json() if self.at_threshold else {}
+        return {"roc_auc": self.roc_auc, "pr_auc": self.pr_auc, **at, "best_epoch": self.best_epoch}
+
+    @classmethod
+    def from_json(cls, data: object) -> ValidationMetrics:
+        data = data if isinstance(data, dict) else {}
+        names = [f.name for f in fields(Metrics)]
+        at = Metrics(**{k: data[k] for k in names}) if all(k in data for k in names) else None
+        return cls(
+            roc_auc=_number(data.get("roc_auc")),
+            pr_auc=_number(data.get("pr_auc")),
+            best_epoch=data.get("best_epoch"),
+            at_threshold=at,
+        )
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    """Everything ``bundle.json`` says about a trained model.
+
+    Attributes:
+        model_name: the architecture (one of ``config.MODEL_NAMES``).
+        preprocessing: how an image file becomes the network input (training and prediction).
+        threshold: the decision threshold and how it was chosen.
+        training: the training settings (``TrainConfig.to_dict()``), as stored.
+        split: the patient split, or None when the file lacks it.
+        data_fingerprint: a short hash of which images with which labels were used.
+        metrics: validation scores at the time the bundle was written.
+        status: "running" (written during a run), "completed", "early_stopped" or "stopped".
+        class_names: names of label 0 and label 1.
+        channels: channels of the network input (1: grey).
+        format_version: the ``bundle.json`` layout version.
+        saved: when the bundle was written (ISO 8601, UTC).
+        versions: TensorFlow and Keras versions that wrote the model.
+        extra: keys this version does not know, kept as they were.
+    """
+
+    model_name: str
+    preprocessing: PreprocessSpec
+    threshold: ThresholdChoice
+    training: dict[str, Any] = field(default_factory=dict)
+    split: SplitInfo | None = None
+    data_fingerprint: str = ""
+    metrics: ValidationMetrics = field(
+        default_factory=lambda: ValidationMetrics(math.nan, math.nan, None, None)
+    )
+    status: str = ""
+    class_names: tuple[str, ...] = CLASS_NAMES
+    channels: int = 1
+    format_version: int = BUNDLE_FORMAT
+    saved: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_threshold(self, value: float, method: str, note: str = "") -> BundleMeta:
+        """A copy deciding at ``value`` now, remembering the previous choice."""
+        return replace(self, threshold=self.threshold.replaced_by(value, method, note))
+
+    def stamped(self, versions: dict[str, str]) -> BundleMeta:
+        """A copy marked as written now, by this format and these library versions."""
+        return replace(self, format_version=BUNDLE_FORMAT, saved=now_iso(), versions=versions)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``bundle.json`` object (key order as the first bundles wrote it)."""
+        spec = self.preprocessing
+        out: dict[str, Any] = {
+            "model_name": self.model_name,
+            "input": {"height": spec.height, "width": spec.width, "channels": self.channels},
+            "preprocessing": spec.to_dict(),
+            "class_names": list(self.class_names),
+            "threshold": self.threshold.to_json(),
+            "training": self.training,
+            "split": self.split.to_json() if self.split else self.extra.get("split", {}),
+            "data_fingerprint": self.data_fingerprint,
+            "metrics": self.metrics.to_json(),
+            "status": self.status,
+            "format_version": self.format_version,
+            "saved": self.saved,
+            "versions": self.versions,
+        }
+        out.update({k: v for k, v in self.extra.items() if k not in out})
+        return out
+
+    @classmethod
+    def from_json(cls, data: object, where: str = META_FILE) -> BundleMeta:
+        """Check and read a ``bundle.json`` object.
+
+        Args:
+            data: the parsed JSON.
+            where: how to name the file in messages, e.g. "bundle.json in bundles/run-3".
+
+        Raises:
+            UserError: one sentence for a file that is not a bundle this software can use.
+        """
+        if not isinstance(data, dict) or "format_version" not in data:
+            raise UserError(f"{where} has no format_version; it is not a bundle.")
+        version = data["format_version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise UserError(
+                f"{where} has an invalid format_version {version!r}; it is not a bundle this "
+                "software wrote."
+            )
+        if version > BUNDLE_FORMAT:
+            raise UserError(
+                f"{where} was written by a newer version (bundle format {version!r}, this one "
+                f"reads up to {BUNDLE_FORMAT}); update the software to use it."
+            )
+        for key in ("preprocessing", "threshold", "model_name"):
+            if key not in data:
+                raise UserError(f"{where} lacks {key!r}; the bundle is incomplete.")
+        threshold = ThresholdChoice.from_json(data["threshold"], where)
+        if not isinstance(data["preprocessing"], dict):
+            raise UserError(
+                f"{where} has no valid preprocessing settings; the bundle is damaged: train the "
+                "model again."
+            )
+        split = SplitInfo.from_json(data.get("split"))
+        known = {f.name for f in fields(cls)} | {"input"}
+        extra = {k: v for k, v in data.items() if k not in known}
+        if split is None and "split" in data:
+            extra["split"] = data["split"]
+        training = data.get("training")
+        return cls(
+            model_name=str(data["model_name"]),
+            preprocessing=PreprocessSpec.from_dict(data["preprocessing"]),
+            threshold=threshold,
+            training=training if isinstance(training, dict) else {},
+            split=split,
+            data_fingerprint=str(data.get("data_fingerprint", "")),
+            metrics=ValidationMetrics.from_json(data.get("metrics")),
+            status=str(data.get("status", "")),
+            class_names=tuple(data.get("class_names", CLASS_NAMES)),
+            channels=int((data.get("input") or {}).get("channels", 1)),
+            format_version=version,
+            saved=str(data.get("saved", "")),
+            versions=dict(data.get("versions") or {}),
+            extra=extra,
+        )

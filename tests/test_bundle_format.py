@@ -1,0 +1,82 @@
+"""A bundle written by an earlier version loads, reads and predicts exactly as it did.
+
+``tests/fixtures/bundle_format1`` was written by the code before the typed contracts (a seed
+CNN at 32 x 32 trained on synthetic blobs), together with the predictions that code made for
+three images (``expected.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bcp_core.config import PreprocessSpec
+from bcp_core.errors import UserError
+from bcp_core.model.bundle import list_bundles_df, load_bundle, read_bundle_meta, update_threshold
+from bcp_core.model.meta import META_FILE, BundleMeta
+
+FIXTURE = Path(__file__).parent / "fixtures" / "bundle_format1"
+
+
+@pytest.fixture
+def old_bundle(tmp_path) -> Path:
+    copy = tmp_path / "bundles" / "old"
+    shutil.copytree(FIXTURE / "bundle", copy)
+    return copy
+
+
+def raw_meta(folder: Path) -> dict:
+    return json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+
+
+def test_old_bundle_json_round_trips_through_the_typed_metadata(old_bundle):
+    raw = raw_meta(old_bundle)
+    meta = BundleMeta.from_json(raw)
+    assert meta.to_json() == raw
+    assert list(meta.to_json()) == list(raw)  # same key order as the file
+
+
+def test_old_bundle_reads_as_typed_metadata(old_bundle):
+    meta = read_bundle_meta(old_bundle)
+    assert meta.model_name == "seed_cnn"
+    assert meta.preprocessing == PreprocessSpec(height=32, width=32)
+    assert meta.threshold.method == "youden" and 0 < meta.threshold.value < 1
+    assert meta.split is not None and meta.split.patient_overlap == 0
+    at = meta.metrics.at_threshold
+    assert at is not None and at.threshold == meta.threshold.value
+    assert at.tp + at.fn == meta.split.val_positives
+
+
+def test_saving_a_threshold_keeps_every_other_key(old_bundle):
+    before = raw_meta(old_bundle)
+    update_threshold(old_bundle, 0.3, "manual", note="test")
+    after = raw_meta(old_bundle)
+    assert after["threshold"]["value"] == 0.3
+    assert after["threshold"]["previous"]["value"] == before["threshold"]["value"]
+    assert {k: v for k, v in after.items() if k != "threshold"} == {
+        k: v for k, v in before.items() if k != "threshold"
+    }
+
+
+def test_unknown_keys_survive_a_threshold_save(old_bundle):
+    raw = raw_meta(old_bundle) | {"site_note": {"reader": "A"}}
+    (old_bundle / META_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    update_threshold(old_bundle, 0.4, "manual")
+    assert raw_meta(old_bundle)["site_note"] == {"reader": "A"}
+
+
+def test_old_bundle_is_listed(old_bundle):
+    listed = list_bundles_df(old_bundle.parent)
+    row = listed.iloc[0]
+    assert row["bundle"] == "old" and row["model"] == "seed_cnn"
+    assert row["threshold"] == raw_meta(old_bundle)["threshold"]["value"]
+
+
+def test_a_bundle_json_of_a_newer_format_is_refused(old_bundle):
+    raw = raw_meta(old_bundle) | {"format_version": 99}
+    (old_bundle / META_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(UserError, match="newer version"):
+        load_bundle(old_bundle, with_model=False)
