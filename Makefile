@@ -44,8 +44,10 @@ run: install demo demo-bundle
 test: install-dev
 	$(PY) -m pytest
 
+# Lint, format check and the type checker (mypy over bcp_core, bcp_demo and dashboard: the typed
+# contracts and every module that reads them). CI runs it before the tests.
 lint: install-dev
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
 
 bench: install
 	$(PY) bench/bench_ingest.py
