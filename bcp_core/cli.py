@@ -193,9 +193,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     r, m, ci = report.result, report.at, report.intervals
     print(f"Bundle {args.bundle}: {r.n} validation {args.level}s, {r.n_positive} with cancer")
     print(f"  threshold    {report.threshold.value:.4f} ({report.threshold.method})")
-    sensitivity = _with_interval(m.sensitivity, ci["sensitivity_ci"])
+    sensitivity = _with_interval(m.sensitivity, ci.sensitivity_ci)
     print(f"  sensitivity  {sensitivity}   ({m.tp} of {m.tp + m.fn} cancers found)")
-    specificity = _with_interval(m.specificity, ci["specificity_ci"])
+    specificity = _with_interval(m.specificity, ci.specificity_ci)
     print(f"  specificity  {specificity}   ({m.fp} false alarms)")
     for name, value in (("precision", m.precision), ("npv", m.npv), ("f1", m.f1)):
         print(f"  {name:<12} {'n/a' if value != value else f'{value:.3f}'}")

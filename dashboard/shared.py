@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -23,7 +24,7 @@ from bcp_core.model.bundle import Bundle, list_bundles_df, load_bundle
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
 KEY_BUNDLE = "bundle"
-#: The threshold chosen on the threshold page: {"bundle": path, "value": float, "method": str}.
+#: Session-state key of the :class:`ChosenThreshold` (threshold page -> prediction page).
 KEY_THRESHOLD = "shared_threshold"
 #: Environment variables that set the data root and the bundles folder.
 ENV_DATA_ROOT = "BCP_DATA_ROOT"
@@ -120,6 +121,15 @@ def current_bundle() -> Bundle | None:
         raise
 
 
+@dataclass(frozen=True)
+class ChosenThreshold:
+    """The threshold chosen on the threshold page, for the prediction page (session state)."""
+
+    bundle: str
+    value: float
+    method: str
+
+
 def shared_threshold(bundle: Bundle) -> tuple[float, str]:
     """The threshold the user chose on the threshold page for this bundle, else the saved one.
 
@@ -127,8 +137,8 @@ def shared_threshold(bundle: Bundle) -> tuple[float, str]:
         ``(value, where)`` where ``where`` says which it is, for display.
     """
     chosen = st.session_state.get(KEY_THRESHOLD)
-    if chosen and chosen.get("bundle") == str(bundle.path):
-        return float(chosen["value"]), f"chosen on the threshold page ({chosen['method']})"
+    if isinstance(chosen, ChosenThreshold) and chosen.bundle == str(bundle.path):
+        return chosen.value, f"chosen on the threshold page ({chosen.method})"
     return bundle.threshold, f"saved with the bundle ({bundle.meta.threshold.method})"
 
 

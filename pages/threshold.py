@@ -13,7 +13,7 @@ from bcp_core.plots import (
     plot_probability_histogram,
     plot_roc,
 )
-from dashboard.shared import KEY_THRESHOLD, current_bundle, shown
+from dashboard.shared import KEY_THRESHOLD, ChosenThreshold, current_bundle, shown
 from dashboard.widgets import (
     gallery,
     metric_with_interval,
@@ -81,7 +81,7 @@ else:
     top = st.slider("Flag the top N% of images", 1.0, 50.0, 10.0, 0.5, key="thr_top")
     threshold, method = threshold_for_top_percent(result.y_prob, top), f"top {top:g}%"
 # Shared with the prediction page.
-st.session_state[KEY_THRESHOLD] = {"bundle": str(bundle.path), "value": threshold, "method": method}
+st.session_state[KEY_THRESHOLD] = ChosenThreshold(str(bundle.path), float(threshold), method)
 
 m, ci = result.at(threshold), result.intervals_at(threshold)
 cols = st.columns(6)
@@ -89,14 +89,14 @@ metric_with_interval(
     cols[0],
     "Sensitivity",
     m.sensitivity,
-    ci["sensitivity_ci"],
+    ci.sensitivity_ci,
     f"{m.tp} of {m.tp + m.fn} cancers found",
 )
 metric_with_interval(
     cols[1],
     "Specificity",
     m.specificity,
-    ci["specificity_ci"],
+    ci.specificity_ci,
     f"{m.fp} false alarms among {m.tn + m.fp}",
 )
 metric_with_interval(cols[2], "PPV", m.precision, None, "Cancers among those flagged")

@@ -101,7 +101,7 @@ def test_one_class_gives_nan_aucs_and_empty_curves_without_warning():
         boot = res.intervals_at(0.5)
     assert np.isnan(res.roc_auc) and np.isnan(res.pr_auc) and np.isnan(res.roc_auc_ci[0])
     assert res.roc_fpr.size == 0 and res.pr_precision.size == 0 and res.n_boot_used == 0
-    assert np.isnan(res.at(0.5).sensitivity) and boot["n_used"] == 0
+    assert np.isnan(res.at(0.5).sensitivity) and boot.n_used == 0
     assert not recs.set_index("name").loc["youden", "met"]
     assert not recs.set_index("name").loc["sensitivity_target", "met"]
     assert thresholds.choose_threshold(y, p) == 0.5
@@ -239,8 +239,9 @@ def test_intervals_contain_the_point_estimates(result):
     assert result.n_boot_used == 200
     out = result.intervals_at(0.45)
     for name in ("sensitivity", "specificity"):
-        assert out[f"{name}_ci"][0] <= out[name] <= out[f"{name}_ci"][1]
-        assert out[f"{name}_wilson"][0] <= out[name] <= out[f"{name}_wilson"][1]
+        value = getattr(out, name)
+        assert getattr(out, f"{name}_ci")[0] <= value <= getattr(out, f"{name}_ci")[1]
+        assert getattr(out, f"{name}_wilson")[0] <= value <= getattr(out, f"{name}_wilson")[1]
 
 
 def test_intervals_at_is_cached_per_count_interval(result):
@@ -248,7 +249,7 @@ def test_intervals_at_is_cached_per_count_interval(result):
     u = np.unique(result.y_prob)
     first = result.intervals_at(u[10])
     again = result.intervals_at((u[9] + u[10]) / 2)  # same counts as u[10]
-    assert len(result._cache) == 1 and first["sensitivity_ci"] == again["sensitivity_ci"]
+    assert len(result._cache) == 1 and first.sensitivity_ci == again.sensitivity_ci
 
 
 def test_intervals_narrow_as_n_grows():

@@ -30,6 +30,27 @@ from bcp_core.evaluation.metrics import (
 from bcp_core.evaluation.thresholds import counts_at, recommend_rules
 
 
+@dataclass(frozen=True)
+class SensSpecIntervals:
+    """Sensitivity and specificity at one threshold with their intervals.
+
+    Attributes:
+        sensitivity_ci, specificity_ci: bootstrap (low, high), patients resampled when known.
+        sensitivity_wilson, specificity_wilson: Wilson (low, high), images as independent.
+        n_boot, n_used: resamples asked for and usable (both classes present).
+    """
+
+    threshold: float
+    sensitivity: float
+    specificity: float
+    sensitivity_ci: tuple[float, float]
+    specificity_ci: tuple[float, float]
+    sensitivity_wilson: tuple[float, float]
+    specificity_wilson: tuple[float, float]
+    n_boot: int
+    n_used: int
+
+
 @dataclass(eq=False)
 class EvaluationResult:
     """Everything about one set of predictions, computed once; see `evaluate`.
@@ -81,14 +102,10 @@ class EvaluationResult:
         tp, fp, tn, fn = (int(c) for c in counts_at(self._pos, self._neg, threshold))
         return Metrics.from_counts(tp, fp, tn, fn, threshold, beta)
 
-    def intervals_at(self, threshold: float) -> dict:
+    def intervals_at(self, threshold: float) -> SensSpecIntervals:
         """Bootstrap and Wilson intervals for sensitivity and specificity at ``threshold``.
 
-        Returns:
-            ``threshold``, ``sensitivity``, ``specificity``, their bootstrap intervals
-            ``sensitivity_ci`` / ``specificity_ci`` (patients resampled when known), Wilson
-            intervals ``sensitivity_wilson`` / ``specificity_wilson`` (images as independent),
-            ``n_boot``, ``n_used``. Cached per threshold.
+        The bootstrap is cached per threshold interval (thresholds with the same counts).
         """
         threshold = check_threshold(threshold)
         key = int(np.searchsorted(self.thresholds, threshold, side="left"))  # same counts
@@ -104,17 +121,17 @@ class EvaluationResult:
             )
             self._cache[key] = boot
         boot, m = self._cache[key], self.at(threshold)
-        return {
-            "threshold": threshold,
-            "sensitivity": m.sensitivity,
-            "specificity": m.specificity,
-            "sensitivity_ci": boot["sensitivity"],
-            "specificity_ci": boot["specificity"],
-            "sensitivity_wilson": intervals.wilson_interval(m.tp, m.tp + m.fn, self.confidence),
-            "specificity_wilson": intervals.wilson_interval(m.tn, m.tn + m.fp, self.confidence),
-            "n_boot": boot["n_boot"],
-            "n_used": boot["n_used"],
-        }
+        return SensSpecIntervals(
+            threshold=threshold,
+            sensitivity=m.sensitivity,
+            specificity=m.specificity,
+            sensitivity_ci=boot["sensitivity"],
+            specificity_ci=boot["specificity"],
+            sensitivity_wilson=intervals.wilson_interval(m.tp, m.tp + m.fn, self.confidence),
+            specificity_wilson=intervals.wilson_interval(m.tn, m.tn + m.fp, self.confidence),
+            n_boot=boot["n_boot"],
+            n_used=boot["n_used"],
+        )
 
     def recommendations(self, **params) -> pd.DataFrame:
         """Recommended thresholds (see `recommend_thresholds` for the rules and ``params``).

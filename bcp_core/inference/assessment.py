@@ -15,7 +15,7 @@ import pandas as pd
 from bcp_core.errors import UserError
 from bcp_core.evaluation.aggregation import aggregate_predictions_df
 from bcp_core.evaluation.metrics import Metrics
-from bcp_core.evaluation.result import EvaluationResult, evaluate
+from bcp_core.evaluation.result import EvaluationResult, SensSpecIntervals, evaluate
 from bcp_core.model.bundle import Bundle
 from bcp_core.model.meta import ThresholdChoice
 
@@ -89,7 +89,7 @@ class BundleReport:
     result: EvaluationResult
     threshold: ThresholdChoice
     at: Metrics
-    intervals: dict
+    intervals: SensSpecIntervals
 
     def to_json(self) -> dict:
         """The ``evaluate --json`` object (non-finite numbers become null)."""
@@ -115,8 +115,8 @@ class BundleReport:
             "fp": m.fp,
             "tn": m.tn,
             "fn": m.fn,
-            "sensitivity_ci": list(self.intervals["sensitivity_ci"]),
-            "specificity_ci": list(self.intervals["specificity_ci"]),
+            "sensitivity_ci": list(self.intervals.sensitivity_ci),
+            "specificity_ci": list(self.intervals.specificity_ci),
             "brier": r.brier,
             "n": r.n,
             "n_positive": r.n_positive,
