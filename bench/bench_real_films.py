@@ -4,8 +4,9 @@ Data. A folder of real films (``--films DIR`` or the environment variable ``BCP_
 with ``malignant/`` and ``benign/`` sub-folders of JPGs named ``<woman>_<image>_png.rf.<hash>.jpg``
 (for example the ``data/`` folder of the public GitHub repository kodekloudhub/PyTorch, which
 appears to derive from the RSNA screening mammography challenge, research use only: 1,158 +
-2,225 images of 963 women, 640 x 640). Nothing is downloaded and no image is copied: every file this script lays
-out is a hard link to the original. Things to keep in mind when reading the numbers:
+2,225 images of 963 women, 640 x 640). Nothing is downloaded and no image is copied: every
+file this script lays out is a hard link to the original. Things to keep in mind when reading
+the numbers:
 
 * "benign" means no cancer was found at screening, not a proven benign lesion;
 * labels are per image; 19 women have images in both folders, and a woman counts as positive
