@@ -126,7 +126,15 @@ class DemoConfig:
 
 # --- Models and training ------------------------------------------------------------------
 
-MODEL_NAMES = ("seed_cnn", "default_cnn", "resnet50", "vgg19", "inceptionv3", "efficientnetb0")
+MODEL_NAMES = (
+    "seed_cnn",
+    "default_cnn",
+    "mil_cnn",
+    "resnet50",
+    "vgg19",
+    "inceptionv3",
+    "efficientnetb0",
+)
 TRANSFER_MODELS = ("resnet50", "vgg19", "inceptionv3", "efficientnetb0")
 DEFAULT_MODEL = "default_cnn"
 #: Values of ``weights`` besides a file path.
@@ -169,6 +177,10 @@ class PreprocessSpec:
             512 px for a 320 px input (4x fewer pixels) while the crop to the breast still keeps
             more pixels than the network needs. Stored so prediction decodes exactly as
             training did.
+        invert: undo an inverted grey scale: a film whose border is mostly bright (air shown
+            white, as when a MONOCHROME1 image is exported without its inversion) is inverted
+            before anything else, so cropping and orienting see the breast as bright on dark.
+            Bundles written before this setting existed lack it and read as False.
     """
 
     height: int = DEFAULT_IMAGE_SIZE[0]
@@ -176,6 +188,7 @@ class PreprocessSpec:
     crop: bool = True
     orient: bool = True
     decode_margin: float = 1.25
+    invert: bool = True
 
     def validate(self) -> PreprocessSpec:
         """Return self, or raise UserError for a size no network can use."""
@@ -186,15 +199,27 @@ class PreprocessSpec:
                 )
         if not 1.0 <= float(self.decode_margin) <= 8.0:
             raise UserError(f"Decode margin must be from 1 to 8, got {self.decode_margin!r}.")
+        for name, flag in (("crop", self.crop), ("orient", self.orient), ("invert", self.invert)):
+            if not isinstance(flag, bool):
+                raise UserError(f"The preprocessing setting {name} must be true or false.")
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The ``preprocessing`` object of ``bundle.json``.
+
+        ``invert`` is written only when on, so a bundle of the first format (which never
+        inverted) writes back exactly as it was read.
+        """
+        out = asdict(self)
+        if not self.invert:
+            del out["invert"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessSpec:
-        fields = ("height", "width", "crop", "orient", "decode_margin")
+        fields = ("height", "width", "crop", "orient", "decode_margin", "invert")
         known = {k: data[k] for k in fields if k in data}
+        known.setdefault("invert", False)  # bundles from before the setting never inverted
         return cls(**known).validate()
 
 

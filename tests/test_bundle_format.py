@@ -15,6 +15,7 @@ import pytest
 
 from bcp_core.config import PreprocessSpec
 from bcp_core.errors import UserError
+from bcp_core.inference.predict import predict_files, predict_one
 from bcp_core.model.bundle import list_bundles_df, load_bundle, read_bundle_meta, update_threshold
 from bcp_core.model.meta import META_FILE, BundleMeta
 
@@ -42,7 +43,7 @@ def test_old_bundle_json_round_trips_through_the_typed_metadata(old_bundle):
 def test_old_bundle_reads_as_typed_metadata(old_bundle):
     meta = read_bundle_meta(old_bundle)
     assert meta.model_name == "seed_cnn"
-    assert meta.preprocessing == PreprocessSpec(height=32, width=32)
+    assert meta.preprocessing == PreprocessSpec(height=32, width=32, invert=False)
     assert meta.threshold.method == "youden" and 0 < meta.threshold.value < 1
     assert meta.split is not None and meta.split.patient_overlap == 0
     at = meta.metrics.at_threshold
@@ -80,3 +81,19 @@ def test_a_bundle_json_of_a_newer_format_is_refused(old_bundle):
     (old_bundle / META_FILE).write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(UserError, match="newer version"):
         load_bundle(old_bundle, with_model=False)
+
+
+def test_old_bundle_predicts_as_it_did(old_bundle):
+    expected = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
+    bundle = load_bundle(old_bundle)
+    files = [FIXTURE / "images" / e["file"] for e in expected["predict_files"]]
+    results = predict_files(bundle, files)
+    for got, want in zip(results, expected["predict_files"], strict=True):
+        assert got.probability == pytest.approx(want["probability"], abs=1e-6)
+        assert (got.label, got.threshold) == (want["label"], want["threshold"])
+        assert (got.view, got.laterality) == (want["view"], want["laterality"])
+    one = predict_one(bundle, files[0])
+    assert one.prediction.probability == pytest.approx(
+        expected["predict_one_probability"], abs=1e-6
+    )
+    assert one.heatmap is not None and one.heatmap.shape == one.gray.shape

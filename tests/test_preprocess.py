@@ -15,6 +15,7 @@ from bcp_core.imaging.preparation import (
     breast_bbox,
     chest_wall_on_right,
     fit_to_size,
+    looks_inverted,
     prepare,
     preprocess_image,
 )
@@ -180,3 +181,39 @@ def test_spec_validation_and_round_trip():
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(UserError, match="Image height must be a whole number from 32 to 4096"):
         PreprocessSpec(10, 80).validate()
+
+
+# --- An inverted grey scale ---------------------------------------------------------------------
+
+
+def breast_on_black(seed: int = 0) -> np.ndarray:
+    """A right-side breast-like half disc (chest wall on the right) on a black background."""
+    from tests.conftest import blob_image
+
+    return blob_image(True, np.random.default_rng(seed), size=(96, 72))[:, ::-1] / 255.0
+
+
+def test_an_inverted_film_is_seen_and_prepared_like_the_original():
+    gray = breast_on_black().astype(np.float32)
+    assert not looks_inverted(gray) and looks_inverted(1.0 - gray)
+    spec = PreprocessSpec(64, 48)
+    plain, undone = prepare(gray, spec), prepare(1.0 - gray, spec)
+    assert undone.inverted and not plain.inverted
+    assert undone.geometry == plain.geometry  # same flip, crop and placement
+    np.testing.assert_allclose(undone.net_input, plain.net_input, atol=1e-6)
+
+
+def test_inversion_can_be_switched_off_and_blank_images_are_left_alone():
+    inverted = 1.0 - breast_on_black().astype(np.float32)
+    assert not prepare(inverted, PreprocessSpec(64, 48, invert=False)).inverted
+    for blank in (np.ones((40, 30), np.float32), np.zeros((40, 30), np.float32)):
+        assert not looks_inverted(blank)
+
+
+def test_bundles_from_before_the_invert_setting_never_invert():
+    legacy = {"height": 64, "width": 48, "crop": True, "orient": True, "decode_margin": 1.25}
+    spec = PreprocessSpec.from_dict(legacy)
+    assert spec.invert is False and spec.to_dict() == legacy  # written back unchanged
+    assert PreprocessSpec(64, 48).to_dict()["invert"] is True  # new bundles record it
+    with pytest.raises(UserError, match="invert must be true or false"):
+        PreprocessSpec(64, 48, invert="yes").validate()  # type: ignore[arg-type]

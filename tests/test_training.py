@@ -81,6 +81,7 @@ def test_bundle_json_records_what_prediction_needs(trained):
         "crop": True,
         "orient": True,
         "decode_margin": 1.25,
+        "invert": True,  # new bundles undo an inverted grey scale
     }
     assert meta["versions"]["keras"] == keras.__version__
     assert meta["split"]["patient_overlap"] == 0 and meta["data_fingerprint"]

@@ -1,8 +1,9 @@
 """The preparation of one mammogram: the same function at training and at prediction.
 
-decode (reduced-scale JPEG decoding) -> orient (a right breast is mirrored so that every chest
-wall is on the left) -> crop to the breast (found on the oriented image) -> aspect-preserving,
-antialiased resize -> pad to H x W -> float32 (H, W, 1) in [0, 1].
+decode (reduced-scale JPEG decoding) -> undo an inverted grey scale -> orient (a right breast
+is mirrored so that every chest wall is on the left) -> crop to the breast (found on the
+oriented image) -> aspect-preserving, antialiased resize -> pad to H x W -> float32 (H, W, 1)
+in [0, 1].
 
 :func:`prepare` makes each of these decisions once and records it in a :class:`Geometry`, so
 that prediction can map a heatmap back onto the decoded image without deciding anything again.
@@ -40,6 +41,10 @@ __all__ = [
 _BACKGROUND_LEVEL = 0.08
 #: The mask for cropping is computed on an image about this many pixels high (speed).
 _MASK_HEIGHT = 256
+#: An image whose border median is above this grey level has an inverted grey scale...
+_INVERTED_BORDER = 0.5
+#: ...provided something in it is darker than the border by at least this much (not blank).
+_INVERTED_CONTRAST = 0.25
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,12 @@ class Prepared:
     Attributes:
         net_input: float32 (H, W, 1) in [0, 1].
         geometry: the flip, crop and placement that made it (see :class:`Geometry`).
+        inverted: the grey scale was inverted first (see :func:`looks_inverted`).
     """
 
     net_input: np.ndarray
     geometry: Geometry
+    inverted: bool = False
 
 
 def breast_bbox(gray: np.ndarray) -> tuple[int, int, int, int]:
@@ -113,6 +120,23 @@ def breast_bbox(gray: np.ndarray) -> tuple[int, int, int, int]:
     if (bottom - top) < 8 or (right - left) < 8:
         return 0, h, 0, w
     return int(top), int(bottom), int(left), int(right)
+
+
+def looks_inverted(gray: np.ndarray) -> bool:
+    """True when the image's border is mostly bright: air shown white, an inverted grey scale.
+
+    In a mammogram the air around the breast is the darkest part of the film, and it fills
+    most of the image's border (the breast touches at most the chest-wall side). A border whose
+    median is above mid-grey therefore means the grey scale is inverted, as when a MONOCHROME1
+    image is exported without its inversion. Blank or uniform images are left alone.
+    """
+    h, w = gray.shape
+    band = max(1, min(h, w) // 20)
+    border = np.concatenate(
+        [gray[:band].ravel(), gray[-band:].ravel(), gray[:, :band].ravel(), gray[:, -band:].ravel()]
+    )
+    median = float(np.median(border))
+    return median > _INVERTED_BORDER and float(gray.min()) < median - _INVERTED_CONTRAST
 
 
 def chest_wall_on_right(gray: np.ndarray) -> bool:
@@ -146,17 +170,21 @@ def fit_to_size(gray: np.ndarray, height: int, width: int) -> tuple[np.ndarray, 
 
 
 def prepare(gray: np.ndarray, spec: PreprocessSpec) -> Prepared:
-    """Orient, crop, resize and pad a decoded grey image, recording each decision.
+    """Invert, orient, crop, resize and pad a decoded grey image, recording each decision.
 
-    Orientation comes first: a breast whose chest wall is on the right is mirrored, and the
-    crop box is found on the mirrored image (it is recorded in the decoded image's own
-    coordinates).
+    An inverted grey scale is undone first (when ``spec.invert``), since cropping and
+    orienting look for the breast as bright on dark. Then a breast whose chest wall is on the
+    right is mirrored, and the crop box is found on the mirrored image (it is recorded in the
+    decoded image's own coordinates).
 
     Returns:
         :class:`Prepared`: the network input, float32 (H, W, 1) in [0, 1], and its
         :class:`Geometry`.
     """
     h, w = gray.shape
+    inverted = bool(spec.invert and looks_inverted(gray))
+    if inverted:
+        gray = 1.0 - gray
     flipped = bool(spec.orient and chest_wall_on_right(gray))
     oriented = gray[:, ::-1] if flipped else gray
     top, bottom, left, right = breast_bbox(oriented) if spec.crop else (0, h, 0, w)
@@ -166,7 +194,7 @@ def prepare(gray: np.ndarray, spec: PreprocessSpec) -> Prepared:
     if flipped:  # the box was found on the mirrored image
         left, right = w - right, w - left
     geometry = Geometry((h, w), flipped, (int(top), int(bottom), int(left), int(right)), placement)
-    return Prepared(np.clip(fitted, 0.0, 1.0)[..., None], geometry)
+    return Prepared(np.clip(fitted, 0.0, 1.0)[..., None], geometry, inverted)
 
 
 def decode_size(spec: PreprocessSpec) -> tuple[int, int]:

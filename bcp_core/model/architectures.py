@@ -43,6 +43,11 @@ SEED_CNN_DROPOUT = 0.5
 DEFAULT_CNN_STEM_FILTERS = 24
 DEFAULT_CNN_STEM_KERNEL = 5
 DEFAULT_CNN_STAGE_FILTERS = (32, 64, 128, 192)
+#: Multiple-instance CNN: stem width, then one stage per entry; the first three end in a 2x2
+#: max pool, the last keeps the resolution (stride 16: a 512 x 416 input gives 32 x 26 patches).
+MIL_CNN_STAGE_FILTERS = (24, 48, 96, 128)
+#: Width of the gated attention that weighs the patches.
+MIL_ATTENTION_UNITS = 64
 #: BatchNorm momentum of the product's CNN. Keras' 0.99 needs hundreds of steps before the
 #: moving statistics used at inference catch up; a few hundred images give ~20 steps an epoch,
 #: so validation scores would lag far behind training for many epochs.
@@ -53,6 +58,7 @@ DEFAULT_CNN_BN_MOMENTUM = 0.9
 MIN_IMAGE_SIDE = {
     "seed_cnn": 32,
     "default_cnn": 32,
+    "mil_cnn": 32,
     "resnet50": 32,
     "vgg19": 32,
     "inceptionv3": 75,
@@ -257,6 +263,69 @@ def build_default_cnn_model(
         x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="2")
     outputs = _classification_head(x, dropout=dropout, output_bias=output_bias)
     return keras.Model(inputs, outputs, name="default_cnn")
+
+
+def build_mil_cnn_model(
+    image_size: Sequence[int],
+    *,
+    dropout: float = DEFAULT_DROPOUT,
+    output_bias: float | None = None,
+) -> keras.Model:
+    """A multiple-instance CNN for small findings in large images.
+
+    The image is a bag of overlapping patches: a fully convolutional trunk (the default CNN's
+    blocks, widths ``MIL_CNN_STAGE_FILTERS``, stopping at stride 16 so a patch stays small)
+    gives one feature vector per patch; gated attention (Ilse et al., 2018) weighs the
+    patches, and the attention-weighted sum is joined by the strongest response of each
+    feature (global max). A lesion of a few millimetres then speaks through the patches that
+    hold it instead of being averaged with the whole breast. Built from standard Keras layers
+    only, so it saves and loads in safe mode; ``feature_map`` (the patch grid) serves Grad-CAM
+    and ``attention`` is the per-patch weight map.
+
+    Args:
+        image_size: (height, width) in pixels, at least 32 each.
+        dropout: Dropout rate before the output unit, in [0, 1).
+        output_bias: Initial bias of the output unit (see :func:`initial_bias`).
+
+    Returns:
+        The uncompiled model, named "mil_cnn".
+    """
+    height, width = _check_image_size("mil_cnn", image_size)
+    _check_dropout(dropout)
+    _check_output_bias(output_bias)
+    inputs = _image_input(height, width)
+    x = _conv_bn_relu(
+        inputs,
+        MIL_CNN_STAGE_FILTERS[0],
+        prefix="stem",
+        kernel_size=DEFAULT_CNN_STEM_KERNEL,
+        strides=2,
+    )
+    last = len(MIL_CNN_STAGE_FILTERS)
+    for stage, filters in enumerate(MIL_CNN_STAGE_FILTERS, start=1):
+        if stage < last:  # the last stage keeps the resolution: stride 16 in all
+            x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="1")
+        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="2")
+    x = keras.layers.Identity(name=FEATURE_MAP_LAYER)(x)
+    rows, cols, channels = x.shape[1], x.shape[2], x.shape[3]
+    patches = keras.layers.Reshape((rows * cols, channels), name="patches")(x)
+    gate_v = keras.layers.Dense(MIL_ATTENTION_UNITS, activation="tanh", name="attention_v")(patches)
+    gate_u = keras.layers.Dense(MIL_ATTENTION_UNITS, activation="sigmoid", name="attention_u")(
+        patches
+    )
+    gated = keras.layers.Multiply(name="attention_gate")([gate_v, gate_u])
+    scores = keras.layers.Dense(1, name="attention_score")(gated)
+    weights = keras.layers.Softmax(axis=1, name="attention")(scores)
+    weighted = keras.layers.Multiply(name="weighted_patches")([patches, weights])
+    mean = keras.layers.GlobalAveragePooling1D(name="weighted_mean")(weighted)
+    # mean of (weight x patch) times the number of patches: the attention-weighted sum
+    bag = keras.layers.Rescaling(float(rows * cols), name="weighted_sum")(mean)
+    strongest = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    pooled = keras.layers.Concatenate(name="pooled")([bag, strongest])
+    pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
+    outputs = _probability_layer(output_bias)(pooled)
+    return keras.Model(inputs, outputs, name="mil_cnn")
 
 
 # --- Transfer learning ----------------------------------------------------------------------
@@ -534,4 +603,6 @@ def build_model(
         )
     if name == "seed_cnn":
         return build_seed_cnn_model(image_size, output_bias=output_bias)
+    if name == "mil_cnn":
+        return build_mil_cnn_model(image_size, dropout=dropout, output_bias=output_bias)
     return build_default_cnn_model(image_size, dropout=dropout, output_bias=output_bias)
