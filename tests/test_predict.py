@@ -297,6 +297,8 @@ def test_predict_one_gives_a_heatmap_on_the_decoded_image(bundle, tmp_path):
         ("FILE0004.jpg", "", ""),
         ("access_log.jpg", "", ""),
         ("rccx.jpg", "", ""),
+        ("10130_136033_png.rf.2a2e24224e092cc5092.jpg", "", ""),  # "cc" inside a hash
+        ("P01_CC2.jpg", "CC", ""),
     ],
 )
 def test_parse_view_from_name(name, view, side):

@@ -36,6 +36,7 @@ _SIDE = r"(?P<side>left|right|l|r)"
 _VIEW = r"(?P<view>cc|mlo)"
 _SEP = r"[-_. ]?"
 # Letters may not touch the match ("access" is no "cc"); digits and separators may ("P01LCC").
+# A view without a side may not sit between two digits: in "rf.2a2e092cc5092" it is a hash.
 _SIDE_VIEW = re.compile(rf"(?<![a-z]){_SIDE}{_SEP}{_VIEW}(?![a-z])", re.IGNORECASE)
 _VIEW_SIDE = re.compile(rf"(?<![a-z]){_VIEW}{_SEP}{_SIDE}(?![a-z])", re.IGNORECASE)
 _VIEW_ONLY = re.compile(rf"(?<![a-z]){_VIEW}(?![a-z])", re.IGNORECASE)
@@ -55,11 +56,17 @@ def parse_view_from_name(name: str) -> dict[str, str]:
     match = _SIDE_VIEW.search(stem) or _VIEW_SIDE.search(stem)
     if match:
         return {"view": match["view"].upper(), "laterality": match["side"][0].upper()}
-    view, side = _VIEW_ONLY.search(stem), _SIDE_ONLY.search(stem)
-    return {
-        "view": view["view"].upper() if view else "",
-        "laterality": side["side"][0].upper() if side else "",
-    }
+    side = _SIDE_ONLY.search(stem)
+    return {"view": _lone_view(stem), "laterality": side["side"][0].upper() if side else ""}
+
+
+def _lone_view(stem: str) -> str:
+    """The first "CC" / "MLO" of ``stem`` that is not wedged between two digits (a hash)."""
+    for match in _VIEW_ONLY.finditer(stem):
+        before, after = stem[match.start() - 1 : match.start()], stem[match.end() : match.end() + 1]
+        if not (before.isdigit() and after.isdigit()):
+            return match["view"].upper()
+    return ""
 
 
 # --- Results ----------------------------------------------------------------------------------
