@@ -137,6 +137,30 @@ def test_default_cnn_is_compact_and_pools_both_ways():
     assert model.get_layer("head_dropout").rate == 0.25
 
 
+def test_mil_cnn_weighs_patches_at_stride_16_and_the_weights_sum_to_one():
+    model = build_model("mil_cnn", (128, 96), seed=1)
+    assert model.get_layer("feature_map").output.shape[1:3] == (8, 6)  # stride 16
+    attention = keras.Model(model.input, model.get_layer("attention").output)
+    weights = np.asarray(attention(np.random.default_rng(0).random((3, 128, 96, 1), "float32")))
+    assert weights.shape == (3, 8 * 6, 1)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_mil_cnn_answers_to_one_bright_patch_anywhere():
+    """Moving a small finding around the image moves the attention with it."""
+    model = build_model("mil_cnn", (128, 96), seed=2)
+    attention = keras.Model(model.input, model.get_layer("attention").output)
+    peaks = []
+    for row, col in ((16, 16), (96, 72)):
+        image = np.zeros((1, 128, 96, 1), "float32")
+        image[0, row - 4 : row + 4, col - 4 : col + 4] = 1.0
+        grid = np.asarray(attention(image))[0, :, 0].reshape(8, 6)
+        peak = np.unravel_index(np.argmax(np.abs(grid - np.median(grid))), grid.shape)
+        peaks.append(peak)
+        assert abs(peak[0] - row // 16) <= 1 and abs(peak[1] - col // 16) <= 1, (peak, row, col)
+    assert peaks[0] != peaks[1]
+
+
 def test_seed_gives_identical_initial_weights():
     first = build_model("default_cnn", SMALL, seed=3)
     second = build_model("default_cnn", SMALL, seed=3)
@@ -271,7 +295,7 @@ def test_local_weights_file_is_loaded_into_the_backbone(tmp_path):
 # --- Output bias, losses --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["seed_cnn", "default_cnn"])
+@pytest.mark.parametrize("name", ["seed_cnn", "default_cnn", "mil_cnn"])
 def test_output_bias_starts_the_model_at_the_class_prior(name):
     model = build_model(name, SMALL, output_bias=initial_bias(0.02))
     probabilities = predict(model, np.zeros((4, *SMALL, 1), dtype=np.float32))
