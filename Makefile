@@ -6,7 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
-ADDRESS ?= 0.0.0.0
+# The dashboard answers this machine only; serving to a network is explicit:
+# make run ADDRESS=0.0.0.0 (README, "Serving to a network": no sign-in yet, trusted networks only).
+ADDRESS ?= 127.0.0.1
 DEMO   ?= demo_data
 BUNDLES ?= bundles
 
@@ -38,7 +40,7 @@ $(BUNDLES)/demo/bundle.json: | $(DEMO)/demo_ground_truth.json
 demo-bundle: $(BUNDLES)/demo/bundle.json
 
 run: install demo demo-bundle
-	BCP_DATA_ROOT="$(abspath $(DEMO))" BCP_BUNDLES_DIR="$(abspath $(BUNDLES))" \
+	BCP_DATA_ROOT="$${BCP_DATA_ROOT:-$(abspath $(DEMO))}" BCP_BUNDLES_DIR="$(abspath $(BUNDLES))" \
 		$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS)
 
 test: install-dev

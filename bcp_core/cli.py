@@ -146,9 +146,11 @@ class _TrainProgress:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from bcp_core.data.datasource import read_data_root
+    from bcp_core.model.resources import check_training_resources
     from bcp_core.model.training import train_model
 
     cfg = _train_config(args)  # settings are refused before any data is read
+    check_training_resources(cfg, Path(args.out))
     manifest = read_data_root(args.data_root).manifest
     result = train_model(
         manifest, cfg, Path(args.out), on_event=None if args.json else _TrainProgress()

@@ -100,9 +100,7 @@ REASON_NO_PATH = "no AbsolutePath"
 
 DEMO_SCALES = ("small", "hospital")
 DEMO_TRUTH_FILE = "demo_ground_truth.json"
-DEFAULT_DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_data"
-#: Where the dashboard writes and lists model bundles, and the demo bundle's name there.
-DEFAULT_BUNDLES_DIR = Path(__file__).resolve().parent.parent / "bundles"
+#: The demo bundle's name in the bundles folder (the folders themselves: bcp_core.settings).
 DEMO_BUNDLE_NAME = "demo"
 DEFAULT_SEED = 42
 

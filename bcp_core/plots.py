@@ -1,6 +1,8 @@
 """Plotly figures built from results; layout only, no computation, no Streamlit.
 
-Every ``plot_*`` function returns a ``plotly.graph_objects.Figure``.
+Every ``plot_*`` function returns a ``plotly.graph_objects.Figure``. Plotly renders a subset of
+HTML in labels, legends, titles and hover text: every text that comes from a workbook, a file
+name or an image header passes :func:`~bcp_core.output_safety.plain_label` first.
 """
 
 from __future__ import annotations
@@ -11,10 +13,16 @@ from plotly.subplots import make_subplots
 
 from bcp_core import config
 from bcp_core.evaluation.metrics import Metrics
+from bcp_core.output_safety import plain_label
 
 CLASS_COLORS = {"cancer": "#b03a63", "non-cancer": "#5b7fb0"}
 STAGE_COLORS = ("#9aa5b1", "#5b7fb0", "#2f9e6f")
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend_title_text="", height=340)
+
+
+def _labels(values) -> list[str]:
+    """Category values (sheet names, views, ...) as text Plotly shows literally."""
+    return [plain_label(v) for v in values]
 
 
 def plot_match_funnel(stages: pd.DataFrame) -> go.Figure:
@@ -25,17 +33,20 @@ def plot_match_funnel(stages: pd.DataFrame) -> go.Figure:
     """
     sheets = list(dict.fromkeys(stages["sheet"]))
     fig = make_subplots(
-        rows=1, cols=len(sheets), subplot_titles=sheets, specs=[[{"type": "funnel"}] * len(sheets)]
+        rows=1,
+        cols=len(sheets),
+        subplot_titles=_labels(sheets),
+        specs=[[{"type": "funnel"}] * len(sheets)],
     )
     for i, sheet in enumerate(sheets, 1):
         part = stages[stages["sheet"] == sheet]
         fig.add_trace(
             go.Funnel(
-                y=part["stage"],
+                y=_labels(part["stage"]),
                 x=part["count"],
                 textinfo="value+percent initial",
                 marker=dict(color=list(STAGE_COLORS)),
-                name=sheet,
+                name=plain_label(sheet),
                 showlegend=False,
             ),
             row=1,
@@ -60,15 +71,17 @@ def plot_class_counts(
         part = counts[counts["class"] == cls]
         fig.add_trace(
             go.Bar(
-                x=part[x] if x else part["class"],
+                x=_labels(part[x] if x else part["class"]),
                 y=part[y],
-                name=cls,
+                name=plain_label(cls),
                 marker_color=CLASS_COLORS[cls],
                 text=part[y],
                 textposition="outside",
             )
         )
-    fig.update_layout(barmode="group", title=title, yaxis_title=y, **_LAYOUT)
+    fig.update_layout(
+        barmode="group", title=plain_label(title), yaxis_title=plain_label(y), **_LAYOUT
+    )
     return fig
 
 

@@ -7,33 +7,31 @@ own (tests).
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from bcp_core import config
+from bcp_core import config, settings
 from bcp_core.data.datasource import data_root_signature, read_data_root
 from bcp_core.data.matching import MatchResult
 from bcp_core.data.privacy import mask_df
+from bcp_core.data.roots import allowed_roots, display_path, hide_root, resolve_data_root
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import Bundle, list_bundles_df, load_bundle
+from bcp_core.output_safety import plain_markdown
 
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
 KEY_BUNDLE = "bundle"
 #: Session-state key of the :class:`ChosenThreshold` (threshold page -> prediction page).
 KEY_THRESHOLD = "shared_threshold"
-#: Environment variables that set the data root and the bundles folder.
-ENV_DATA_ROOT = "BCP_DATA_ROOT"
-ENV_BUNDLES = "BCP_BUNDLES_DIR"
 
 
 def bundles_dir() -> Path:
-    """Folder where training writes bundles and where pages look for them."""
-    return Path(os.environ.get(ENV_BUNDLES) or config.DEFAULT_BUNDLES_DIR)
+    """Folder where training writes bundles and where pages look for them ($BCP_BUNDLES_DIR)."""
+    return settings.bundles_dir()
 
 
 def session_token() -> str:
@@ -42,13 +40,29 @@ def session_token() -> str:
 
 
 def default_data_root() -> str:
-    """The data root the sidebar starts with: $BCP_DATA_ROOT, else the built-in demo dataset."""
-    return os.environ.get(ENV_DATA_ROOT) or str(config.DEFAULT_DEMO_DIR)
+    """The data root the sidebar starts with ($BCP_DATA_ROOT, else the built-in demo dataset),
+    as the dashboard shows it: by its allowed folder's name, not the server's path."""
+    return display_path(settings.data_root().resolve(), allowed_roots())
 
 
 def data_root() -> str:
-    """The data root chosen in the sidebar."""
+    """The data root chosen in the sidebar, as typed."""
     return st.session_state.get(KEY_DATA_ROOT) or default_data_root()
+
+
+def data_root_label() -> str:
+    """The chosen data root as the dashboard shows it (``demo_data/sub``), never a server path."""
+    roots = allowed_roots()
+    return display_path(resolve_data_root(data_root(), roots), roots)
+
+
+def show_error(error: Exception | str) -> None:
+    """Show an error message (a :class:`UserError`'s sentence) on the page, as literal text.
+
+    User errors name the user's files, and a file name can look like markdown:
+    ``![x](http://host/x.png)`` would make the browser fetch the URL.
+    """
+    st.error(plain_markdown(error), icon=":material/error:")
 
 
 def masking() -> bool:
@@ -57,7 +71,11 @@ def masking() -> bool:
 
 
 def shown(df):
-    """``df`` as it may be shown or downloaded: patient IDs masked unless turned off."""
+    """``df`` as it may be shown or downloaded: patient IDs masked unless turned off, and a
+    ``path`` column relative to its allowed data-root folder (never the server's paths)."""
+    if "path" in df.columns:
+        roots = allowed_roots()
+        df = df.assign(path=[display_path(p, roots) for p in df["path"]])
     return mask_df(df) if masking() else df
 
 
@@ -68,12 +86,18 @@ def _cached_match(root: str, signature: tuple) -> MatchResult:
 
 
 def load_match() -> MatchResult:
-    """The match result for the chosen data root; on a user error, show it and stop the page."""
-    root = data_root()
+    """The match result for the chosen data root; on a user error, show it and stop the page.
+
+    Only folders inside the allowed ones are read (:mod:`bcp_core.data.roots`); messages show
+    the data root by its allowed folder's name.
+    """
+    roots = allowed_roots()
+    root = None
     try:
-        return _cached_match(root, data_root_signature(root))
+        root = resolve_data_root(data_root(), roots)
+        return _cached_match(str(root), data_root_signature(root))
     except UserError as exc:
-        st.error(str(exc), icon=":material/error:")
+        show_error(str(exc) if root is None else hide_root(str(exc), root, roots))
         st.stop()
         raise  # st.stop() raises; this keeps type checkers informed
 
@@ -116,7 +140,7 @@ def current_bundle() -> Bundle | None:
     try:
         return _cached_bundle(path, _mtime(path))
     except UserError as exc:
-        st.error(str(exc), icon=":material/error:")
+        show_error(exc)
         st.stop()
         raise
 
@@ -155,7 +179,8 @@ def sidebar() -> None:
             "Data root",
             key=KEY_DATA_ROOT,
             help="Folder with datacombined.xlsx, data_validation_x.xlsx and the Cancer / "
-            "Non-Cancer image folders. The default is the built-in synthetic demo dataset.",
+            "Non-Cancer image folders: the name of a folder the server allows (the box starts "
+            "with one), or a folder inside it (name/sub). Other folders cannot be read.",
         )
         paths = bundle_paths()
         if st.session_state.get(KEY_BUNDLE) not in paths:
@@ -166,7 +191,7 @@ def sidebar() -> None:
             key=KEY_BUNDLE,
             format_func=lambda p: Path(p).name,
             placeholder="no bundle yet: train one",
-            help=f"Bundles found in {bundles_dir()}.",
+            help="Bundles found in the server's bundles folder.",
         )
         st.toggle(
             "Mask patient IDs",

@@ -12,6 +12,7 @@ from PIL import Image
 
 from bcp_core.errors import UserError
 from bcp_core.imaging.decode import read_gray
+from bcp_core.output_safety import neutralised_df, plain_markdown
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -35,13 +36,24 @@ def gallery(df: pd.DataFrame, *, columns: int = 6, limit: int = 18, caption: str
     cols = st.columns(columns)
     for i, row in enumerate(shown.itertuples()):
         image = thumbnail(str(row.file))
+        name = plain_markdown(Path(row.file).name)
         with cols[i % columns]:
             if image is None:
-                st.caption(f"{Path(row.file).name}: unreadable")
+                st.caption(f"{name}: unreadable")
             else:
-                st.image(image, caption=f"{Path(row.file).name} · p={row.probability:.3f}")
+                st.image(image, caption=f"{name} · p={row.probability:.3f}")
     if len(df) > limit:
         st.caption(f"{caption}{len(df) - limit} more not shown.")
+
+
+def csv_download(label: str, df: pd.DataFrame, file_name: str, key: str) -> None:
+    """A download button of ``df`` as CSV; no cell can run as a spreadsheet formula.
+
+    Every CSV the dashboard offers goes through here: file names and workbook cells such as
+    ``=HYPERLINK(...)`` are prefixed with a quote (:func:`bcp_core.output_safety.neutralised_df`).
+    """
+    data = neutralised_df(df).to_csv(index=False)
+    st.download_button(label, data, file_name, "text/csv", key=key)
 
 
 def recommendation_params() -> dict:

@@ -4,15 +4,18 @@ import streamlit as st
 
 from bcp_core.data.balance import sheet_rows_df
 from bcp_core.data.matching import reason_counts_df
+from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_match_funnel
-from dashboard.shared import data_root, load_match, shown
+from dashboard.shared import data_root_label, load_match, shown
+from dashboard.widgets import csv_download
 
 st.title("Data matching")
 result = load_match()
 s = result.stats
 st.caption(
-    f"`{data_root()}`, read from the {result.source}. Cancer rows are joined to the "
-    "validation workbook on UniqueKey = InputFileName-StudyDate-StudyTime-PatientID.x."
+    f"{plain_markdown(data_root_label())}, read from the {result.source}. Cancer rows are "
+    "joined to the validation workbook on UniqueKey = "
+    "InputFileName-StudyDate-StudyTime-PatientID.x."
 )
 
 cols = st.columns(6)
@@ -51,7 +54,7 @@ with right:
     st.subheader("Why rows did not match")
     st.dataframe(reason_counts_df(result.unmatched), hide_index=True, key="reasons")
     for note in result.notes:
-        st.info(note)
+        st.info(plain_markdown(note))
 
 st.subheader(f"Unmatched rows ({len(result.unmatched)})")
 unmatched = shown(result.unmatched)
@@ -59,20 +62,10 @@ st.dataframe(unmatched, hide_index=True, key="unmatched")
 
 manifest = shown(result.manifest)
 d1, d2 = st.columns(2)
-d1.download_button(
-    "Download manifest (CSV)",
-    manifest.to_csv(index=False),
-    "manifest.csv",
-    "text/csv",
-    key="download_manifest",
-)
-d2.download_button(
-    "Download unmatched rows (CSV)",
-    unmatched.to_csv(index=False),
-    "unmatched.csv",
-    "text/csv",
-    key="download_unmatched",
-)
+with d1:
+    csv_download("Download manifest (CSV)", manifest, "manifest.csv", "download_manifest")
+with d2:
+    csv_download("Download unmatched rows (CSV)", unmatched, "unmatched.csv", "download_unmatched")
 st.caption(
     f"{s.images_in_manifest} usable images from {s.patients} patients; "
     f"{s.unreferenced_image_files} image files on disk are not referenced by a usable row."

@@ -14,9 +14,10 @@ from bcp_core.inference.predict import (
     predict_one,
     results_df,
 )
+from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_probability_gauge
-from dashboard.shared import current_bundle, shared_threshold
-from dashboard.widgets import preview_url
+from dashboard.shared import current_bundle, shared_threshold, show_error
+from dashboard.widgets import csv_download, preview_url
 
 st.title("Prediction")
 st.warning(
@@ -29,7 +30,7 @@ if bundle is None:
     st.stop()
 threshold, where = shared_threshold(bundle)
 st.caption(
-    f"Model `{bundle.path.name}` ({bundle.meta.model_name}, input "
+    f"Model {plain_markdown(bundle.path.name)} ({plain_markdown(bundle.meta.model_name)}, input "
     f"{bundle.spec.height} x {bundle.spec.width}); decision threshold **{threshold:.4f}**, "
     f"{where}."
 )
@@ -56,8 +57,9 @@ examples = bundle.val_predictions.sort_values("file").groupby("label").head(1)
 cols = st.columns(max(len(examples), 1) + 1)
 cols[0].caption("Or try a validation image the model never trained on:")
 for col, row in zip(cols[1:], examples.itertuples()):
+    example_name = plain_markdown(Path(row.file).name)
     if Path(row.file).is_file() and col.button(
-        f"Example: {'cancer' if row.label else 'no cancer'} ({Path(row.file).name})",
+        f"Example: {'cancer' if row.label else 'no cancer'} ({example_name})",
         key=f"pred_example_{row.label}",
     ):
         st.session_state["pred_example"] = row.file
@@ -86,12 +88,8 @@ if len(files) > 1:
             "label": st.column_config.NumberColumn("cancer (1) at threshold"),
         },
     )
-    st.download_button(
-        "Download results (CSV)",
-        table.drop(columns="image").to_csv(index=False),
-        "predictions.csv",
-        "text/csv",
-        key="pred_csv",
+    csv_download(
+        "Download results (CSV)", table.drop(columns="image"), "predictions.csv", "pred_csv"
     )
     breasts = breast_results_df(results)
     if len(breasts) == 3:
@@ -107,7 +105,7 @@ name, data = files[0]
 try:
     shown = predict_cached(bundle_key, name, data, threshold)
 except UserError as exc:
-    st.error(str(exc), icon=":material/error:")
+    show_error(exc)
     st.stop()
 left, mid, right = st.columns([1, 1, 1])
 with left:
@@ -117,9 +115,9 @@ with left:
     st.markdown(f"{decision} at threshold {threshold:.4f} (probability {result.probability:.4f}).")
     known = (("view", result.view), ("laterality", result.laterality))
     if any(value for _, value in known):
-        st.caption(" · ".join(f"{what}: {value}" for what, value in known if value))
+        st.caption(" · ".join(f"{what}: {plain_markdown(v)}" for what, v in known if v))
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="pred_alpha")
-mid.image(shown.gray, caption=name, clamp=True)
+mid.image(shown.gray, caption=plain_markdown(name), clamp=True)
 right.image(
     overlay_heatmap(shown.gray, shown.heatmap, alpha=alpha),
     caption="Grad-CAM: where the model looked (scaled to this image's strongest response, "

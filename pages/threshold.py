@@ -5,6 +5,7 @@ import streamlit as st
 from bcp_core.evaluation.thresholds import threshold_for_top_percent
 from bcp_core.inference.assessment import LEVELS, errors_df, evaluate_level
 from bcp_core.model.bundle import update_threshold
+from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import (
     plot_calibration,
     plot_confusion_matrix,
@@ -33,10 +34,10 @@ def evaluation(path: str, saved: str, level: str):
     return evaluate_level(bundle.val_predictions, level)
 
 
-saved = bundle.meta.threshold
+saved, name = bundle.meta.threshold, plain_markdown(bundle.path.name)
 st.caption(
-    f"Bundle `{bundle.path.name}` ({bundle.meta.model_name}): saved threshold "
-    f"{saved.value:.4f} ({saved.method}). Validation predictions only: "
+    f"Bundle {name} ({plain_markdown(bundle.meta.model_name)}): saved threshold "
+    f"{saved.value:.4f} ({plain_markdown(saved.method)}). Validation predictions only: "
     "the patients the model was not trained on."
 )
 level = st.radio(
@@ -139,6 +140,7 @@ for tab, kind in ((tab_fn, "fn"), (tab_fp, "fp")):
 if st.button(f"Save threshold {threshold:.4f} to the bundle", type="primary", key="thr_save"):
     update_threshold(bundle.path, threshold, method, note=f"chosen on {level} level")
     st.success(
-        f"Saved: {bundle.path.name} now decides at {threshold:.4f} ({method}); prediction uses it.",
+        f"Saved: {name} now decides at {threshold:.4f} ({plain_markdown(method)}); prediction "
+        "uses it.",
         icon=":material/check:",
     )

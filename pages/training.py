@@ -8,9 +8,11 @@ import streamlit as st
 from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, TRANSFER_MODELS, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
+from bcp_core.model.resources import check_training_resources, weight_files, weights_setting
+from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
 from dashboard.jobs import TrainingJob, registry
-from dashboard.shared import bundles_dir, load_match, session_token
+from dashboard.shared import bundles_dir, load_match, session_token, show_error
 
 st.title("Training")
 jobs = registry()
@@ -39,12 +41,12 @@ with st.form("train_form"):
     c1, c2, c3, c4 = st.columns(4)
     smoothing = c1.number_input("Label smoothing", 0.0, 0.49, 0.0, 0.05, key="tr_smooth")
     val_fraction = c2.slider("Validation share of patients", 0.05, 0.5, 0.2, 0.05, key="tr_val")
-    weights = c3.text_input(
+    weights = c3.selectbox(
         "Backbone weights",
-        "none",
+        ["none", "imagenet", *weight_files()],
         key="tr_weights",
-        help=f"For {', '.join(TRANSFER_MODELS)}: none, imagenet (downloads, "
-        "needs internet) or the path of a local weights file.",
+        help=f"For {', '.join(TRANSFER_MODELS)}: none, imagenet (downloads, needs internet) "
+        "or a weights file from the server's weights folder (BCP_WEIGHTS_DIR).",
     )
     fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
     submitted = st.form_submit_button("Start training", type="primary", key="tr_start")
@@ -60,16 +62,17 @@ if submitted:
         label_smoothing=float(smoothing),
         val_fraction=float(val_fraction),
         seed=int(seed),
-        weights=weights.strip() or "none",
         fine_tune=fine_tune,
     )
     try:
+        cfg.weights = weights_setting(weights)  # a file of the weights folder, never a typed path
         cfg.validate()
-        manifest = load_match().manifest
         out = bundles_dir() / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model}"
+        check_training_resources(cfg, out)  # memory and the bundle quota, before any data
+        manifest = load_match().manifest
         jobs.start(TrainingJob(cfg, out, owner=session_token()), manifest)
     except UserError as exc:
-        st.error(str(exc), icon=":material/error:")
+        show_error(exc)
 
 
 def _eta(seconds) -> str:
@@ -85,7 +88,7 @@ def live_progress() -> None:
         st.info("No training run yet on this server. Choose the settings and press Start.")
         return
     mine = "" if job.owner == session_token() else " (started by another session)"
-    st.subheader(f"Run {job.out_dir.name}{mine}")
+    st.subheader(f"Run {plain_markdown(job.out_dir.name)}{mine}")
     b = job.last_batch
     epoch, batch, steps = (b.epoch, b.batch, b.steps) if b else (0, 0, 0)
     done = len(job.epochs) + (batch / max(steps, 1) if job.running else 0)
@@ -101,13 +104,13 @@ def live_progress() -> None:
     if job.epochs:
         st.plotly_chart(plot_training_curves(job.history_df(), job.cfg.epochs), key="tr_curves")
     if job.status == "failed":
-        st.error(job.message, icon=":material/error:")
+        show_error(job.message)
     elif not job.running and job.result and job.result.metrics:
         r = job.result
         st.success(
             f"{job.status.replace('_', ' ')}: best epoch {r.best_epoch} of {r.epochs_run}; "
             f"validation ROC-AUC {r.metrics.roc_auc:.3f}, PR-AUC {r.metrics.pr_auc:.3f}; "
-            f"bundle `{r.bundle}`.",
+            f"bundle {plain_markdown(job.out_dir.name)}.",
             icon=":material/check:",
         )
         if st.session_state.get("tr_seen_done") != job.out_dir.name:

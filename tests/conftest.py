@@ -34,6 +34,13 @@ def open_app(data_root, page: str | None = None):
     return at
 
 
+@pytest.fixture(autouse=True)
+def _allowed_test_roots(monkeypatch, tmp_path_factory):
+    """Let the dashboard read the tests' data roots, which all lie under pytest's temporary folder
+    (by default it reads only under $BCP_DATA_ROOT); tests of the rule set their own."""
+    monkeypatch.setenv("BCP_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 def write_xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
     """Write a workbook whose sheets are lists of rows (the first row is the header)."""
     wb = Workbook()

@@ -19,6 +19,8 @@ LAYERS = {
     "bcp_core.errors": 0,
     "bcp_core.config": 1,
     "bcp_core.fileio": 1,
+    "bcp_core.settings": 1,  # the BCP_* environment settings
+    "bcp_core.output_safety": 1,
     "bcp_core.data": 2,
     "bcp_core.imaging": 2,
     "bcp_core.evaluation": 2,

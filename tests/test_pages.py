@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pytest
+from openpyxl import load_workbook
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import open_app
@@ -53,6 +56,7 @@ def test_missing_data_root_gives_one_sentence_and_the_app_keeps_running(tmp_path
     assert len(at.error) == 1
     assert "Data root not found" in at.error[0].value
     assert "Choose the folder" in at.error[0].value
+    assert str(tmp_path) not in at.error[0].value  # shown below its allowed folder
     assert at.sidebar.text_input(key="data_root").value == str(tmp_path / "nowhere")
 
 
@@ -112,7 +116,7 @@ def fill_tiny_training_form(at: AppTest, **extra) -> None:
     at.number_input(key="tr_epochs").set_value(2)
     at.number_input(key="tr_batch").set_value(8)
     for key, value in extra.items():
-        at.text_input(key=key).set_value(value)
+        at.selectbox(key=key).set_value(value)
 
 
 @pytest.mark.slow
@@ -167,3 +171,201 @@ def test_a_second_training_request_is_refused_politely(small_demo, fresh_jobs):
     assert "Another training run is in progress (epoch 1 of 7" in at.error[0].value
     assert fresh_jobs.current is busy
     assert "(started by another session)" in at.subheader[0].value
+
+
+@pytest.fixture
+def hostile_root(tmp_path):
+    """A data root whose workbook cells hold a formula, a link and a spreadsheet function."""
+    from tests.test_matching import make_root
+
+    link = '<a href="http://x">v</a>'
+    cancer = [
+        ["FILE0001", 20150101, 101010, "DIT000000001", link, "L"],
+        ['=HYPERLINK("http://x","y")', 20150101, 101010, "DIT000000002", "CC", "L"],
+    ]
+    validation = [["FILE0001", 20150101, "101010", "DIT000000001", "C:\\data\\FILE0001.jpg"]]
+    non_cancer = [
+        ["FILE0002", 20150101, 101010, "DIT000000003", link, "R"],
+        ["FILE0003", 20150101, 101010, "DIT000000004", "@SUM(1+1)", "R"],
+    ]
+    files = ["C/FILE0001.jpg", "N/FILE0002.jpg", "N/FILE0003.jpg"]
+    root = make_root(tmp_path, cancer, validation, non_cancer, files)
+    # openpyxl stores text starting with "=" as a formula; make it a text cell, as typed.
+    workbook = load_workbook(root / "datacombined.xlsx")
+    workbook["Cancer"]["A3"].data_type = "s"
+    workbook.save(root / "datacombined.xlsx")
+    return root
+
+
+def test_csv_downloads_quote_formula_cells_from_the_workbooks(hostile_root, monkeypatch):
+    """Threat row 11: workbook formulas leave the data-matching page as text, not formulas."""
+    from tests.test_output_safety import (
+        assert_no_formula_cells,
+        download_text,
+        keep_media_storages,
+    )
+
+    kept = keep_media_storages(monkeypatch)
+    at = open_app(hostile_root)
+    manifest = download_text(at, kept, "Download manifest (CSV)")
+    unmatched = download_text(at, kept, "Download unmatched rows (CSV)")
+    views = [row["view"] for row in csv.DictReader(io.StringIO(manifest))]
+    assert "'@SUM(1+1)" in views
+    keys = [row["key"] for row in csv.DictReader(io.StringIO(unmatched))]
+    assert any(k.startswith('\'=HYPERLINK("HTTP://X","Y")-20150101-101010-DIT') for k in keys)
+    assert_no_formula_cells(manifest)
+    assert_no_formula_cells(unmatched)
+
+
+def test_class_balance_charts_show_a_link_in_a_workbook_as_text(hostile_root):
+    """Threat row 12: a ViewPosition holding ``<a href>`` is a label, never a link."""
+    import json
+
+    from tests.test_output_safety import assert_no_html_in_figure, json_strings
+
+    at = open_app(hostile_root, "pages/class_balance.py")
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    by_view = next(s for s in charts if '"Per view"' in s)
+    labels = [t.lower() for t in json_strings(json.loads(by_view))]
+    assert '&lt;a href="http://x"&gt;v&lt;/a&gt;' in labels  # the workbook reader upper-cases
+    for spec in charts:
+        assert_no_html_in_figure(spec)
+
+
+# --- Data roots, paths shown and training limits (threat rows 3, 4, 7, 9, 10, 16, 17) --------
+
+NOT_ALLOWED = "That folder is not an allowed data root: choose allowed or a folder inside it"
+
+
+def errors_read(at: AppTest) -> list[str]:
+    """The page's error messages as a reader sees them (markdown escapes removed)."""
+    import re
+
+    return [re.sub(r"\\(.)", r"\1", e.value) for e in at.error]
+
+
+@pytest.fixture
+def allowed(tmp_path, monkeypatch):
+    """The one allowed folder, ``allowed``, with a link inside it to a real dataset elsewhere."""
+    folder = tmp_path / "allowed"
+    (folder / "empty").mkdir(parents=True)
+    monkeypatch.setenv("BCP_ALLOWED_ROOTS", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "typed", ["/", "/etc", "/root", "~", "../../etc", "allowed/../..", "{demo}", "allowed/link"]
+)
+def test_data_roots_outside_the_allowed_folder_are_refused_listing_nothing(
+    small_demo, allowed, typed
+):
+    """Rows 3 and 4: a server folder was listed; another dataset could be matched and exported."""
+    root, _ = small_demo
+    (allowed / "link").symlink_to(root, target_is_directory=True)
+    at = open_app(typed.format(demo=root))
+    assert errors_read(at) == [
+        f"{NOT_ALLOWED} (the server's BCP_ALLOWED_ROOTS setting names the allowed folders)."
+    ]
+    assert not at.metric and not at.get("download_button") and not at.dataframe
+
+
+def test_a_nul_character_in_the_data_root_gets_a_sentence_not_a_traceback(allowed):
+    """Row 16: ``ValueError: embedded null byte`` crashed the page."""
+    at = open_app("allowed/empty\0")
+    assert not at.exception
+    assert errors_read(at) == [
+        "The data root contains a NUL character; type the folder's name again."
+    ]
+
+
+def test_a_folder_inside_the_allowed_one_lists_only_itself_by_its_short_name(allowed):
+    (allowed / "empty" / "notes.txt").write_text("x")
+    at = open_app(str(allowed / "empty"))
+    message = errors_read(at)[0]
+    assert message.startswith("allowed/empty has neither datacombined.xlsx")
+    assert "it holds: notes.txt." in message and str(allowed) not in message
+
+
+def test_pages_show_paths_below_the_allowed_folder_never_server_paths(
+    small_demo, bundles_dir, monkeypatch
+):
+    """Row 17: the manifest's path column, the data-root caption and the bundles help."""
+    from tests.test_output_safety import download_text, keep_media_storages, markdown_sources
+
+    root, truth = small_demo
+    monkeypatch.setenv("BCP_ALLOWED_ROOTS", str(root.parent))
+    kept = keep_media_storages(monkeypatch)
+    at = open_app(root)
+    shown_root = f"{root.parent.name}/{root.name}"
+    assert any(shown_root in c.value for c in at.caption)
+    manifest = download_text(at, kept, "Download manifest (CSV)")
+    paths = [row["path"] for row in csv.DictReader(io.StringIO(manifest))]
+    counts = truth["counts"]
+    assert len(paths) == counts["cancer_images_found"] + counts["non_cancer_images_found"]
+    assert all(p.startswith(shown_root + "/") for p in paths)
+    server_paths = (str(root.parent), str(bundles_dir), str(Path.home()))
+    assert not any(s in manifest for s in server_paths)
+    assert not any(s in m for m in markdown_sources(at) for s in server_paths)
+    assert "Bundles found in the server's bundles folder" in at.sidebar.selectbox(key="bundle").help
+
+
+def test_the_sidebar_starts_with_the_data_root_by_name(small_demo, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import APP
+
+    root, truth = small_demo
+    monkeypatch.delenv("BCP_ALLOWED_ROOTS")  # the default: the configured data root only
+    monkeypatch.setenv("BCP_DATA_ROOT", str(root))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception and not at.error
+    assert at.sidebar.text_input(key="data_root").value == root.name
+    assert metric(at, "Cancer rows") == str(truth["counts"]["cancer_rows"])
+
+
+def test_backbone_weights_are_chosen_from_the_weights_folder_not_typed(
+    small_demo, fresh_jobs, tmp_path, monkeypatch
+):
+    """Row 10: a free path box let anyone probe which server files exist."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "resnet50_notop.h5").write_text("x")
+    (weights / "readme.txt").write_text("x")
+    monkeypatch.setenv("BCP_WEIGHTS_DIR", str(weights))
+    root, _ = small_demo
+    at = open_app(root, "pages/training.py")
+    assert not [t for t in at.text_input if t.label == "Backbone weights"]
+    choice = at.selectbox(key="tr_weights")
+    assert choice.options == ["none", "imagenet", "resnet50_notop.h5"]
+
+
+@pytest.mark.parametrize(
+    ("form", "env", "message"),
+    [
+        (
+            {"tr_h": 4096, "tr_w": 4096, "tr_batch": 512},
+            {},
+            r"^Training seed_cnn at 4096 x 4096 with batch size 512 needs about [\d,]+ GB of "
+            r"memory, more than the [\d.,]+ GB this server allows for training",
+        ),
+        ({}, {"BCP_MAX_BUNDLES": "1"}, r"^The bundles folder already holds 1 bundles, the most"),
+    ],
+)
+def test_training_over_the_memory_budget_or_the_bundle_quota_is_refused_before_it_starts(
+    small_demo, fresh_jobs, monkeypatch, tmp_path, form, env, message
+):
+    """Rows 7 and 9: 4096 x 4096 at batch 512 was accepted; the disk could fill with bundles."""
+    import re
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "bundles" / "old").mkdir(parents=True)
+    (tmp_path / "bundles" / "old" / "bundle.json").write_text("{}")  # counted, not read
+    root, _ = small_demo
+    at = open_app(root, "pages/training.py")
+    fill_tiny_training_form(at)
+    for key, value in form.items():
+        at.number_input(key=key).set_value(value)
+    at.button(key="tr_start").click().run()
+    assert re.match(message, errors_read(at)[0]), errors_read(at)
+    assert fresh_jobs.current is None

@@ -83,3 +83,88 @@ def test_example_button_predicts_a_validation_image(small_demo, bundles_dir):
     at.button(key="pred_example_1").click().run()
     assert not at.exception, at.exception
     assert any("at threshold" in m.value for m in at.markdown)
+
+
+BEACON = "![b](http://host/beacon.png).png"
+
+
+def png_bytes() -> bytes:
+    from tests.conftest import blob_image
+
+    buf = io.BytesIO()
+    Image.fromarray(blob_image(True, np.random.default_rng(1))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def assert_markdown_fetches_nothing(at: AppTest) -> list[str]:
+    from tests.test_output_safety import markdown_makes_a_request, markdown_sources
+
+    sources = markdown_sources(at)
+    for source in sources:
+        assert not markdown_makes_a_request(source), source
+    return sources
+
+
+def test_an_upload_named_like_a_markdown_image_is_shown_as_its_name(small_demo, bundles_dir):
+    """Threat row 13: the file name reaches a caption literally; the browser fetches nothing."""
+    from tests.test_output_safety import render_markdown
+
+    root, _ = small_demo
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").upload(BEACON, png_bytes(), "image/png").run()
+    assert not at.exception, at.exception
+    sources = assert_markdown_fetches_nothing(at)
+    shown = [render_markdown(s) for s in sources]
+    assert f"<p>{BEACON}</p>" in shown, "the name is still shown, as written"
+
+
+def test_an_unreadable_upload_named_like_markdown_gives_a_literal_error(small_demo, bundles_dir):
+    """Threat row 13: a user error naming the file is shown as text."""
+    root, _ = small_demo
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").upload(BEACON, b"not a picture", "image/png").run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1
+    assert_markdown_fetches_nothing(at)
+
+
+def test_a_dicom_view_position_holding_markdown_is_shown_as_text(small_demo, bundles_dir):
+    """Threat row 13: a DICOM header value reaches the caption literally."""
+    from tests.test_dicom import new_dataset, to_bytes
+
+    root, _ = small_demo
+    yy, xx = np.mgrid[0:200, 0:160]
+    breast = (((xx - 159) / 130.0) ** 2 + ((yy - 100) / 90.0) ** 2 < 1) * 3000
+    ds = new_dataset()
+    ds.set_pixel_data(breast.astype(np.uint16), "MONOCHROME2", bits_stored=12)
+    # ViewPosition as free text (LO): pydicom refuses such a value as a code string (CS).
+    ds.add_new(0x00185101, "LO", "![v](http://host/v.png)")
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").upload("scan.dcm", to_bytes(ds), "application/dicom").run()
+    assert not at.exception, at.exception
+    assert any("view: " in c.value for c in at.caption)
+    assert_markdown_fetches_nothing(at)
+
+
+def test_the_results_csv_quotes_a_file_name_that_is_a_formula(small_demo, bundles_dir, monkeypatch):
+    """Threat row 11: an upload named like a DDE formula leaves the CSV as text."""
+    import csv
+
+    from tests.test_output_safety import (
+        assert_no_formula_cells,
+        download_text,
+        keep_media_storages,
+    )
+
+    kept = keep_media_storages(monkeypatch)
+    root, _ = small_demo
+    formula = "+cmd|' /C calc'!A0.png"
+    files = [(formula, png_bytes(), "image/png"), (BEACON, png_bytes(), "image/png")]
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").set_value(files).run()
+    assert not at.exception, at.exception
+    text = download_text(at, kept, "Download results (CSV)")
+    names = [row["file"] for row in csv.DictReader(io.StringIO(text))]
+    assert names == ["'" + formula, BEACON]
+    assert_no_formula_cells(text)
+    assert_markdown_fetches_nothing(at)

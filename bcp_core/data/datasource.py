@@ -12,6 +12,7 @@ from pathlib import Path
 from bcp_core import config
 from bcp_core.data.index import build_index, find_class_folders
 from bcp_core.data.matching import MatchResult, combine, match_cancer, match_non_cancer
+from bcp_core.data.roots import refuse_nul
 from bcp_core.data.workbooks import (
     canonical_name,
     find_entry,
@@ -31,10 +32,11 @@ def check_data_root(data_root: str | Path) -> Path:
     """Return ``data_root`` as a Path if it is an existing folder.
 
     Raises:
-        UserError: if it is empty, missing or a file.
+        UserError: if it is empty, holds a NUL character, is missing or a file.
     """
     if not str(data_root).strip():
         raise UserError(f"No data root given. {_HINT}")
+    refuse_nul(str(data_root))
     root = Path(str(data_root).strip()).expanduser()
     if not root.exists():
         raise UserError(f"Data root not found: {root}. {_HINT}")
@@ -133,5 +135,5 @@ def data_root_signature(data_root: str | Path) -> tuple:
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
         return tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL character in the name
         return ()

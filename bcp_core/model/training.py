@@ -37,6 +37,7 @@ from bcp_core.model.dataset import ReadFailures, balanced_dataset, class_weights
 from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Started, TrainingEvent
 from bcp_core.model.losses import initial_bias, make_loss
 from bcp_core.model.meta import BundleMeta, SplitInfo, ThresholdChoice, ValidationMetrics, now_iso
+from bcp_core.model.resources import check_training_resources
 
 EventSink = Callable[[TrainingEvent], None]
 
@@ -321,10 +322,13 @@ def train_model(
     """Train a model on ``manifest`` and write the best one as a bundle in ``out_dir``.
 
     Raises:
-        UserError: for invalid settings or data, before anything is trained.
+        UserError: for invalid settings or data, a run that needs more memory than the server
+            allows or a full bundles folder (:mod:`bcp_core.model.resources`), before anything
+            is trained.
     """
     cfg.validate()
     out_dir = Path(out_dir)
+    check_training_resources(cfg, out_dir)
     check_writable(out_dir.parent)
     emit: EventSink = on_event or (lambda event: None)
     split, info = plan_split(manifest, cfg)

@@ -42,9 +42,15 @@ def test_a_wrong_data_root_typed_in_the_sidebar_shows_a_sentence(app_url, page):
     page.goto(app_url)
     page.get_by_role("heading", name="Data matching").wait_for()
     box = page.get_by_label("Data root", exact=True)
-    box.fill("/no/such/folder")
+    box.fill("demo/no-such-folder")  # below the allowed folder: named as typed, not listed
     box.press("Enter")
     alert = page.locator('[data-testid="stAlert"]', has_text="Data root not found")
     alert.wait_for()
     assert "Choose the folder" in alert.inner_text()
+    assert "demo/no-such-folder" in alert.inner_text()
     page.screenshot(path=ARTIFACTS / "page1_bad_root.png", full_page=True)
+    box.fill("/etc")  # outside the allowed folder: refused, nothing listed
+    box.press("Enter")
+    alert = page.locator('[data-testid="stAlert"]', has_text="not an allowed data root")
+    alert.wait_for()
+    assert "passwd" not in alert.inner_text()

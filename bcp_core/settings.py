@@ -1,0 +1,115 @@
+"""Server settings read from the environment: the one home for every ``BCP_*`` variable.
+
+Each function reads its variable when called (so a test or a restarted server sees a change)
+and falls back to a safe default. A value that cannot be used ends in one sentence naming the
+variable (:class:`~bcp_core.errors.UserError`).
+
+* ``BCP_DATA_ROOT``: the dashboard's first data root (default: the demo dataset ``demo_data/``);
+* ``BCP_BUNDLES_DIR``: where the dashboard writes and lists bundles (default: ``bundles/``);
+* ``BCP_ALLOWED_ROOTS``: the folders the dashboard may read data roots from, separated by
+  ``os.pathsep`` (default: the data root above and nothing else);
+* ``BCP_WEIGHTS_DIR``: the backbone weight files the training page offers (default:
+  ``weights/``);
+* ``BCP_TRAIN_MEMORY_GB``: the most memory a training run may need by its estimate (default:
+  60% of the machine's memory);
+* ``BCP_MAX_BUNDLES``: the most bundles a bundles folder may hold (default: 50).
+
+Folders are relative to the repository. The CLI, run by the person who owns the files, reads
+only the last two.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bcp_core.errors import UserError
+
+ENV_DATA_ROOT = "BCP_DATA_ROOT"
+ENV_BUNDLES_DIR = "BCP_BUNDLES_DIR"
+ENV_ALLOWED_ROOTS = "BCP_ALLOWED_ROOTS"
+ENV_WEIGHTS_DIR = "BCP_WEIGHTS_DIR"
+ENV_TRAIN_MEMORY_GB = "BCP_TRAIN_MEMORY_GB"
+ENV_MAX_BUNDLES = "BCP_MAX_BUNDLES"
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_DEMO_DIR = REPO_DIR / "demo_data"
+#: Where the dashboard writes and lists model bundles.
+DEFAULT_BUNDLES_DIR = REPO_DIR / "bundles"
+#: Where the training page looks for backbone weight files (git-ignored).
+DEFAULT_WEIGHTS_DIR = REPO_DIR / "weights"
+DEFAULT_MAX_BUNDLES = 50
+#: Share of the machine's memory a training run may need when BCP_TRAIN_MEMORY_GB is unset.
+DEFAULT_MEMORY_SHARE = 0.6
+#: Assumed machine memory where it cannot be read.
+FALLBACK_MEMORY_BYTES = 8 * 10**9
+#: A gigabyte of the memory settings and messages (10^9 bytes).
+GB = 10**9
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def data_root() -> Path:
+    """The data root the dashboard starts with: $BCP_DATA_ROOT, else the demo dataset."""
+    return Path(_env(ENV_DATA_ROOT) or DEFAULT_DEMO_DIR).expanduser()
+
+
+def bundles_dir() -> Path:
+    """Folder where the dashboard writes bundles and where its pages look for them."""
+    return Path(_env(ENV_BUNDLES_DIR) or DEFAULT_BUNDLES_DIR).expanduser()
+
+
+def weights_dir() -> Path:
+    """Folder whose weight files the training page offers as backbone weights."""
+    return Path(_env(ENV_WEIGHTS_DIR) or DEFAULT_WEIGHTS_DIR).expanduser()
+
+
+def allowed_roots() -> list[Path]:
+    """Folders under which the dashboard may read data roots, as configured (not resolved).
+
+    $BCP_ALLOWED_ROOTS holds them separated by ``os.pathsep``; unset, only :func:`data_root` is
+    allowed (with the folders inside it).
+    """
+    parts = [p.strip() for p in _env(ENV_ALLOWED_ROOTS).split(os.pathsep) if p.strip()]
+    return [Path(p).expanduser() for p in parts] or [data_root()]
+
+
+def machine_memory_bytes() -> int:
+    """Memory of this machine, or of its container where a cgroup limit is lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = FALLBACK_MEMORY_BYTES
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def train_memory_budget_bytes() -> int:
+    """Most memory a training run may need: $BCP_TRAIN_MEMORY_GB, else 60% of the machine's."""
+    text = _env(ENV_TRAIN_MEMORY_GB)
+    if not text:
+        return int(DEFAULT_MEMORY_SHARE * machine_memory_bytes())
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UserError(f"{ENV_TRAIN_MEMORY_GB} must be a positive number of GB, got {text!r}.")
+    return int(value * GB)
+
+
+def max_bundles() -> int:
+    """Most bundles a bundles folder may hold: $BCP_MAX_BUNDLES, else 50."""
+    text = _env(ENV_MAX_BUNDLES)
+    if not text:
+        return DEFAULT_MAX_BUNDLES
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{ENV_MAX_BUNDLES} must be a whole number of at least 1, got {text!r}.")
+    return int(text)

@@ -1,0 +1,96 @@
+"""Server settings (``bcp_core.settings``) and where the dashboard listens by default."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bcp_core import settings
+from bcp_core.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_run_command(*variables: str) -> str:
+    """The command ``make run`` would start (a dry run: nothing is built or started)."""
+    out = subprocess.run(
+        ["make", "--no-print-directory", "-n", "run", *variables],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return next(line for line in out.splitlines() if "streamlit run" in line)
+
+
+def test_make_run_listens_on_this_machine_only_unless_told():
+    """Threat row 1: ``make run`` served on 0.0.0.0, to anyone on the network."""
+    assert "--server.address 127.0.0.1" in make_run_command()
+    assert "--server.address 0.0.0.0" in make_run_command("ADDRESS=0.0.0.0")
+    server = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["address"] == "127.0.0.1"
+
+
+def test_the_readme_says_how_and_when_to_serve_to_a_network():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Serving to a network\n(.*?)(?=^## )", readme, re.M | re.S)
+    assert section, "README needs a section 'Serving to a network'"
+    text = " ".join(section.group(1).split())
+    for needed in ("make run ADDRESS=0.0.0.0", "trusted network", "sslCertFile", "sslKeyFile"):
+        assert needed in text
+    for needed in ("sign-in and roles are not built yet", "https", "reverse proxy"):
+        assert needed in text.lower()
+
+
+def test_defaults_without_any_setting(monkeypatch):
+    for name in ("BCP_DATA_ROOT", "BCP_ALLOWED_ROOTS", "BCP_WEIGHTS_DIR", "BCP_MAX_BUNDLES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("BCP_TRAIN_MEMORY_GB", raising=False)
+    assert settings.data_root() == REPO / "demo_data"
+    assert settings.allowed_roots() == [REPO / "demo_data"]
+    assert settings.weights_dir() == REPO / "weights"
+    assert settings.max_bundles() == 50
+    budget = settings.train_memory_budget_bytes()
+    assert budget == int(0.6 * settings.machine_memory_bytes())
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < settings.machine_memory_bytes() <= physical
+
+
+def test_settings_are_read_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("BCP_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("BCP_ALLOWED_ROOTS", raising=False)
+    assert settings.allowed_roots() == [tmp_path / "data"]
+    folders = f"{tmp_path / 'a'}{os.pathsep}{os.pathsep}{tmp_path}/b "
+    monkeypatch.setenv("BCP_ALLOWED_ROOTS", folders)
+    assert settings.allowed_roots() == [tmp_path / "a", tmp_path / "b"]
+    monkeypatch.setenv("BCP_WEIGHTS_DIR", str(tmp_path / "w"))
+    assert settings.weights_dir() == tmp_path / "w"
+    monkeypatch.setenv("BCP_TRAIN_MEMORY_GB", "1.5")
+    assert settings.train_memory_budget_bytes() == int(1.5e9)
+    monkeypatch.setenv("BCP_MAX_BUNDLES", "3")
+    assert settings.max_bundles() == 3
+
+
+#: Unusable values of each numeric setting, and the sentence that names it.
+UNUSABLE = {
+    "BCP_TRAIN_MEMORY_GB": (["lots", "-1", "0", "nan", "inf"], "must be a positive number of GB"),
+    "BCP_MAX_BUNDLES": (["0", "2.5", "-3", "many"], "must be a whole number of at least 1"),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [(name, v) for name, (values, _) in UNUSABLE.items() for v in values]
+)
+def test_unusable_settings_end_in_a_sentence_naming_them(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    read = {
+        "BCP_TRAIN_MEMORY_GB": settings.train_memory_budget_bytes,
+        "BCP_MAX_BUNDLES": settings.max_bundles,
+    }[name]
+    with pytest.raises(UserError, match=re.escape(f"{name} {UNUSABLE[name][1]}, got {value!r}.")):
+        read()
