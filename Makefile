@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 # The dashboard answers this machine only; serving to a network is explicit:
-# make run ADDRESS=0.0.0.0 (README, "Serving to a network": no sign-in yet, trusted networks only).
+# make run ADDRESS=0.0.0.0 only with sign-in or BCP_MODE=demo (SECURITY.md); local mode refuses it.
 ADDRESS ?= 127.0.0.1
 DEMO   ?= demo_data
 BUNDLES ?= bundles

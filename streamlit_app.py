@@ -2,11 +2,14 @@
 
 import streamlit as st
 
+from bcp_core.access import Action, can
+from dashboard.auth import gate
 from dashboard.shared import sidebar
 
 st.set_page_config(
     page_title="Breast Cancer Prediction", page_icon=":material/radiology:", layout="wide"
 )
+me = gate()  # sign-in, or the sentence that refuses this session; stops the page
 
 PAGES = [
     st.Page(
@@ -17,6 +20,10 @@ PAGES = [
     st.Page("pages/threshold.py", title="Threshold explorer", icon=":material/tune:"),
     st.Page("pages/predict.py", title="Prediction", icon=":material/image_search:"),
 ]
+if not can(me.role, Action.TRAIN):  # viewers: pages 1, 2 and 4 read-only, and prediction
+    PAGES.pop(2)
+if can(me.role, Action.READ_AUDIT):
+    PAGES.append(st.Page("pages/audit.py", title="Audit log", icon=":material/policy:"))
 
 navigation = st.navigation(PAGES)
 sidebar()

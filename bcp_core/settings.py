@@ -12,10 +12,21 @@ variable (:class:`~bcp_core.errors.UserError`).
   ``weights/``);
 * ``BCP_TRAIN_MEMORY_GB``: the most memory a training run may need by its estimate (default:
   60% of the machine's memory);
-* ``BCP_MAX_BUNDLES``: the most bundles a bundles folder may hold (default: 50).
+* ``BCP_MAX_BUNDLES``: the most bundles a bundles folder may hold (default: 50);
+* ``BCP_MODE``: ``demo`` for the locked clinician demo (everyone a viewer, no sign-in); unset,
+  the dashboard asks for sign-in when ``.streamlit/secrets.toml`` has an ``[auth]`` section
+  and is single-user and local otherwise (SECURITY.md);
+* ``BCP_ROLES_FILE``: the TOML file that gives signed-in users their roles (default:
+  ``roles.toml``);
+* ``BCP_AUDIT_LOG``: the append-only JSON-lines audit log (default: ``audit/audit.jsonl``);
+* ``BCP_VIEWER_BUNDLE``: the bundle viewers use, by name in the bundles folder (default:
+  ``demo``);
+* ``BCP_MAX_UPLOAD_PIXELS``, ``BCP_MAX_UPLOAD_FILES``, ``BCP_PREDICTION_CACHE_MB``: the most
+  pixels an uploaded image may declare (default: 40 million), files in one prediction batch
+  (32) and memory the prediction page's cache may hold (256 MB).
 
 Folders are relative to the repository. The CLI, run by the person who owns the files, reads
-only the last two.
+only ``BCP_TRAIN_MEMORY_GB`` and ``BCP_MAX_BUNDLES``.
 """
 
 from __future__ import annotations
@@ -31,6 +42,12 @@ ENV_ALLOWED_ROOTS = "BCP_ALLOWED_ROOTS"
 ENV_WEIGHTS_DIR = "BCP_WEIGHTS_DIR"
 ENV_TRAIN_MEMORY_GB = "BCP_TRAIN_MEMORY_GB"
 ENV_MAX_BUNDLES = "BCP_MAX_BUNDLES"
+ENV_MODE = "BCP_MODE"
+ENV_ROLES_FILE = "BCP_ROLES_FILE"
+ENV_AUDIT_LOG = "BCP_AUDIT_LOG"
+ENV_VIEWER_BUNDLE = "BCP_VIEWER_BUNDLE"
+#: The values BCP_MODE takes ("" and "auto": sign-in when configured, else local).
+MODES = ("", "auto", "demo")
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DEMO_DIR = REPO_DIR / "demo_data"
@@ -39,6 +56,10 @@ DEFAULT_BUNDLES_DIR = REPO_DIR / "bundles"
 #: Where the training page looks for backbone weight files (git-ignored).
 DEFAULT_WEIGHTS_DIR = REPO_DIR / "weights"
 DEFAULT_MAX_BUNDLES = 50
+DEFAULT_ROLES_FILE = REPO_DIR / "roles.toml"
+#: The audit log (git-ignored).
+DEFAULT_AUDIT_LOG = REPO_DIR / "audit" / "audit.jsonl"
+DEFAULT_VIEWER_BUNDLE = "demo"
 #: Share of the machine's memory a training run may need when BCP_TRAIN_MEMORY_GB is unset.
 DEFAULT_MEMORY_SHARE = 0.6
 #: Assumed machine memory where it cannot be read.
@@ -105,11 +126,69 @@ def train_memory_budget_bytes() -> int:
     return int(value * GB)
 
 
+def _whole_number(name: str, default: int) -> int:
+    """$name as a whole number of at least 1, else ``default`` when unset."""
+    text = _env(name)
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{name} must be a whole number of at least 1, got {text!r}.")
+    return int(text)
+
+
 def max_bundles() -> int:
     """Most bundles a bundles folder may hold: $BCP_MAX_BUNDLES, else 50."""
-    text = _env(ENV_MAX_BUNDLES)
-    if not text:
-        return DEFAULT_MAX_BUNDLES
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"{ENV_MAX_BUNDLES} must be a whole number of at least 1, got {text!r}.")
-    return int(text)
+    return _whole_number(ENV_MAX_BUNDLES, DEFAULT_MAX_BUNDLES)
+
+
+def mode() -> str:
+    """$BCP_MODE in lower case: "demo", or "" (sign-in when configured, else local)."""
+    value = _env(ENV_MODE).lower()
+    if value not in MODES:
+        raise UserError(f"{ENV_MODE} must be demo or unset, got {value!r}.")
+    return "" if value == "auto" else value
+
+
+def roles_file() -> Path:
+    """The TOML file mapping signed-in users (e-mail or group) to roles ($BCP_ROLES_FILE)."""
+    return Path(_env(ENV_ROLES_FILE) or DEFAULT_ROLES_FILE).expanduser()
+
+
+def audit_log() -> Path:
+    """The append-only audit log ($BCP_AUDIT_LOG, else audit/audit.jsonl)."""
+    return Path(_env(ENV_AUDIT_LOG) or DEFAULT_AUDIT_LOG).expanduser()
+
+
+def viewer_bundle() -> str:
+    """Name of the bundle (in the bundles folder) that viewers use ($BCP_VIEWER_BUNDLE)."""
+    return _env(ENV_VIEWER_BUNDLE) or DEFAULT_VIEWER_BUNDLE
+
+
+# --- Prediction inputs (uploads) ---------------------------------------------------------------
+
+ENV_MAX_UPLOAD_PIXELS = "BCP_MAX_UPLOAD_PIXELS"
+ENV_MAX_UPLOAD_FILES = "BCP_MAX_UPLOAD_FILES"
+ENV_PREDICTION_CACHE_MB = "BCP_PREDICTION_CACHE_MB"
+#: Most pixels an uploaded image may declare: a full-field mammogram has 10 to 30 million.
+DEFAULT_MAX_UPLOAD_PIXELS = 40_000_000
+#: Most files the prediction page takes in one batch.
+DEFAULT_MAX_UPLOAD_FILES = 32
+#: Most memory (MB, 10^6 bytes) the prediction page's cache of shown results may hold.
+DEFAULT_PREDICTION_CACHE_MB = 256
+
+
+def max_upload_pixels() -> int:
+    """Most pixels an uploaded image may declare in its header: $BCP_MAX_UPLOAD_PIXELS, else
+    40 million (uploads above are refused before decoding)."""
+    return _whole_number(ENV_MAX_UPLOAD_PIXELS, DEFAULT_MAX_UPLOAD_PIXELS)
+
+
+def max_upload_files() -> int:
+    """Most files predicted in one batch on the prediction page: $BCP_MAX_UPLOAD_FILES, else 32."""
+    return _whole_number(ENV_MAX_UPLOAD_FILES, DEFAULT_MAX_UPLOAD_FILES)
+
+
+def prediction_cache_bytes() -> int:
+    """Most bytes the prediction page keeps of shown results: $BCP_PREDICTION_CACHE_MB (MB),
+    else 256 MB."""
+    return _whole_number(ENV_PREDICTION_CACHE_MB, DEFAULT_PREDICTION_CACHE_MB) * 10**6

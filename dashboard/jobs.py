@@ -33,7 +33,8 @@ class TrainingJob:
 
     cfg: TrainConfig
     out_dir: Path
-    owner: str
+    owner: str  # the browser session that started it
+    user: str = ""  # who started it ("local" or an e-mail): they, or an admin, may stop it
     started: float = field(default_factory=time.time)
     status: str = "starting"  # starting, running, completed, early_stopped, stopped, failed
     message: str = ""

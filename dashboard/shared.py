@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core import config, settings
+from bcp_core.access import Action
 from bcp_core.data.datasource import data_root_signature, read_data_root
 from bcp_core.data.matching import MatchResult
 from bcp_core.data.privacy import mask_df
@@ -21,6 +22,7 @@ from bcp_core.data.roots import allowed_roots, display_path, hide_root, resolve_
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import Bundle, list_bundles_df, load_bundle
 from bcp_core.output_safety import plain_markdown
+from dashboard.auth import account_box, audit, can, identity
 
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
@@ -46,7 +48,9 @@ def default_data_root() -> str:
 
 
 def data_root() -> str:
-    """The data root chosen in the sidebar, as typed."""
+    """The data root chosen in the sidebar, as typed; the server's for those who may not choose."""
+    if not can(Action.CHOOSE_DATA_ROOT):
+        return default_data_root()
     return st.session_state.get(KEY_DATA_ROOT) or default_data_root()
 
 
@@ -66,8 +70,8 @@ def show_error(error: Exception | str) -> None:
 
 
 def masking() -> bool:
-    """Whether patient IDs are masked (on unless the user turned it off)."""
-    return bool(st.session_state.get(KEY_MASK_IDS, True))
+    """Whether patient IDs are masked (on unless an analyst turned it off)."""
+    return bool(st.session_state.get(KEY_MASK_IDS, True)) or not can(Action.UNMASK)
 
 
 def shown(df):
@@ -110,13 +114,26 @@ def bundle_paths() -> list[str]:
     return sorted(paths, key=lambda p: p != demo)
 
 
+def fixed_bundle_path() -> str | None:
+    """The bundle of those who may not choose ($BCP_VIEWER_BUNDLE), None when it is missing."""
+    fixed = str(bundles_dir() / settings.viewer_bundle())
+    return fixed if fixed in bundle_paths() else None
+
+
 def selected_bundle_path() -> str | None:
     """The bundle chosen in the sidebar (None when there is none)."""
+    if not can(Action.CHOOSE_BUNDLE):
+        return fixed_bundle_path()
     chosen = st.session_state.get(KEY_BUNDLE)
     if chosen:
         return chosen
     paths = bundle_paths()
     return paths[0] if paths else None
+
+
+def bundle_writable(path: str | Path) -> bool:
+    """Whether the dashboard may change this bundle: never the demo bundle."""
+    return Path(path).resolve() != (bundles_dir() / config.DEMO_BUNDLE_NAME).resolve()
 
 
 def _mtime(path: str) -> float:
@@ -166,23 +183,62 @@ def shared_threshold(bundle: Bundle) -> tuple[float, str]:
     return bundle.threshold, f"saved with the bundle ({bundle.meta.threshold.method})"
 
 
+def _audit_changes() -> None:
+    """Record a changed data root and turning masking off or on (whatever changed them)."""
+    now = {"data_root": _data_root_for_audit(), "mask": masking()}
+    seen = st.session_state.setdefault("_audit_seen", {"data_root": _default_label(), "mask": True})
+    if now["data_root"] != seen["data_root"]:
+        audit("data_root", data_root=now["data_root"])
+    if now["mask"] != seen["mask"]:
+        audit("mask" if now["mask"] else "unmask")
+    st.session_state["_audit_seen"] = now
+
+
+def _default_label() -> str:
+    try:
+        return default_data_root()
+    except UserError:
+        return ""
+
+
+def _data_root_for_audit() -> str:
+    """The data root by its allowed folder's name (the typed text of a refused one is not kept:
+    it could name anything on the server)."""
+    try:
+        return data_root_label()
+    except UserError:
+        return "(a folder the server does not allow)"
+
+
 def sidebar() -> None:
     """The shared sidebar: data root, model bundle and privacy settings.
 
     Defaults go into session state before the widgets are made (rather than as ``value=``), so a
-    test or another page can set them through ``st.session_state`` without a conflict.
+    test or another page can set them through ``st.session_state`` without a conflict. Who may
+    not choose sees the server's choice in disabled widgets.
     """
+    me = identity()
     st.session_state.setdefault(KEY_DATA_ROOT, default_data_root())
     st.session_state.setdefault(KEY_MASK_IDS, True)
+    if not can(Action.CHOOSE_DATA_ROOT):
+        st.session_state[KEY_DATA_ROOT] = default_data_root()
+    if not can(Action.UNMASK):
+        st.session_state[KEY_MASK_IDS] = True
+    _audit_changes()  # before the widgets: their values as the browser sent them
     with st.sidebar:
+        account_box(me)
         st.text_input(
             "Data root",
             key=KEY_DATA_ROOT,
+            disabled=not can(Action.CHOOSE_DATA_ROOT),
             help="Folder with datacombined.xlsx, data_validation_x.xlsx and the Cancer / "
             "Non-Cancer image folders: the name of a folder the server allows (the box starts "
             "with one), or a folder inside it (name/sub). Other folders cannot be read.",
         )
         paths = bundle_paths()
+        if not can(Action.CHOOSE_BUNDLE):
+            fixed = fixed_bundle_path()
+            paths = [fixed] if fixed else []
         if st.session_state.get(KEY_BUNDLE) not in paths:
             st.session_state[KEY_BUNDLE] = paths[0] if paths else None
         st.selectbox(
@@ -191,11 +247,13 @@ def sidebar() -> None:
             key=KEY_BUNDLE,
             format_func=lambda p: Path(p).name,
             placeholder="no bundle yet: train one",
+            disabled=not can(Action.CHOOSE_BUNDLE),
             help="Bundles found in the server's bundles folder.",
         )
         st.toggle(
             "Mask patient IDs",
             key=KEY_MASK_IDS,
+            disabled=not can(Action.UNMASK),
             help="Patient IDs are masked on every page and in downloads while this is on.",
         )
         if st.button(

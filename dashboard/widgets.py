@@ -13,6 +13,7 @@ from PIL import Image
 from bcp_core.errors import UserError
 from bcp_core.imaging.decode import read_gray
 from bcp_core.output_safety import neutralised_df, plain_markdown
+from dashboard.auth import audit
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -51,9 +52,19 @@ def csv_download(label: str, df: pd.DataFrame, file_name: str, key: str) -> None
 
     Every CSV the dashboard offers goes through here: file names and workbook cells such as
     ``=HYPERLINK(...)`` are prefixed with a quote (:func:`bcp_core.output_safety.neutralised_df`).
+    Each download is recorded in the audit log (the file's name, never its content).
     """
     data = neutralised_df(df).to_csv(index=False)
-    st.download_button(label, data, file_name, "text/csv", key=key)
+    st.download_button(
+        label,
+        data,
+        file_name,
+        "text/csv",
+        key=key,
+        on_click=audit,
+        args=("export",),
+        kwargs={"file": file_name, "what": f"{len(df)} rows"},
+    )
 
 
 def recommendation_params() -> dict:

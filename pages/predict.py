@@ -1,14 +1,17 @@
 """Page 5: upload one image or many and get the probability of cancer, a decision, a heatmap."""
 
+import hashlib
 from pathlib import Path
 
 import streamlit as st
 
+from bcp_core import settings
 from bcp_core.errors import UserError
 from bcp_core.inference.explain import overlay_heatmap
 from bcp_core.inference.predict import (
-    ExplainedPrediction,
     Prediction,
+    ShownCache,
+    ShownPrediction,
     breast_results_df,
     predict_files,
     predict_one,
@@ -36,9 +39,19 @@ st.caption(
 )
 
 
-@st.cache_data(max_entries=64, show_spinner="Predicting...")
-def predict_cached(bundle_key: str, name: str, data: bytes, cut: float) -> ExplainedPrediction:
-    return predict_one(bundle, data, name, threshold=cut)
+@st.cache_resource
+def shown_cache(max_bytes: int) -> ShownCache:
+    """What the page shows of recent files, shared by all sessions, within a memory limit."""
+    return ShownCache(max_bytes)
+
+
+def predict_cached(bundle_key: str, name: str, data: bytes, cut: float) -> ShownPrediction:
+    def make() -> ShownPrediction:
+        with st.spinner("Predicting..."):
+            return ShownPrediction.of(predict_one(bundle, data, name, threshold=cut))
+
+    key = (bundle_key, name, hashlib.sha256(data).hexdigest(), cut)
+    return shown_cache(settings.prediction_cache_bytes()).get_or_make(key, make)
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting...")
@@ -64,6 +77,13 @@ for col, row in zip(cols[1:], examples.itertuples()):
     ):
         st.session_state["pred_example"] = row.file
 
+if len(uploads or []) > settings.max_upload_files():
+    st.error(
+        f"{len(uploads)} files chosen: at most {settings.max_upload_files()} are predicted at "
+        "once. Remove some and predict the rest as another batch.",
+        icon=":material/block:",
+    )
+    st.stop()
 files = [(u.name, u.getvalue()) for u in uploads or []]
 if not files and st.session_state.get("pred_example"):
     example = Path(st.session_state["pred_example"])
@@ -117,9 +137,9 @@ with left:
     if any(value for _, value in known):
         st.caption(" · ".join(f"{what}: {plain_markdown(v)}" for what, v in known if v))
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="pred_alpha")
-mid.image(shown.gray, caption=plain_markdown(name), clamp=True)
+mid.image(shown.image, caption=plain_markdown(name))
 right.image(
-    overlay_heatmap(shown.gray, shown.heatmap, alpha=alpha),
+    overlay_heatmap(shown.image / 255.0, shown.heatmap / 255.0, alpha=alpha),
     caption="Grad-CAM: where the model looked (scaled to this image's strongest response, "
     "so it shows hot spots even when nothing is flagged)",
 )

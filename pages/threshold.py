@@ -4,7 +4,6 @@ import streamlit as st
 
 from bcp_core.evaluation.thresholds import threshold_for_top_percent
 from bcp_core.inference.assessment import LEVELS, errors_df, evaluate_level
-from bcp_core.model.bundle import update_threshold
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import (
     plot_calibration,
@@ -14,6 +13,7 @@ from bcp_core.plots import (
     plot_probability_histogram,
     plot_roc,
 )
+from dashboard.admin import threshold_save
 from dashboard.shared import KEY_THRESHOLD, ChosenThreshold, current_bundle, shown
 from dashboard.widgets import (
     gallery,
@@ -137,10 +137,4 @@ for tab, kind in ((tab_fn, "fn"), (tab_fp, "fp")):
         else:
             st.dataframe(shown(errors), hide_index=True, key=f"thr_errors_{kind}")
 
-if st.button(f"Save threshold {threshold:.4f} to the bundle", type="primary", key="thr_save"):
-    update_threshold(bundle.path, threshold, method, note=f"chosen on {level} level")
-    st.success(
-        f"Saved: {name} now decides at {threshold:.4f} ({plain_markdown(method)}); prediction "
-        "uses it.",
-        icon=":material/check:",
-    )
+threshold_save(bundle, float(threshold), method, level)  # analysts; history and restore

@@ -5,16 +5,22 @@ from datetime import datetime
 
 import streamlit as st
 
+from bcp_core.access import Action, can_stop
 from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, TRANSFER_MODELS, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
 from bcp_core.model.resources import check_training_resources, weight_files, weights_setting
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
+from dashboard.admin import bundle_delete
+from dashboard.auth import audit, can, identity
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, load_match, session_token, show_error
 
 st.title("Training")
+if not can(Action.TRAIN):
+    show_error("Training needs the analyst role.")
+    st.stop()
 jobs = registry()
 defaults = TrainConfig()
 
@@ -70,7 +76,8 @@ if submitted:
         out = bundles_dir() / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model}"
         check_training_resources(cfg, out)  # memory and the bundle quota, before any data
         manifest = load_match().manifest
-        jobs.start(TrainingJob(cfg, out, owner=session_token()), manifest)
+        jobs.start(TrainingJob(cfg, out, session_token(), user=identity().user), manifest)
+        audit("train_start", run=out.name, what=cfg.model)
     except UserError as exc:
         show_error(exc)
 
@@ -97,10 +104,18 @@ def live_progress() -> None:
         text=f"{job.status} · epoch {epoch}/{job.cfg.epochs} · batch {batch}/{steps} · "
         f"ETA {_eta(b.eta_s if b else None)}",
     )
+    me = identity()
+    may_stop = can_stop(me.role, me.user, job.user)
     if job.running and st.button(
-        "Stop", key="tr_stop", help="Ends at the next batch; the best bundle so far is kept."
+        "Stop",
+        key="tr_stop",
+        disabled=not may_stop,
+        help="Ends at the next batch; the best bundle so far is kept. Only whoever started the "
+        "run, or an admin, can stop it.",
     ):
-        job.stop_event.set()
+        if can_stop(identity().role, identity().user, job.user):
+            job.stop_event.set()
+            audit("train_stop", run=job.out_dir.name)
     if job.epochs:
         st.plotly_chart(plot_training_curves(job.history_df(), job.cfg.epochs), key="tr_curves")
     if job.status == "failed":
@@ -123,3 +138,4 @@ live_progress()
 st.subheader("Past runs")
 runs = list_bundles_df(bundles_dir())
 st.dataframe(runs.drop(columns="path"), hide_index=True, key="tr_runs")
+bundle_delete()

@@ -17,8 +17,9 @@ NON_ASCII_ROOT = "Mamografi Verilerı"
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 
 
-def open_app(data_root, page: str | None = None):
-    """Run the dashboard on ``data_root`` with Streamlit's AppTest, optionally on ``page``.
+def open_app(data_root, page: str | None = None, user: dict | None = None, **state):
+    """Run the dashboard on ``data_root`` with Streamlit's AppTest, optionally on ``page``,
+    as ``user`` (``st.user``) and with more session ``state`` set before the first run.
 
     Sidebar settings are set through session state: with st.navigation, AppTest drops the
     sidebar's elements from its tree after the first run (the browser tests cover the widgets).
@@ -27,6 +28,10 @@ def open_app(data_root, page: str | None = None):
 
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["data_root"] = str(data_root)
+    for key, value in state.items():
+        at.session_state[key] = value
+    if user is not None:
+        at.user = user
     at.run()
     if page:
         at.switch_page(page).run()
@@ -39,6 +44,14 @@ def _allowed_test_roots(monkeypatch, tmp_path_factory):
     """Let the dashboard read the tests' data roots, which all lie under pytest's temporary folder
     (by default it reads only under $BCP_DATA_ROOT); tests of the rule set their own."""
     monkeypatch.setenv("BCP_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(autouse=True)
+def _audit_log_in_tmp(monkeypatch, tmp_path):
+    """Every test's audit log is its own (never the repository's audit/ folder)."""
+    monkeypatch.setenv("BCP_AUDIT_LOG", str(tmp_path / "audit" / "audit.jsonl"))
+    monkeypatch.delenv("BCP_MODE", raising=False)
+    monkeypatch.setenv("BCP_ROLES_FILE", str(tmp_path / "roles.toml"))
 
 
 def write_xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:

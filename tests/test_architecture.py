@@ -21,6 +21,8 @@ LAYERS = {
     "bcp_core.fileio": 1,
     "bcp_core.settings": 1,  # the BCP_* environment settings
     "bcp_core.output_safety": 1,
+    "bcp_core.access": 1,  # modes, roles and permissions (pure rules)
+    "bcp_core.audit": 1,  # the append-only audit log
     "bcp_core.data": 2,
     "bcp_core.imaging": 2,
     "bcp_core.evaluation": 2,

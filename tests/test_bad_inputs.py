@@ -807,6 +807,47 @@ def test_cli_reports_a_bad_bundle_in_one_line(bundle_copy, capsys):
     assert_one_line_error(code, err, r"^error: Bundle not found")
 
 
+def test_cli_answers_no_mammogram_with_a_reason_per_file(bundle_copy, tmp_path, capsys):
+    """Threat row 15: a blank or noise image gets a reason in the CLI, never a probability."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("L", (100, 120), 0).save(folder / "black.png")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (120, 100), dtype=np.uint8)).save(folder / "noise.png")
+    code = cli.main(["predict", "--bundle", str(bundle_copy), str(folder), "--json"])
+    out = capsys.readouterr().out
+    entries = {Path(e["file"]).name: e for e in json.loads(out)}
+    assert code == 2  # nothing could be predicted
+    assert set(entries["black.png"]) == {"file", "error"}
+    assert (
+        "black.png: this does not look like a mammogram: it is blank"
+        in entries["black.png"]["error"]
+    )
+    assert "does not look like a mammogram: it looks like noise" in entries["noise.png"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BCP_MAX_UPLOAD_PIXELS", "-5"),
+        ("BCP_MAX_UPLOAD_FILES", "0"),
+        ("BCP_MAX_UPLOAD_FILES", "many"),
+        ("BCP_PREDICTION_CACHE_MB", "1.5"),
+    ],
+)
+def test_bad_upload_limit_settings_are_refused_with_a_sentence(monkeypatch, variable, value):
+    from bcp_core import settings
+
+    monkeypatch.setenv(variable, value)
+    read = {
+        "BCP_MAX_UPLOAD_PIXELS": settings.max_upload_pixels,
+        "BCP_MAX_UPLOAD_FILES": settings.max_upload_files,
+        "BCP_PREDICTION_CACHE_MB": settings.prediction_cache_bytes,
+    }[variable]
+    with pytest.raises(UserError, match=rf"^{variable} must be a whole number of at least 1"):
+        read()
+
+
 # --- Bundle paths that leave the bundles folder --------------------------------------------------
 
 

@@ -337,3 +337,108 @@ def test_breast_results_with_nothing_known_is_empty():
     assert breast_results_df([Prediction("a.jpg", error="x")]).empty
     one_side = breast_results_df([result("R", "CC", 0.1)])
     assert one_side["breast"].tolist() == ["R", "woman"]
+
+
+# --- Threat row 15: an image that is no mammogram gets a reason, not a probability ---------------
+
+
+def _photo_like() -> np.ndarray:
+    """A colour scene: blue sky over green grass with a yellow sun."""
+    yy, xx = np.mgrid[0:120, 0:160]
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    rgb[..., 2] = np.where(yy < 70, 230, 40)
+    rgb[..., 1] = np.where(yy < 70, 150 + yy, 170)
+    rgb[..., 0] = np.where(yy < 70, 90, 50)
+    rgb[(yy - 30) ** 2 + (xx - 120) ** 2 < 150] = (250, 220, 40)
+    return rgb
+
+
+def _dot_on_black() -> np.ndarray:
+    img = np.zeros((120, 100), np.uint8)
+    img[55:65, 45:55] = 255  # under 1% of the image
+    return img
+
+
+NOT_MAMMOGRAMS = [
+    ("black", np.zeros((120, 100), np.uint8), "it is blank"),
+    ("grey", np.full((120, 100), 128, np.uint8), "it is blank"),
+    ("white", np.full((120, 100), 255, np.uint8), "it is blank"),
+    ("noise", np.random.default_rng(0).integers(0, 256, (120, 100), dtype=np.uint8), "noise"),
+    ("photo", _photo_like(), "colour picture"),
+    ("strip", blob_image(False, np.random.default_rng(3), (400, 60))[:, :12].copy(), "to 1"),
+    ("dot", _dot_on_black(), "almost nothing is brighter than the background"),
+]
+
+
+@pytest.mark.parametrize(
+    ("pixels", "reason"), [c[1:] for c in NOT_MAMMOGRAMS], ids=[c[0] for c in NOT_MAMMOGRAMS]
+)
+def test_an_image_that_is_no_mammogram_gets_a_reason_instead_of_a_probability(
+    bundle, tmp_path, pixels, reason
+):
+    path = tmp_path / "upload.png"
+    Image.fromarray(pixels).save(path)
+    good = tmp_path / "film.png"
+    Image.fromarray(right_breast()).save(good)
+    refused, predicted = predict_files(bundle, [path, good])
+    assert not refused.ok and refused.probability is None and refused.label is None
+    assert refused.error.startswith("upload.png: this does not look like a mammogram: ")
+    assert reason in refused.error
+    assert predicted.ok  # the rest of the batch is predicted
+    with pytest.raises(UserError, match="does not look like a mammogram"):
+        predict_one(bundle, path.read_bytes(), "upload.png")
+
+
+def test_breast_like_images_pass_the_mammogram_check(tiny_manifest):
+    from bcp_core.imaging.decode import decode_image
+    from bcp_core.imaging.preparation import mammogram_doubt
+
+    for path in tiny_manifest["path"]:
+        decoded = decode_image(path, min_size=(80, 60))
+        assert mammogram_doubt(decoded.gray, decoded.colour) == "", path
+    gray = right_breast() / 255.0
+    assert mammogram_doubt(1.0 - gray) == ""  # an inverted grey scale is undone first
+    assert mammogram_doubt(gray[::4].copy()) == ""  # squashed to 1:3, still a film's shape
+
+
+# --- Threat row 6: the page's cache holds what it shows, within bytes ----------------------------
+
+
+def test_a_shown_prediction_keeps_only_small_8_bit_images(bundle, tmp_path):
+    from bcp_core.inference.predict import ShownPrediction
+
+    path = tmp_path / "big_L-CC.png"
+    Image.fromarray(right_breast((900, 700))).save(path)
+    full = predict_one(bundle, path.read_bytes(), path.name)
+    assert full.gray.shape == (82, 64)  # decoded at an 11th: a 64 x 48 input needs 80 x 60
+    shown = ShownPrediction.of(full)
+    assert shown.prediction == full.prediction
+    assert shown.image.dtype == shown.heatmap.dtype == np.uint8
+    assert shown.nbytes == 2 * 82 * 64
+    with pytest.raises(ValueError, match="needs its heatmap"):
+        ShownPrediction.of(predict_one(bundle, path, with_heatmap=False))
+
+
+def test_the_shown_cache_is_bounded_in_bytes_and_drops_the_least_recently_used():
+    from bcp_core.inference.predict import ShownCache, ShownPrediction
+
+    def item(side: int) -> ShownPrediction:
+        image = np.zeros((side, side), np.uint8)
+        return ShownPrediction(Prediction(f"{side}.png"), image, image.copy())
+
+    cache = ShownCache(max_bytes=10_000)
+    made = []
+
+    def get(key, side=50):  # 5,000 bytes each
+        return cache.get_or_make(key, lambda: made.append(key) or item(side))
+
+    get("a"), get("b"), get("a")  # "a" is now the most recent
+    assert made == ["a", "b"] and cache.nbytes == 10_000
+    get("c")  # over the limit: "b", the least recently used, goes
+    assert cache.nbytes <= 10_000 and len(cache) == 2
+    get("a"), get("b")
+    assert made == ["a", "b", "c", "b"]
+    huge = get("huge", side=200)  # 80,000 bytes: returned, never kept
+    assert huge.image.shape == (200, 200) and cache.nbytes <= 10_000
+    get("huge", side=200)
+    assert made[-2:] == ["huge", "huge"]

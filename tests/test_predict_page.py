@@ -40,14 +40,19 @@ def test_upload_one_image_gives_probability_decision_and_heatmap(small_demo, bun
 def test_batch_upload_predicts_the_readable_and_names_the_broken(small_demo, bundles_dir):
     root, truth = small_demo
     good = demo_jpeg(root, truth, 0)
+    from tests.conftest import blob_image
+
+    breast = blob_image(False, np.random.default_rng(4), (40, 30))
+    rgba = np.dstack([breast, breast, breast, np.full_like(breast, 200)])
     buf = io.BytesIO()
-    Image.fromarray(np.full((40, 30, 4), 128, np.uint8), "RGBA").save(buf, format="PNG")
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
     files = [
         (good[0], good[1], "image/jpeg"),
         ("empty.jpg", b"", "image/jpeg"),
         ("notes.jpg", b"this is text, not a picture", "image/jpeg"),
         ("cut.jpg", good[1][:200], "image/jpeg"),
         ("alpha.png", buf.getvalue(), "image/png"),
+        ("black.png", black_png(), "image/png"),
     ]
     at = open_predict_page(root)
     at.file_uploader(key="pred_upload").set_value(files).run()
@@ -59,6 +64,68 @@ def test_batch_upload_predicts_the_readable_and_names_the_broken(small_demo, bun
     assert "empty (0 bytes)" in by_file.loc["empty.jpg", "error"]
     assert "text file" in by_file.loc["notes.jpg", "error"]
     assert "Cannot read cut.jpg" in by_file.loc["cut.jpg", "error"]
+    assert "does not look like a mammogram: it is blank" in by_file.loc["black.png", "error"]
+    assert np.isnan(by_file.loc["black.png", "probability"])
+
+
+def black_png(shape=(120, 100)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros(shape, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_an_all_black_upload_is_no_mammogram_and_gets_no_decision(small_demo, bundles_dir):
+    """Threat row 15: an all-black image got "Cancer suspected" (p = 0.56)."""
+    at = open_predict_page(small_demo[0])
+    at.file_uploader(key="pred_upload").upload("black.png", black_png(), "image/png").run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1  # shown as text: show_error escapes markdown's "." and ")"
+    assert "this does not look like a mammogram: it is blank" in at.error[0].value
+    text = " ".join(m.value for m in at.markdown)
+    assert "Cancer suspected" not in text and "No cancer flagged" not in text
+
+
+def test_more_files_than_a_batch_may_hold_are_refused_with_a_message(
+    small_demo, bundles_dir, monkeypatch
+):
+    """Threat row 6: the files of one batch are limited (BCP_MAX_UPLOAD_FILES, default 32)."""
+    root, truth = small_demo
+    good = demo_jpeg(root, truth, 0)
+    monkeypatch.setenv("BCP_MAX_UPLOAD_FILES", "2")
+    at = open_predict_page(root)
+    files = [(f"{i}_{good[0]}", good[1], "image/jpeg") for i in range(3)]
+    at.file_uploader(key="pred_upload").set_value(files).run()
+    assert not at.exception, at.exception
+    assert "3 files chosen: at most 2 are predicted at once" in at.error[0].value
+    assert not at.dataframe and not at.get("image")
+    at.file_uploader(key="pred_upload").set_value(files[:2]).run()
+    assert not at.error and at.dataframe
+
+
+def test_the_page_caches_only_what_it_shows_within_its_byte_limit(
+    small_demo, bundles_dir, monkeypatch
+):
+    """Threat row 6: 64 full-resolution entries held 3.2 GB; now uint8 images within a limit."""
+    from bcp_core.inference.predict import ShownCache
+
+    kept: list[ShownCache] = []
+    original = ShownCache.get_or_make
+
+    def spy(self, key, make):
+        kept.append(self)
+        return original(self, key, make)
+
+    monkeypatch.setattr(ShownCache, "get_or_make", spy)
+    monkeypatch.setenv("BCP_PREDICTION_CACHE_MB", "1")
+    root, truth = small_demo
+    at = open_predict_page(root)
+    for label in (0, 1):
+        name, data = demo_jpeg(root, truth, label)
+        at.file_uploader(key="pred_upload").upload(name, data, "image/jpeg").run()
+        assert not at.exception, at.exception
+    cache = kept[-1]
+    assert cache.max_bytes == 10**6 and 0 < cache.nbytes <= 10**6
+    assert all(item.image.dtype == item.heatmap.dtype == np.uint8 for item in cache._items.values())
 
 
 def test_dicom_upload_shows_view_and_laterality(small_demo, bundles_dir):

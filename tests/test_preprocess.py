@@ -217,3 +217,65 @@ def test_bundles_from_before_the_invert_setting_never_invert():
     assert PreprocessSpec(64, 48).to_dict()["invert"] is True  # new bundles record it
     with pytest.raises(UserError, match="invert must be true or false"):
         PreprocessSpec(64, 48, invert="yes").validate()  # type: ignore[arg-type]
+
+
+# --- Threat row 6: uploads at a mammogram's size, decoded small -----------------------------------
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` pixels, with no image data at all."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_an_upload_over_a_mammograms_size_is_refused_from_its_header():
+    """75 M pixels (under the 100 M bomb limit) cost ~20 s and GBs each; uploads stop at 40 M."""
+    from bcp_core import settings
+
+    assert settings.max_upload_pixels() == 40_000_000
+    with pytest.raises(UserError, match=r"declares 10000 x 7500 pixels, more than the 40,000,000"):
+        read_gray(png_declaring(10_000, 7_500), name="big.png")
+
+
+def test_the_upload_pixel_cap_is_configurable_and_files_keep_the_bomb_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", "20000")
+    path = save(breast(200, 160), tmp_path / "film.png", fmt="PNG")
+    with pytest.raises(UserError, match=r"more than the 20,000 .*BCP_MAX_UPLOAD_PIXELS"):
+        read_gray(path.read_bytes())
+    assert read_gray(path).shape == (200, 160)  # a file on the server is not an upload
+    from tests.test_dicom import make_dicom
+
+    dicom = make_dicom(breast(200, 160).astype(np.uint16) * 16, bits_stored=12)
+    with pytest.raises(UserError, match=r"declares 160 x 200 pixels, more than the 20,000"):
+        read_gray(dicom, name="scan.dcm")
+    (tmp_path / "scan.dcm").write_bytes(dicom)
+    assert read_gray(tmp_path / "scan.dcm").shape == (200, 160)
+    monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", "lots")
+    with pytest.raises(UserError, match="BCP_MAX_UPLOAD_PIXELS must be a whole number"):
+        read_gray(path.read_bytes())
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("PNG", "L"), ("PNG", "RGB"), ("TIFF", "L")])
+def test_a_large_png_or_tiff_is_shrunk_at_once_to_what_the_model_needs(tmp_path, fmt, mode):
+    path = save(breast(2000, 1600), tmp_path / f"big.{fmt.lower()}", mode=mode, fmt=fmt)
+    small = read_gray(path, min_size=(128, 96))
+    assert 128 <= small.shape[0] < 256 and 96 <= small.shape[1] < 192  # a whole factor (15)
+    assert small.shape == (134, 107)  # 2000 / 15 and 1600 / 15, rounded up
+    assert read_gray(path).shape == (2000, 1600)  # without a size asked for: full size
+    assert abs(float(small.mean()) - float(read_gray(path).mean())) < 0.01  # block means
+
+
+def test_a_shrunk_16_bit_png_keeps_its_bit_depth_scale(tmp_path):
+    arr = breast(1000, 800).astype(np.uint16) * 16  # 12-bit data up to 2880
+    path = tmp_path / "deep.png"
+    Image.fromarray(arr).save(path)
+    small = read_gray(path, min_size=(100, 80))
+    assert small.shape == (100, 80)
+    assert float(small.max()) == pytest.approx(2880 / 4095, abs=0.01)

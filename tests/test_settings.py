@@ -41,9 +41,9 @@ def test_the_readme_says_how_and_when_to_serve_to_a_network():
     section = re.search(r"^## Serving to a network\n(.*?)(?=^## )", readme, re.M | re.S)
     assert section, "README needs a section 'Serving to a network'"
     text = " ".join(section.group(1).split())
-    for needed in ("make run ADDRESS=0.0.0.0", "trusted network", "sslCertFile", "sslKeyFile"):
+    for needed in ("make run ADDRESS=0.0.0.0", "SECURITY.md", "sslCertFile", "sslKeyFile"):
         assert needed in text
-    for needed in ("sign-in and roles are not built yet", "https", "reverse proxy"):
+    for needed in ("sign-in", "bcp_mode=demo", "local mode", "https", "reverse proxy"):
         assert needed in text.lower()
 
 

@@ -51,16 +51,21 @@ def test_applying_a_recommendation_moves_the_slider(small_demo, bundles_dir):
 def test_saving_the_threshold_updates_the_bundle_and_predict_uses_it(
     small_demo, bundles_dir, capsys
 ):
+    import shutil
+
     root, truth = small_demo
-    at = open_threshold_page(root)
+    run = bundles_dir / "run-1"  # the demo bundle is read-only in the dashboard
+    shutil.copytree(bundles_dir / "demo", run)
+    at = open_app(root, "pages/threshold.py", bundle=str(run))
     at.slider(key="thr_value").set_value(0.25).run()
     at.button(key="thr_save").click().run()
     assert "Saved" in at.success[0].value
-    meta = read_bundle_meta(bundles_dir / "demo")
+    meta = read_bundle_meta(run)
     assert meta.threshold.value == 0.25 and meta.threshold.method == "manual"
     assert meta.threshold.previous["method"] == "youden"
+    assert meta.threshold.by == "local"
     image = root / next(i["relpath"] for i in truth["images"] if i["on_disk"])
-    assert main(["predict", "--bundle", str(bundles_dir / "demo"), str(image), "--json"]) == 0
+    assert main(["predict", "--bundle", str(run), str(image), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out[0]["threshold"] == 0.25
     assert out[0]["label"] == int(out[0]["probability"] >= 0.25)

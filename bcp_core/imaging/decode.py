@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from bcp_core import config
 from bcp_core.errors import UserError
 from bcp_core.imaging.dicom import looks_like_dicom, read_dicom_gray
+from bcp_core.imaging.limits import check_declared_pixels
 
 #: Header fields of a DICOM file kept with its image (the patient ID deliberately is not).
 DICOM_FIELDS = ("view", "laterality", "photometric", "bits_stored", "manufacturer", "frames")
@@ -33,10 +34,13 @@ class Decoded:
             "MLO", ...), ``laterality`` ("L", "R"), ``photometric``, ``bits_stored``,
             ``manufacturer`` and ``frames`` (unknown text values are ""); never the patient
             ID. Empty for the other formats.
+        colour: how coloured the picture is, the mean of (max - min) over R, G, B in [0, 1];
+            0 for grey files (a mammogram), about 0.2 and more for a colour photograph.
     """
 
     gray: np.ndarray
     meta: dict = field(default_factory=dict)
+    colour: float = 0.0
 
 
 def _open(source: str | Path | bytes) -> Image.Image:
@@ -56,9 +60,14 @@ def decode_image(
 
     JPEGs much larger than ``min_size`` (height, width) are decoded at a reduced scale (the
     JPEG decoder's DCT scaling: 1/2, 1/4 or 1/8), which is several times faster and never goes
-    below ``min_size``. Orientation tags (EXIF) are applied; colour, CMYK, palette and alpha
-    images become grey; 16-bit images are scaled by their bit depth (12-bit data, the usual
-    mammography depth, by 4095).
+    below ``min_size``. Other pictures (PNG, TIFF) at least twice ``min_size`` are decoded, then
+    at once shrunk by a whole factor (the mean of each block) that keeps ``min_size``, so only the
+    small copy is kept. The pixel count a header declares is checked before decoding: at most
+    ``config.MAX_PIXELS`` for a file, and at most :func:`bcp_core.settings.max_upload_pixels`
+    (a mammogram's size) for bytes, which are uploads (DICOM too; see
+    :func:`bcp_core.imaging.limits.check_declared_pixels`). Orientation tags (EXIF) are applied;
+    colour, CMYK, palette and alpha images become grey; 16-bit images are scaled by their bit
+    depth (12-bit data, the usual mammography depth, by 4095).
 
     DICOM files (the "DICM" magic at offset 128, or a .dcm/.dicom suffix on the path or on
     ``name``) go to :func:`bcp_core.imaging.dicom.read_dicom_gray`: modality LUT, window / VOI
@@ -75,7 +84,8 @@ def decode_image(
     if looks_like_dicom(source, name):
         gray, header = read_dicom_gray(source)
         return Decoded(gray, {key: header[key] for key in DICOM_FIELDS})
-    return Decoded(_read_picture(source, min_size, name or _describe(source)))
+    gray, colour = _read_picture(source, min_size, name or _describe(source))
+    return Decoded(gray, colour=colour)
 
 
 def read_gray(
@@ -91,19 +101,19 @@ def read_gray(
 
 def _read_picture(
     source: str | Path | bytes, min_size: tuple[int, int] | None, name: str
-) -> np.ndarray:
-    """A JPG, PNG or TIFF (anything PIL reads) as grey; see :func:`decode_image`."""
+) -> tuple[np.ndarray, float]:
+    """A JPG, PNG or TIFF (anything PIL reads) as grey, and its colour; see decode_image."""
     try:
         img = _open(source)
-        if img.width * img.height > config.MAX_PIXELS:
-            raise UserError(
-                f"{name} declares {img.width} x {img.height} pixels, more than the limit of "
-                f"{config.MAX_PIXELS:,}; it is refused as a possible decompression bomb."
-            )
+        check_declared_pixels(img.width, img.height, name, upload=isinstance(source, bytes))
+        # A JPEG's colour is read from a separate 1/8-scale decode: its grey one has none left.
+        colour = _colourfulness(_open(source)) if img.format == "JPEG" else None
         if min_size is not None and img.format == "JPEG":
             img.draft("L", (min_size[1], min_size[0]))
+        elif min_size is not None:
+            img = _shrunk(img, min_size)
         img = ImageOps.exif_transpose(img)
-        return _to_gray_array(img)
+        return _to_gray_array(img), _colourfulness(img) if colour is None else colour
     except UserError:
         raise
     except Image.DecompressionBombError as exc:
@@ -117,6 +127,40 @@ def _read_picture(
         raise UserError(f"Cannot read {name} as an image: {_what_is_it(source)}.") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise UserError(f"Cannot read {name} as an image ({_reason(exc)}).") from exc
+
+
+def _shrunk(img: Image.Image, min_size: tuple[int, int]) -> Image.Image:
+    """``img`` decoded and shrunk by the largest whole factor that keeps ``min_size`` (either
+    way round, so that an EXIF rotation applied later cannot take it below); else ``img``."""
+    low, high = sorted(min_size)
+    factor = min(min(img.size) // max(low, 1), max(img.size) // max(high, 1))
+    if factor < 2:
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        img = img.convert("I")  # 16-bit data cannot be reduced in place; "I" keeps the values
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    exif = img.getexif()
+    small = img.reduce(factor)
+    if exif:
+        small.info["exif"] = exif.tobytes()  # keep the orientation tag for exif_transpose
+    return small
+
+
+def _colourfulness(img: Image.Image) -> float:
+    """Mean of (max - min) over R, G, B, in [0, 1], on at most about 256 x 256 pixels."""
+    if img.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1"):
+        return 0.0
+    if img.format == "JPEG":
+        img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+    step = max(1, max(img.size) // 256)
+    if step > 1:
+        size = (max(1, img.width // step), max(1, img.height // step))
+        img = img.resize(size, Image.Resampling.NEAREST)
+    rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean()) / 255.0
 
 
 #: First bytes of the picture formats a user may have, to tell a damaged file from a foreign one.

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bcp_core import config
 from bcp_core.errors import UserError
+from bcp_core.imaging.limits import check_declared_pixels
 
 #: File-name suffixes taken as DICOM even without the "DICM" magic (headerless exports).
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -80,11 +80,7 @@ def read_dicom_gray(source: Source) -> tuple[np.ndarray, dict]:
     name = "the uploaded DICOM file" if isinstance(source, bytes) else Path(source).name
     ds = _read_dataset(source, name)
     rows, columns = _image_size(ds, name)
-    if rows * columns > config.MAX_PIXELS:
-        raise UserError(
-            f"{name} declares {columns} x {rows} pixels, more than the limit of "
-            f"{config.MAX_PIXELS:,}; it is refused as a possible decompression bomb."
-        )
+    check_declared_pixels(columns, rows, name, upload=isinstance(source, bytes))
     meta = dicom_metadata(ds)
     arr = _decode_first_frame(ds, name)
     if meta["photometric"] in _MONOCHROME:

@@ -5,13 +5,17 @@ training's inputs take, driven by the bundle's preprocessing spec; its recorded 
 crop, placement) lets a Grad-CAM heatmap be drawn on the decoded image. Results are
 :class:`Prediction` objects (:class:`ExplainedPrediction` with the images and heatmaps for one
 file). Batch prediction holds one batch of network inputs at a time, never the whole list, and
-turns a file that cannot be read into an error result instead of stopping the run.
+turns a file that cannot be read, or that does not look like a mammogram
+(:func:`bcp_core.imaging.preparation.mammogram_doubt`), into an error result instead of stopping
+the run. :class:`ShownCache` keeps what the prediction page shows, within a memory limit.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,7 +26,7 @@ import pandas as pd
 from bcp_core.config import IMAGE_EXTENSIONS, PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.evaluation.aggregation import aggregate_predictions_df
-from bcp_core.imaging.preparation import Geometry, decode_and_prepare
+from bcp_core.imaging.preparation import Geometry, decode_and_prepare, mammogram_doubt
 from bcp_core.inference.explain import gradcam_heatmap, heatmap_to_image
 from bcp_core.model.bundle import MODEL_FILE, Bundle, load_keras_model
 
@@ -196,13 +200,18 @@ def prepare_image(
             the view and laterality).
 
     Raises:
-        UserError: one sentence, for a missing file, a folder or an unreadable image.
+        UserError: one sentence, for a missing file, a folder, an unreadable image or one that
+            does not look like a mammogram (see
+            :func:`bcp_core.imaging.preparation.mammogram_doubt`).
     """
     if not isinstance(source, bytes):
         source = Path(source)
         _check_file(source)
     label = name or (source.name if isinstance(source, Path) else "the uploaded image")
     decoded, prepared = decode_and_prepare(source, spec, name)
+    doubt = mammogram_doubt(decoded.gray, decoded.colour)
+    if doubt:
+        raise UserError(f"{label}: this does not look like a mammogram: {doubt}.")
     meta = dict(decoded.meta)
     from_name = parse_view_from_name(label)
     for key in ("view", "laterality"):
@@ -249,6 +258,76 @@ def predict_one(
         return result
     heat = gradcam_heatmap(model, prepared.net_input)
     return replace(result, heatmap=prepared.heatmap_on_image(heat), input_heatmap=heat)
+
+
+@dataclass(frozen=True)
+class ShownPrediction:
+    """What the prediction page shows of one file, and nothing more (see :class:`ShownCache`).
+
+    Attributes:
+        prediction: the :class:`Prediction`.
+        image: the decoded image as uint8 (h, w) grey.
+        heatmap: Grad-CAM on ``image`` as uint8 (h, w) (255 = the strongest response).
+    """
+
+    prediction: Prediction
+    image: np.ndarray
+    heatmap: np.ndarray
+
+    @classmethod
+    def of(cls, result: ExplainedPrediction) -> ShownPrediction:
+        """The shown part of an :class:`ExplainedPrediction` made with its heatmap."""
+        if result.heatmap is None:
+            raise ValueError("A shown prediction needs its heatmap.")
+        return cls(result.prediction, _as_uint8(result.gray), _as_uint8(result.heatmap))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the images."""
+        return self.image.nbytes + self.heatmap.nbytes
+
+
+def _as_uint8(values: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+class ShownCache:
+    """Shown predictions by key, the least recently used dropped beyond ``max_bytes``.
+
+    Safe to share between threads (one per browser session in Streamlit). An item larger than
+    the whole limit is returned to its caller but not kept.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[object, ShownPrediction] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now."""
+        with self._lock:
+            return sum(item.nbytes for item in self._items.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def get_or_make(self, key: object, make: Callable[[], ShownPrediction]) -> ShownPrediction:
+        """The item kept under ``key``, else ``make()``'s, kept within the limit."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        item = make()  # outside the lock: other sessions are not held up by a prediction
+        with self._lock:
+            if item.nbytes <= self.max_bytes:
+                self._items[key] = item
+                self._items.move_to_end(key)
+            total = sum(i.nbytes for i in self._items.values())
+            while total > self.max_bytes:
+                total -= self._items.popitem(last=False)[1].nbytes
+        return item
 
 
 # --- Many files ---------------------------------------------------------------------------------

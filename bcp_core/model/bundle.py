@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,23 @@ def resolve_bundle_path(root: str | Path, name: str | Path) -> Path:
     return resolved
 
 
+def delete_bundle(root: str | Path, name: str) -> Path:
+    """Delete the bundle ``name`` of the bundles folder ``root`` (never a folder outside it,
+    never a folder that is not a bundle).
+
+    Raises:
+        UserError: for a name outside ``root``, a folder without ``bundle.json``, or a failure.
+    """
+    folder = resolve_bundle_path(root, name)
+    if not (folder / META_FILE).is_file():
+        raise UserError(f"{Path(name).name} is not a bundle (it has no {META_FILE}).")
+    try:
+        shutil.rmtree(folder)
+    except OSError as exc:
+        raise UserError(f"The bundle {folder.name} could not be deleted ({exc.strerror}).") from exc
+    return folder
+
+
 def read_bundle_meta(path: str | Path) -> BundleMeta:
     """Read and check ``bundle.json``.
 
@@ -196,8 +214,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def update_threshold(path: str | Path, value: float, method: str, note: str = "") -> BundleMeta:
-    """Store a new decision threshold in a bundle's ``bundle.json`` (atomic).
+def update_threshold(
+    path: str | Path, value: float, method: str, note: str = "", by: str = ""
+) -> BundleMeta:
+    """Store a new decision threshold in a bundle's ``bundle.json`` (atomic), keeping the
+    earlier ones in its history; ``by`` names who saved it.
 
     Raises:
         UserError: for a value outside [0, 1] or an unreadable bundle.
@@ -206,7 +227,7 @@ def update_threshold(path: str | Path, value: float, method: str, note: str = ""
     if not ok or not 0.0 <= float(value) <= 1.0:
         raise UserError(f"A threshold must be a number between 0 and 1, got {value!r}.")
     folder = Path(path)
-    meta = read_bundle_meta(folder).with_threshold(float(value), method, note)
+    meta = read_bundle_meta(folder).with_threshold(float(value), method, note, by)
     try:
         write_json_atomic(folder / META_FILE, meta.to_json())
     except OSError as exc:

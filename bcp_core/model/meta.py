@@ -41,7 +41,11 @@ class ThresholdChoice:
         chosen: when (ISO 8601, UTC).
         on: what it was chosen on, e.g. "validation images".
         note: free text from the person who saved it.
-        previous: the choice it replaced (one level kept), as stored.
+        previous: the choice it replaced, as stored (kept for readers of format 1).
+        by: who saved it ("local" or an e-mail; empty for the training run).
+        history: every earlier choice, oldest first, as stored (``bundle.json``'s
+            ``threshold.history``; absent in bundles saved before it existed, whose
+            :meth:`past` is then their one ``previous``).
     """
 
     value: float
@@ -50,6 +54,8 @@ class ThresholdChoice:
     on: str = ""
     note: str = ""
     previous: dict[str, Any] | None = None
+    by: str = ""
+    history: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": self.value, "method": self.method, "chosen": self.chosen}
@@ -59,6 +65,10 @@ class ThresholdChoice:
             out["note"] = self.note
         if self.previous is not None:
             out["previous"] = self.previous
+        if self.by:
+            out["by"] = self.by
+        if self.history:
+            out["history"] = list(self.history)
         return out
 
     @classmethod
@@ -71,6 +81,7 @@ class ThresholdChoice:
             )
         assert isinstance(data, dict)
         previous = data.get("previous")
+        history = data.get("history")
         return cls(
             value=float(value),
             method=str(data.get("method", "")),
@@ -78,12 +89,33 @@ class ThresholdChoice:
             on=str(data.get("on", "")),
             note=str(data.get("note", "")),
             previous=previous if isinstance(previous, dict) else None,
+            by=str(data.get("by", "")),
+            history=tuple(h for h in history if _is_choice(h)) if isinstance(history, list) else (),
         )
 
-    def replaced_by(self, value: float, method: str, note: str = "") -> ThresholdChoice:
-        """A new choice made now that remembers this one as ``previous``."""
-        own = {k: v for k, v in self.to_json().items() if k != "previous"}
-        return ThresholdChoice(float(value), method, now_iso(), note=note, previous=own)
+    def past(self) -> list[ThresholdChoice]:
+        """Earlier choices, oldest first (the one ``previous`` of an older bundle)."""
+        stored = self.history or ((self.previous,) if self.previous else ())
+        return [ThresholdChoice.from_json(h, "threshold history") for h in stored]
+
+    def replaced_by(
+        self, value: float, method: str, note: str = "", by: str = ""
+    ) -> ThresholdChoice:
+        """A new choice made now that remembers this one as ``previous`` and in ``history``."""
+        own = {k: v for k, v in self.to_json().items() if k not in ("previous", "history")}
+        past = [h.to_json() for h in self.past()][-(MAX_THRESHOLD_HISTORY - 1) :]
+        return ThresholdChoice(
+            float(value), method, now_iso(), note=note, previous=own, by=by, history=(*past, own)
+        )
+
+
+#: Earlier thresholds a bundle keeps.
+MAX_THRESHOLD_HISTORY = 100
+
+
+def _is_choice(data: object) -> bool:
+    value = data.get("value") if isinstance(data, dict) else None
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
 
 
 @dataclass(frozen=True)
@@ -198,9 +230,9 @@ class BundleMeta:
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def with_threshold(self, value: float, method: str, note: str = "") -> BundleMeta:
-        """A copy deciding at ``value`` now, remembering the previous choice."""
-        return replace(self, threshold=self.threshold.replaced_by(value, method, note))
+    def with_threshold(self, value: float, method: str, note: str = "", by: str = "") -> BundleMeta:
+        """A copy deciding at ``value`` now, remembering the previous choices."""
+        return replace(self, threshold=self.threshold.replaced_by(value, method, note, by))
 
     def stamped(self, versions: dict[str, str]) -> BundleMeta:
         """A copy marked as written now, by this format and these library versions."""

@@ -55,6 +55,15 @@ def wait_for_health(url: str, proc: subprocess.Popen, timeout: float = 90) -> No
     raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """End a server started in its own process group (SIGTERM, then SIGKILL after 15 s)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def app_url(small_demo, demo_bundle, tmp_path_factory):
     """The dashboard started by the README's run command (``make run``) on a free port.
@@ -90,11 +99,7 @@ def app_url(small_demo, demo_bundle, tmp_path_factory):
         wait_for_health(url, proc)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_server(proc)
 
 
 @pytest.fixture(scope="session")

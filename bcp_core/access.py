@@ -1,0 +1,180 @@
+"""Who may do what in the dashboard: modes, roles, permissions (pure rules, no Streamlit).
+
+Three modes (SECURITY.md):
+
+* ``signin``: an identity provider is configured (``[auth]`` in ``.streamlit/secrets.toml``);
+  every user signs in and gets a role from the roles file, by e-mail or by group claim; a
+  signed-in user the file does not name gets its ``default`` role, ``none`` (no access) unless
+  the file says ``viewer``;
+* ``local``: no identity provider; one person on this machine may do everything, and only while
+  the server listens on a loopback address (:func:`check_local_address`);
+* ``demo``: ``BCP_MODE=demo``; no sign-in, everyone is a viewer (the locked clinician demo).
+
+Roles grow: a ``viewer`` sees pages 1, 2 and 4 read-only and predicts, with patient IDs always
+masked and the data root and bundle fixed by the server; an ``analyst`` may do everything else
+but stop other people's runs and delete bundles, which only an ``admin`` may.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from bcp_core.errors import UserError
+
+MODE_SIGNIN, MODE_LOCAL, MODE_DEMO = "signin", "local", "demo"
+#: The roles, weakest first; ``none`` is a signed-in user without access.
+ROLES = ("none", "viewer", "analyst", "admin")
+#: Who the audit log names in local and demo mode.
+LOCAL_USER, DEMO_USER = "local", "demo visitor"
+
+
+class Action(StrEnum):
+    """Everything the dashboard guards."""
+
+    VIEW = "view"  # pages 1, 2 and 4 (read-only), prediction, masked CSV downloads
+    UNMASK = "unmask"  # show patient IDs
+    CHOOSE_DATA_ROOT = "choose_data_root"  # among the allowed folders
+    CHOOSE_BUNDLE = "choose_bundle"
+    TRAIN = "train"  # the training page, starting a run
+    SAVE_THRESHOLD = "save_threshold"  # save or restore a threshold
+    STOP_ANY_RUN = "stop_any_run"  # stop a run someone else started
+    DELETE_BUNDLE = "delete_bundle"
+    READ_AUDIT = "read_audit"
+
+
+#: The least role each action needs.
+NEEDS = {
+    Action.VIEW: "viewer",
+    Action.UNMASK: "analyst",
+    Action.CHOOSE_DATA_ROOT: "analyst",
+    Action.CHOOSE_BUNDLE: "analyst",
+    Action.TRAIN: "analyst",
+    Action.SAVE_THRESHOLD: "analyst",
+    Action.STOP_ANY_RUN: "admin",
+    Action.DELETE_BUNDLE: "admin",
+    Action.READ_AUDIT: "admin",
+}
+
+
+def can(role: str, action: Action) -> bool:
+    """Whether ``role`` may do ``action`` (an unknown role may do nothing)."""
+    if role not in ROLES:
+        return False
+    return ROLES.index(role) >= ROLES.index(NEEDS[action])
+
+
+def can_stop(role: str, user: str, run_owner: str) -> bool:
+    """Whether ``user`` may stop a training run ``run_owner`` started: the owner or an admin."""
+    if can(role, Action.STOP_ANY_RUN):
+        return True
+    return can(role, Action.TRAIN) and bool(user) and user == run_owner
+
+
+def resolve_mode(setting: str, auth_configured: bool) -> str:
+    """The mode from $BCP_MODE (``settings.mode()``) and whether sign-in is configured."""
+    if setting == MODE_DEMO:
+        return MODE_DEMO
+    return MODE_SIGNIN if auth_configured else MODE_LOCAL
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a server address answers this machine only ("" listens on every card)."""
+    host = address.strip().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_local_address(address: str) -> None:
+    """Local mode has no sign-in: refuse it on a server that other machines can reach.
+
+    Raises:
+        UserError: when ``address`` is not a loopback address.
+    """
+    if not is_loopback(address):
+        shown = address or "every network address"
+        raise UserError(
+            f"This dashboard listens on {shown} without sign-in, so anyone on the network could "
+            "use it: configure sign-in ([auth] in .streamlit/secrets.toml), use BCP_MODE=demo, "
+            "or serve on 127.0.0.1 (see SECURITY.md)."
+        )
+
+
+@dataclass(frozen=True)
+class RoleMap:
+    """The roles file: roles by e-mail and by group, and the role of everyone else."""
+
+    users: dict[str, str] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+    default: str = "none"
+    group_claim: str = "groups"
+
+    def role_of(self, email: str, groups: list[str] | tuple[str, ...] = ()) -> str:
+        """The strongest role the file gives this e-mail (case-insensitive) or its groups."""
+        found = [self.default]
+        if email and email.strip().lower() in self.users:
+            found.append(self.users[email.strip().lower()])
+        found += [self.groups[g] for g in groups if g in self.groups]
+        return max(found, key=ROLES.index)
+
+
+def _role(value: object, where: str) -> str:
+    if value not in ROLES:
+        raise UserError(f"{where} must be one of {', '.join(ROLES)}, got {value!r}.")
+    return str(value)
+
+
+def parse_roles(data: dict, where: str = "The roles file") -> RoleMap:
+    """Check a parsed roles file (see ``roles.example.toml``).
+
+    Raises:
+        UserError: one sentence naming the bad entry.
+    """
+    users, groups = data.get("users", {}), data.get("groups", {})
+    if not isinstance(users, dict) or not isinstance(groups, dict):
+        raise UserError(f"{where}: [users] and [groups] must be tables of name = role.")
+    claim = data.get("group_claim", "groups")
+    if not isinstance(claim, str) or not claim:
+        raise UserError(f"{where}: group_claim must be the name of a claim, got {claim!r}.")
+    return RoleMap(
+        users={str(k).strip().lower(): _role(v, f"{where}: users.{k}") for k, v in users.items()},
+        groups={str(k): _role(v, f"{where}: groups.{k}") for k, v in groups.items()},
+        default=_role(data.get("default", "none"), f"{where}: default"),
+        group_claim=claim,
+    )
+
+
+def load_roles(path: str | Path) -> RoleMap:
+    """The roles file at ``path``; a missing file gives nobody access.
+
+    Raises:
+        UserError: for a file that is not valid TOML or names an unknown role.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return RoleMap()
+    except OSError as exc:
+        raise UserError(f"The roles file {file.name} cannot be read ({exc.strerror}).") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"The roles file {file.name} is not valid TOML: {exc}.") from exc
+    return parse_roles(data, f"The roles file {file.name}")
+
+
+def claim_groups(value: object) -> list[str]:
+    """A group claim as a list of names (a list, or one name)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return []

@@ -1,0 +1,118 @@
+"""Sign-in, roles and the audit log in the dashboard (the rules are in :mod:`bcp_core.access`).
+
+:func:`identity` says who the session is and what role it has, every time it is called, so a
+page run on its own (tests) is guarded as strictly as one behind the sidebar; :func:`gate`
+(``streamlit_app.py``) shows the sign-in button, or the sentence that refuses the session, and
+stops the page. :func:`audit` appends to the audit log (``BCP_AUDIT_LOG``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import streamlit as st
+
+from bcp_core import access, settings
+from bcp_core import audit as audit_log
+from bcp_core.access import Action
+from bcp_core.errors import UserError
+from bcp_core.output_safety import plain_markdown
+
+log = logging.getLogger(__name__)
+KEY_SIGNED_IN = "_audit_signed_in"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the session is (``local``, ``demo visitor`` or an e-mail), its role, the mode, and
+    the sentence that refuses it (empty when the session may go on)."""
+
+    user: str
+    role: str
+    mode: str
+    refusal: str = ""
+
+
+def auth_configured() -> bool:
+    """Whether ``.streamlit/secrets.toml`` configures an identity provider (``[auth]``)."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all: Streamlit raises rather than answer False
+        return False
+
+
+def identity() -> Identity:
+    """The session's identity and role, from the mode, ``st.user`` and the roles file."""
+    try:
+        mode = access.resolve_mode(settings.mode(), auth_configured())
+        if mode == access.MODE_DEMO:
+            return Identity(access.DEMO_USER, "viewer", mode)
+        if mode == access.MODE_LOCAL:
+            access.check_local_address(str(st.get_option("server.address") or ""))
+            return Identity(access.LOCAL_USER, "admin", mode)
+        if not st.user.is_logged_in:
+            return Identity("", "none", mode, "Sign in with your hospital account to continue.")
+        roles = access.load_roles(settings.roles_file())
+        email = str(st.user.get("email") or "")
+        role = roles.role_of(email, access.claim_groups(st.user.get(roles.group_claim)))
+    except UserError as exc:
+        return Identity("", "none", "", str(exc))
+    if role == "none":
+        return Identity(
+            email,
+            role,
+            mode,
+            f"{email or 'This account'} has no access to this dashboard; "
+            "ask its administrator for a role.",
+        )
+    return Identity(email, role, mode)
+
+
+def can(action: Action) -> bool:
+    """Whether this session may do ``action``."""
+    return access.can(identity().role, action)
+
+
+def audit(action: str, **details: object) -> None:
+    """Record ``action`` by this session in the audit log; a failure is shown, not hidden."""
+    try:
+        audit_log.append(settings.audit_log(), identity().user or "anonymous", action, **details)
+    except UserError as exc:
+        log.error("audit log: %s", exc)
+        st.error(plain_markdown(exc), icon=":material/error:")
+
+
+def _sign_out() -> None:
+    audit("sign_out")
+    st.session_state.pop(KEY_SIGNED_IN, None)
+    st.logout()
+
+
+def gate() -> Identity:
+    """Let the session in, or show why not (with a sign-in button) and stop the page."""
+    me = identity()
+    if me.refusal:
+        st.title("Breast Cancer Prediction")
+        st.warning(plain_markdown(me.refusal), icon=":material/lock:")
+        if me.mode == access.MODE_SIGNIN and not me.user:
+            if st.button("Sign in", key="sign_in", type="primary"):
+                st.login()  # the provider of [auth] in .streamlit/secrets.toml
+        elif me.mode == access.MODE_SIGNIN:
+            st.button("Sign out", key="sign_out", on_click=_sign_out)
+        st.stop()
+    if me.mode == access.MODE_SIGNIN and st.session_state.get(KEY_SIGNED_IN) != me.user:
+        st.session_state[KEY_SIGNED_IN] = me.user
+        audit("sign_in", role=me.role)
+    return me
+
+
+def account_box(me: Identity) -> None:
+    """Who is signed in, with which role (sidebar), and the sign-out button."""
+    if me.mode == access.MODE_SIGNIN:
+        st.caption(f"Signed in as {plain_markdown(me.user)} ({me.role}).")
+        st.button("Sign out", key="sign_out", on_click=_sign_out)
+    elif me.mode == access.MODE_DEMO:
+        st.caption("Demo: view and predict only; patient IDs stay masked.")
+    else:
+        st.caption("Local mode: one user on this machine, no sign-in.")

@@ -1,0 +1,115 @@
+"""Real sign-in: the dashboard with ``[auth]`` pointing at a mock OpenID Connect provider
+(oidc-provider-mock on 127.0.0.1), driven by Chromium; each role sees its own dashboard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import ARTIFACTS, REPO, free_port, stop_server, wait_for_health
+
+ROLES = '[users]\n"ana@h.org" = "analyst"\n"val@h.org" = "viewer"\n'
+
+
+@pytest.fixture(scope="module")
+def provider():
+    from oidc_provider_mock import run_server_in_thread
+
+    with run_server_in_thread(port=free_port()) as server:
+        yield f"http://localhost:{server.server_port}"
+
+
+@pytest.fixture(scope="module")
+def signin_app(provider, small_demo, demo_bundle, tmp_path_factory):
+    """The dashboard (streamlit run) with sign-in configured in its own secrets file."""
+    here = tmp_path_factory.mktemp("signin")
+    bundles = here / "bundles"
+    shutil.copytree(demo_bundle, bundles / "demo")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    secrets = here / "secrets.toml"
+    secrets.write_text(
+        "[auth]\n"
+        f'redirect_uri = "{url}/oauth2callback"\n'
+        'cookie_secret = "e2e-cookie-secret-not-for-production"\n'
+        'client_id = "bcp-dashboard"\n'
+        'client_secret = "e2e-client-secret"\n'
+        f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n'
+    )
+    (here / "roles.toml").write_text(ROLES)
+    env = dict(
+        os.environ,
+        BCP_DATA_ROOT=str(small_demo[0]),
+        BCP_ALLOWED_ROOTS=str(small_demo[0]),
+        BCP_BUNDLES_DIR=str(bundles),
+        BCP_ROLES_FILE=str(here / "roles.toml"),
+        BCP_AUDIT_LOG=str(here / "audit.jsonl"),
+    )
+    env.pop("BCP_MODE", None)
+    command = [
+        sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+        "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--secrets.files", str(secrets),
+    ]  # fmt: skip
+    with open(here / "streamlit.log", "wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for_health(url, proc)
+        yield url, here
+    finally:
+        stop_server(proc)
+
+
+def sign_in(browser, url: str, email: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.get_by_text("Sign in with your hospital account").wait_for()
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("input[name=sub]").fill(email)  # the mock provider's sign-in form
+    page.get_by_role("button", name="Authorize").click()
+    page.get_by_text(f"Signed in as {email}").wait_for()
+    return context, page
+
+
+def mask_toggle(page):
+    return page.locator("label", has_text="Mask patient IDs").locator("input").first
+
+
+def test_an_analyst_and_a_viewer_sign_in_and_see_their_own_dashboard(browser, signin_app):
+    url, here = signin_app
+    ARTIFACTS.mkdir(exist_ok=True)
+    context, page = sign_in(browser, url, "ana@h.org")
+    page.get_by_text("(analyst)").wait_for()
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    assert nav.get_by_text("Training", exact=True).count() == 1
+    page.get_by_text("Cancer rows").first.wait_for()
+    assert (
+        mask_toggle(page).is_enabled() and page.get_by_label("Data root", exact=True).is_enabled()
+    )
+    page.screenshot(path=str(ARTIFACTS / "signin-analyst.png"))
+    context.close()
+
+    context, page = sign_in(browser, url, "val@h.org")
+    page.get_by_text("(viewer)").wait_for()
+    page.get_by_text("Cancer rows").first.wait_for()
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    assert nav.get_by_text("Training", exact=True).count() == 0
+    assert nav.get_by_text("Prediction", exact=True).count() == 1
+    assert (
+        mask_toggle(page).is_disabled() and page.get_by_label("Data root", exact=True).is_disabled()
+    )
+    page.screenshot(path=str(ARTIFACTS / "signin-viewer.png"))
+    context.close()
+
+    log = (here / "audit.jsonl").read_text()
+    assert '"who": "ana@h.org", "action": "sign_in"' in log
+    assert '"who": "val@h.org", "action": "sign_in"' in log
