@@ -134,6 +134,7 @@ def test_demo_viewer_predicts_with_the_servers_bundle(demo_mode, small_demo, bun
     at.file_uploader(key="pred_upload").upload(Path(rel).name, (root / rel).read_bytes()).run()
     assert not at.exception and not at.error
     assert "at threshold" in " ".join(m.value for m in at.markdown)
+    assert len(at.get("image")) == 2  # the film and its Grad-CAM overlay, as for an analyst
 
 
 def test_sign_in_is_required_when_an_identity_provider_is_configured(roles, small_demo):
