@@ -5,6 +5,7 @@
     python -m bcp_core train     --data-root DIR --out BUNDLE_DIR [options] [--json]
     python -m bcp_core evaluate  --bundle BUNDLE_DIR [--level image|breast|patient] [--json]
     python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--json]
+                                 [--engine local|ray] [--ray-address A] [--workers N] [--out DIR]
 
 Human-readable output by default, one JSON object with ``--json``: its keys are a stable
 contract that scripts rely on (README, "Command line"). A user's mistake ends with one sentence
@@ -207,16 +208,56 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from bcp_core.inference.predict import expand_inputs, iter_predictions
+    from bcp_core.inference.predict import expand_inputs, iter_predictions, read_file_list
+
+    files: list = expand_inputs(args.paths)
+    if args.file_list:
+        files += [p for listed in args.file_list for p in read_file_list(listed)]
+    if not files:
+        raise UserError("Give at least one file or folder, or --file-list.")
+    if args.engine == "ray":
+        return _predict_on_ray(args, files)
+    for option in ("out", "ray_address", "workers"):
+        if getattr(args, option) is not None:
+            name = "--" + option.replace("_", "-")
+            raise UserError(f"{name} works with --engine ray only.")
     from bcp_core.model.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
-    files = expand_inputs(args.paths)
     bar = None if args.json else ProgressBar("Predicting")
-    results = []
-    for entry in iter_predictions(bundle, files, batch_size=args.batch_size, on_progress=bar):
-        results.append(entry)
+    results = list(iter_predictions(bundle, files, batch_size=args.batch_size, on_progress=bar))
+    return _print_predictions(results, args.json)
+
+
+def _predict_on_ray(args: argparse.Namespace, files: list) -> int:
+    from bcp_core.inference.distributed import predict_distributed
+
+    run = predict_distributed(
+        args.bundle,
+        files,
+        out=args.out,
+        workers=2 if args.workers is None else args.workers,
+        address=args.ray_address,
+        batch_size=args.batch_size,
+        fmt=args.format,
+        on_progress=None if args.json else ProgressBar("Predicting on Ray"),
+    )
+    if run.results is not None:
+        return _print_predictions(run.results, args.json)
+    s = run.summary
     if args.json:
+        print(json.dumps(s.to_json(), ensure_ascii=False))
+    else:
+        print(
+            f"{s.files} files: {s.skipped} already in {s.out}, {s.predicted} predicted "
+            f"({s.ok} scored, {s.errors} could not be read) by {s.workers} workers "
+            f"in {s.seconds:.1f} s; {s.rows_in_out} rows in {s.out}."
+        )
+    return 0 if s.errors < s.predicted or s.predicted == 0 else 2
+
+
+def _print_predictions(results: list, as_json: bool) -> int:
+    if as_json:
         print(json.dumps([r.to_json() for r in results], ensure_ascii=False))
     else:
         for r in results:
@@ -271,8 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="probability of cancer for images or folders")
     pr.add_argument("--bundle", required=True)
-    pr.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    pr.add_argument("paths", nargs="*", metavar="FILE_OR_DIR")
+    pr.add_argument("--file-list", action="append", help="text file with one image path a line")
     pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--engine", choices=("local", "ray"), default="local")
+    pr.add_argument("--ray-address", help="ray engine: auto or HOST:PORT (default: this machine)")
+    pr.add_argument("--workers", type=int, help="ray engine: actors, one model each (default 2)")
+    pr.add_argument("--out", help="ray engine: results folder (shards + summary.json, resumable)")
+    pr.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)
     return parser

@@ -348,6 +348,16 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
+def read_file_list(path: str | os.PathLike) -> list[str]:
+    """The paths of a text file, one a line (blank lines and lines starting with # skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UserError(f"File list not found: {path}.") from exc
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def _image_files(folder: Path) -> list[Path]:
     found = []
     for root, dirs, files in os.walk(folder):
