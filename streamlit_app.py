@@ -19,8 +19,9 @@ PAGES = [
     st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
     st.Page("pages/threshold.py", title="Threshold explorer", icon=":material/tune:"),
     st.Page("pages/predict.py", title="Prediction", icon=":material/image_search:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
 ]
-if not can(me.role, Action.TRAIN):  # viewers: pages 1, 2 and 4 read-only, and prediction
+if not can(me.role, Action.TRAIN):  # viewers: pages 1, 2, 4 and 6 read-only, and prediction
     PAGES.pop(2)
 if can(me.role, Action.READ_AUDIT):
     PAGES.append(st.Page("pages/audit.py", title="Audit log", icon=":material/policy:"))

@@ -10,7 +10,7 @@ Three modes (SECURITY.md):
   the server listens on a loopback address (:func:`check_local_address`);
 * ``demo``: ``BCP_MODE=demo``; no sign-in, everyone is a viewer (the locked clinician demo).
 
-Roles grow: a ``viewer`` sees pages 1, 2 and 4 read-only and predicts, with patient IDs always
+Roles grow: a ``viewer`` sees pages 1, 2, 4 and 6 read-only and predicts, with patient IDs always
 masked and the data root and bundle fixed by the server; an ``analyst`` may do everything else
 but stop other people's runs and delete bundles, which only an ``admin`` may.
 """
@@ -35,7 +35,7 @@ LOCAL_USER, DEMO_USER = "local", "demo visitor"
 class Action(StrEnum):
     """Everything the dashboard guards."""
 
-    VIEW = "view"  # pages 1, 2 and 4 (read-only), prediction, masked CSV downloads
+    VIEW = "view"  # pages 1, 2, 4 and 6 (read-only), prediction, masked CSV downloads
     UNMASK = "unmask"  # show patient IDs
     CHOOSE_DATA_ROOT = "choose_data_root"  # among the allowed folders
     CHOOSE_BUNDLE = "choose_bundle"

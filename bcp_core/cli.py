@@ -4,6 +4,7 @@
     python -m bcp_core match     --data-root DIR [--json]
     python -m bcp_core train     --data-root DIR --out BUNDLE_DIR [options] [--json]
     python -m bcp_core evaluate  --bundle BUNDLE_DIR [--level image|breast|patient] [--json]
+    python -m bcp_core compare   BUNDLE_DIR BUNDLE_DIR... [--json]
     python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--json]
                                  [--engine local|ray] [--ray-address A] [--workers N] [--out DIR]
 
@@ -207,6 +208,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bcp_core.inference.comparison import compare_bundles
+
+    c = compare_bundles(args.bundles, n_boot=args.n_boot)
+    if args.json:
+        print(json.dumps(c.to_json(), ensure_ascii=False))
+        return 0
+    print(
+        f"Compared on {c.n_images} common validation images of {c.n_patients} patients "
+        f"({c.n_positive} with cancer); images only some runs scored: "
+        + ", ".join(f"{name} {n}" for name, n in c.dropped_images.items())
+    )
+    width = max(len(r.name) for r in c.runs) + 2
+    print(f"  {'run':<{width}}{'threshold':>10}  {'ROC-AUC':<26}{'sensitivity':<26}specificity")
+    for r in c.runs:
+        res, at = r.result, r.at
+        print(
+            f"  {r.name:<{width}}{r.threshold:>10.4f}  "
+            f"{_with_interval(res.roc_auc, res.roc_auc_ci):<26}"
+            f"{_with_interval(at.sensitivity, at.sensitivity_ci):<26}"
+            f"{_with_interval(at.specificity, at.specificity_ci)}"
+        )
+    print("ROC-AUC differences (paired patient bootstrap on the common patients):")
+    for p in c.pairs:
+        print(
+            f"  {p.a} - {p.b}: {_with_interval(p.roc_auc_diff, p.roc_auc_diff_ci)}"
+            f"  p = {p.p_value:.3f}"
+        )
+    print("Settings that differ:" if c.differing else "Settings that differ: none")
+    for name, values in c.differing.items():
+        print(f"  {name}: " + " | ".join(str(v) for v in values))
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from bcp_core.inference.predict import expand_inputs, iter_predictions, read_file_list
 
@@ -309,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--level", choices=("image", "breast", "patient"), default="image")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
+
+    cmp = sub.add_parser("compare", help="compare bundles trained on the same data")
+    cmp.add_argument("bundles", nargs="+", metavar="BUNDLE_DIR")
+    cmp.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    cmp.add_argument("--json", action="store_true")
+    cmp.set_defaults(func=_cmd_compare)
 
     pr = sub.add_parser("predict", help="probability of cancer for images or folders")
     pr.add_argument("--bundle", required=True)

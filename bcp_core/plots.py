@@ -328,3 +328,65 @@ def plot_probability_gauge(probability: float, threshold: float) -> go.Figure:
     ))  # fmt: skip
     fig.update_layout(margin=dict(l=40, r=40, t=50, b=10), height=240)
     return fig
+
+
+_RUN_COLORS = ("#5b7fb0", "#b03a63", "#2f9e6f", "#e0a030", "#7a5cb0", "#333333")
+
+
+def plot_compare_roc(runs) -> go.Figure:
+    """Every run's ROC curve on one chart, each run's saved threshold marked.
+
+    Args:
+        runs: :class:`~bcp_core.evaluation.compare.RunScores` (``Comparison.runs``).
+    """
+    fig = go.Figure()
+    for i, run in enumerate(runs):
+        r, color = run.result, _RUN_COLORS[i % len(_RUN_COLORS)]
+        name = plain_label(f"{run.name} (AUC {r.roc_auc:.3f})")
+        fig.add_trace(
+            go.Scatter(x=r.roc_fpr, y=r.roc_tpr, mode="lines", name=name, line=dict(color=color))
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[1 - run.at.specificity], y=[run.at.sensitivity], mode="markers",
+                marker=dict(_OPERATING, color=color), showlegend=False,
+                name=plain_label(f"{run.name} at {run.threshold:.3f}"),
+            )
+        )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#c0c0c0", dash="dot")
+        )
+    )
+    fig.update_layout(
+        title="ROC curves", xaxis_title="1 - specificity", yaxis_title="sensitivity", **_LAYOUT
+    )
+    return fig
+
+
+def plot_compare_pr(runs) -> go.Figure:
+    """Every run's precision-recall curve on one chart, with the prevalence baseline."""
+    fig = go.Figure()
+    for i, run in enumerate(runs):
+        r, color = run.result, _RUN_COLORS[i % len(_RUN_COLORS)]
+        name = plain_label(f"{run.name} (AP {r.pr_auc:.3f})")
+        fig.add_trace(
+            go.Scatter(
+                x=r.pr_recall, y=r.pr_precision, mode="lines", name=name, line=dict(color=color)
+            )
+        )
+    if runs:
+        prevalence = runs[0].result.n_positive / max(runs[0].result.n, 1)
+        fig.add_trace(
+            go.Scatter(
+                x=[0, 1], y=[prevalence, prevalence], mode="lines", name="prevalence",
+                line=dict(color="#c0c0c0", dash="dot"),
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        title="Precision-recall curves",
+        xaxis_title="recall (sensitivity)",
+        yaxis_title="precision (PPV)",
+        **_LAYOUT,
+    )
+    return fig

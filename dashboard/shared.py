@@ -131,6 +131,20 @@ def selected_bundle_path() -> str | None:
     return paths[0] if paths else None
 
 
+def bundle_version(path: str) -> float:
+    """When the bundle at ``path`` last changed (a cache key; 0 when it cannot be read)."""
+    return _mtime(path)
+
+
+def comparable_bundle_paths() -> list[str]:
+    """Bundles this session may compare: every bundle for those who may choose one, else only
+    the server's bundle (viewers' bundle is fixed, here as in the sidebar)."""
+    if not can(Action.CHOOSE_BUNDLE):
+        fixed = fixed_bundle_path()
+        return [fixed] if fixed else []
+    return bundle_paths()
+
+
 def bundle_writable(path: str | Path) -> bool:
     """Whether the dashboard may change this bundle: never the demo bundle."""
     return Path(path).resolve() != (bundles_dir() / config.DEMO_BUNDLE_NAME).resolve()

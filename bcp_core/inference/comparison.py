@@ -1,0 +1,48 @@
+"""Compare bundles: read each bundle's metadata and validation predictions, then
+:func:`bcp_core.evaluation.compare.compare_runs` (the ``compare`` command and the Compare page).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bcp_core.evaluation import intervals
+from bcp_core.evaluation.compare import Comparison, RunInput, compare_runs
+from bcp_core.model.bundle import Bundle, load_bundle
+from bcp_core.model.meta import BundleMeta
+
+
+def flat_settings(meta: BundleMeta) -> dict[str, Any]:
+    """A bundle's settings as ``model_name``, ``training.<key>`` and ``preprocessing.<key>``."""
+    out: dict[str, Any] = {"model_name": meta.model_name}
+    out.update({f"training.{k}": _plain(v) for k, v in meta.training.items()})
+    out.update({f"preprocessing.{k}": _plain(v) for k, v in meta.preprocessing.to_dict().items()})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def run_input(bundle: Bundle) -> RunInput:
+    """What :func:`compare_runs` needs of one bundle (named by its folder)."""
+    return RunInput(
+        name=Path(bundle.path).name,
+        predictions=bundle.val_predictions,
+        threshold=bundle.threshold,
+        settings=flat_settings(bundle.meta),
+        data_fingerprint=bundle.meta.data_fingerprint,
+    )
+
+
+def compare_bundles(
+    paths: list[str | Path], *, n_boot: int = intervals.DEFAULT_N_BOOT, seed: int = 0
+) -> Comparison:
+    """Compare the bundles at ``paths`` (metadata and validation predictions; no model loaded).
+
+    Raises:
+        UserError: a bundle that cannot be read, or runs that cannot be compared.
+    """
+    bundles = [load_bundle(p, with_model=False) for p in paths]
+    return compare_runs([run_input(b) for b in bundles], n_boot=n_boot, seed=seed)

@@ -1,0 +1,116 @@
+"""Page 6: compare runs trained on the same data, on the validation patients they share."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from bcp_core.access import Action
+from bcp_core.errors import UserError
+from bcp_core.inference.comparison import compare_bundles
+from bcp_core.output_safety import plain_markdown
+from bcp_core.plots import plot_compare_pr, plot_compare_roc
+from dashboard.auth import can
+from dashboard.shared import bundle_version, comparable_bundle_paths, show_error
+
+st.title("Compare runs")
+if not can(Action.VIEW):
+    show_error("Comparing runs needs the viewer role.")
+    st.stop()
+paths = comparable_bundle_paths()
+if len(paths) < 2:
+    why = (
+        ": train another one on the Training page."
+        if can(Action.TRAIN)
+        else "; viewers see the server's bundle only."
+    )
+    st.info(f"Comparing needs at least two bundles{why}", icon=":material/info:")
+    st.stop()
+chosen = st.multiselect(
+    "Bundles to compare",
+    paths,
+    default=paths[:2],
+    key="cmp_bundles",
+    format_func=lambda p: Path(p).name,
+    help="Bundles trained on the same data root; compared on the validation images they share.",
+)
+chosen = [p for p in chosen if p in paths]  # only bundles this session may read
+if len(chosen) < 2:
+    st.info("Choose two or more bundles.", icon=":material/info:")
+    st.stop()
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the runs and the paired bootstrap...")
+def comparison(chosen: tuple[str, ...], versions: tuple[float, ...]):
+    return compare_bundles(list(chosen))
+
+
+try:
+    c = comparison(tuple(chosen), tuple(bundle_version(p) for p in chosen))
+except UserError as exc:
+    show_error(exc)
+    st.stop()
+
+dropped = ", ".join(f"{plain_markdown(k)} {v}" for k, v in c.dropped_images.items())
+st.caption(
+    f"Compared on {c.n_images} validation images of {c.n_patients} patients "
+    f"({c.n_positive} with cancer) that every run scored; validation images left out per run: "
+    f"{dropped}. Each run is scored at its own saved threshold."
+)
+left, right = st.columns(2)
+left.plotly_chart(plot_compare_roc(c.runs), key="cmp_roc")
+right.plotly_chart(plot_compare_pr(c.runs), key="cmp_pr")
+
+
+def pct(value: float, ci: tuple[float, float]) -> str:
+    if value != value:
+        return "n/a"
+    return f"{value:.1%} ({ci[0]:.0%}-{ci[1]:.0%})" if ci[0] == ci[0] else f"{value:.1%}"
+
+
+def num(value: float, ci: tuple[float, float]) -> str:
+    if value != value:
+        return "n/a"
+    return f"{value:.3f} ({ci[0]:.3f} to {ci[1]:.3f})" if ci[0] == ci[0] else f"{value:.3f}"
+
+
+st.subheader("At each run's saved threshold")
+table = pd.DataFrame(
+    {
+        "run": r.name,
+        "threshold": round(r.threshold, 4),
+        "sensitivity (95% CI)": pct(r.at.sensitivity, r.at.sensitivity_ci),
+        "specificity (95% CI)": pct(r.at.specificity, r.at.specificity_ci),
+        "ROC-AUC (95% CI)": num(r.result.roc_auc, r.result.roc_auc_ci),
+        "PR-AUC (95% CI)": num(r.result.pr_auc, r.result.pr_auc_ci),
+    }
+    for r in c.runs
+)
+st.dataframe(table, hide_index=True, key="cmp_table")
+
+st.subheader("Paired AUC differences")
+pairs = pd.DataFrame(
+    {
+        "runs": f"{p.a} - {p.b}",
+        "ROC-AUC difference (95% CI)": num(p.roc_auc_diff, p.roc_auc_diff_ci),
+        "PR-AUC difference (95% CI)": num(p.pr_auc_diff, p.pr_auc_diff_ci),
+        "p (two-sided)": "n/a" if p.p_value != p.p_value else f"{p.p_value:.3f}",
+    }
+    for p in c.pairs
+)
+st.dataframe(pairs, hide_index=True, key="cmp_pairs")
+st.caption(
+    f"Paired patient bootstrap: each of {c.pairs[0].n_boot} resamples draws the common patients "
+    "with replacement and scores every run on the same draw; the interval is that of the "
+    "difference, and p is twice the smaller share of resamples on either side of 0."
+)
+
+st.subheader("Settings that differ")
+if c.differing:
+    diff = pd.DataFrame(
+        {r.name: [str(v[i]) for v in c.differing.values()] for i, r in enumerate(c.runs)},
+        index=pd.Index(list(c.differing), name="setting"),
+    )
+    st.dataframe(diff, key="cmp_settings")
+else:
+    st.caption("The runs were trained with the same settings.")
