@@ -17,17 +17,36 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def json_text(data: object) -> str:
+    """``data`` as the product writes JSON files (indented, UTF-8 kept as it is)."""
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
 def write_json_atomic(path: Path, data: object) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    write_files_atomic(path.parent, {path.name: json_text(data)})
+
+
+def write_files_atomic(folder: Path, texts: dict[str, str]) -> None:
+    """Write each text to a temporary file in ``folder``, then rename them all into place.
+
+    Every file is complete before the first rename, so a failed write (disk full) replaces
+    none of them; each rename is atomic, and they follow each other without other work.
+    """
+    written: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for name, text in texts.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+            written.append((tmp, folder / name))
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, target in written:
+            os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

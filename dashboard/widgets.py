@@ -11,7 +11,9 @@ import streamlit as st
 from PIL import Image
 
 from bcp_core.errors import UserError
+from bcp_core.evaluation.result import EvaluationResult
 from bcp_core.imaging.decode import read_gray
+from bcp_core.model.bundle import Bundle, bundle_card
 from bcp_core.output_safety import neutralised_df, plain_markdown
 from dashboard.auth import audit
 
@@ -143,3 +145,17 @@ def preview_url(data: bytes, max_side: int = 96) -> str | None:
     except UserError:
         return None
     return png_data_url(small_preview(gray, max_side))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _card_text(path: str, version: str, _bundle: Bundle, _result: EvaluationResult | None) -> str:
+    return bundle_card(_bundle, _result)
+
+
+def model_card(bundle: Bundle, result: EvaluationResult | None = None) -> None:
+    """The bundle's model card in an expander, made from its files (never read from
+    ``MODEL_CARD.md``, and nothing written: viewers see it for bundles written before cards).
+    ``result``: the per-image evaluation of its validation predictions when already computed."""
+    version = f"{bundle.meta.saved} {bundle.meta.threshold.to_json()}"
+    with st.expander("Model card"):
+        st.markdown(_card_text(str(bundle.path), version, bundle, result))

@@ -18,6 +18,7 @@ from dashboard.shared import KEY_THRESHOLD, ChosenThreshold, current_bundle, sho
 from dashboard.widgets import (
     gallery,
     metric_with_interval,
+    model_card,
     recommendation_params,
     recommendation_rows,
 )
@@ -48,6 +49,7 @@ level = st.radio(
     help="breast: mean of a breast's views; patient: max over her breasts.",
 )
 result, preds = evaluation(str(bundle.path), bundle.meta.saved, level)
+model_card(bundle, result if level == "image" else None)  # the card is per image
 
 # The slider starts at the bundle's saved threshold, and again whenever the bundle changes.
 if st.session_state.get("thr_for") != (str(bundle.path), level):

@@ -5,6 +5,9 @@
                            chosen, training config, split, data fingerprint, metrics, versions
     history.csv            per-epoch metrics
     val_predictions.csv    file, patient_id, label, probability, laterality, view (validation)
+    MODEL_CARD.md          the model card (bcp_core.model.card): intended use, data, metrics with
+                           intervals, the threshold and its history, known limits; rewritten
+                           with every threshold save
 
 Every write goes to a temporary name first and is renamed into place, so a crash never leaves
 half a bundle: the folder holds either the previous bundle or the new one.
@@ -23,7 +26,15 @@ import pandas as pd
 
 from bcp_core.config import PreprocessSpec
 from bcp_core.errors import UserError
-from bcp_core.fileio import recover_dir, staged_dir, write_json_atomic
+from bcp_core.evaluation.result import EvaluationResult
+from bcp_core.fileio import (
+    json_text,
+    recover_dir,
+    staged_dir,
+    write_files_atomic,
+    write_json_atomic,
+)
+from bcp_core.model.card import CARD_FILE, render_card
 from bcp_core.model.meta import META_FILE, BundleMeta
 
 MODEL_FILE = "model.keras"
@@ -93,6 +104,9 @@ def save_bundle(
             history.to_csv(tmp / HISTORY_FILE, index=False)
             val_predictions.reindex(columns=list(VAL_COLUMNS)).to_csv(tmp / VAL_FILE, index=False)
             write_json_atomic(tmp / META_FILE, meta.to_json())
+            # From the file as read back, so the card equals the one shown for the bundle.
+            card = render_card(meta, _read_csv(tmp / VAL_FILE), name=target.name)
+            (tmp / CARD_FILE).write_text(card, encoding="utf-8")
     except OSError as exc:
         raise _write_error(target, exc) from exc
     return target
@@ -218,7 +232,8 @@ def update_threshold(
     path: str | Path, value: float, method: str, note: str = "", by: str = ""
 ) -> BundleMeta:
     """Store a new decision threshold in a bundle's ``bundle.json`` (atomic), keeping the
-    earlier ones in its history; ``by`` names who saved it.
+    earlier ones in its history; ``by`` names who saved it. The model card is rewritten with
+    it (both files written in full first, then renamed into place one after the other).
 
     Raises:
         UserError: for a value outside [0, 1] or an unreadable bundle.
@@ -228,11 +243,23 @@ def update_threshold(
         raise UserError(f"A threshold must be a number between 0 and 1, got {value!r}.")
     folder = Path(path)
     meta = read_bundle_meta(folder).with_threshold(float(value), method, note, by)
+    card = render_card(meta, _read_csv(folder / VAL_FILE), name=folder.name)
     try:
-        write_json_atomic(folder / META_FILE, meta.to_json())
+        write_files_atomic(folder, {META_FILE: json_text(meta.to_json()), CARD_FILE: card})
     except OSError as exc:
         raise _write_error(folder, exc) from exc
     return meta
+
+
+def bundle_card(bundle: Bundle, result: EvaluationResult | None = None) -> str:
+    """The bundle's model card for display, made from its ``bundle.json`` and validation
+    predictions (the text ``MODEL_CARD.md`` holds); nothing is read from or written to
+    ``MODEL_CARD.md``, so a bundle written before cards existed gets one without a write, and a
+    card file edited or brought from elsewhere is never rendered. ``result``: the per-image
+    evaluation of the validation predictions when already computed (saves the bootstrap)."""
+    return render_card(
+        bundle.meta, bundle.val_predictions, result=result, name=Path(bundle.path).name
+    )
 
 
 def list_bundles_df(root: str | Path) -> pd.DataFrame:

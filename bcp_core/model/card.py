@@ -1,0 +1,234 @@
+"""The model card: one markdown page saying what a bundle is, how good it is and what it is not.
+
+:func:`render_card` is pure: the card is a function of ``bundle.json`` (:class:`BundleMeta`) and
+the validation predictions, nothing else (no clock, seeded bootstrap), so the card the dashboard
+renders for a bundle is the same text as the ``MODEL_CARD.md`` written with it, and a bundle
+written before cards existed gets the same card on display without anything being written.
+The bundle writer (:mod:`bcp_core.model.bundle`) writes it with every bundle and rewrites it
+with every threshold save or restore. Every string that comes from the user's data or from
+the bundle's file (model and class names, notes, methods, who saved, settings) passes
+:func:`bcp_core.output_safety.plain_markdown`, because Streamlit renders the card as markdown.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bcp_core.errors import UserError
+from bcp_core.evaluation.result import EvaluationResult, evaluate
+from bcp_core.model.meta import BundleMeta, ThresholdChoice
+from bcp_core.output_safety import plain_markdown as md
+
+CARD_FILE = "MODEL_CARD.md"
+NOTICE = "Research tool, not a medical device."
+#: Bootstrap resamples of the card's intervals (patients resampled; seed 0, as the dashboard).
+CARD_N_BOOT = 1000
+
+KNOWN_LIMITS = (
+    "Figures measured on the synthetic demo dataset say nothing about real mammograms.",
+    "Images from other devices, vendors, sites or populations than the training data may be "
+    "scored very differently; validate on your own data before trusting any figure here.",
+    "Grad-CAM heatmaps are a coarse hint of where the network looked, not a lesion outline.",
+    "On the real screening-film benchmark reported in the README (3,383 public films of 963 "
+    "women; fold 0 so far), every model trained with this software scored near chance (ROC-AUC "
+    "0.52 to 0.56 on held-out women): no model here has been shown to find cancer on real films.",
+)
+
+
+def card_evaluation(val_predictions: pd.DataFrame) -> EvaluationResult | None:
+    """The per-image evaluation of the card (patient bootstrap), or None without predictions."""
+    if val_predictions.empty or not {"label", "probability"} <= set(val_predictions.columns):
+        return None
+    patients = val_predictions["patient_id"] if "patient_id" in val_predictions else None
+    try:
+        return evaluate(
+            val_predictions["label"], val_predictions["probability"], patients, n_boot=CARD_N_BOOT
+        )
+    except UserError:
+        return None
+
+
+def _text(value: object) -> str:
+    """A value from the bundle's file as markdown text: numbers as they are, the rest escaped."""
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    return md(value)
+
+
+def _pct(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.1%}"
+
+
+def _num(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.3f}"
+
+
+def _ci(interval: tuple[float, float]) -> str:
+    low, high = interval
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"{low:.3f} to {high:.3f}"
+
+
+def _pct_ci(interval: tuple[float, float]) -> str:
+    low, high = interval
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"{low:.1%} to {high:.1%}"
+
+
+def _choice(c: ThresholdChoice) -> str:
+    who = md(c.by) if c.by else "the training run"
+    when = md(c.chosen) or "date not recorded"
+    text = f"{c.value:.4f} ({md(c.method) or 'method not recorded'}), by {who}, {when}"
+    if c.on:
+        text += f", on {md(c.on)}"
+    return text + (f"; note: {md(c.note)}" if c.note else "")
+
+
+def _data(meta: BundleMeta) -> list[str]:
+    lines = ["## Training data", ""]
+    s = meta.split
+    negative, positive = (md(n) for n in (tuple(meta.class_names) + ("", ""))[:2])
+    if s is None:
+        lines.append("The bundle does not record its patient split.")
+    else:
+        lines += [
+            f"| split | images | {positive} | {negative} | patients |",
+            "| --- | --- | --- | --- | --- |",
+            f"| train | {s.train_images} | {s.train_positives} | "
+            f"{s.train_images - s.train_positives} | {s.train_patients} |",
+            f"| validation | {s.val_images} | {s.val_positives} | "
+            f"{s.val_images - s.val_positives} | {s.val_patients} |",
+            "",
+            f"Patients split by seed {_text(s.seed)}, validation share {_text(s.val_fraction)}; "
+            f"patients in both splits: {_text(s.patient_overlap)}.",
+        ]
+    lines += [
+        "",
+        f"- Data fingerprint: {md(meta.data_fingerprint) or 'not recorded'}",
+        f"- Bundle written: {md(meta.saved) or 'not recorded'}",
+    ]
+    return lines
+
+
+def _settings(meta: BundleMeta) -> list[str]:
+    spec = meta.preprocessing
+    lines = [
+        "## Preprocessing",
+        "",
+        f"- Network input: {spec.height} x {spec.width} pixels, {meta.channels} channel(s)",
+        f"- Crop to the breast: {'yes' if spec.crop else 'no'}",
+        f"- Orient (chest wall on the left): {'yes' if spec.orient else 'no'}",
+        f"- Undo an inverted grey scale: {'yes' if spec.invert else 'no'}",
+        f"- Decode margin: {spec.decode_margin:g}",
+        "",
+        "## Model and training",
+        "",
+        f"- Architecture: {md(meta.model_name)}",
+        f"- Status: {md(meta.status) or 'not recorded'}",
+        f"- Best epoch: {_text(meta.metrics.best_epoch) if meta.metrics.best_epoch else 'n/a'}",
+    ]
+    if meta.training:
+        lines += ["", "| setting | value |", "| --- | --- |"]
+        lines += [f"| {md(k)} | {_text(v)} |" for k, v in meta.training.items()]
+    return lines
+
+
+def _metrics(meta: BundleMeta, result: EvaluationResult | None) -> list[str]:
+    t = meta.threshold.value
+    lines = ["## Validation metrics", ""]
+    if result is None:
+        stored = meta.metrics
+        return lines + [
+            "The bundle has no validation predictions; the stored scores (no intervals): "
+            f"ROC-AUC {_num(stored.roc_auc)}, PR-AUC {_num(stored.pr_auc)}.",
+        ]
+    m, ci = result.at(t), result.intervals_at(t)
+    return lines + [
+        f"Per image, on {result.n} validation images of patients the model was not trained on "
+        f"({result.n_positive} with cancer), at the saved threshold {t:.4f}. Intervals: 95%, "
+        f"bootstrap over patients ({result.n_boot_used} resamples).",
+        "",
+        "| metric | value | 95% interval |",
+        "| --- | --- | --- |",
+        f"| Sensitivity | {_pct(m.sensitivity)} ({m.tp} of {m.tp + m.fn}) | "
+        f"{_pct_ci(ci.sensitivity_ci)} |",
+        f"| Specificity | {_pct(m.specificity)} ({m.tn} of {m.tn + m.fp}) | "
+        f"{_pct_ci(ci.specificity_ci)} |",
+        f"| PPV | {_pct(m.precision)} | |",
+        f"| NPV | {_pct(m.npv)} | |",
+        f"| ROC-AUC | {_num(result.roc_auc)} | {_ci(result.roc_auc_ci)} |",
+        f"| PR-AUC | {_num(result.pr_auc)} | {_ci(result.pr_auc_ci)} |",
+        "",
+        f"Brier score {_num(result.brier)}; balanced accuracy {_pct(m.balanced_accuracy)}. "
+        "Validation images also chose the threshold, so these figures are optimistic.",
+    ]
+
+
+def _threshold(meta: BundleMeta) -> list[str]:
+    lines = [
+        "## Decision threshold",
+        "",
+        "A case is called cancer when its probability is at least the threshold.",
+        "",
+        f"- Now: {_choice(meta.threshold)}",
+    ]
+    past = meta.threshold.past()
+    if past:
+        lines += ["", f"Earlier thresholds ({len(past)}, newest first):", ""]
+        lines += [f"- {_choice(c)}" for c in reversed(past)]
+    return lines
+
+
+def render_card(
+    meta: BundleMeta,
+    val_predictions: pd.DataFrame,
+    *,
+    result: EvaluationResult | None = None,
+    name: str = "",
+) -> str:
+    """The model card of a bundle, as markdown.
+
+    Args:
+        meta: the bundle's metadata.
+        val_predictions: its validation predictions (``label``, ``probability``, ``patient_id``).
+        result: their per-image evaluation when already computed (:func:`card_evaluation`),
+            to save the bootstrap.
+        name: the bundle's folder name, for the title.
+    """
+    if result is None:
+        result = card_evaluation(val_predictions)
+    title = f"# Model card: {md(name)}" if name else "# Model card"
+    versions = meta.versions
+    lines = [
+        title,
+        "",
+        "## Intended use",
+        "",
+        f"**{NOTICE}** This model ranks mammograms by the probability of cancer it estimates, "
+        "for research on this software and its data only. It must not be used to diagnose, "
+        "screen or decide the care of anyone.",
+        "",
+        *_data(meta),
+        "",
+        *_settings(meta),
+        "",
+        *_metrics(meta, result),
+        "",
+        *_threshold(meta),
+        "",
+        "## Known limits",
+        "",
+        *(f"- {limit}" for limit in KNOWN_LIMITS),
+        "",
+        "## Versions",
+        "",
+        f"- TensorFlow: {md(versions.get('tensorflow', '')) or 'not recorded'}",
+        f"- Keras: {md(versions.get('keras', '')) or 'not recorded'}",
+        f"- Bundle format: {meta.format_version}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""The model card: written with every bundle, rewritten with every threshold save, shown on
+the threshold page (also for bundles written before cards existed, without writing), and every
+string from the user's data escaped for markdown."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bcp_core.model.bundle import bundle_card, load_bundle, update_threshold
+from bcp_core.model.card import CARD_FILE, NOTICE
+from bcp_core.model.meta import META_FILE
+from tests.conftest import open_app
+
+FORMAT1 = Path(__file__).parent / "fixtures" / "bundle_format1" / "bundle"
+
+
+def card_file(folder: Path) -> str:
+    return (folder / CARD_FILE).read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def bundle_copy(demo_bundle, tmp_path) -> Path:
+    copy = tmp_path / "bundles" / "run-1"
+    shutil.copytree(demo_bundle, copy)
+    return copy
+
+
+def test_a_trained_bundle_has_a_card_with_counts_threshold_intervals_and_notice(demo_bundle):
+    text = card_file(demo_bundle)
+    bundle = load_bundle(demo_bundle, with_model=False)
+    meta, split = bundle.meta, bundle.meta.split
+    assert split is not None
+    assert NOTICE in text
+    assert (
+        f"| train | {split.train_images} | {split.train_positives} | "
+        f"{split.train_images - split.train_positives} | {split.train_patients} |"
+    ) in text
+    assert (
+        f"| validation | {split.val_images} | {split.val_positives} | "
+        f"{split.val_images - split.val_positives} | {split.val_patients} |"
+    ) in text
+    assert meta.data_fingerprint in text
+    assert f"Now: {meta.threshold.value:.4f} (youden), by the training run" in text
+    for row in ("| Sensitivity |", "| Specificity |", "| ROC-AUC |", "| PR-AUC |"):
+        line = next(x for x in text.splitlines() if x.startswith(row))
+        assert " to " in line or "n/a" in line  # the interval column
+    assert "bootstrap over patients" in text
+    assert "Undo an inverted grey scale: yes" in text
+    assert "near chance" in text and "Grad-CAM" in text
+    assert f"TensorFlow: {meta.versions['tensorflow'].replace('.', chr(92) + '.')}" in text
+    # What the dashboard shows is the file's text.
+    assert bundle_card(bundle) == text
+
+
+def test_saving_a_threshold_rewrites_the_card(bundle_copy):
+    old = load_bundle(bundle_copy, with_model=False).meta.threshold
+    update_threshold(bundle_copy, 0.25, "manual", note="chosen on image level", by="ana@x.org")
+    text = card_file(bundle_copy)
+    assert "Now: 0.2500 (manual), by ana@x\\.org" in text
+    assert "chosen on image level" in text
+    assert "at the saved threshold 0.2500" in text
+    assert f"- {old.value:.4f} (youden), by the training run" in text  # the history
+    assert bundle_card(load_bundle(bundle_copy, with_model=False)) == text
+    assert sorted(p.name for p in bundle_copy.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_old_bundle_gets_a_card_on_display_without_a_write(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(FORMAT1, old)
+    before = {p.name: p.stat().st_mtime_ns for p in old.iterdir()}
+    text = bundle_card(load_bundle(old, with_model=False))
+    assert NOTICE in text and "| validation | 6 | 2 | 4 | 3 |" in text
+    assert "0.3650 (youden)" in text
+    assert {p.name: p.stat().st_mtime_ns for p in old.iterdir()} == before
+    update_threshold(old, 0.5, "manual")  # a save writes one
+    assert "Now: 0.5000 (manual)" in card_file(old)
+
+
+def test_markdown_in_names_and_notes_is_escaped(bundle_copy):
+    folder = bundle_copy.with_name("![b](x.png) *run* <i>")
+    bundle_copy.rename(folder)
+    update_threshold(folder, 0.3, "[click](http://evil)", note="# heading <b>", by="**me**")
+    text = card_file(folder)
+    assert "![b](" not in text and "[click](" not in text and "http://" not in text
+    assert "# Model card: \\!\\[b\\](x\\.png\\) \\*run\\* \\<i\\>\n" in text
+    assert "\\[click\\](http\\://evil\\)" in text
+    assert "\\# heading \\<b\\>" in text and "\\*\\*me\\*\\*" in text
+    assert "\n# heading" not in text
+
+
+def test_the_threshold_page_shows_the_card(small_demo, bundles_dir):
+    root, _ = small_demo
+    at = open_app(root, "pages/threshold.py")
+    assert any(e.label == "Model card" for e in at.expander)
+    shown = next(m.value for m in at.markdown if NOTICE in m.value)
+    title, _, rest = shown.partition("\n")
+    assert title == "# Model card: demo"  # the copy's folder name, the rest as the file says
+    assert rest == card_file(bundles_dir / "demo").partition("\n")[2].rstrip("\n")
+
+
+def test_a_viewer_sees_the_card_of_an_old_bundle_and_nothing_is_written(
+    small_demo, tmp_path, monkeypatch
+):
+    folder = tmp_path / "bundles"
+    shutil.copytree(FORMAT1, folder / "demo")
+    monkeypatch.setenv("BCP_BUNDLES_DIR", str(folder))
+    monkeypatch.setenv("BCP_MODE", "demo")
+    root, _ = small_demo
+    at = open_app(root, "pages/threshold.py")
+    assert any(NOTICE in m.value and "0.3650 (youden)" in m.value for m in at.markdown)
+    assert not (folder / "demo" / CARD_FILE).exists()
+    assert sorted(p.name for p in (folder / "demo").iterdir()) == sorted(
+        p.name for p in FORMAT1.iterdir()
+    )
+    assert (folder / "demo" / META_FILE).read_bytes() == (FORMAT1 / META_FILE).read_bytes()
+
+
+def test_a_card_that_cannot_be_written_leaves_the_threshold_unsaved(bundle_copy, monkeypatch):
+    import errno
+    import tempfile
+
+    from bcp_core.errors import UserError
+
+    before = {p.name: p.read_bytes() for p in bundle_copy.iterdir()}
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if str(kwargs.get("prefix", "")).startswith(f".{CARD_FILE}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with pytest.raises(UserError, match="free some disk space"):
+        update_threshold(bundle_copy, 0.3, "manual")
+    assert {p.name: p.read_bytes() for p in bundle_copy.iterdir()} == before  # no temp file left
