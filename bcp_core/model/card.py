@@ -31,9 +31,9 @@ KNOWN_LIMITS = (
     "Images from other devices, vendors, sites or populations than the training data may be "
     "scored very differently; validate on your own data before trusting any figure here.",
     "Grad-CAM heatmaps are a coarse hint of where the network looked, not a lesion outline.",
-    "On the real screening-film benchmark reported in the README (3,383 public films of 963 "
-    "women; fold 0 so far), every model trained with this software scored near chance (ROC-AUC "
-    "0.52 to 0.56 on held-out women): no model here has been shown to find cancer on real films.",
+    "On the real screening-film benchmark (README, 'Real screening films': 3,383 public films "
+    "of 963 women), every model trained with this software so far scored near chance on "
+    "held-out women: no model here has been shown to find cancer on real films.",
 )
 
 
