@@ -11,8 +11,9 @@ Three modes (SECURITY.md):
 * ``demo``: ``BCP_MODE=demo``; no sign-in, everyone is a viewer (the locked clinician demo).
 
 Roles grow: a ``viewer`` sees pages 1, 2, 4 and 6 read-only and predicts, with patient IDs always
-masked and the data root and bundle fixed by the server; an ``analyst`` may do everything else
-but stop other people's runs and delete bundles, which only an ``admin`` may.
+masked and the data root and bundle fixed by the server, and marks predictions agree or
+disagree (page 5); an ``analyst`` may do everything else but stop other people's runs and delete
+bundles, which only an ``admin`` may.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Action(StrEnum):
     """Everything the dashboard guards."""
 
     VIEW = "view"  # pages 1, 2, 4 and 6 (read-only), prediction, masked CSV downloads
+    FEEDBACK = "feedback"  # mark a prediction agree / disagree (clinicians reading)
     UNMASK = "unmask"  # show patient IDs
     CHOOSE_DATA_ROOT = "choose_data_root"  # among the allowed folders
     CHOOSE_BUNDLE = "choose_bundle"
@@ -49,6 +51,7 @@ class Action(StrEnum):
 #: The least role each action needs.
 NEEDS = {
     Action.VIEW: "viewer",
+    Action.FEEDBACK: "viewer",
     Action.UNMASK: "analyst",
     Action.CHOOSE_DATA_ROOT: "analyst",
     Action.CHOOSE_BUNDLE: "analyst",

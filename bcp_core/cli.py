@@ -7,6 +7,7 @@
     python -m bcp_core compare   BUNDLE_DIR BUNDLE_DIR... [--json]
     python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--json]
                                  [--engine local|ray] [--ray-address A] [--workers N] [--out DIR]
+    python -m bcp_core feedback  --bundle BUNDLE_DIR [--disagree-only] [--json]
 
 Human-readable output by default, one JSON object with ``--json``: its keys are a stable
 contract that scripts rely on (README, "Command line"). A user's mistake ends with one sentence
@@ -310,6 +311,33 @@ def _print_predictions(results: list, as_json: bool) -> int:
     return 0 if failed < len(results) else 2
 
 
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    from bcp_core.inference.feedback import MARKS, read_marks, summarise
+
+    folder = Path(args.bundle)
+    if not (folder / "bundle.json").is_file():
+        raise UserError(f"{folder} is not a model bundle (no bundle.json).")
+    marks = read_marks(folder)
+    summary = summarise(marks)
+    if args.disagree_only:
+        marks = [m for m in marks if not m.agrees]
+    if args.json:
+        out = {"summary": summary.to_json(), "marks": [m.to_json() for m in marks]}
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    rate = summary.agreement_rate
+    shown = "n/a" if rate != rate else f"{rate:.0%}"
+    print(f"Bundle {folder}: {summary.n} marks, {summary.agree} agree ({shown})")
+    for m in marks:
+        name = m.file or f"sha256 {m.image_sha256[:16]}"
+        note = f"  note: {m.note}" if m.note else ""
+        print(
+            f"  {m.time}  {MARKS[m.mark]:<27} p={m.probability:.4f} "
+            f"(threshold {m.threshold:.4f})  {name}  by {m.who}{note}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m bcp_core``."""
     parser = argparse.ArgumentParser(prog="python -m bcp_core", description=__doc__.split("\n")[0])
@@ -363,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)
+
+    fb = sub.add_parser("feedback", help="readers' marks on predictions, to review or relabel")
+    fb.add_argument("--bundle", required=True)
+    fb.add_argument("--disagree-only", action="store_true", help="only the marks that disagree")
+    fb.add_argument("--json", action="store_true")
+    fb.set_defaults(func=_cmd_feedback)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,12 +11,15 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from bcp_core.access import Action
 from bcp_core.errors import UserError
 from bcp_core.evaluation.result import EvaluationResult
 from bcp_core.imaging.decode import read_gray
+from bcp_core.inference.feedback import MARKS, MAX_NOTE_CHARS, read_marks, record, summarise
 from bcp_core.model.bundle import Bundle, bundle_card
 from bcp_core.output_safety import neutralised_df, plain_markdown
-from dashboard.auth import audit
+from dashboard.auth import audit, can, identity
+from dashboard.shared import masking, show_error
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -159,3 +163,58 @@ def model_card(bundle: Bundle, result: EvaluationResult | None = None) -> None:
     version = f"{bundle.meta.saved} {bundle.meta.threshold.to_json()}"
     with st.expander("Model card"):
         st.markdown(_card_text(str(bundle.path), version, bundle, result))
+
+
+def feedback_form(bundle: Bundle, name: str, data: bytes, probability: float, cut: float) -> None:
+    """Page 5: the reader marks this prediction agree or disagree, with an optional note.
+
+    The mark goes to the bundle's ``feedback.csv`` (:mod:`bcp_core.inference.feedback`): the
+    file name only when this reader sees patient IDs, else the image's hash alone.
+    """
+    if not can(Action.FEEDBACK):
+        return
+    with st.form("pred_feedback", clear_on_submit=True):
+        mark = st.radio(
+            "Your reading of this image",
+            list(MARKS),
+            format_func=lambda key: MARKS[key],
+            horizontal=True,
+            key="pred_mark",
+        )
+        note = st.text_input("Note (optional)", max_chars=MAX_NOTE_CHARS, key="pred_note")
+        sent = st.form_submit_button("Record my reading")
+    if not sent or not can(Action.FEEDBACK):
+        return
+    try:
+        record(
+            bundle.path,
+            who=identity().user or "anonymous",
+            file=name,
+            image_sha256=hashlib.sha256(data).hexdigest(),
+            probability=probability,
+            threshold=cut,
+            mark=str(mark),
+            note=str(note or ""),
+            keep_name=not masking(),
+        )
+    except UserError as exc:
+        show_error(exc)
+        return
+    st.success(f"Recorded: {MARKS[str(mark)]}.", icon=":material/check:")
+
+
+def feedback_line(bundle: Bundle) -> None:
+    """Page 4: how many readers' marks the bundle has and how many agree, in one line."""
+    try:
+        summary = summarise(read_marks(bundle.path))
+    except UserError as exc:
+        show_error(exc)
+        return
+    if not summary.n:
+        st.caption("Readers' marks (page 5): none yet for this bundle.")
+        return
+    st.caption(
+        f"Readers' marks (page 5): {summary.n}, of which {summary.agree} agree "
+        f"({summary.agreement_rate:.0%}); {summary.disagree_cancer} say it is cancer, "
+        f"{summary.disagree_not_cancer} that it is not (`python -m bcp_core feedback`)."
+    )

@@ -20,7 +20,7 @@ from bcp_core.inference.predict import (
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_probability_gauge
 from dashboard.shared import current_bundle, shared_threshold, show_error
-from dashboard.widgets import csv_download, preview_url
+from dashboard.widgets import csv_download, feedback_form, preview_url
 
 st.title("Prediction")
 st.warning(
@@ -143,3 +143,4 @@ right.image(
     caption="Grad-CAM: where the model looked (scaled to this image's strongest response, "
     "so it shows hot spots even when nothing is flagged)",
 )
+feedback_form(bundle, name, data, result.probability, threshold)

@@ -16,6 +16,7 @@ from bcp_core.plots import (
 from dashboard.admin import threshold_save
 from dashboard.shared import KEY_THRESHOLD, ChosenThreshold, current_bundle, shown
 from dashboard.widgets import (
+    feedback_line,
     gallery,
     metric_with_interval,
     model_card,
@@ -50,6 +51,7 @@ level = st.radio(
 )
 result, preds = evaluation(str(bundle.path), bundle.meta.saved, level)
 model_card(bundle, result if level == "image" else None)  # the card is per image
+feedback_line(bundle)
 
 # The slider starts at the bundle's saved threshold, and again whenever the bundle changes.
 if st.session_state.get("thr_for") != (str(bundle.path), level):

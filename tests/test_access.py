@@ -18,11 +18,12 @@ from bcp_core.model.meta import ThresholdChoice
     ("role", "allowed"),
     [
         ("none", set()),
-        ("viewer", {Action.VIEW}),
+        ("viewer", {Action.VIEW, Action.FEEDBACK}),
         (
             "analyst",
             {
                 Action.VIEW,
+                Action.FEEDBACK,
                 Action.UNMASK,
                 Action.CHOOSE_DATA_ROOT,
                 Action.CHOOSE_BUNDLE,
