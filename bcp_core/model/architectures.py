@@ -225,6 +225,41 @@ def _conv_bn_relu(
     return keras.layers.ReLU(name=f"{prefix}_relu{index}")(x)
 
 
+def _cnn_trunk(
+    name: str,
+    image_size: Sequence[int],
+    dropout: float,
+    output_bias: float | None,
+    stem_filters: int,
+    stage_filters: Sequence[int],
+    *,
+    pool_last: bool,
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Checked settings, the input and the conv trunk the product's CNNs share.
+
+    A 5x5 stride-2 stem, then one stage per width of two 3x3 conv-BN-ReLU blocks, each stage
+    after a 2x2 max pool (max, not strided convs, so a few bright calcification pixels survive
+    the downsampling); with ``pool_last=False`` the last stage keeps its input's resolution.
+
+    Returns:
+        ``(inputs, features)``.
+    """
+    height, width = _check_image_size(name, image_size)
+    _check_dropout(dropout)
+    _check_output_bias(output_bias)
+    inputs = _image_input(height, width)
+    x = _conv_bn_relu(
+        inputs, stem_filters, prefix="stem", kernel_size=DEFAULT_CNN_STEM_KERNEL, strides=2
+    )
+    last = len(stage_filters)
+    for stage, filters in enumerate(stage_filters, start=1):
+        if pool_last or stage < last:
+            x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="1")
+        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="2")
+    return inputs, x
+
+
 def build_default_cnn_model(
     image_size: Sequence[int],
     *,
@@ -246,21 +281,10 @@ def build_default_cnn_model(
     Returns:
         The uncompiled model, named "default_cnn".
     """
-    height, width = _check_image_size("default_cnn", image_size)
-    _check_dropout(dropout)
-    _check_output_bias(output_bias)
-    inputs = _image_input(height, width)
-    x = _conv_bn_relu(
-        inputs,
-        DEFAULT_CNN_STEM_FILTERS,
-        prefix="stem",
-        kernel_size=DEFAULT_CNN_STEM_KERNEL,
-        strides=2,
-    )
-    for stage, filters in enumerate(DEFAULT_CNN_STAGE_FILTERS, start=1):
-        x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
-        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="1")
-        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="2")
+    inputs, x = _cnn_trunk(
+        "default_cnn", image_size, dropout, output_bias,
+        DEFAULT_CNN_STEM_FILTERS, DEFAULT_CNN_STAGE_FILTERS, pool_last=True,
+    )  # fmt: skip
     outputs = _classification_head(x, dropout=dropout, output_bias=output_bias)
     return keras.Model(inputs, outputs, name="default_cnn")
 
@@ -290,23 +314,10 @@ def build_mil_cnn_model(
     Returns:
         The uncompiled model, named "mil_cnn".
     """
-    height, width = _check_image_size("mil_cnn", image_size)
-    _check_dropout(dropout)
-    _check_output_bias(output_bias)
-    inputs = _image_input(height, width)
-    x = _conv_bn_relu(
-        inputs,
-        MIL_CNN_STAGE_FILTERS[0],
-        prefix="stem",
-        kernel_size=DEFAULT_CNN_STEM_KERNEL,
-        strides=2,
-    )
-    last = len(MIL_CNN_STAGE_FILTERS)
-    for stage, filters in enumerate(MIL_CNN_STAGE_FILTERS, start=1):
-        if stage < last:  # the last stage keeps the resolution: stride 16 in all
-            x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
-        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="1")
-        x = _conv_bn_relu(x, filters, prefix=f"stage{stage}", index="2")
+    inputs, x = _cnn_trunk(
+        "mil_cnn", image_size, dropout, output_bias,
+        MIL_CNN_STAGE_FILTERS[0], MIL_CNN_STAGE_FILTERS, pool_last=False,
+    )  # fmt: skip
     x = keras.layers.Identity(name=FEATURE_MAP_LAYER)(x)
     rows, cols, channels = x.shape[1], x.shape[2], x.shape[3]
     patches = keras.layers.Reshape((rows * cols, channels), name="patches")(x)
