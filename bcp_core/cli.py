@@ -3,9 +3,10 @@
     python -m bcp_core demo-data --out DIR [--scale small|hospital] [--seed N]
     python -m bcp_core match     --data-root DIR [--json]
     python -m bcp_core train     --data-root DIR --out BUNDLE_DIR [options] [--json]
+                                 [--distribute none|mirrored|multiworker] [--workers N]
     python -m bcp_core evaluate  --bundle BUNDLE_DIR [--level image|breast|patient] [--json]
     python -m bcp_core compare   BUNDLE_DIR BUNDLE_DIR... [--json]
-    python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--json]
+    python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--tta N] [--json]
                                  [--engine local|ray] [--ray-address A] [--workers N] [--out DIR]
     python -m bcp_core feedback  --bundle BUNDLE_DIR [--disagree-only] [--json]
 
@@ -154,10 +155,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _train_config(args)  # settings are refused before any data is read
     check_training_resources(cfg, Path(args.out))
+    if args.distribute != "multiworker":
+        for option in ("workers", "ray_address", "gpus_per_worker"):
+            if getattr(args, option) is not None:
+                name = "--" + option.replace("_", "-")
+                raise UserError(f"{name} works with --distribute multiworker only.")
     manifest = read_data_root(args.data_root).manifest
-    result = train_model(
-        manifest, cfg, Path(args.out), on_event=None if args.json else _TrainProgress()
-    )
+    progress = None if args.json else _TrainProgress()
+    if args.distribute == "multiworker":
+        from bcp_core.model.cluster import train_on_ray
+
+        result = train_on_ray(
+            manifest,
+            cfg,
+            Path(args.out),
+            workers=2 if args.workers is None else args.workers,
+            address=args.ray_address,
+            gpus_per_worker=args.gpus_per_worker or 0.0,
+            on_event=progress,
+        )
+    else:
+        from bcp_core.model.distribute import local_distribution
+
+        result = train_model(
+            manifest,
+            cfg,
+            Path(args.out),
+            on_event=progress,
+            distribution=local_distribution(args.distribute),
+        )
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
@@ -261,7 +287,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     bar = None if args.json else ProgressBar("Predicting")
-    results = list(iter_predictions(bundle, files, batch_size=args.batch_size, on_progress=bar))
+    results = list(
+        iter_predictions(
+            bundle, files, batch_size=args.batch_size, on_progress=bar, passes=args.tta
+        )
+    )
     return _print_predictions(results, args.json)
 
 
@@ -277,6 +307,7 @@ def _predict_on_ray(args: argparse.Namespace, files: list) -> int:
         batch_size=args.batch_size,
         fmt=args.format,
         on_progress=None if args.json else ProgressBar("Predicting on Ray"),
+        passes=args.tta,
     )
     if run.results is not None:
         return _print_predictions(run.results, args.json)
@@ -301,8 +332,13 @@ def _print_predictions(results: list, as_json: bool) -> int:
                 print(f"{r.file}: {r.error}")
             else:
                 call = "cancer" if r.label else "no cancer"
+                spread = ""
+                if r.passes > 1:
+                    low, high = r.probability_low, r.probability_high
+                    spread = f" [{low:.4f}-{high:.4f} over {r.passes} passes]"
+                    call += ", uncertain" if r.uncertain else ""
                 print(
-                    f"{r.file}: probability {r.probability:.4f} -> {call} "
+                    f"{r.file}: probability {r.probability:.4f}{spread} -> {call} "
                     f"(threshold {r.threshold:.4f})"
                 )
     failed = sum(not r.ok for r in results)
@@ -384,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("paths", nargs="*", metavar="FILE_OR_DIR")
     pr.add_argument("--file-list", action="append", help="text file with one image path a line")
     pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument(
+        "--tta",
+        type=int,
+        default=config.DEFAULT_TTA_PASSES,
+        metavar="N",
+        help="test-time passes per image (1-8): the mean probability and its range "
+        f"(default {config.DEFAULT_TTA_PASSES})",
+    )
     pr.add_argument("--engine", choices=("local", "ray"), default="local")
     pr.add_argument("--ray-address", help="ray engine: auto or HOST:PORT (default: this machine)")
     pr.add_argument("--workers", type=int, help="ray engine: actors, one model each (default 2)")
@@ -423,6 +467,16 @@ def _add_train_parser(sub) -> None:
         help="none, imagenet (downloads, needs internet) or a local weights file",
     )
     train.add_argument("--fine-tune", action="store_true", help="train the backbone too")
+    train.add_argument(
+        "--distribute",
+        choices=config.DISTRIBUTE_MODES,
+        default="none",
+        help="none (one process), mirrored (every GPU of this machine) or multiworker (Ray "
+        "cluster; --batch-size stays the global batch)",
+    )
+    train.add_argument("--workers", type=int, help="multiworker: training processes (default 2)")
+    train.add_argument("--ray-address", help="multiworker: auto or HOST:PORT (default: here)")
+    train.add_argument("--gpus-per-worker", type=float, help="multiworker: GPUs each (default 0)")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=_cmd_train)
 

@@ -64,6 +64,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm", ".tif", ".tiff")
 #: Largest image (in pixels) that is decoded: a guard against decompression bombs. Real
 #: mammograms are at most about 4096 x 3328 = 13.6 Mpx.
 MAX_PIXELS = 100_000_000
+#: Test-time passes of prediction when none are asked for (bcp_core.imaging.tta; README,
+#: "Uncertainty"): chosen by bench/bench_tta.py.
+DEFAULT_TTA_PASSES = 1
+#: How training is spread (bcp_core.model.distribute): one process, one machine's GPUs, or the
+#: workers of a Ray cluster.
+DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
 
 # --- Manifest ---------------------------------------------------------------------------
 

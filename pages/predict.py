@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core import settings
+from bcp_core.config import DEFAULT_TTA_PASSES
 from bcp_core.errors import UserError
 from bcp_core.inference.explain import overlay_heatmap
 from bcp_core.inference.predict import (
@@ -45,21 +46,42 @@ def shown_cache(max_bytes: int) -> ShownCache:
     return ShownCache(max_bytes)
 
 
-def predict_cached(bundle_key: str, name: str, data: bytes, cut: float) -> ShownPrediction:
+def predict_cached(
+    bundle_key: str, name: str, data: bytes, cut: float, passes: int
+) -> ShownPrediction:
     def make() -> ShownPrediction:
         with st.spinner("Predicting..."):
-            return ShownPrediction.of(predict_one(bundle, data, name, threshold=cut))
+            return ShownPrediction.of(predict_one(bundle, data, name, threshold=cut, passes=passes))
 
-    key = (bundle_key, name, hashlib.sha256(data).hexdigest(), cut)
+    key = (bundle_key, name, hashlib.sha256(data).hexdigest(), cut, passes)
     return shown_cache(settings.prediction_cache_bytes()).get_or_make(key, make)
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting...")
-def predict_many_cached(bundle_key: str, files: tuple, cut: float) -> list[Prediction]:
+def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int) -> list[Prediction]:
     # Cached so that choosing which heatmap to show does not predict every file again.
-    return predict_files(bundle, files, threshold=cut)
+    return predict_files(bundle, files, threshold=cut, passes=passes)
 
 
+def results_table(results: list[Prediction], passes: int):
+    """The results as shown and downloaded: the range and "uncertain" only with passes."""
+    table = results_df(results)
+    if passes == 1:
+        return table.drop(columns=["probability_low", "probability_high", "passes"])
+    table["uncertain"] = [r.uncertain for r in results]
+    return table
+
+
+passes = st.select_slider(
+    "Test-time passes",
+    options=[1, 2, 4, 8],
+    value=DEFAULT_TTA_PASSES,
+    key="pred_passes",
+    help="Score each image this many times on slightly changed copies (flipped up-down, shifted, "
+    "zoomed) and report the mean probability with the range the passes spanned; a decision "
+    "is called uncertain when that range crosses the threshold. Each pass costs one more "
+    "model call.",
+)
 uploads = st.file_uploader(
     "Mammograms (JPG, PNG, DICOM)",
     accept_multiple_files=True,
@@ -93,8 +115,8 @@ if not files:
 
 bundle_key = f"{bundle.path}:{bundle.meta.saved}"
 if len(files) > 1:
-    results = predict_many_cached(bundle_key, tuple(files), threshold)
-    table = results_df(results)
+    results = predict_many_cached(bundle_key, tuple(files), threshold, passes)
+    table = results_table(results, passes)
     table.insert(0, "image", [preview_url(data) for _, data in files])
     st.dataframe(
         table,
@@ -123,7 +145,7 @@ if len(files) > 1:
 
 name, data = files[0]
 try:
-    shown = predict_cached(bundle_key, name, data, threshold)
+    shown = predict_cached(bundle_key, name, data, threshold, passes)
 except UserError as exc:
     show_error(exc)
     st.stop()
@@ -133,6 +155,17 @@ with left:
     st.plotly_chart(plot_probability_gauge(result.probability, threshold), key="pred_gauge")
     decision = "**Cancer suspected**" if result.label else "**No cancer flagged**"
     st.markdown(f"{decision} at threshold {threshold:.4f} (probability {result.probability:.4f}).")
+    if result.passes > 1:
+        st.caption(
+            f"Mean of {result.passes} passes; they ranged from {result.probability_low:.4f} to "
+            f"{result.probability_high:.4f}."
+        )
+    if result.uncertain:
+        st.warning(
+            "Uncertain: some passes fall on each side of the threshold, so small changes to "
+            "the image change the decision. Read this image with extra care.",
+            icon=":material/help:",
+        )
     known = (("view", result.view), ("laterality", result.laterality))
     if any(value for _, value in known):
         st.caption(" · ".join(f"{what}: {plain_markdown(v)}" for what, v in known if v))

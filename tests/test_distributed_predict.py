@@ -59,9 +59,12 @@ def _assert_same(ray_rows: list[dict], local_rows: list[dict]) -> None:
         if "error" in theirs:
             assert mine["error"] == theirs["error"]
             continue
-        assert mine["probability"] == pytest.approx(theirs["probability"], abs=1e-6)
-        assert {k: v for k, v in mine.items() if k != "probability"} == {
-            k: v for k, v in theirs.items() if k != "probability"
+        scores = ("probability", "probability_low", "probability_high")
+        for key in scores:
+            if key in theirs:
+                assert mine[key] == pytest.approx(theirs[key], abs=1e-6)
+        assert {k: v for k, v in mine.items() if k not in scores} == {
+            k: v for k, v in theirs.items() if k not in scores
         }
 
 
@@ -71,6 +74,18 @@ def test_ray_engine_gives_the_local_results(ray_cluster, images, demo_bundle, ca
     on_ray = _json_of(capsys, [*base, "--engine", "ray", "--workers", "2", "--batch-size", "5"])
     assert len(local) == N_IMAGES + 1
     assert sum("error" in r for r in local) == 1
+    _assert_same(on_ray, local)
+
+
+def test_ray_engine_with_test_time_passes_gives_the_local_results(
+    ray_cluster, images, demo_bundle, capsys
+):
+    base = ["predict", "--bundle", str(demo_bundle), str(images), "--json", "--tta", "4"]
+    local = _json_of(capsys, base)
+    on_ray = _json_of(capsys, [*base, "--engine", "ray", "--workers", "2", "--batch-size", "5"])
+    scored = [r for r in local if "error" not in r]
+    assert scored and all(r["passes"] == 4 for r in scored)
+    assert all(r["probability_low"] <= r["probability"] <= r["probability_high"] for r in scored)
     _assert_same(on_ray, local)
 
 

@@ -234,9 +234,9 @@ def test_uploads_stream_in_batches_with_progress(bundle, tiny_manifest, monkeypa
     seen_batches, progress = [], []
     original = predict._probabilities
 
-    def spy(model, inputs):
+    def spy(model, inputs, passes=1):
         seen_batches.append(len(inputs))
-        return original(model, inputs)
+        return original(model, inputs, passes)
 
     monkeypatch.setattr(predict, "_probabilities", spy)
     results = predict_files(

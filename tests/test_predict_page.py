@@ -235,3 +235,24 @@ def test_the_results_csv_quotes_a_file_name_that_is_a_formula(small_demo, bundle
     assert names == ["'" + formula, BEACON]
     assert_no_formula_cells(text)
     assert_markdown_fetches_nothing(at)
+
+
+def test_test_time_passes_show_the_range_and_the_uncertain_column(small_demo, bundles_dir):
+    root, truth = small_demo
+    at = open_predict_page(root)
+    assert at.select_slider(key="pred_passes").value == 1
+    name, data = demo_jpeg(root, truth, 1)
+    at.select_slider(key="pred_passes").set_value(4).run()
+    at.file_uploader(key="pred_upload").upload(name, data, "image/jpeg").run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Mean of 4 passes; they ranged from" in captions
+    other = demo_jpeg(root, truth, 0)
+    files = [(name, data, "image/jpeg"), (other[0], other[1], "image/jpeg")]
+    at.file_uploader(key="pred_upload").set_value(files).run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "probability" in d.value.columns)
+    assert {"probability_low", "probability_high", "uncertain"} <= set(table.columns)
+    assert (table["probability_low"] <= table["probability"]).all()
+    assert (table["probability"] <= table["probability_high"]).all()
+    assert (table["passes"] == 4).all()

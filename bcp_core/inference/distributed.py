@@ -34,6 +34,7 @@ from bcp_core.fileio import write_json_atomic
 from bcp_core.inference.predict import (
     Prediction,
     ProgressCallback,
+    _passes,
     _threshold,
     iter_predictions,
     results_df,
@@ -108,14 +109,18 @@ class DistributedRun:
 class _Scorer:
     """A Ray Data actor: loads the bundle once, then predicts batches of paths."""
 
-    def __init__(self, bundle_dir: str, threshold: float, batch_size: int) -> None:
+    def __init__(self, bundle_dir: str, threshold: float, batch_size: int, passes: int) -> None:
         self.bundle = load_bundle(bundle_dir)
-        self.threshold, self.batch_size = threshold, batch_size
+        self.threshold, self.batch_size, self.passes = threshold, batch_size, passes
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         files = [str(f) for f in batch["file"]]
         found = iter_predictions(
-            self.bundle, files, batch_size=self.batch_size, threshold=self.threshold
+            self.bundle,
+            files,
+            batch_size=self.batch_size,
+            threshold=self.threshold,
+            passes=self.passes,
         )
         return result_table(found)
 
@@ -123,9 +128,10 @@ class _Scorer:
 def result_table(results: Iterable[Prediction]) -> pd.DataFrame:
     """:func:`results_df` with fixed column types, so that every shard has one schema."""
     df = results_df(results)
-    for column in ("probability", "threshold"):
+    for column in ("probability", "threshold", "probability_low", "probability_high"):
         df[column] = pd.to_numeric(df[column]).astype("float64")
     df["label"] = pd.to_numeric(df["label"]).astype("Int64")
+    df["passes"] = pd.to_numeric(df["passes"]).astype("int64")
     return df.astype({c: str for c in ("file", "view", "laterality", "error")})
 
 
@@ -146,6 +152,9 @@ def predictions_of(table: pd.DataFrame) -> list[Prediction]:
                     float(row.threshold),
                     row.view,
                     row.laterality,
+                    probability_low=float(row.probability_low),
+                    probability_high=float(row.probability_high),
+                    passes=int(row.passes),
                 )
             )
     return out
@@ -219,6 +228,7 @@ def predict_distributed(
     fmt: str = "parquet",
     shard_rows: int = 1000,
     on_progress: ProgressCallback | None = None,
+    passes: int = 1,
 ) -> DistributedRun:
     """Predict ``files`` on a Ray cluster with an actor pool of ``workers``.
 
@@ -236,6 +246,7 @@ def predict_distributed(
         fmt: shard format, ``parquet`` or ``csv``.
         shard_rows: rows per shard (the work a crash can lose).
         on_progress: ``on_progress(done, total)`` as results arrive.
+        passes: test-time variants per image, as in local prediction.
 
     Raises:
         UserError: Ray missing, a bad setting, an output folder made with other settings.
@@ -250,12 +261,16 @@ def predict_distributed(
     ray = import_ray()
     bundle_path = Path(bundle_dir).resolve()
     cut = _threshold(load_bundle(bundle_path, with_model=False), threshold)
+    passes = _passes(passes)
     wanted = list(dict.fromkeys(str(f) for f in files))
     folder = Path(out) if out is not None else None
     done: set[str] = set()
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        _check_run_file(folder, {"bundle": str(bundle_path), "threshold": cut, "format": fmt})
+        settings = {"bundle": str(bundle_path), "threshold": cut, "format": fmt}
+        if passes > 1:  # recorded only when used, so earlier single-pass folders still resume
+            settings["passes"] = passes
+        _check_run_file(folder, settings)
         done = set(read_results(folder)["file"])
     todo = [f for f in wanted if f not in done]
 
@@ -275,9 +290,8 @@ def predict_distributed(
                 ray,
                 todo,
                 str(bundle_path),
-                cut,
+                (cut, batch_size, passes),
                 workers,
-                batch_size,
                 shard_rows,
                 writer,
                 on_progress,
@@ -318,21 +332,24 @@ def _run_pool(
     ray,
     todo: list[str],
     bundle: str,
-    cut: float,
+    scoring: tuple[float, int, int],
     workers: int,
-    batch_size: int,
     shard_rows: int,
     writer: _ShardWriter | None,
     on_progress: ProgressCallback | None,
 ) -> list[pd.DataFrame]:
-    """Stream ``todo`` through the actor pool; shards written as rows arrive (or kept)."""
+    """Stream ``todo`` through the actor pool; shards written as rows arrive (or kept).
+
+    ``scoring`` is (threshold, batch size, passes), as the actors take them.
+    """
+    batch_size = scoring[1]
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # the CLI prints its own progress
     blocks = _batches(len(todo), batch_size)
     ds = ray.data.from_items([{"file": f} for f in todo], override_num_blocks=blocks)
     ds = ds.map_batches(
         _Scorer,
-        fn_constructor_args=(bundle, cut, batch_size),
+        fn_constructor_args=(bundle, *scoring),
         batch_size=batch_size,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),

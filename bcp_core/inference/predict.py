@@ -26,6 +26,7 @@ import pandas as pd
 from bcp_core.config import IMAGE_EXTENSIONS, PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.evaluation.aggregation import aggregate_predictions_df
+from bcp_core.imaging import tta
 from bcp_core.imaging.preparation import Geometry, decode_and_prepare, mammogram_doubt
 from bcp_core.inference.explain import gradcam_heatmap, heatmap_to_image
 from bcp_core.model.bundle import MODEL_FILE, Bundle, load_keras_model
@@ -88,6 +89,10 @@ class Prediction:
         view: "CC", "MLO", ... from the DICOM header or the file name; "" when unknown.
         laterality: "L" or "R" likewise; "" when unknown.
         error: one sentence saying why the file could not be read; "" when it was.
+        probability_low: the lowest probability of the test-time passes (``probability`` is
+            their mean); equal to ``probability`` for one pass, None for an error.
+        probability_high: the highest, likewise.
+        passes: how many test-time variants were scored (:mod:`bcp_core.imaging.tta`).
     """
 
     file: str
@@ -97,15 +102,28 @@ class Prediction:
     view: str = ""
     laterality: str = ""
     error: str = ""
+    probability_low: float | None = None
+    probability_high: float | None = None
+    passes: int = 1
 
     @property
     def ok(self) -> bool:
         """True when the file was read and predicted."""
         return not self.error
 
+    @property
+    def uncertain(self) -> bool:
+        """True when the passes fall on both sides of the threshold (low < threshold <= high)."""
+        if not self.ok or self.passes < 2 or self.threshold is None:
+            return False
+        low, high = self.probability_low, self.probability_high
+        return low is not None and high is not None and low < self.threshold <= high
+
     def to_json(self) -> dict:
         """The command line's JSON object: ``file``, ``probability``, ``label``,
-        ``threshold`` and ``view`` / ``laterality`` when known; or ``file`` and ``error``.
+        ``threshold``, ``view`` / ``laterality`` when known and, with more than one test-time
+        pass, ``probability_low``, ``probability_high``, ``passes`` and ``uncertain``; or
+        ``file`` and ``error``.
         """
         if not self.ok:
             return {"file": self.file, "error": self.error}
@@ -119,6 +137,11 @@ class Prediction:
             out["view"] = self.view
         if self.laterality:
             out["laterality"] = self.laterality
+        if self.passes > 1:
+            out["probability_low"] = self.probability_low
+            out["probability_high"] = self.probability_high
+            out["passes"] = self.passes
+            out["uncertain"] = self.uncertain
         return out
 
 
@@ -147,10 +170,19 @@ class ExplainedPrediction:
     input_heatmap: np.ndarray | None = None
 
 
-def _scored(pending: Prediction, probability: float, cut: float) -> Prediction:
-    """``pending`` with its probability and the decision at ``cut`` (probability >= cut)."""
-    probability = float(probability)
-    return replace(pending, probability=probability, label=int(probability >= cut), threshold=cut)
+def _scored(pending: Prediction, passes: np.ndarray, cut: float) -> Prediction:
+    """``pending`` scored by its passes' probabilities: their mean and range, and the decision
+    at ``cut`` (mean >= cut)."""
+    probability = float(np.mean(passes, dtype=np.float64)) if len(passes) > 1 else float(passes[0])
+    return replace(
+        pending,
+        probability=probability,
+        label=int(probability >= cut),
+        threshold=cut,
+        probability_low=float(np.min(passes)),
+        probability_high=float(np.max(passes)),
+        passes=len(passes),
+    )
 
 
 # --- One image ----------------------------------------------------------------------------------
@@ -233,8 +265,13 @@ def predict_one(
     *,
     threshold: float | None = None,
     with_heatmap: bool = True,
+    passes: int = 1,
 ) -> ExplainedPrediction:
     """Predict one image for the dashboard, with its Grad-CAM heatmap on the decoded image.
+
+    With ``passes`` > 1 the probability is the mean over that many test-time variants
+    (:mod:`bcp_core.imaging.tta`) and the result carries their range; the heatmap is always
+    that of the input as prepared.
 
     Returns:
         :class:`ExplainedPrediction`: the :class:`Prediction` (``file`` is the file's name),
@@ -242,14 +279,16 @@ def predict_one(
         ``with_heatmap``, the heatmaps on both.
 
     Raises:
-        UserError: for an unreadable image or a threshold outside [0, 1].
+        UserError: for an unreadable image, a threshold outside [0, 1] or a bad number of
+            passes.
     """
     cut = _threshold(bundle, threshold)
+    passes = _passes(passes)
     prepared = prepare_image(source, bundle.spec, name)
     model = _model(bundle)
-    probability = _probabilities(model, [prepared.net_input])[0]
+    scores = _probabilities(model, [prepared.net_input], passes)[0]
     result = ExplainedPrediction(
-        _scored(prepared.pending(prepared.name), probability, cut),
+        _scored(prepared.pending(prepared.name), scores, cut),
         prepared.meta,
         prepared.gray,
         prepared.net_input,
@@ -375,16 +414,19 @@ def iter_predictions(
     batch_size: int = 16,
     threshold: float | None = None,
     on_progress: ProgressCallback | None = None,
+    passes: int = 1,
 ) -> Iterator[Prediction]:
     """Like :func:`predict_files`, one result at a time (a batch is predicted at once)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"Batch size must be a whole number of at least 1, got {batch_size!r}.")
     cut = _threshold(bundle, threshold)
+    passes = _passes(passes)
     items = list(sources)
     model, spec = _model(bundle), bundle.spec
     for start in range(0, len(items), batch_size):
         chunk = [_read_for_batch(item, spec) for item in items[start : start + batch_size]]
-        probabilities = iter(_probabilities(model, [x for _, x in chunk if x is not None]))
+        inputs = [x for _, x in chunk if x is not None]
+        probabilities = iter(_probabilities(model, inputs, passes))
         for pending, net_input in chunk:
             yield pending if net_input is None else _scored(pending, next(probabilities), cut)
         if on_progress is not None:
@@ -398,6 +440,7 @@ def predict_files(
     batch_size: int = 16,
     threshold: float | None = None,
     on_progress: ProgressCallback | None = None,
+    passes: int = 1,
 ) -> list[Prediction]:
     """Predict many files in batches; unreadable ones become error results.
 
@@ -407,17 +450,25 @@ def predict_files(
         batch_size: images decoded and predicted together; memory holds one batch.
         threshold: decision threshold; default the bundle's saved one.
         on_progress: called as ``on_progress(done, total)`` after each batch.
+        passes: test-time variants scored per image (:mod:`bcp_core.imaging.tta`); the
+            probability is their mean, ``probability_low`` / ``probability_high`` their range.
 
     Returns:
         One :class:`Prediction` per source, in order (``file`` as given); for a file that
         could not be read, one whose ``error`` says why.
 
     Raises:
-        UserError: for a threshold outside [0, 1] or a bad batch size (not for bad files).
+        UserError: for a threshold outside [0, 1], a bad batch size or number of passes (not
+            for bad files).
     """
     return list(
         iter_predictions(
-            bundle, sources, batch_size=batch_size, threshold=threshold, on_progress=on_progress
+            bundle,
+            sources,
+            batch_size=batch_size,
+            threshold=threshold,
+            on_progress=on_progress,
+            passes=passes,
         )
     )
 
@@ -437,11 +488,23 @@ def _read_for_batch(item: Source, spec: PreprocessSpec) -> tuple[Prediction, np.
     return prepared.pending(name), prepared.net_input
 
 
-def _probabilities(model, inputs: list[np.ndarray]) -> np.ndarray:
+def _probabilities(model, inputs: list[np.ndarray], passes: int = 1) -> np.ndarray:
+    """Probabilities (n images, passes): one model call on every variant of every input."""
     if not inputs:
-        return np.zeros(0, dtype=np.float32)
-    batch = np.stack(inputs).astype(np.float32, copy=False)
-    return np.asarray(model(batch, training=False), dtype=np.float32).reshape(-1)
+        return np.zeros((0, passes), dtype=np.float32)
+    if passes == 1:
+        batch = np.stack(inputs).astype(np.float32, copy=False)
+    else:
+        batch = np.concatenate([tta.variants(x, passes) for x in inputs])
+    scores = np.asarray(model(batch, training=False), dtype=np.float32)
+    return scores.reshape(len(inputs), passes)
+
+
+def _passes(passes: object) -> int:
+    try:
+        return tta.check_passes(passes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _threshold(bundle: Bundle, threshold: float | None) -> float:
@@ -515,6 +578,11 @@ def breast_results_df(results: Iterable[Prediction]) -> pd.DataFrame:
 
 def results_df(results: Iterable[Prediction]) -> pd.DataFrame:
     """Prediction results as a table (columns ``RESULT_COLUMNS``; missing values empty)."""
+    results = list(results)
     df = pd.DataFrame([r.to_json() for r in results]).reindex(columns=list(RESULT_COLUMNS))
+    df["passes"] = [r.passes for r in results]
+    single = df["passes"] == 1  # one pass: its range is the probability itself
+    df.loc[single, "probability_low"] = df.loc[single, "probability"]
+    df.loc[single, "probability_high"] = df.loc[single, "probability"]
     text = {"file": str, "view": object, "laterality": object, "error": object}
     return df.astype(text).fillna({"view": "", "laterality": "", "error": ""})

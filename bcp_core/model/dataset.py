@@ -82,6 +82,7 @@ def image_dataset(
     seed: int = 42,
     augment: bool = True,
     failures: ReadFailures | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of preprocessed images (and labels when given).
 
@@ -94,6 +95,10 @@ def image_dataset(
         seed: seed of the shuffle and the augmentation.
         augment: apply :func:`augmenter` (training only).
         failures: collects the files that could not be read; they are skipped.
+        shard: ``(index, count)``: keep every count-th path from the index-th, after the
+            shuffle and before anything is read (a worker's share in multi-worker training:
+            every worker shuffles the paths alike, so at each step the workers' batches
+            together hold the images one process's batch would).
 
     Returns:
         Elements ``(images, labels)`` with images float32 (B, H, W, 1), labels float32 (B,);
@@ -106,7 +111,13 @@ def image_dataset(
         ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(list(labels), np.float32)))
     if training:
         ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+    ds = _sharded(ds, shard)  # after the shuffle: the workers' batches make up one-process ones
     return _finish(ds, spec, batch_size, training and augment, seed, failures, labels is not None)
+
+
+def _sharded(ds: tf.data.Dataset, shard: tuple[int, int]) -> tf.data.Dataset:
+    index, count = shard
+    return ds if count == 1 else ds.shard(count, index)
 
 
 def _finish(ds, spec, batch_size, augment, seed, failures, labelled: bool) -> tf.data.Dataset:
@@ -143,10 +154,12 @@ def balanced_dataset(
     seed: int = 42,
     augment: bool = True,
     failures: ReadFailures | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[tf.data.Dataset, int]:
     """Oversampled training data: each image is a cancer image with ``positive_share`` odds.
 
     The top systems fed about one positive per seven images; the default here is one in four.
+    ``shard`` is as :func:`image_dataset`'s, applied to the mixed stream of paths.
 
     Returns:
         ``(dataset, steps_per_epoch)``; the dataset repeats forever, an epoch being as many
@@ -165,6 +178,7 @@ def balanced_dataset(
     mixed = tf.data.Dataset.sample_from_datasets(
         parts, weights=[positive_share, 1.0 - positive_share], seed=seed
     )
+    mixed = _sharded(mixed, shard)
     ds = _finish(mixed, spec, batch_size, augment, seed, failures, labelled=True)
     return ds, max(1, math.ceil(len(paths) / batch_size))
 

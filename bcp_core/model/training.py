@@ -34,6 +34,7 @@ from bcp_core.evaluation.thresholds import choose_threshold
 from bcp_core.model.architectures import build_model
 from bcp_core.model.bundle import save_bundle
 from bcp_core.model.dataset import ReadFailures, balanced_dataset, class_weights, image_dataset
+from bcp_core.model.distribute import Distribution, fit_custom, global_steps
 from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Started, TrainingEvent
 from bcp_core.model.losses import initial_bias, make_loss
 from bcp_core.model.meta import BundleMeta, SplitInfo, ThresholdChoice, ValidationMetrics, now_iso
@@ -318,8 +319,15 @@ def train_model(
     on_event: EventSink | None = None,
     stop_event: threading.Event | None = None,
     extra_callbacks: Iterable[keras.callbacks.Callback] = (),
+    distribution: Distribution | None = None,
 ) -> TrainResult:
     """Train a model on ``manifest`` and write the best one as a bundle in ``out_dir``.
+
+    ``distribution`` (:mod:`bcp_core.model.distribute`) says how this process takes part in a
+    distributed run; everything else (split, pipelines, imbalance handling, validation scoring,
+    early stopping, threshold, bundle) is the same in every mode. Only the chief writes the
+    bundle; every worker scores the whole validation split, so all take the same early-stopping
+    decision.
 
     Raises:
         UserError: for invalid settings or data, a run that needs more memory than the server
@@ -327,9 +335,12 @@ def train_model(
             is trained.
     """
     cfg.validate()
+    dist = distribution or Distribution()
+    dist.worker_batch(cfg.batch_size)  # refuses a batch that does not divide between workers
     out_dir = Path(out_dir)
-    check_training_resources(cfg, out_dir)
-    check_writable(out_dir.parent)
+    if dist.is_chief:
+        check_training_resources(cfg, out_dir)
+        check_writable(out_dir.parent)
     emit: EventSink = on_event or (lambda event: None)
     split, info = plan_split(manifest, cfg)
     fingerprint = data_fingerprint(manifest)
@@ -337,19 +348,24 @@ def train_model(
     failures = ReadFailures()
     train = manifest[split == "train"]
     val = manifest[split == "val"].reset_index(drop=True)
-    train_ds, steps, weights = training_pipeline(train, cfg, failures)
+    steps = global_steps(len(train), cfg.batch_size)
+    weights = class_weights(train["label"]) if cfg.imbalance == "class_weight" else None
     val_ds = image_dataset(
         val["path"], np.arange(len(val)), cfg.spec, batch_size=cfg.batch_size, failures=failures
     )
     val_ds = val_ds.map(lambda x, i: (x, keras.ops.cast(i, "int32")))
-    model = compile_model(cfg, float(train["label"].mean()))
+    with dist.scope():
+        model = compile_model(cfg, float(train["label"].mean()))
     scorer = ValidationScorer(val_ds, val["label"].astype(int).to_numpy())
     written: list[BundleMeta] = []
 
     def write(best_epoch: int, status: str) -> None:
         preds = val_predictions_df(val, scorer.indices, scorer.probabilities)
         meta = make_bundle_meta(cfg, info, fingerprint, preds, best_epoch, status)
-        save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds)
+        if dist.mode != "none":
+            meta.training["distribute"] = {"mode": dist.mode, "workers": dist.workers}
+        if dist.is_chief:
+            save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds)
         written.append(meta)
 
     tracker = ImprovementTracker(lambda epoch: write(epoch, "running"))
@@ -364,16 +380,34 @@ def train_model(
         *extra_callbacks,
     ]
     emit(Started(epochs=cfg.epochs, steps=steps, split=info, config=cfg.to_dict()))
-    history = model.fit(
-        train_ds,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        class_weight=weights,
-        shuffle=False,  # the pipeline shuffles
-        verbose=0,
-    )
-    epochs_run = len(history.epoch)
+    if dist.custom_loop:
+
+        def worker_data(context):
+            per_replica = context.get_per_replica_batch_size(cfg.batch_size)
+            shard = (context.input_pipeline_id, context.num_input_pipelines)
+            return training_pipeline(train, cfg, failures, batch_size=per_replica, shard=shard)[0]
+
+        epochs_run = fit_custom(
+            model,
+            worker_data,
+            distribution=dist,
+            epochs=cfg.epochs,
+            steps=steps,
+            class_weight=weights,
+            callbacks=callbacks,
+        )
+    else:
+        train_ds = training_pipeline(train, cfg, failures)[0]
+        history = model.fit(
+            train_ds,
+            epochs=cfg.epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            class_weight=weights,
+            shuffle=False,  # the pipeline shuffles
+            verbose=0,
+        )
+        epochs_run = len(history.epoch)
     status = (
         "stopped"
         if stopper.stopped
@@ -398,32 +432,49 @@ def train_model(
     return result
 
 
-def training_pipeline(train: pd.DataFrame, cfg: TrainConfig, failures: ReadFailures):
-    """Training pipeline, steps per epoch and class weights for the chosen imbalance method."""
+def training_pipeline(
+    train: pd.DataFrame,
+    cfg: TrainConfig,
+    failures: ReadFailures,
+    *,
+    batch_size: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+):
+    """Training pipeline (repeating), steps per epoch and class weights for the chosen
+    imbalance method.
+
+    ``batch_size`` (default ``cfg.batch_size``) and ``shard`` give one worker's part of a
+    distributed run (:mod:`bcp_core.model.distribute`); steps and class weights are always
+    those of the whole split at ``cfg.batch_size``.
+    """
     paths, labels = train["path"].tolist(), train["label"].astype(int).tolist()
+    batch = cfg.batch_size if batch_size is None else batch_size
+    steps = global_steps(len(paths), cfg.batch_size)
     if cfg.imbalance == "oversample":
-        ds, steps = balanced_dataset(
+        ds, _ = balanced_dataset(
             paths,
             labels,
             cfg.spec,
-            batch_size=cfg.batch_size,
+            batch_size=batch,
             seed=cfg.seed,
             augment=cfg.augment,
             failures=failures,
+            shard=shard,
         )
         return ds, steps, None
     ds = image_dataset(
         paths,
         labels,
         cfg.spec,
-        batch_size=cfg.batch_size,
+        batch_size=batch,
         training=True,
         seed=cfg.seed,
         augment=cfg.augment,
         failures=failures,
+        shard=shard,
     )
     weights = class_weights(labels) if cfg.imbalance == "class_weight" else None
-    return ds.repeat(), max(1, math.ceil(len(paths) / cfg.batch_size)), weights
+    return ds.repeat(), steps, weights
 
 
 def compile_model(cfg: TrainConfig, positive_fraction: float) -> keras.Model:

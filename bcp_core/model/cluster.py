@@ -1,0 +1,220 @@
+"""Multi-worker training on a Ray cluster (``train --distribute multiworker``).
+
+Ray Train's ``TensorflowTrainer`` starts N worker processes and gives each a ``TF_CONFIG``;
+each worker builds ``MultiWorkerMirroredStrategy`` and runs
+:func:`bcp_core.model.training.train_model`, the one trainer, with its
+:class:`~bcp_core.model.distribute.Distribution` (custom step, sharded pipeline). The chief
+(worker 0) writes the bundle, atomically as always, and sends its progress events and the final
+result back to the caller through a Ray queue, so the CLI's progress bar and the training
+page's live charts work as in one process.
+
+Every worker reads the images and writes nothing: the data root and the bundle folder must be
+at the same path on every node (a shared filesystem). A worker that dies ends the run with a
+:class:`~bcp_core.errors.UserError`; the bundle folder then holds the best epoch written
+before, complete, or nothing.
+
+Ray is an optional extra (``requirements-scale.txt``): it is imported only inside functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bcp_core.config import TrainConfig
+from bcp_core.errors import UserError
+
+SCALE_HINT = "install the scale extra: pip install -r requirements-scale.txt"
+
+
+def _import_ray_train():
+    try:
+        import ray
+        import ray.train
+        import ray.train.tensorflow
+        from ray.util.queue import Queue
+    except ImportError as exc:
+        raise UserError(
+            f"Multi-worker training needs Ray Train, which is not installed: {SCALE_HINT}."
+        ) from exc
+    return ray, Queue
+
+
+def _worker_main(config: dict) -> None:
+    """One worker of the run (runs in a Ray Train worker process)."""
+    import ray.train
+
+    from bcp_core.model.distribute import multiworker_distribution
+    from bcp_core.model.training import train_model
+
+    context = ray.train.get_context()
+    rank, size = context.get_world_rank(), context.get_world_size()
+    distribution = multiworker_distribution(rank, size)  # before any other TensorFlow op
+    events = config["events"]
+    manifest = config["manifest"]
+    cfg = TrainConfig(**config["cfg"])
+    cfg.image_size = tuple(cfg.image_size)  # type: ignore[assignment]
+
+    def emit(event) -> None:
+        events.put(("event", event))
+
+    result = train_model(
+        manifest,
+        cfg,
+        Path(config["out"]),
+        on_event=emit if distribution.is_chief else None,
+        distribution=distribution,
+    )
+    if distribution.is_chief:
+        events.put(("result", result))
+
+
+def train_on_ray(
+    manifest: pd.DataFrame,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    workers: int = 2,
+    address: str | None = None,
+    gpus_per_worker: float = 0.0,
+    on_event=None,
+):
+    """Train on ``workers`` Ray workers; the chief writes the bundle to ``out_dir``.
+
+    Args:
+        manifest: the manifest; its paths must be readable at the same path on every worker.
+        cfg: the run's settings (``batch_size`` is the global batch; see
+            :mod:`bcp_core.model.distribute`).
+        out_dir: the bundle folder (on storage the chief's node can write and you can read).
+        workers: training processes, one CPU (and ``gpus_per_worker`` GPUs) each.
+        address: a running cluster (``auto`` or ``HOST:PORT``); None: the cluster this
+            process is connected to, else a new one on this machine for the run.
+        gpus_per_worker: GPUs each worker asks Ray for (0: CPU only).
+        on_event: receives the chief's :mod:`bcp_core.model.events`, in this process.
+
+    Returns:
+        The chief's :class:`bcp_core.model.training.TrainResult`.
+
+    Raises:
+        UserError: Ray missing, a bad setting, or a worker that failed or died (the bundle
+            folder keeps what was complete before).
+    """
+    from bcp_core.model.distribute import Distribution
+    from bcp_core.model.resources import check_training_resources
+    from bcp_core.model.training import check_writable
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UserError(
+            f"The number of workers must be a whole number of at least 1, got {workers!r}."
+        )
+    if not 0 <= float(gpus_per_worker) <= 64:
+        raise UserError(f"GPUs per worker must be from 0 to 64, got {gpus_per_worker!r}.")
+    cfg.validate()
+    Distribution("multiworker", None, 0, workers).worker_batch(cfg.batch_size)
+    out = Path(out_dir).resolve()
+    check_training_resources(cfg, out)
+    check_writable(out.parent)
+    ray, Queue = _import_ray_train()
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+    try:
+        return _run(ray, Queue, manifest, cfg, out, workers, float(gpus_per_worker), on_event)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run(ray, Queue, manifest, cfg, out, workers, gpus, on_event):
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.tensorflow import TensorflowTrainer
+
+    events = Queue()
+    found: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def relay() -> None:  # the chief's events, handed to on_event in this process
+        while not stop.is_set() or not events.empty():
+            try:
+                kind, item = events.get(timeout=0.2)
+            except (queue.Empty, ray.util.queue.Empty):
+                continue
+            if kind == "result":
+                found["result"] = item
+            elif on_event is not None:
+                on_event(item)
+
+    resources = {"CPU": 1, **({"GPU": gpus} if gpus else {})}
+    with tempfile.TemporaryDirectory(prefix="bcp-ray-train-") as storage:
+        trainer = TensorflowTrainer(
+            _worker_main,
+            train_loop_config={
+                "manifest": manifest,
+                "cfg": cfg.to_dict(),
+                "out": str(out),
+                "events": events,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=workers, use_gpu=bool(gpus), resources_per_worker=resources
+            ),
+            run_config=RunConfig(
+                name="bcp-train",
+                storage_path=storage,
+                failure_config=FailureConfig(max_failures=0),
+            ),
+        )
+        relayer = threading.Thread(target=relay, daemon=True)
+        relayer.start()
+        try:
+            trainer.fit()
+        except TrainingFailedError as exc:
+            raise UserError(_failure_sentence(exc, out)) from None
+        finally:
+            stop.set()
+            relayer.join(timeout=30)
+            ray.kill(events.actor, no_restart=True)
+    if "result" not in found:
+        raise UserError("The training workers ended without a result; see the Ray logs.")
+    return found["result"]
+
+
+def _cause(error: BaseException) -> str:
+    """A short reason for a worker's failure: "it died" for a lost process, else the error."""
+    name = type(error).__name__
+    if "Died" in name or "Unavailable" in name or "HealthCheck" in name:
+        return "its process died"
+    first = str(error).strip().splitlines()
+    return f"{name}: {first[-1][:200]}" if first else name
+
+
+def _failure_sentence(exc: BaseException, out: Path) -> str:
+    """One sentence for a failed run: which worker, why, and what the bundle folder holds."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    parts = []
+    for rank, error in sorted(failures.items()):
+        user = isinstance(error, UserError) and error.args
+        reason = str(error.args[0]).rstrip(".") if user else _cause(error)
+        parts.append(f"worker {rank}: {reason}")
+    what = "; ".join(parts) if parts else str(exc).splitlines()[0]
+    kept = (
+        f"the bundle in {out} is the best epoch written before the failure"
+        if (out / "bundle.json").is_file()
+        else "no bundle was written"
+    )
+    return (
+        f"Multi-worker training failed ({what}), so the run was stopped; {kept}. "
+        "Check that every worker can read the data root, then run it again."
+    )
