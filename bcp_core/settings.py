@@ -23,7 +23,10 @@ variable (:class:`~bcp_core.errors.UserError`).
   ``demo``);
 * ``BCP_MAX_UPLOAD_PIXELS``, ``BCP_MAX_UPLOAD_FILES``, ``BCP_PREDICTION_CACHE_MB``: the most
   pixels an uploaded image may declare (default: 40 million), files in one prediction batch
-  (32) and memory the prediction page's cache may hold (256 MB).
+  (32) and memory the prediction page's cache may hold (256 MB);
+* ``BCP_RAY_ADDRESS``, ``BCP_RAY_WORKERS``: a Ray cluster (``auto`` or ``HOST:PORT``) the
+  training page may train on with ``multiworker`` (unset: the choice is not offered) and its
+  number of workers (default 2).
 
 Folders are relative to the repository. The CLI, run by the person who owns the files, reads
 only ``BCP_TRAIN_MEMORY_GB`` and ``BCP_MAX_BUNDLES``.
@@ -192,3 +195,20 @@ def prediction_cache_bytes() -> int:
     """Most bytes the prediction page keeps of shown results: $BCP_PREDICTION_CACHE_MB (MB),
     else 256 MB."""
     return _whole_number(ENV_PREDICTION_CACHE_MB, DEFAULT_PREDICTION_CACHE_MB) * 10**6
+
+
+# --- Training on a cluster ---------------------------------------------------------------------
+
+ENV_RAY_ADDRESS = "BCP_RAY_ADDRESS"
+ENV_RAY_WORKERS = "BCP_RAY_WORKERS"
+DEFAULT_RAY_WORKERS = 2
+
+
+def ray_address() -> str:
+    """The Ray cluster the training page may use ($BCP_RAY_ADDRESS); "" when unset."""
+    return _env(ENV_RAY_ADDRESS)
+
+
+def ray_workers() -> int:
+    """Workers of a training run on the cluster: $BCP_RAY_WORKERS, else 2."""
+    return _whole_number(ENV_RAY_WORKERS, DEFAULT_RAY_WORKERS)

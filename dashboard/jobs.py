@@ -44,6 +44,7 @@ class TrainingJob:
     result: TrainResult | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    distribute: str = "none"  # config.DISTRIBUTE_MODES; multiworker: settings.ray_address()
 
     @property
     def running(self) -> bool:
@@ -64,12 +65,8 @@ class TrainingJob:
 
     def run(self, manifest: pd.DataFrame) -> None:
         """The thread's body: train, and record how it ended."""
-        from bcp_core.model.training import train_model
-
         try:
-            result = train_model(
-                manifest, self.cfg, self.out_dir, on_event=self.on_event, stop_event=self.stop_event
-            )
+            result = self._train(manifest)
             self.result = result
             self.status = result.status
         except UserError as exc:
@@ -77,6 +74,32 @@ class TrainingJob:
         except Exception as exc:  # the page must learn of any failure; the log keeps the trace
             traceback.print_exc()
             self.status, self.message = "failed", f"Training failed: {exc}"
+
+    def _train(self, manifest: pd.DataFrame) -> TrainResult:
+        if self.distribute == "multiworker":
+            from bcp_core import settings
+            from bcp_core.model.cluster import train_on_ray
+
+            return train_on_ray(
+                manifest,
+                self.cfg,
+                self.out_dir,
+                workers=settings.ray_workers(),
+                address=settings.ray_address(),
+                on_event=self.on_event,
+                stop_event=self.stop_event,
+            )
+        from bcp_core.model.distribute import local_distribution
+        from bcp_core.model.training import train_model
+
+        return train_model(
+            manifest,
+            self.cfg,
+            self.out_dir,
+            on_event=self.on_event,
+            stop_event=self.stop_event,
+            distribution=local_distribution(self.distribute),
+        )
 
 
 class JobRegistry:

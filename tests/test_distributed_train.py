@@ -124,6 +124,26 @@ def test_a_killed_worker_ends_the_run_with_a_sentence_and_no_half_bundle(
     assert not [p for p in tmp_path.iterdir() if p.name != "killed"]  # no staging left
 
 
+def test_stop_ends_every_worker_at_the_same_step_and_keeps_the_best(
+    ray_cluster, tiny_manifest, tmp_path
+):
+    from bcp_core.model.cluster import train_on_ray
+
+    stop, events = threading.Event(), []
+
+    def on_event(event) -> None:
+        events.append(event)
+        if isinstance(event, EpochEnded) and event.epoch == 2:
+            stop.set()  # the training page's Stop button
+
+    out = tmp_path / "stopped"
+    result = train_on_ray(tiny_manifest, tiny_config(epochs=200, patience=200), out, workers=2,
+                          on_event=on_event, stop_event=stop)  # fmt: skip
+    assert result.status == "stopped" and 2 <= result.epochs_run <= 3
+    assert isinstance(events[-1], Finished) and events[-1].status == "stopped"
+    assert load_bundle(out).meta.status == "stopped"
+
+
 def test_cli_trains_on_two_workers(ray_cluster, small_demo, tmp_path, capsys):
     import json
 
@@ -139,6 +159,34 @@ def test_cli_trains_on_two_workers(ray_cluster, small_demo, tmp_path, capsys):
     assert load_bundle(out).meta.training["distribute"]["workers"] == 2
     assert main([*argv[:-5], "--batch-size", "9", "--distribute", "multiworker"]) == 2
     assert "does not divide between 2 workers" in capsys.readouterr().err
+
+
+def test_the_training_page_trains_on_the_cluster(ray_cluster, small_demo, tmp_path, monkeypatch):
+    from dashboard.jobs import registry
+    from tests.conftest import open_app
+    from tests.test_pages import fill_tiny_training_form
+
+    root, _ = small_demo
+    monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
+    monkeypatch.setenv("BCP_RAY_ADDRESS", "auto")  # the cluster this process is connected to
+    registry.clear()
+    try:
+        at = open_app(root, "pages/training.py")
+        fill_tiny_training_form(at)
+        at.number_input(key="tr_epochs").set_value(1)
+        at.radio(key="tr_distribute").set_value("multiworker")
+        at.button(key="tr_start").click().run()
+        assert not at.error, [e.value for e in at.error]
+        job = registry().current
+        assert job is not None and job.distribute == "multiworker"
+        deadline = time.monotonic() + 300
+        while job.running and time.monotonic() < deadline:
+            time.sleep(1)
+        assert job.status == "completed", job.message
+        assert job.epochs, "the chief's epochs reached the page"
+        assert load_bundle(job.out_dir).meta.training["distribute"]["workers"] == 2
+    finally:
+        registry.clear()
 
 
 def test_cli_refuses_cluster_options_without_multiworker(small_demo, tmp_path, capsys):

@@ -147,6 +147,19 @@ def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jo
     assert load_bundle(job.out_dir).meta.training["epochs"] == 2
 
 
+def test_training_page_offers_a_cluster_only_when_one_is_configured(
+    small_demo, fresh_jobs, monkeypatch
+):
+    root, _ = small_demo
+    monkeypatch.delenv("BCP_RAY_ADDRESS", raising=False)
+    at = open_app(root, "pages/training.py")
+    assert not at.get("radio"), "nothing to choose on a machine without GPUs or a cluster"
+    pytest.importorskip("ray", reason="Ray is not installed (requirements-scale.txt)")
+    monkeypatch.setenv("BCP_RAY_ADDRESS", "auto")
+    at = open_app(root, "pages/training.py")
+    assert at.radio(key="tr_distribute").options == ["this process", "the Ray cluster"]
+
+
 def test_training_page_refuses_bad_settings_before_starting(small_demo, fresh_jobs):
     root, _ = small_demo
     at = open_app(root, "pages/training.py")

@@ -57,7 +57,7 @@ def _worker_main(config: dict) -> None:
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
     distribution = multiworker_distribution(rank, size)  # before any other TensorFlow op
-    events = config["events"]
+    events, control = config["events"], config["control"]
     manifest = config["manifest"]
     cfg = TrainConfig(**config["cfg"])
     cfg.image_size = tuple(cfg.image_size)  # type: ignore[assignment]
@@ -65,15 +65,37 @@ def _worker_main(config: dict) -> None:
     def emit(event) -> None:
         events.put(("event", event))
 
-    result = train_model(
-        manifest,
-        cfg,
-        Path(config["out"]),
-        on_event=emit if distribution.is_chief else None,
-        distribution=distribution,
-    )
+    stop = threading.Event()
+    if distribution.is_chief:  # a stop asked for by the caller reaches the chief's loop
+        threading.Thread(target=_wait_for_stop, args=(control, stop), daemon=True).start()
+    try:
+        result = train_model(
+            manifest,
+            cfg,
+            Path(config["out"]),
+            on_event=emit if distribution.is_chief else None,
+            stop_event=stop,
+            distribution=distribution,
+        )
+    finally:
+        stop.set()  # ends the waiting thread
     if distribution.is_chief:
         events.put(("result", result))
+
+
+def _wait_for_stop(control, stop: threading.Event) -> None:
+    """Set ``stop`` when the caller puts "stop" on ``control``; return when the run ends."""
+    from ray.exceptions import RayError
+    from ray.util.queue import Empty
+
+    while not stop.is_set():
+        try:
+            if control.get(timeout=0.5) == "stop":
+                stop.set()
+        except Empty:
+            continue
+        except RayError:  # the queue is gone: the caller has finished with the run
+            return
 
 
 def train_on_ray(
@@ -85,6 +107,7 @@ def train_on_ray(
     address: str | None = None,
     gpus_per_worker: float = 0.0,
     on_event=None,
+    stop_event: threading.Event | None = None,
 ):
     """Train on ``workers`` Ray workers; the chief writes the bundle to ``out_dir``.
 
@@ -98,6 +121,8 @@ def train_on_ray(
             process is connected to, else a new one on this machine for the run.
         gpus_per_worker: GPUs each worker asks Ray for (0: CPU only).
         on_event: receives the chief's :mod:`bcp_core.model.events`, in this process.
+        stop_event: set it to stop the run after the current step (all workers stop there
+            together); the bundle keeps the best epoch, as in one process.
 
     Returns:
         The chief's :class:`bcp_core.model.training.TrainResult`.
@@ -132,22 +157,28 @@ def train_on_ray(
             logging_level=logging.ERROR,
         )
     try:
-        return _run(ray, Queue, manifest, cfg, out, workers, float(gpus_per_worker), on_event)
+        hooks = (on_event, stop_event or threading.Event())
+        return _run(ray, Queue, manifest, cfg, out, workers, float(gpus_per_worker), hooks)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run(ray, Queue, manifest, cfg, out, workers, gpus, on_event):
+def _run(ray, Queue, manifest, cfg, out, workers, gpus, hooks):
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.tensorflow import TensorflowTrainer
 
-    events = Queue()
+    on_event, stop_event = hooks
+    events, control = Queue(), Queue()
     found: dict[str, Any] = {}
     stop = threading.Event()
 
     def relay() -> None:  # the chief's events, handed to on_event in this process
+        asked = False
         while not stop.is_set() or not events.empty():
+            if stop_event.is_set() and not asked:
+                control.put("stop")
+                asked = True
             try:
                 kind, item = events.get(timeout=0.2)
             except (queue.Empty, ray.util.queue.Empty):
@@ -166,6 +197,7 @@ def _run(ray, Queue, manifest, cfg, out, workers, gpus, on_event):
                 "cfg": cfg.to_dict(),
                 "out": str(out),
                 "events": events,
+                "control": control,
             },
             scaling_config=ScalingConfig(
                 num_workers=workers, use_gpu=bool(gpus), resources_per_worker=resources
@@ -185,7 +217,8 @@ def _run(ray, Queue, manifest, cfg, out, workers, gpus, on_event):
         finally:
             stop.set()
             relayer.join(timeout=30)
-            ray.kill(events.actor, no_restart=True)
+            for channel in (events, control):
+                ray.kill(channel.actor, no_restart=True)
     if "result" not in found:
         raise UserError("The training workers ended without a result; see the Ray logs.")
     return found["result"]

@@ -135,7 +135,7 @@ def fit_custom(
         class_weight: as ``model.fit``'s (a sample weight per label), or None.
         callbacks: Keras callbacks, called as ``model.fit`` calls them (train begin and end,
             epoch begin and end, batch end with the running ``loss``), ``model.stop_training``
-            honoured after every batch and epoch.
+            honoured after every batch and epoch, when set on any worker.
 
     Returns:
         The number of epochs run.
@@ -185,17 +185,29 @@ def fit_custom(
             logs = {"loss": total / (step + 1)}
             for callback in callbacks:
                 callback.on_train_batch_end(step, logs)
-            if model.stop_training:
+            if _any_replica(strategy, model.stop_training):
+                model.stop_training = True
                 break
         epochs_run += 1
         logs = {"loss": total / max(1, step + 1)}
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)
-        if model.stop_training:
+        if _any_replica(strategy, model.stop_training):
             break
     for callback in callbacks:
         callback.on_train_end()
     return epochs_run
+
+
+def _any_replica(strategy, flag: bool) -> bool:
+    """True on every worker when ``flag`` is true on any: the workers stop at the same step.
+
+    A stop asked for on the chief (the page's Stop button) or an early stop must end the loop
+    on all workers at once, or the others would wait for a step that never comes.
+    """
+    mine = float(bool(flag))
+    flags = strategy.run(lambda: tf.constant(mine))
+    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None) > 0)
 
 
 def global_steps(images: int, global_batch: int) -> int:

@@ -150,3 +150,12 @@ def weights_setting(choice: str, folder: Path | None = None) -> str:
             f"the files in its weights folder ({settings.ENV_WEIGHTS_DIR})."
         )
     return str(folder / choice)
+
+
+def local_gpu_count() -> int:
+    """GPUs of this machine, counted without TensorFlow (NVIDIA device files on Linux).
+
+    The training page offers ``mirrored`` training only where this is above 1; a machine whose
+    GPUs this does not see can still use it through the CLI (``train --distribute mirrored``).
+    """
+    return sum(1 for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit())
