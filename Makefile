@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make run    create .venv, install, write the demo dataset and train the demo model if absent
 #               (about 2 minutes on 2 cores, once), start the dashboard
-#   make test   install the test tools and the scale extra (Ray), run the whole test suite
+#   make test   install the test tools and the optional extras (Ray, export), run the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -20,8 +20,8 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-scale.txt
-	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-scale.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-scale.txt requirements-export.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-scale.txt -r requirements-export.txt
 	@touch $@
 
 install: $(VENV)/.installed

@@ -31,6 +31,7 @@ ACTIONS = (
     "threshold_restore",
     "export",
     "bundle_delete",
+    "bundle_export",
     "denied",
 )
 #: The details an event may carry (never patient IDs or image paths).

@@ -9,6 +9,7 @@
     python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--tta N] [--json]
                                  [--engine local|ray] [--ray-address A] [--workers N] [--out DIR]
     python -m bcp_core feedback  --bundle BUNDLE_DIR [--disagree-only] [--json]
+    python -m bcp_core export    --bundle BUNDLE_DIR --format onnx|litert --out DIR [--json]
 
 Human-readable output by default, one JSON object with ``--json``: its keys are a stable
 contract that scripts rely on (README, "Command line"). A user's mistake ends with one sentence
@@ -347,6 +348,23 @@ def _print_predictions(results: list, as_json: bool) -> int:
     return 0 if failed < len(results) else 2
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from bcp_core.model.export import export_bundle
+
+    result = export_bundle(args.bundle, args.format, args.out)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    checked = result.checked_max_abs_difference
+    check = (
+        f"checked against the Keras model: largest difference {checked:.1e}"
+        if checked is not None
+        else "not checked (its runtime is not installed)"
+    )
+    print(f"Wrote {result.model_file} and preprocessing.json ({check}).")
+    return 0
+
+
 def _cmd_feedback(args: argparse.Namespace) -> int:
     from bcp_core.inference.feedback import MARKS, read_marks, summarise
 
@@ -441,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--disagree-only", action="store_true", help="only the marks that disagree")
     fb.add_argument("--json", action="store_true")
     fb.set_defaults(func=_cmd_feedback)
+
+    ex = sub.add_parser("export", help="write a bundle's model as ONNX or LiteRT")
+    ex.add_argument("--bundle", required=True)
+    ex.add_argument("--format", required=True, choices=("onnx", "litert"))
+    ex.add_argument("--out", required=True, help="new folder: the model file, preprocessing.json")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 

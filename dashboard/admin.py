@@ -83,3 +83,52 @@ def bundle_delete() -> None:
                 return
             audit("bundle_delete", bundle=name)
             st.success(f"Deleted {plain_markdown(name)}.", icon=":material/delete:")
+
+
+def bundle_export() -> None:
+    """Analysts download a bundle's model as ONNX or LiteRT with its preprocessing.json."""
+    if not can(Action.TRAIN):
+        return
+    names = list(list_bundles_df(bundles_dir())["bundle"])
+    if not names:
+        return
+    with st.expander("Export a model (ONNX or LiteRT)"):
+        st.caption(
+            "The file takes prepared images (N, height, width, 1) in [0, 1] and gives the "
+            "probability of cancer; preprocessing.json says how to prepare them and the "
+            "threshold to decide with. Checked against the model before it is offered."
+        )
+        name = st.selectbox("Bundle", names, key="exp_pick")
+        fmt = st.radio("Format", ("onnx", "litert"), horizontal=True, key="exp_format")
+        if st.button("Export", key="exp_go"):
+            try:
+                with st.spinner("Exporting..."):
+                    data = export_zip(bundles_dir() / Path(str(name)).name, str(fmt))
+            except UserError as exc:
+                show_error(exc)
+                return
+            audit("bundle_export", bundle=name, what=fmt)
+            st.download_button(
+                "Download the export (zip)",
+                data,
+                file_name=f"{Path(str(name)).name}-{fmt}.zip",
+                mime="application/zip",
+                key="exp_download",
+            )
+
+
+def export_zip(bundle: Path, fmt: str) -> bytes:
+    """The export of ``bundle`` as ``fmt``, zipped in memory (model file + preprocessing.json)."""
+    import io
+    import tempfile
+    import zipfile
+
+    from bcp_core.model.export import export_bundle
+
+    with tempfile.TemporaryDirectory(prefix="bcp-export-") as tmp:
+        result = export_bundle(bundle, fmt, Path(tmp) / "export")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(result.out).iterdir()):
+                archive.write(path, path.name)
+    return buffer.getvalue()

@@ -19,7 +19,7 @@ from bcp_core.model.resources import (
 )
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
-from dashboard.admin import bundle_delete
+from dashboard.admin import bundle_delete, bundle_export
 from dashboard.auth import audit, can, identity
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, load_match, session_token, show_error
@@ -175,4 +175,5 @@ live_progress()
 st.subheader("Past runs")
 runs = list_bundles_df(bundles_dir())
 st.dataframe(runs.drop(columns="path"), hide_index=True, key="tr_runs")
+bundle_export()
 bundle_delete()
