@@ -1,4 +1,5 @@
-"""The whole journey in a real browser: match -> balance -> train -> threshold -> predict."""
+"""The whole journey in a real browser: match -> balance -> train -> threshold -> predict (with
+a reader's mark) -> compare the new run with the demo bundle."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def test_whole_journey(app_url, page, small_demo):
     set_number(page, "Image width", "48")
     set_number(page, "Epochs", "2")
     set_number(page, "Batch size", "8")
+    set_number(page, "Seed", "3")  # the demo bundle's seed: the same validation patients
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile(r"best epoch \d of 2")).wait_for(timeout=240_000)
     page.locator(".js-plotly-plot").first.wait_for()
@@ -75,3 +77,17 @@ def test_whole_journey(app_url, page, small_demo):
     decision = page.get_by_text(re.compile(r"at threshold \d\.\d{4} \(probability \d\.\d{4}\)"))
     assert decision.count() >= 1
     page.screenshot(path=ARTIFACTS / "journey_5_prediction.png", full_page=True)
+
+    # 5b. The reader marks the prediction; the mark is recorded beside the bundle.
+    page.get_by_text("disagree: it is not cancer").click()
+    page.get_by_label("Note (optional)").fill("dense breast, benign-looking")
+    page.get_by_role("button", name="Record my reading").click()
+    page.get_by_text("Recorded: disagree: it is not cancer.").wait_for()
+
+    # 6. Compare: the new run against the demo bundle, on the validation patients they share.
+    goto_page(page, "Compare", "Compare runs")
+    page.get_by_text(re.compile(r"Compared on \d+ validation images of \d+ patients")).wait_for(
+        timeout=120_000
+    )
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.screenshot(path=ARTIFACTS / "journey_6_compare.png", full_page=True)
