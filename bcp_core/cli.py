@@ -157,7 +157,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _train_config(args)  # settings are refused before any data is read
     check_training_resources(cfg, Path(args.out))
     if args.distribute != "multiworker":
-        for option in ("workers", "ray_address", "gpus_per_worker"):
+        for option in ("workers", "ray_address", "gpus_per_worker", "cpus_per_worker"):
             if getattr(args, option) is not None:
                 name = "--" + option.replace("_", "-")
                 raise UserError(f"{name} works with --distribute multiworker only.")
@@ -173,6 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             workers=2 if args.workers is None else args.workers,
             address=args.ray_address,
             gpus_per_worker=args.gpus_per_worker or 0.0,
+            cpus_per_worker=args.cpus_per_worker or 1,
             on_event=progress,
         )
     else:
@@ -502,6 +503,7 @@ def _add_train_parser(sub) -> None:
     train.add_argument("--workers", type=int, help="multiworker: training processes (default 2)")
     train.add_argument("--ray-address", help="multiworker: auto or HOST:PORT (default: here)")
     train.add_argument("--gpus-per-worker", type=float, help="multiworker: GPUs each (default 0)")
+    train.add_argument("--cpus-per-worker", type=int, help="multiworker: CPUs each (default 1)")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=_cmd_train)
 

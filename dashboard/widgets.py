@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,15 +12,23 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from bcp_core import settings
 from bcp_core.access import Action
+from bcp_core.config import DEFAULT_TTA_PASSES
+from bcp_core.data.attributes import image_values, workbook_columns
+from bcp_core.data.datasource import data_root_signature
+from bcp_core.data.roots import allowed_roots, hide_root, resolve_data_root
 from bcp_core.errors import UserError
 from bcp_core.evaluation.result import EvaluationResult
+from bcp_core.evaluation.subgroups import subgroup_performance
 from bcp_core.imaging.decode import read_gray
 from bcp_core.inference.feedback import MARKS, MAX_NOTE_CHARS, read_marks, record, summarise
+from bcp_core.inference.predict import Prediction, results_df
 from bcp_core.model.bundle import Bundle, bundle_card
+from bcp_core.model.resources import local_gpu_count
 from bcp_core.output_safety import neutralised_df, plain_markdown
 from dashboard.auth import audit, can, identity
-from dashboard.shared import masking, show_error
+from dashboard.shared import data_root, load_match, masking, show_error
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -218,3 +227,136 @@ def feedback_line(bundle: Bundle) -> None:
         f"({summary.agreement_rate:.0%}); {summary.disagree_cancer} say it is cancer, "
         f"{summary.disagree_not_cancer} that it is not (`python -m bcp_core feedback`)."
     )
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _workbook_columns(root: str, signature: tuple, source: str) -> list[str]:
+    return workbook_columns(root, source)
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the column from the workbooks...")
+def _column_cells(root: str, signature: tuple, bundle: str, saved: str, column: str, _match, _f):
+    """The column's cells for the bundle's validation images (cached per bundle version)."""
+    return image_values(root, _match, _f, column)
+
+
+def subgroup_section(bundle: Bundle, threshold: float) -> None:
+    """Page 4: sensitivity, specificity and ROC-AUC of the validation images per group of a
+    workbook column (:mod:`bcp_core.evaluation.subgroups`). Aggregated figures only: a group
+    is named after a workbook value only when 3 patients share it, so every role sees it.
+    """
+    st.subheader("Performance per subgroup")
+    match, root = load_match(), resolve_data_root(data_root(), allowed_roots())
+    signature = data_root_signature(root)
+    files = bundle.val_predictions["file"].astype(str).tolist()
+    try:  # a workbook gone or changed since the match: one sentence, the page above stays
+        column = st.selectbox(
+            "Group the validation images by a workbook column",
+            _workbook_columns(str(root), signature, match.source),
+            index=None,
+            key="thr_subgroup_col",
+        )
+        if not column:
+            return
+        got = _column_cells(
+            str(root), signature, str(bundle.path), bundle.meta.saved, column, match, files
+        )
+        table = subgroup_performance(
+            bundle.val_predictions, got["value"], column, threshold, found=got["found"]
+        )
+        st.dataframe(table.display_df(), hide_index=True, key="thr_subgroups")
+        st.caption(plain_markdown(table.describe()))
+        csv_download("Download the table (CSV)", table.export_df(), "subgroups.csv", "thr_sub_csv")
+    except UserError as exc:
+        show_error(hide_root(str(exc), root, allowed_roots()))
+
+
+# --- Page 3: where a run trains ---------------------------------------------------------------
+
+DISTRIBUTE_LABELS = {
+    "none": "this process",
+    "mirrored": "every GPU of this server",
+    "multiworker": "the Ray cluster",
+}
+
+
+def distribute_choice() -> str:
+    """Page 3's "Train on" choice, shown only where a run can be spread: more than one GPU
+    here (mirrored), or a Ray cluster named by BCP_RAY_ADDRESS with Ray installed."""
+    ways = ["none"]
+    if local_gpu_count() > 1:
+        ways.append("mirrored")
+    if settings.ray_address() and importlib.util.find_spec("ray") is not None:
+        ways.append("multiworker")
+    if len(ways) == 1:
+        return "none"
+    return str(
+        st.radio(
+            "Train on",
+            ways,
+            format_func=DISTRIBUTE_LABELS.get,
+            horizontal=True,
+            key="tr_distribute",
+            help="Every GPU of this server (mirrored), or the workers of the Ray cluster set by "
+            "BCP_RAY_ADDRESS (multiworker). The batch size stays the global batch, split "
+            "evenly between the GPUs or workers; the learning rate is not scaled.",
+        )
+    )
+
+
+# --- Page 5: test-time passes ------------------------------------------------------------------
+
+
+def test_time_passes() -> int:
+    """Page 5's choice of test-time passes (bcp_core.imaging.tta)."""
+    return int(
+        st.select_slider(
+            "Test-time passes",
+            options=[1, 2, 4, 8],
+            value=DEFAULT_TTA_PASSES,
+            key="pred_passes",
+            help="Score each image this many times on slightly changed copies (flipped "
+            "up-down, shifted, zoomed) and report the mean probability with the range the "
+            "passes spanned; a decision is called uncertain when that range crosses the "
+            "threshold. Each pass costs one more model call.",
+        )
+    )
+
+
+def results_table(results: list[Prediction], passes: int) -> pd.DataFrame:
+    """Page 5's batch results as shown and downloaded: the range and "uncertain" with passes."""
+    table = results_df(results)
+    if passes == 1:
+        return table.drop(columns=["probability_low", "probability_high", "passes"])
+    table["uncertain"] = [r.uncertain for r in results]
+    return table
+
+
+def example_buttons(bundle: Bundle) -> None:
+    """Page 5: one button per class for a validation image of the bundle; the chosen file's
+    path goes to ``st.session_state["pred_example"]``."""
+    examples = bundle.val_predictions.sort_values("file").groupby("label").head(1)
+    cols = st.columns(max(len(examples), 1) + 1)
+    cols[0].caption("Or try a validation image the model never trained on:")
+    for col, row in zip(cols[1:], examples.itertuples()):
+        name = plain_markdown(Path(str(row.file)).name)
+        if Path(str(row.file)).is_file() and col.button(
+            f"Example: {'cancer' if row.label else 'no cancer'} ({name})",
+            key=f"pred_example_{row.label}",
+        ):
+            st.session_state["pred_example"] = row.file
+
+
+def uncertainty_note(result: Prediction) -> None:
+    """The passes' range under page 5's decision, and a warning when they disagree."""
+    if result.passes > 1:
+        st.caption(
+            f"Mean of {result.passes} passes; they ranged from {result.probability_low:.4f} to "
+            f"{result.probability_high:.4f}."
+        )
+    if result.uncertain:
+        st.warning(
+            "Uncertain: some passes fall on each side of the threshold, so small changes to "
+            "the image change the decision. Read this image with extra care.",
+            icon=":material/help:",
+        )

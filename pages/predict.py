@@ -6,7 +6,6 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core import settings
-from bcp_core.config import DEFAULT_TTA_PASSES
 from bcp_core.errors import UserError
 from bcp_core.inference.explain import overlay_heatmap
 from bcp_core.inference.predict import (
@@ -16,12 +15,19 @@ from bcp_core.inference.predict import (
     breast_results_df,
     predict_files,
     predict_one,
-    results_df,
 )
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_probability_gauge
 from dashboard.shared import current_bundle, shared_threshold, show_error
-from dashboard.widgets import csv_download, feedback_form, preview_url
+from dashboard.widgets import (
+    csv_download,
+    example_buttons,
+    feedback_form,
+    preview_url,
+    results_table,
+    test_time_passes,
+    uncertainty_note,
+)
 
 st.title("Prediction")
 st.warning(
@@ -63,41 +69,14 @@ def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int) 
     return predict_files(bundle, files, threshold=cut, passes=passes)
 
 
-def results_table(results: list[Prediction], passes: int):
-    """The results as shown and downloaded: the range and "uncertain" only with passes."""
-    table = results_df(results)
-    if passes == 1:
-        return table.drop(columns=["probability_low", "probability_high", "passes"])
-    table["uncertain"] = [r.uncertain for r in results]
-    return table
-
-
-passes = st.select_slider(
-    "Test-time passes",
-    options=[1, 2, 4, 8],
-    value=DEFAULT_TTA_PASSES,
-    key="pred_passes",
-    help="Score each image this many times on slightly changed copies (flipped up-down, shifted, "
-    "zoomed) and report the mean probability with the range the passes spanned; a decision "
-    "is called uncertain when that range crosses the threshold. Each pass costs one more "
-    "model call.",
-)
+passes = test_time_passes()
 uploads = st.file_uploader(
     "Mammograms (JPG, PNG, DICOM)",
     accept_multiple_files=True,
     type=["jpg", "jpeg", "png", "dcm", "dicom", "tif", "tiff"],
     key="pred_upload",
 )
-examples = bundle.val_predictions.sort_values("file").groupby("label").head(1)
-cols = st.columns(max(len(examples), 1) + 1)
-cols[0].caption("Or try a validation image the model never trained on:")
-for col, row in zip(cols[1:], examples.itertuples()):
-    example_name = plain_markdown(Path(row.file).name)
-    if Path(row.file).is_file() and col.button(
-        f"Example: {'cancer' if row.label else 'no cancer'} ({example_name})",
-        key=f"pred_example_{row.label}",
-    ):
-        st.session_state["pred_example"] = row.file
+example_buttons(bundle)  # validation images, for a first try without files of one's own
 
 if len(uploads or []) > settings.max_upload_files():
     st.error(
@@ -155,17 +134,7 @@ with left:
     st.plotly_chart(plot_probability_gauge(result.probability, threshold), key="pred_gauge")
     decision = "**Cancer suspected**" if result.label else "**No cancer flagged**"
     st.markdown(f"{decision} at threshold {threshold:.4f} (probability {result.probability:.4f}).")
-    if result.passes > 1:
-        st.caption(
-            f"Mean of {result.passes} passes; they ranged from {result.probability_low:.4f} to "
-            f"{result.probability_high:.4f}."
-        )
-    if result.uncertain:
-        st.warning(
-            "Uncertain: some passes fall on each side of the threshold, so small changes to "
-            "the image change the decision. Read this image with extra care.",
-            icon=":material/help:",
-        )
+    uncertainty_note(result)
     known = (("view", result.view), ("laterality", result.laterality))
     if any(value for _, value in known):
         st.caption(" · ".join(f"{what}: {plain_markdown(v)}" for what, v in known if v))

@@ -22,6 +22,7 @@ from dashboard.widgets import (
     model_card,
     recommendation_params,
     recommendation_rows,
+    subgroup_section,
 )
 
 st.title("Threshold explorer")
@@ -142,3 +143,5 @@ for tab, kind in ((tab_fn, "fn"), (tab_fp, "fp")):
             st.dataframe(shown(errors), hide_index=True, key=f"thr_errors_{kind}")
 
 threshold_save(bundle, float(threshold), method, level)  # analysts; history and restore
+
+subgroup_section(bundle, float(threshold))  # aggregated figures, every role that sees the page

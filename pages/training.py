@@ -1,28 +1,22 @@
 """Page 3: configure a model, train it in the background, watch every epoch, stop, keep the best."""
 
-import importlib.util
 import time
 from datetime import datetime
 
 import streamlit as st
 
-from bcp_core import settings
 from bcp_core.access import Action, can_stop
 from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, TRANSFER_MODELS, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
-from bcp_core.model.resources import (
-    check_training_resources,
-    local_gpu_count,
-    weight_files,
-    weights_setting,
-)
+from bcp_core.model.resources import check_training_resources, weight_files, weights_setting
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
 from dashboard.admin import bundle_delete, bundle_export
 from dashboard.auth import audit, can, identity
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, load_match, session_token, show_error
+from dashboard.widgets import distribute_choice
 
 st.title("Training")
 if not can(Action.TRAIN):
@@ -30,22 +24,6 @@ if not can(Action.TRAIN):
     st.stop()
 jobs = registry()
 defaults = TrainConfig()
-DISTRIBUTE_LABELS = {
-    "none": "this process",
-    "mirrored": "every GPU of this server",
-    "multiworker": "the Ray cluster",
-}
-
-
-def distribute_choices() -> list[str]:
-    """The ways to train this server offers: several GPUs, a configured Ray cluster."""
-    ways = ["none"]
-    if local_gpu_count() > 1:
-        ways.append("mirrored")
-    if settings.ray_address() and importlib.util.find_spec("ray") is not None:
-        ways.append("multiworker")
-    return ways
-
 
 with st.form("train_form"):
     c1, c2, c3, c4 = st.columns(4)
@@ -78,19 +56,7 @@ with st.form("train_form"):
         "or a weights file from the server's weights folder (BCP_WEIGHTS_DIR).",
     )
     fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
-    ways = distribute_choices()
-    distribute = "none"
-    if len(ways) > 1:  # shown only where a run can be spread
-        distribute = st.radio(
-            "Train on",
-            ways,
-            format_func=DISTRIBUTE_LABELS.get,
-            horizontal=True,
-            key="tr_distribute",
-            help="Every GPU of this server (mirrored), or the workers of the Ray cluster set by "
-            "BCP_RAY_ADDRESS (multiworker). The batch size stays the global batch, split "
-            "evenly between the GPUs or workers; the learning rate is not scaled.",
-        )
+    distribute = distribute_choice()  # shown only where a run can be spread
     submitted = st.form_submit_button("Start training", type="primary", key="tr_start")
 
 if submitted:

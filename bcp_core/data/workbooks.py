@@ -161,6 +161,31 @@ def read_excel_sheets(path: Path, columns: set[str] | None = None) -> dict[str, 
     return {str(name): _clean_columns(df) for name, df in sheets.items()}
 
 
+def read_excel_headers(path: Path) -> dict[str, list[str]]:
+    """The header row of every sheet of a workbook (names stripped), without its other rows.
+
+    Raises:
+        UserError: if the file is missing, not a workbook, or cannot be parsed.
+    """
+    try:
+        from python_calamine import CalamineWorkbook
+    except ImportError:  # the fallback reads the sheets whole
+        return {n: list(map(str, df.columns)) for n, df in read_excel_sheets(path).items()}
+    if not path.is_file():
+        raise UserError(f"Workbook not found: {path}.")
+    try:
+        book = CalamineWorkbook.from_path(str(path))
+        out = {}
+        for name in book.sheet_names:
+            rows = book.get_sheet_by_name(name).iter_rows()
+            out[str(name)] = [str(h).strip() for h in next(rows, [])]
+        return out
+    except Exception as exc:  # calamine raises many types for broken files
+        raise UserError(
+            f"Cannot read workbook {path.name} ({exc}). Open it in Excel and save it as .xlsx."
+        ) from exc
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """Read a CSV export or a workbook's first sheet, whatever its suffix says.
 

@@ -106,6 +106,7 @@ def train_on_ray(
     workers: int = 2,
     address: str | None = None,
     gpus_per_worker: float = 0.0,
+    cpus_per_worker: int = 1,
     on_event=None,
     stop_event: threading.Event | None = None,
 ):
@@ -120,6 +121,8 @@ def train_on_ray(
         address: a running cluster (``auto`` or ``HOST:PORT``); None: the cluster this
             process is connected to, else a new one on this machine for the run.
         gpus_per_worker: GPUs each worker asks Ray for (0: CPU only).
+        cpus_per_worker: CPUs each worker asks Ray for: its image pipeline runs on them (a
+            GPU worker needs many to be kept busy; README, "When one machine is not enough").
         on_event: receives the chief's :mod:`bcp_core.model.events`, in this process.
         stop_event: set it to stop the run after the current step (all workers stop there
             together); the bundle keeps the best epoch, as in one process.
@@ -141,6 +144,10 @@ def train_on_ray(
         )
     if not 0 <= float(gpus_per_worker) <= 64:
         raise UserError(f"GPUs per worker must be from 0 to 64, got {gpus_per_worker!r}.")
+    if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int):
+        raise UserError(f"CPUs per worker must be a whole number, got {cpus_per_worker!r}.")
+    if not 1 <= cpus_per_worker <= 512:
+        raise UserError(f"CPUs per worker must be from 1 to 512, got {cpus_per_worker}.")
     cfg.validate()
     Distribution("multiworker", None, 0, workers).worker_batch(cfg.batch_size)
     out = Path(out_dir).resolve()
@@ -158,13 +165,16 @@ def train_on_ray(
         )
     try:
         hooks = (on_event, stop_event or threading.Event())
-        return _run(ray, Queue, manifest, cfg, out, workers, float(gpus_per_worker), hooks)
+        resources: dict[str, float] = {"CPU": cpus_per_worker}
+        if gpus_per_worker:
+            resources["GPU"] = float(gpus_per_worker)
+        return _run(ray, Queue, manifest, cfg, out, workers, resources, hooks)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run(ray, Queue, manifest, cfg, out, workers, gpus, hooks):
+def _run(ray, Queue, manifest, cfg, out, workers, resources, hooks):
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -188,7 +198,6 @@ def _run(ray, Queue, manifest, cfg, out, workers, gpus, hooks):
             elif on_event is not None:
                 on_event(item)
 
-    resources = {"CPU": 1, **({"GPU": gpus} if gpus else {})}
     with tempfile.TemporaryDirectory(prefix="bcp-ray-train-") as storage:
         trainer = TensorflowTrainer(
             _worker_main,
@@ -200,7 +209,9 @@ def _run(ray, Queue, manifest, cfg, out, workers, gpus, hooks):
                 "control": control,
             },
             scaling_config=ScalingConfig(
-                num_workers=workers, use_gpu=bool(gpus), resources_per_worker=resources
+                num_workers=workers,
+                use_gpu="GPU" in resources,
+                resources_per_worker=resources,
             ),
             run_config=RunConfig(
                 name="bcp-train",
