@@ -6,7 +6,8 @@
                                  [--distribute none|mirrored|multiworker] [--workers N]
     python -m bcp_core evaluate  --bundle BUNDLE_DIR [--level image|breast|patient] [--json]
     python -m bcp_core compare   BUNDLE_DIR BUNDLE_DIR... [--json]
-    python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--tta N] [--json]
+    python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--tta N] [--metadata CSV]
+                                 [--json]
                                  [--engine local|ray] [--ray-address A] [--workers N] [--out DIR]
     python -m bcp_core feedback  --bundle BUNDLE_DIR [--disagree-only] [--json]
     python -m bcp_core export    --bundle BUNDLE_DIR --format onnx|litert --out DIR [--json]
@@ -116,6 +117,7 @@ def _train_config(args: argparse.Namespace) -> config.TrainConfig:
         weights=args.weights,
         fine_tune=args.fine_tune,
         patience=args.patience,
+        metadata_columns=tuple(args.metadata_columns or ()),
     ).validate()
 
 
@@ -161,7 +163,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if getattr(args, option) is not None:
                 name = "--" + option.replace("_", "-")
                 raise UserError(f"{name} works with --distribute multiworker only.")
-    manifest = read_data_root(args.data_root).manifest
+    match = read_data_root(args.data_root)
+    manifest = match.manifest
+    metadata = None
+    if cfg.metadata_columns:
+        from bcp_core.data.attributes import metadata_frame
+
+        files = manifest["path"].astype(str).tolist()
+        metadata = metadata_frame(args.data_root, match, files, cfg.metadata_columns)
     progress = None if args.json else _TrainProgress()
     if args.distribute == "multiworker":
         from bcp_core.model.cluster import train_on_ray
@@ -175,6 +184,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             gpus_per_worker=args.gpus_per_worker or 0.0,
             cpus_per_worker=args.cpus_per_worker or 1,
             on_event=progress,
+            metadata=metadata,
         )
     else:
         from bcp_core.model.distribute import local_distribution
@@ -185,6 +195,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             Path(args.out),
             on_event=progress,
             distribution=local_distribution(args.distribute),
+            metadata=metadata,
         )
     if args.json:
         print(json.dumps(result.to_json()))
@@ -272,7 +283,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from bcp_core.inference.predict import expand_inputs, iter_predictions, read_file_list
+    from bcp_core.inference.predict import (
+        expand_inputs,
+        iter_predictions,
+        read_file_list,
+        read_metadata_csv,
+    )
 
     files: list = expand_inputs(args.paths)
     if args.file_list:
@@ -280,6 +296,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         raise UserError("Give at least one file or folder, or --file-list.")
     if args.engine == "ray":
+        if args.metadata:
+            raise UserError("--metadata works with --engine local only.")
         return _predict_on_ray(args, files)
     for option in ("out", "ray_address", "workers"):
         if getattr(args, option) is not None:
@@ -291,7 +309,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     bar = None if args.json else ProgressBar("Predicting")
     results = list(
         iter_predictions(
-            bundle, files, batch_size=args.batch_size, on_progress=bar, passes=args.tta
+            bundle,
+            files,
+            batch_size=args.batch_size,
+            on_progress=bar,
+            passes=args.tta,
+            metadata=read_metadata_csv(args.metadata) if args.metadata else None,
         )
     )
     return _print_predictions(results, args.json)
@@ -447,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time passes per image (1-8): the mean probability and its range "
         f"(default {config.DEFAULT_TTA_PASSES})",
     )
+    pr.add_argument(
+        "--metadata",
+        metavar="CSV",
+        help="workbook values for a model that takes them: a 'file' column and one per column",
+    )
     pr.add_argument("--engine", choices=("local", "ray"), default="local")
     pr.add_argument("--ray-address", help="ray engine: auto or HOST:PORT (default: this machine)")
     pr.add_argument("--workers", type=int, help="ray engine: actors, one model each (default 2)")
@@ -493,6 +521,12 @@ def _add_train_parser(sub) -> None:
         help="none, imagenet (downloads, needs internet) or a local weights file",
     )
     train.add_argument("--fine-tune", action="store_true", help="train the backbone too")
+    train.add_argument(
+        "--metadata-columns",
+        nargs="+",
+        metavar="COLUMN",
+        help="workbook columns the model takes beside the image (refused if they leak the label)",
+    )
     train.add_argument(
         "--distribute",
         choices=config.DISTRIBUTE_MODES,

@@ -256,6 +256,9 @@ class TrainConfig:
     patience: int = 6
     augment: bool = True
     threshold_method: str = "youden"
+    #: Workbook columns the model takes beside the image (bcp_core.model.metadata); () for
+    #: an image-only model.
+    metadata_columns: tuple[str, ...] = ()
 
     def validate(self) -> TrainConfig:
         """Return self, or raise UserError naming the first bad setting."""
@@ -300,6 +303,13 @@ class TrainConfig:
         for name, flag in (("Fine-tune", self.fine_tune), ("Augment", self.augment)):
             if not isinstance(flag, bool):
                 raise UserError(f"{name} must be true or false, got {flag!r}.")
+        columns = self.metadata_columns
+        if not isinstance(columns, (tuple, list)) or not all(
+            isinstance(c, str) and c.strip() for c in columns
+        ):
+            raise UserError(f"Metadata columns must be column names, got {columns!r}.")
+        if len({c.strip().casefold() for c in columns}) != len(columns) or len(columns) > 20:
+            raise UserError("Choose at most 20 metadata columns, each once.")
         if self.threshold_method not in THRESHOLD_METHODS:
             raise UserError(
                 f"Unknown threshold method {self.threshold_method!r}; choose one of: "
@@ -312,6 +322,12 @@ class TrainConfig:
         return PreprocessSpec(height=int(self.image_size[0]), width=int(self.image_size[1]))
 
     def to_dict(self) -> dict:
+        """The ``training`` object of ``bundle.json`` (``metadata_columns`` only when used, so
+        image-only runs read as before)."""
         out = asdict(self)
         out["image_size"] = list(self.image_size)
+        if self.metadata_columns:
+            out["metadata_columns"] = list(self.metadata_columns)
+        else:
+            del out["metadata_columns"]
         return out

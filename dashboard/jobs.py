@@ -45,6 +45,7 @@ class TrainingJob:
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     distribute: str = "none"  # config.DISTRIBUTE_MODES; multiworker: settings.ray_address()
+    metadata: pd.DataFrame | None = None  # workbook values of cfg.metadata_columns, per image
 
     @property
     def running(self) -> bool:
@@ -88,6 +89,7 @@ class TrainingJob:
                 address=settings.ray_address(),
                 on_event=self.on_event,
                 stop_event=self.stop_event,
+                metadata=self.metadata,
             )
         from bcp_core.model.distribute import local_distribution
         from bcp_core.model.training import train_model
@@ -99,6 +101,7 @@ class TrainingJob:
             on_event=self.on_event,
             stop_event=self.stop_event,
             distribution=local_distribution(self.distribute),
+            metadata=self.metadata,
         )
 
 

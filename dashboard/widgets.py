@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from PIL import Image
 
 from bcp_core import settings
 from bcp_core.access import Action
-from bcp_core.config import DEFAULT_TTA_PASSES
-from bcp_core.data.attributes import image_values, workbook_columns
+from bcp_core.config import DEFAULT_TTA_PASSES, TrainConfig
+from bcp_core.data.attributes import image_values, metadata_frame, workbook_columns
 from bcp_core.data.datasource import data_root_signature
 from bcp_core.data.roots import allowed_roots, hide_root, resolve_data_root
 from bcp_core.errors import UserError
@@ -23,7 +24,7 @@ from bcp_core.evaluation.result import EvaluationResult
 from bcp_core.evaluation.subgroups import subgroup_performance
 from bcp_core.imaging.decode import read_gray
 from bcp_core.inference.feedback import MARKS, MAX_NOTE_CHARS, read_marks, record, summarise
-from bcp_core.inference.predict import Prediction, results_df
+from bcp_core.inference.predict import Prediction, read_metadata_csv, results_df
 from bcp_core.model.bundle import Bundle, bundle_card
 from bcp_core.model.resources import local_gpu_count
 from bcp_core.output_safety import neutralised_df, plain_markdown
@@ -360,3 +361,76 @@ def uncertainty_note(result: Prediction) -> None:
             "the image change the decision. Read this image with extra care.",
             icon=":material/help:",
         )
+
+
+# --- Page 3: workbook columns as model inputs --------------------------------------------------
+
+
+def metadata_columns_choice() -> list[str]:
+    """Page 3's optional workbook columns for a model on image plus columns (inside the form)."""
+    match, root = load_match(), resolve_data_root(data_root(), allowed_roots())
+    try:
+        offered = _workbook_columns(str(root), data_root_signature(root), match.source)
+    except UserError:
+        return []
+    return list(
+        st.multiselect(
+            "Workbook columns as inputs (optional)",
+            offered,
+            key="tr_metadata",
+            help="The model also takes these columns of each image's workbook row (age, "
+            "density, device...). Columns that give away the label (a finding, a diagnosis, "
+            "a BI-RADS assessment, or any that alone separates the classes with ROC-AUC >= "
+            "0.95 on the training split) are refused with the reason. Prediction then asks "
+            "for them.",
+        )
+    )
+
+
+def training_inputs(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The manifest and, for ``cfg.metadata_columns``, their values per manifest image."""
+    match = load_match()
+    if not cfg.metadata_columns:
+        return match.manifest, None
+    from bcp_core.model.metadata import check_leakage
+    from bcp_core.model.training import plan_split  # TensorFlow: loaded only when a run starts
+
+    root = resolve_data_root(data_root(), allowed_roots())
+    files = match.manifest["path"].astype(str).tolist()
+    try:
+        values = metadata_frame(root, match, files, cfg.metadata_columns)
+    except UserError as exc:
+        raise UserError(hide_root(str(exc), root, allowed_roots())) from None
+    split, _ = plan_split(match.manifest, cfg)  # refused before the run, as the run would
+    in_train = (split == "train").to_numpy()
+    check_leakage(values[in_train], match.manifest["label"][in_train].astype(int).tolist())
+    return match.manifest, values
+
+
+# --- Page 5: the workbook values a model takes -------------------------------------------------
+
+
+def metadata_inputs(bundle: Bundle, names: list[str]) -> dict[str, dict] | None:
+    """Page 5: the workbook values of a model that takes them, per file name: the fields'
+    values, or a file's row of an uploaded CSV (a ``file`` column and one per column).
+    None for an image-only model."""
+    encoder = bundle.metadata_encoder
+    if encoder is None:
+        return None
+    st.markdown("**This model also takes workbook values.** Leave a field empty when unknown.")
+    cols = st.columns(min(4, len(encoder.columns)))
+    row: dict[str, object] = {}
+    for i, column in enumerate(encoder.columns):
+        where, label, key = cols[i % len(cols)], plain_markdown(column.name), f"pred_meta_{i}"
+        if column.kind == "numeric":
+            row[column.name] = where.number_input(label, value=None, key=key)
+        else:
+            row[column.name] = where.selectbox(label, column.categories, index=None, key=key)
+    upload = st.file_uploader("Or, for a batch: a CSV of values", type=["csv"], key="pred_meta_csv")
+    table: dict[str, dict] = {}
+    if upload is not None:
+        try:
+            table = read_metadata_csv(io.BytesIO(upload.getvalue()))
+        except UserError as exc:
+            show_error(exc)
+    return {name: table.get(name, row) for name in names}

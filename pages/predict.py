@@ -9,7 +9,6 @@ from bcp_core import settings
 from bcp_core.errors import UserError
 from bcp_core.inference.explain import overlay_heatmap
 from bcp_core.inference.predict import (
-    Prediction,
     ShownCache,
     ShownPrediction,
     breast_results_df,
@@ -23,6 +22,7 @@ from dashboard.widgets import (
     csv_download,
     example_buttons,
     feedback_form,
+    metadata_inputs,
     preview_url,
     results_table,
     test_time_passes,
@@ -52,21 +52,20 @@ def shown_cache(max_bytes: int) -> ShownCache:
     return ShownCache(max_bytes)
 
 
-def predict_cached(
-    bundle_key: str, name: str, data: bytes, cut: float, passes: int
-) -> ShownPrediction:
+def predict_cached(bundle_key: str, name: str, data: bytes, cut: float, passes: int, row):
     def make() -> ShownPrediction:
         with st.spinner("Predicting..."):
-            return ShownPrediction.of(predict_one(bundle, data, name, threshold=cut, passes=passes))
+            found = predict_one(bundle, data, name, threshold=cut, passes=passes, metadata=row)
+            return ShownPrediction.of(found)
 
-    key = (bundle_key, name, hashlib.sha256(data).hexdigest(), cut, passes)
+    key = (bundle_key, name, hashlib.sha256(data).hexdigest(), cut, passes, repr(row))
     return shown_cache(settings.prediction_cache_bytes()).get_or_make(key, make)
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting...")
-def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int) -> list[Prediction]:
+def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int, values):
     # Cached so that choosing which heatmap to show does not predict every file again.
-    return predict_files(bundle, files, threshold=cut, passes=passes)
+    return predict_files(bundle, files, threshold=cut, passes=passes, metadata=values)
 
 
 passes = test_time_passes()
@@ -89,12 +88,13 @@ files = [(u.name, u.getvalue()) for u in uploads or []]
 if not files and st.session_state.get("pred_example"):
     example = Path(st.session_state["pred_example"])
     files = [(example.name, example.read_bytes())]
+values = metadata_inputs(bundle, [name for name, _ in files])  # None: an image-only model
 if not files:
     st.stop()
 
 bundle_key = f"{bundle.path}:{bundle.meta.saved}"
 if len(files) > 1:
-    results = predict_many_cached(bundle_key, tuple(files), threshold, passes)
+    results = predict_many_cached(bundle_key, tuple(files), threshold, passes, values)
     table = results_table(results, passes)
     table.insert(0, "image", [preview_url(data) for _, data in files])
     st.dataframe(
@@ -124,7 +124,7 @@ if len(files) > 1:
 
 name, data = files[0]
 try:
-    shown = predict_cached(bundle_key, name, data, threshold, passes)
+    shown = predict_cached(bundle_key, name, data, threshold, passes, values and values[name])
 except UserError as exc:
     show_error(exc)
     st.stop()

@@ -15,8 +15,8 @@ from bcp_core.plots import plot_training_curves
 from dashboard.admin import bundle_delete, bundle_export
 from dashboard.auth import audit, can, identity
 from dashboard.jobs import TrainingJob, registry
-from dashboard.shared import bundles_dir, load_match, session_token, show_error
-from dashboard.widgets import distribute_choice
+from dashboard.shared import bundles_dir, session_token, show_error
+from dashboard.widgets import distribute_choice, metadata_columns_choice, training_inputs
 
 st.title("Training")
 if not can(Action.TRAIN):
@@ -56,6 +56,7 @@ with st.form("train_form"):
         "or a weights file from the server's weights folder (BCP_WEIGHTS_DIR).",
     )
     fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
+    columns = metadata_columns_choice()  # workbook columns beside the image (optional)
     distribute = distribute_choice()  # shown only where a run can be spread
     submitted = st.form_submit_button("Start training", type="primary", key="tr_start")
 
@@ -71,14 +72,16 @@ if submitted:
         val_fraction=float(val_fraction),
         seed=int(seed),
         fine_tune=fine_tune,
+        metadata_columns=tuple(columns),
     )
     try:
         cfg.weights = weights_setting(weights)  # a file of the weights folder, never a typed path
         cfg.validate()
         out = bundles_dir() / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model}"
         check_training_resources(cfg, out)  # memory and the bundle quota, before any data
-        manifest = load_match().manifest
+        manifest, values = training_inputs(cfg)  # the workbook values checked before any run
         job = TrainingJob(cfg, out, session_token(), user=identity().user, distribute=distribute)
+        job.metadata = values
         jobs.start(job, manifest)
         audit("train_start", run=out.name, what=cfg.model)
     except UserError as exc:

@@ -234,9 +234,9 @@ def test_uploads_stream_in_batches_with_progress(bundle, tiny_manifest, monkeypa
     seen_batches, progress = [], []
     original = predict._probabilities
 
-    def spy(model, inputs, passes=1):
+    def spy(model, inputs, passes=1, values=None):
         seen_batches.append(len(inputs))
-        return original(model, inputs, passes)
+        return original(model, inputs, passes, values)
 
     monkeypatch.setattr(predict, "_probabilities", spy)
     results = predict_files(

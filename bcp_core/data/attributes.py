@@ -206,3 +206,30 @@ def _blank(value: object) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+def metadata_frame(
+    data_root: str | Path, match: MatchResult, files: Sequence[str], columns: Sequence[str]
+) -> pd.DataFrame:
+    """The cells of ``columns`` for each image file: the inputs of a model on image plus
+    workbook columns (:mod:`bcp_core.model.metadata`).
+
+    Returns:
+        One row per file, in order, one column per requested column (None where empty or not
+        found).
+
+    Raises:
+        UserError: for a column that is not on both class tables ("only on one sheet": a model
+            given it would learn which sheet, i.e. the label, an image came from) or not at all.
+    """
+    offered = {canonical_name(c) for c in workbook_columns(data_root, match.source)}
+    out = pd.DataFrame(index=range(len(files)))
+    for column in columns:
+        if canonical_name(column) not in offered:
+            raise UserError(
+                f"Column {column!r} is refused: it is not on both the cancer and the non-cancer "
+                "table (a column of one sheet only tells the model which sheet an image came "
+                "from, that is its label), or it is a join key or a path."
+            )
+        out[column] = image_values(data_root, match, files, column)["value"].to_numpy()
+    return out

@@ -260,7 +260,13 @@ def predict_distributed(
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes, not for users
     ray = import_ray()
     bundle_path = Path(bundle_dir).resolve()
-    cut = _threshold(load_bundle(bundle_path, with_model=False), threshold)
+    described = load_bundle(bundle_path, with_model=False)
+    if described.meta.metadata:
+        raise UserError(
+            "This model also takes workbook values; the ray engine predicts image-only models "
+            "so far: use --engine local with --metadata."
+        )
+    cut = _threshold(described, threshold)
     passes = _passes(passes)
     wanted = list(dict.fromkeys(str(f) for f in files))
     folder = Path(out) if out is not None else None

@@ -34,7 +34,11 @@ _JET_STOPS = (
 
 
 def gradcam_heatmap(
-    model: keras.Model, image: np.ndarray, *, layer_name: str | None = None
+    model: keras.Model,
+    image: np.ndarray,
+    *,
+    layer_name: str | None = None,
+    metadata: np.ndarray | None = None,
 ) -> np.ndarray:
     """Grad-CAM heatmap of the cancer probability for one network input.
 
@@ -43,6 +47,9 @@ def gradcam_heatmap(
         image: float32 (H, W, 1), the preprocessed network input.
         layer_name: a top-level layer with a 4-D output; default
             :func:`bcp_core.model.architectures.last_conv_layer_name` ("feature_map" or "conv3").
+        metadata: for a model that also takes workbook values, the image's encoded values
+            (float32 (k,)); the heatmap is of the same probability, its gradient taken through
+            the image alone.
 
     Returns:
         float32 (H, W) in [0, 1], at the network input size; all zeros when nothing in the
@@ -59,13 +66,16 @@ def gradcam_heatmap(
         raise ValueError(
             f"Grad-CAM needs a layer of the model's own graph, not the nested layer {name!r}."
         )
-    features, weights = _features_and_weights(model, name, image[None])
+    batch = (
+        image[None] if metadata is None else [image[None], np.asarray(metadata, np.float32)[None]]
+    )
+    features, weights = _features_and_weights(model, name, batch)
     cam = np.maximum(features @ weights, 0.0)  # ReLU: only evidence for cancer
     return _normalise(_resize(cam, image.shape[0], image.shape[1]))
 
 
 def _features_and_weights(
-    model: keras.Model, layer_name: str, batch: np.ndarray
+    model: keras.Model, layer_name: str, batch
 ) -> tuple[np.ndarray, np.ndarray]:
     """The feature map (h, w, c) and its channel weights (c,): mean gradient of the score."""
     grad_model, dense = _gradient_model(model, layer_name)

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from bcp_core.imaging import tta
 from bcp_core.imaging.preparation import Geometry, decode_and_prepare, mammogram_doubt
 from bcp_core.inference.explain import gradcam_heatmap, heatmap_to_image
 from bcp_core.model.bundle import MODEL_FILE, Bundle, load_keras_model
+from bcp_core.model.metadata import MetadataEncoder
 
 #: A file to predict: a path, or (name, bytes) for an upload.
 Source = str | os.PathLike | tuple[str, bytes]
@@ -266,12 +267,14 @@ def predict_one(
     threshold: float | None = None,
     with_heatmap: bool = True,
     passes: int = 1,
+    metadata: Mapping[str, object] | None = None,
 ) -> ExplainedPrediction:
     """Predict one image for the dashboard, with its Grad-CAM heatmap on the decoded image.
 
     With ``passes`` > 1 the probability is the mean over that many test-time variants
     (:mod:`bcp_core.imaging.tta`) and the result carries their range; the heatmap is always
-    that of the input as prepared.
+    that of the input as prepared. A model on image plus workbook columns needs ``metadata``,
+    the image's cells by column name (an absent or empty cell counts as missing).
 
     Returns:
         :class:`ExplainedPrediction`: the :class:`Prediction` (``file`` is the file's name),
@@ -284,9 +287,15 @@ def predict_one(
     """
     cut = _threshold(bundle, threshold)
     passes = _passes(passes)
+    encoder = bundle.metadata_encoder
+    if encoder is not None and metadata is None:
+        raise UserError(_needs_metadata(encoder, "this image"))
+    values = None if encoder is None else encoder.encode_row(metadata or {})
     prepared = prepare_image(source, bundle.spec, name)
     model = _model(bundle)
-    scores = _probabilities(model, [prepared.net_input], passes)[0]
+    scores = _probabilities(
+        model, [prepared.net_input], passes, None if values is None else [values]
+    )[0]
     result = ExplainedPrediction(
         _scored(prepared.pending(prepared.name), scores, cut),
         prepared.meta,
@@ -295,7 +304,7 @@ def predict_one(
     )
     if not with_heatmap:
         return result
-    heat = gradcam_heatmap(model, prepared.net_input)
+    heat = gradcam_heatmap(model, prepared.net_input, metadata=values)
     return replace(result, heatmap=prepared.heatmap_on_image(heat), input_heatmap=heat)
 
 
@@ -415,6 +424,7 @@ def iter_predictions(
     threshold: float | None = None,
     on_progress: ProgressCallback | None = None,
     passes: int = 1,
+    metadata: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Iterator[Prediction]:
     """Like :func:`predict_files`, one result at a time (a batch is predicted at once)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -423,10 +433,14 @@ def iter_predictions(
     passes = _passes(passes)
     items = list(sources)
     model, spec = _model(bundle), bundle.spec
+    encoder = bundle.metadata_encoder
     for start in range(0, len(items), batch_size):
         chunk = [_read_for_batch(item, spec) for item in items[start : start + batch_size]]
+        values = None
+        if encoder is not None:
+            chunk, values = _with_values(chunk, encoder, metadata or {})
         inputs = [x for _, x in chunk if x is not None]
-        probabilities = iter(_probabilities(model, inputs, passes))
+        probabilities = iter(_probabilities(model, inputs, passes, values))
         for pending, net_input in chunk:
             yield pending if net_input is None else _scored(pending, next(probabilities), cut)
         if on_progress is not None:
@@ -441,6 +455,7 @@ def predict_files(
     threshold: float | None = None,
     on_progress: ProgressCallback | None = None,
     passes: int = 1,
+    metadata: Mapping[str, Mapping[str, object]] | None = None,
 ) -> list[Prediction]:
     """Predict many files in batches; unreadable ones become error results.
 
@@ -452,6 +467,9 @@ def predict_files(
         on_progress: called as ``on_progress(done, total)`` after each batch.
         passes: test-time variants scored per image (:mod:`bcp_core.imaging.tta`); the
             probability is their mean, ``probability_low`` / ``probability_high`` their range.
+        metadata: for a model on image plus workbook columns, each file's cells by column name,
+            keyed by the file as given or by its name (see :func:`read_metadata_csv`); a file
+            without an entry becomes an error result.
 
     Returns:
         One :class:`Prediction` per source, in order (``file`` as given); for a file that
@@ -469,6 +487,7 @@ def predict_files(
             threshold=threshold,
             on_progress=on_progress,
             passes=passes,
+            metadata=metadata,
         )
     )
 
@@ -488,16 +507,66 @@ def _read_for_batch(item: Source, spec: PreprocessSpec) -> tuple[Prediction, np.
     return prepared.pending(name), prepared.net_input
 
 
-def _probabilities(model, inputs: list[np.ndarray], passes: int = 1) -> np.ndarray:
-    """Probabilities (n images, passes): one model call on every variant of every input."""
+def _probabilities(
+    model, inputs: list[np.ndarray], passes: int = 1, values: list[np.ndarray] | None = None
+) -> np.ndarray:
+    """Probabilities (n images, passes): one model call on every variant of every input
+    (with ``values``, each image's encoded workbook values go with each of its variants)."""
     if not inputs:
         return np.zeros((0, passes), dtype=np.float32)
     if passes == 1:
         batch = np.stack(inputs).astype(np.float32, copy=False)
     else:
         batch = np.concatenate([tta.variants(x, passes) for x in inputs])
-    scores = np.asarray(model(batch, training=False), dtype=np.float32)
+    if values is not None:
+        rows = np.repeat(np.stack(values).astype(np.float32), passes, axis=0)
+        scores = np.asarray(model([batch, rows], training=False), dtype=np.float32)
+    else:
+        scores = np.asarray(model(batch, training=False), dtype=np.float32)
     return scores.reshape(len(inputs), passes)
+
+
+def _needs_metadata(encoder: MetadataEncoder, what: str) -> str:
+    return (
+        f"This model also takes workbook values ({', '.join(encoder.names)}); none were given "
+        f"for {what}. Give them on the prediction page, or with predict --metadata CSV."
+    )
+
+
+def _with_values(chunk, encoder: MetadataEncoder, metadata: Mapping[str, Mapping[str, object]]):
+    """The chunk with files lacking workbook values turned into error results, and the
+    encoded values of the others, in order."""
+    out, values = [], []
+    for pending, net_input in chunk:
+        if net_input is not None:
+            row = metadata.get(pending.file, metadata.get(Path(pending.file).name))
+            if row is None:
+                pending, net_input = (
+                    replace(pending, error=_needs_metadata(encoder, pending.file)),
+                    None,
+                )
+            else:
+                values.append(encoder.encode_row(row))
+        out.append((pending, net_input))
+    return out, values
+
+
+def read_metadata_csv(path) -> dict[str, dict[str, object]]:
+    """Workbook values for batch prediction from a CSV (a path or a file object): a ``file``
+    column (a path or a file name) and one column per workbook column the model takes; empty
+    cells count as missing.
+
+    Raises:
+        UserError: for a file that cannot be read or has no ``file`` column.
+    """
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"Cannot read the metadata CSV: {exc}.") from exc
+    if "file" not in table.columns:
+        raise UserError("The metadata CSV needs a 'file' column naming each image.")
+    rows = table.to_dict("records")
+    return {str(r.pop("file")): {k: (v if v != "" else None) for k, v in r.items()} for r in rows}
 
 
 def _passes(passes: object) -> int:

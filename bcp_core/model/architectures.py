@@ -574,6 +574,7 @@ def build_model(
     dropout: float = DEFAULT_DROPOUT,
     output_bias: float | None = None,
     seed: int | None = None,
+    metadata_width: int = 0,
 ) -> keras.Model:
     """Build any model of ``MODEL_NAMES`` by name.
 
@@ -587,6 +588,8 @@ def build_model(
         output_bias: Initial bias of the output unit (see :func:`initial_bias`).
         seed: When given, seeds Python, NumPy and the backend (``keras.utils.set_random_seed``,
             a process-wide setting) so the same seed gives the same initial weights.
+        metadata_width: When above 0, the model also takes that many encoded workbook values
+            (:func:`with_metadata`).
 
     Returns:
         The uncompiled model.
@@ -594,6 +597,54 @@ def build_model(
     Raises:
         UserError: Unknown name, unusable image size or weights (see the builders).
     """
+    image_model = _build_image_model(
+        name, image_size, weights=weights, fine_tune=fine_tune, dropout=dropout,
+        output_bias=output_bias, seed=seed,
+    )  # fmt: skip
+    if metadata_width:
+        return with_metadata(image_model, metadata_width, output_bias=output_bias)
+    return image_model
+
+
+#: Name of the image input of a model that also takes workbook values, and of that input.
+IMAGE_INPUT, METADATA_INPUT = "image", "metadata"
+#: Units the workbook values go through before they meet the image features.
+METADATA_UNITS = 8
+
+
+def with_metadata(
+    image_model: keras.Model, width: int, *, output_bias: float | None = None
+) -> keras.Model:
+    """The image model with a second input of ``width`` encoded workbook values.
+
+    The image model's pooled features (the input of its output unit) are joined with the
+    values, passed through one small ReLU layer, and a new sigmoid unit (named like every
+    model's output, so Grad-CAM finds it) gives the probability. The image layers stay
+    top-level layers of the new model, so Grad-CAM works on it as on the image model.
+    """
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise UserError(f"The metadata input needs at least one value, got {width!r}.")
+    features = image_model.get_layer(OUTPUT_LAYER).input
+    values = keras.Input(shape=(width,), name=METADATA_INPUT)
+    hidden = keras.layers.Dense(METADATA_UNITS, activation="relu", name="metadata_dense")(values)
+    joined = keras.layers.Concatenate(name="image_and_metadata")([features, hidden])
+    output = _probability_layer(output_bias)(joined)  # the image model's own unit is left out
+    return keras.Model(
+        [image_model.input, values], output, name=f"{image_model.name}_with_metadata"
+    )
+
+
+def _build_image_model(
+    name: str,
+    image_size: Sequence[int],
+    *,
+    weights: str | os.PathLike,
+    fine_tune: bool,
+    dropout: float,
+    output_bias: float | None,
+    seed: int | None,
+) -> keras.Model:
+    """The image-only model of ``name`` (see :func:`build_model`)."""
     _check_model_name(name)
     _check_image_size(name, image_size)
     if seed is not None:

@@ -36,6 +36,7 @@ from bcp_core.fileio import (
 )
 from bcp_core.model.card import CARD_FILE, render_card
 from bcp_core.model.meta import META_FILE, BundleMeta
+from bcp_core.model.metadata import MetadataEncoder
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
@@ -60,6 +61,12 @@ class Bundle:
     @property
     def threshold(self) -> float:
         return self.meta.threshold.value
+
+    @property
+    def metadata_encoder(self) -> MetadataEncoder | None:
+        """How the workbook values this model takes beside the image are encoded; None for
+        an image-only model."""
+        return MetadataEncoder.from_json(self.meta.metadata) if self.meta.metadata else None
 
 
 def _versions() -> dict[str, str]:

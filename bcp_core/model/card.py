@@ -131,6 +131,14 @@ def _settings(meta: BundleMeta) -> list[str]:
         f"- Status: {md(meta.status) or 'not recorded'}",
         f"- Best epoch: {_text(meta.metrics.best_epoch) if meta.metrics.best_epoch else 'n/a'}",
     ]
+    for column in (meta.metadata or {}).get("columns", []):
+        mean, sd = column.get("mean", 0.0), column.get("std", 1.0)
+        how = (
+            f"a number, standardised (mean {mean:.4g}, sd {sd:.4g}), or missing"
+            if column.get("kind") == "numeric"
+            else f"one of {len(column.get('categories', []))} values, other or missing"
+        )
+        lines.append(f"- Also takes the workbook column {md(column.get('name', ''))}: {how}")
     if meta.training:
         lines += ["", "| setting | value |", "| --- | --- |"]
         lines += [f"| {md(k)} | {_text(v)} |" for k, v in meta.training.items()]

@@ -76,6 +76,7 @@ def _worker_main(config: dict) -> None:
             on_event=emit if distribution.is_chief else None,
             stop_event=stop,
             distribution=distribution,
+            metadata=config["metadata"],
         )
     finally:
         stop.set()  # ends the waiting thread
@@ -109,6 +110,7 @@ def train_on_ray(
     cpus_per_worker: int = 1,
     on_event=None,
     stop_event: threading.Event | None = None,
+    metadata: pd.DataFrame | None = None,
 ):
     """Train on ``workers`` Ray workers; the chief writes the bundle to ``out_dir``.
 
@@ -126,6 +128,7 @@ def train_on_ray(
         on_event: receives the chief's :mod:`bcp_core.model.events`, in this process.
         stop_event: set it to stop the run after the current step (all workers stop there
             together); the bundle keeps the best epoch, as in one process.
+        metadata: the workbook values of ``cfg.metadata_columns`` (see ``train_model``).
 
     Returns:
         The chief's :class:`bcp_core.model.training.TrainResult`.
@@ -168,13 +171,14 @@ def train_on_ray(
         resources: dict[str, float] = {"CPU": cpus_per_worker}
         if gpus_per_worker:
             resources["GPU"] = float(gpus_per_worker)
-        return _run(ray, Queue, manifest, cfg, out, workers, resources, hooks)
+        data = (manifest, metadata)
+        return _run(ray, Queue, data, cfg, out, workers, resources, hooks)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run(ray, Queue, manifest, cfg, out, workers, resources, hooks):
+def _run(ray, Queue, data, cfg, out, workers, resources, hooks):
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -202,7 +206,8 @@ def _run(ray, Queue, manifest, cfg, out, workers, resources, hooks):
         trainer = TensorflowTrainer(
             _worker_main,
             train_loop_config={
-                "manifest": manifest,
+                "manifest": data[0],
+                "metadata": data[1],
                 "cfg": cfg.to_dict(),
                 "out": str(out),
                 "events": events,

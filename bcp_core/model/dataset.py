@@ -14,6 +14,7 @@ import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -83,6 +84,7 @@ def image_dataset(
     augment: bool = True,
     failures: ReadFailures | None = None,
     shard: tuple[int, int] = (0, 1),
+    metadata: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of preprocessed images (and labels when given).
 
@@ -99,20 +101,25 @@ def image_dataset(
             shuffle and before anything is read (a worker's share in multi-worker training:
             every worker shuffles the paths alike, so at each step the workers' batches
             together hold the images one process's batch would).
+        metadata: float32 (len(paths), k), the encoded workbook columns of each image
+            (:mod:`bcp_core.model.metadata`), for a model that takes them beside the image.
 
     Returns:
         Elements ``(images, labels)`` with images float32 (B, H, W, 1), labels float32 (B,);
-        or just images when ``labels`` is None. Order is kept unless ``training``.
+        or just images when ``labels`` is None; with ``metadata``, ``images`` is the pair
+        ``(images, metadata)``. Order is kept unless ``training``.
     """
     paths = [str(p) for p in paths]
+    sources = paths if metadata is None else (paths, np.asarray(metadata, np.float32))
     if labels is None:
-        ds = tf.data.Dataset.from_tensor_slices(paths)
+        ds = tf.data.Dataset.from_tensor_slices(sources)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(list(labels), np.float32)))
+        ds = tf.data.Dataset.from_tensor_slices((sources, np.asarray(list(labels), np.float32)))
     if training:
         ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
     ds = _sharded(ds, shard)  # after the shuffle: the workers' batches make up one-process ones
-    return _finish(ds, spec, batch_size, training and augment, seed, failures, labels is not None)
+    kind = (labels is not None, metadata is not None)
+    return _finish(ds, spec, batch_size, training and augment, seed, failures, kind)
 
 
 def _sharded(ds: tf.data.Dataset, shard: tuple[int, int]) -> tf.data.Dataset:
@@ -120,7 +127,9 @@ def _sharded(ds: tf.data.Dataset, shard: tuple[int, int]) -> tf.data.Dataset:
     return ds if count == 1 else ds.shard(count, index)
 
 
-def _finish(ds, spec, batch_size, augment, seed, failures, labelled: bool) -> tf.data.Dataset:
+def _finish(ds, spec, batch_size, augment, seed, failures, kind: tuple[bool, bool]):
+    """Read, batch, augment (images only) and prefetch; ``kind`` is (labelled, with metadata)."""
+    labelled, with_metadata = kind
     load = _loader(spec, failures)
     shape = (spec.height, spec.width, 1)
 
@@ -129,16 +138,26 @@ def _finish(ds, spec, batch_size, augment, seed, failures, labelled: bool) -> tf
         img.set_shape(shape)
         return img
 
+    def read_source(source):  # a path, or (path, metadata)
+        return (read(source[0]), source[1]) if with_metadata else read(source)
+
     if labelled:
-        ds = ds.map(lambda p, y: (read(p), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.map(
+            lambda s, y: (read_source(s), y), num_parallel_calls=AUTOTUNE, deterministic=True
+        )
+    elif with_metadata:
+        ds = ds.map(lambda p, m: (read(p), m), num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
         ds = ds.map(read, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors().batch(batch_size)
     if augment:
         aug = augmenter(seed)
 
+        def augmented(images):
+            return tf.clip_by_value(aug(images, training=True), 0.0, 1.0)
+
         def apply(x, y):
-            return tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y
+            return ((augmented(x[0]), x[1]) if with_metadata else augmented(x)), y
 
         ds = ds.map(apply, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
@@ -155,11 +174,13 @@ def balanced_dataset(
     augment: bool = True,
     failures: ReadFailures | None = None,
     shard: tuple[int, int] = (0, 1),
+    metadata: np.ndarray | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """Oversampled training data: each image is a cancer image with ``positive_share`` odds.
 
     The top systems fed about one positive per seven images; the default here is one in four.
-    ``shard`` is as :func:`image_dataset`'s, applied to the mixed stream of paths.
+    ``shard`` is as :func:`image_dataset`'s, applied to the mixed stream of paths; so is
+    ``metadata``.
 
     Returns:
         ``(dataset, steps_per_epoch)``; the dataset repeats forever, an epoch being as many
@@ -170,16 +191,19 @@ def balanced_dataset(
     arr = np.asarray(labels)
     parts = []
     for cls in (1, 0):
-        sel = [p for p, y in zip(paths, arr) if y == cls]
-        if not sel:
+        chosen = np.flatnonzero(arr == cls)
+        if not chosen.size:
             raise UserError("Oversampling needs both classes in the training split.")
-        part = tf.data.Dataset.from_tensor_slices((sel, np.full(len(sel), cls, np.float32)))
-        parts.append(part.shuffle(len(sel), seed=seed, reshuffle_each_iteration=True).repeat())
+        sel: Any = [paths[i] for i in chosen]
+        if metadata is not None:
+            sel = (sel, np.asarray(metadata, np.float32)[chosen])
+        part = tf.data.Dataset.from_tensor_slices((sel, np.full(chosen.size, cls, np.float32)))
+        parts.append(part.shuffle(chosen.size, seed=seed, reshuffle_each_iteration=True).repeat())
     mixed = tf.data.Dataset.sample_from_datasets(
         parts, weights=[positive_share, 1.0 - positive_share], seed=seed
     )
     mixed = _sharded(mixed, shard)
-    ds = _finish(mixed, spec, batch_size, augment, seed, failures, labelled=True)
+    ds = _finish(mixed, spec, batch_size, augment, seed, failures, (True, metadata is not None))
     return ds, max(1, math.ceil(len(paths) / batch_size))
 
 

@@ -95,6 +95,10 @@ def export_bundle(bundle_dir: str | os.PathLike, fmt: str, out: str | os.PathLik
     if target.exists():
         raise UserError(f"{target} already exists; give a new folder for the export.")
     bundle = load_bundle(Path(bundle_dir))
+    if bundle.meta.metadata:
+        raise UserError(
+            "This model also takes workbook values; export handles image-only models so far."
+        )
     model: Any = bundle.model
     spec = bundle.spec
     probe = np.random.default_rng(0).random((PROBE_IMAGES, spec.height, spec.width, 1))

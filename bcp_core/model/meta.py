@@ -23,6 +23,9 @@ from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import Metrics
 
 BUNDLE_FORMAT = 1
+#: The format of a bundle whose model also takes workbook values (``metadata``): software that
+#: reads only format 1 refuses it with "update the software" instead of failing at prediction.
+METADATA_BUNDLE_FORMAT = 2
 META_FILE = "bundle.json"
 
 
@@ -210,6 +213,9 @@ class BundleMeta:
         format_version: the ``bundle.json`` layout version.
         saved: when the bundle was written (ISO 8601, UTC).
         versions: TensorFlow and Keras versions that wrote the model.
+        metadata: the encoding of the workbook columns the model takes beside the image
+            (:meth:`bcp_core.model.metadata.MetadataEncoder.to_json`); None for an
+            image-only model.
         extra: keys this version does not know, kept as they were.
     """
 
@@ -228,6 +234,7 @@ class BundleMeta:
     format_version: int = BUNDLE_FORMAT
     saved: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_threshold(self, value: float, method: str, note: str = "", by: str = "") -> BundleMeta:
@@ -236,7 +243,8 @@ class BundleMeta:
 
     def stamped(self, versions: dict[str, str]) -> BundleMeta:
         """A copy marked as written now, by this format and these library versions."""
-        return replace(self, format_version=BUNDLE_FORMAT, saved=now_iso(), versions=versions)
+        version = METADATA_BUNDLE_FORMAT if self.metadata else BUNDLE_FORMAT
+        return replace(self, format_version=version, saved=now_iso(), versions=versions)
 
     def to_json(self) -> dict[str, Any]:
         """The ``bundle.json`` object (key order as the first bundles wrote it)."""
@@ -256,6 +264,8 @@ class BundleMeta:
             "saved": self.saved,
             "versions": self.versions,
         }
+        if self.metadata:
+            out["metadata"] = self.metadata
         out.update({k: v for k, v in self.extra.items() if k not in out})
         return out
 
@@ -278,10 +288,10 @@ class BundleMeta:
                 f"{where} has an invalid format_version {version!r}; it is not a bundle this "
                 "software wrote."
             )
-        if version > BUNDLE_FORMAT:
+        if version > METADATA_BUNDLE_FORMAT:
             raise UserError(
                 f"{where} was written by a newer version (bundle format {version!r}, this one "
-                f"reads up to {BUNDLE_FORMAT}); update the software to use it."
+                f"reads up to {METADATA_BUNDLE_FORMAT}); update the software to use it."
             )
         for key in ("preprocessing", "threshold", "model_name"):
             if key not in data:
@@ -312,5 +322,6 @@ class BundleMeta:
             format_version=version,
             saved=str(data.get("saved", "")),
             versions=dict(data.get("versions") or {}),
+            metadata=data["metadata"] if isinstance(data.get("metadata"), dict) else None,
             extra=extra,
         )

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -38,6 +38,7 @@ from bcp_core.model.distribute import Distribution, fit_custom, global_steps
 from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Started, TrainingEvent
 from bcp_core.model.losses import initial_bias, make_loss
 from bcp_core.model.meta import BundleMeta, SplitInfo, ThresholdChoice, ValidationMetrics, now_iso
+from bcp_core.model.metadata import check_leakage, fit_encoder
 from bcp_core.model.resources import check_training_resources
 
 EventSink = Callable[[TrainingEvent], None]
@@ -320,8 +321,14 @@ def train_model(
     stop_event: threading.Event | None = None,
     extra_callbacks: Iterable[keras.callbacks.Callback] = (),
     distribution: Distribution | None = None,
+    metadata: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Train a model on ``manifest`` and write the best one as a bundle in ``out_dir``.
+
+    With ``cfg.metadata_columns``, ``metadata`` holds those workbook columns' cells, one row per
+    manifest row in order (:func:`bcp_core.data.attributes.metadata_frame`): they are checked
+    for leaks of the label and encoded on the training split (:mod:`bcp_core.model.metadata`),
+    and the model takes them beside the image.
 
     ``distribution`` (:mod:`bcp_core.model.distribute`) says how this process takes part in a
     distributed run; everything else (split, pipelines, imbalance handling, validation scoring,
@@ -348,20 +355,29 @@ def train_model(
     failures = ReadFailures()
     train = manifest[split == "train"]
     val = manifest[split == "val"].reset_index(drop=True)
+    encoder, train_values, val_values = _metadata_inputs(cfg, metadata, split, train["label"])
     steps = global_steps(len(train), cfg.batch_size)
     weights = class_weights(train["label"]) if cfg.imbalance == "class_weight" else None
     val_ds = image_dataset(
-        val["path"], np.arange(len(val)), cfg.spec, batch_size=cfg.batch_size, failures=failures
+        val["path"],
+        np.arange(len(val)),
+        cfg.spec,
+        batch_size=cfg.batch_size,
+        failures=failures,
+        metadata=val_values,
     )
     val_ds = val_ds.map(lambda x, i: (x, keras.ops.cast(i, "int32")))
     with dist.scope():
-        model = compile_model(cfg, float(train["label"].mean()))
+        width = encoder.width if encoder is not None else 0
+        model = compile_model(cfg, float(train["label"].mean()), metadata_width=width)
     scorer = ValidationScorer(val_ds, val["label"].astype(int).to_numpy())
     written: list[BundleMeta] = []
 
     def write(best_epoch: int, status: str) -> None:
         preds = val_predictions_df(val, scorer.indices, scorer.probabilities)
         meta = make_bundle_meta(cfg, info, fingerprint, preds, best_epoch, status)
+        if encoder is not None:
+            meta = replace(meta, metadata=encoder.to_json())
         if dist.mode != "none":
             meta.training["distribute"] = {"mode": dist.mode, "workers": dist.workers}
         if dist.is_chief:
@@ -385,7 +401,9 @@ def train_model(
         def worker_data(context):
             per_replica = context.get_per_replica_batch_size(cfg.batch_size)
             shard = (context.input_pipeline_id, context.num_input_pipelines)
-            return training_pipeline(train, cfg, failures, batch_size=per_replica, shard=shard)[0]
+            return training_pipeline(
+                train, cfg, failures, batch_size=per_replica, shard=shard, metadata=train_values
+            )[0]
 
         epochs_run = fit_custom(
             model,
@@ -397,7 +415,7 @@ def train_model(
             callbacks=callbacks,
         )
     else:
-        train_ds = training_pipeline(train, cfg, failures)[0]
+        train_ds = training_pipeline(train, cfg, failures, metadata=train_values)[0]
         history = model.fit(
             train_ds,
             epochs=cfg.epochs,
@@ -439,9 +457,10 @@ def training_pipeline(
     *,
     batch_size: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    metadata: np.ndarray | None = None,
 ):
     """Training pipeline (repeating), steps per epoch and class weights for the chosen
-    imbalance method.
+    imbalance method (``metadata``: the encoded workbook values of ``train``'s rows).
 
     ``batch_size`` (default ``cfg.batch_size``) and ``shard`` give one worker's part of a
     distributed run (:mod:`bcp_core.model.distribute`); steps and class weights are always
@@ -460,6 +479,7 @@ def training_pipeline(
             augment=cfg.augment,
             failures=failures,
             shard=shard,
+            metadata=metadata,
         )
         return ds, steps, None
     ds = image_dataset(
@@ -472,13 +492,40 @@ def training_pipeline(
         augment=cfg.augment,
         failures=failures,
         shard=shard,
+        metadata=metadata,
     )
     weights = class_weights(labels) if cfg.imbalance == "class_weight" else None
     return ds.repeat(), steps, weights
 
 
-def compile_model(cfg: TrainConfig, positive_fraction: float) -> keras.Model:
-    """The run's model, built for ``cfg`` and compiled with its loss, optimiser and metrics."""
+def _metadata_inputs(cfg: TrainConfig, metadata: pd.DataFrame | None, split, train_labels):
+    """(encoder, training values, validation values) of a run on image plus workbook
+    columns, or (None, None, None) for an image-only run.
+
+    Raises:
+        UserError: values missing or misaligned, or a column that leaks the label.
+    """
+    if not cfg.metadata_columns:
+        return None, None, None
+    columns = list(cfg.metadata_columns)
+    if metadata is None or len(metadata) != len(split) or set(columns) - set(metadata.columns):
+        raise UserError(
+            "Training on workbook columns needs their values for every image "
+            f"({', '.join(columns)}); they were not read."
+        )
+    values = metadata[columns].reset_index(drop=True)
+    in_train = (split == "train").to_numpy()
+    train_values, val_values = values[in_train], values[(split == "val").to_numpy()]
+    check_leakage(train_values, train_labels.astype(int).tolist())
+    encoder = fit_encoder(train_values)
+    return encoder, encoder.encode(train_values), encoder.encode(val_values)
+
+
+def compile_model(
+    cfg: TrainConfig, positive_fraction: float, *, metadata_width: int = 0
+) -> keras.Model:
+    """The run's model, built for ``cfg`` and compiled with its loss, optimiser and metrics
+    (``metadata_width``: encoded workbook values it takes beside the image, 0 for none)."""
     # Unbalanced losses start at the data's prior, so the first epoch is not spent learning it.
     # Class weights make both classes weigh the same (prior 0.5); oversampled batches hold about
     # one cancer image in four, and start from 0.5 as well: that is the setting benchmarked.
@@ -492,6 +539,7 @@ def compile_model(cfg: TrainConfig, positive_fraction: float) -> keras.Model:
         fine_tune=fine_tune,
         output_bias=initial_bias(prior),
         seed=cfg.seed,
+        metadata_width=metadata_width,
     )
     loss = make_loss(
         "focal" if cfg.imbalance == "focal" else "bce", label_smoothing=cfg.label_smoothing
