@@ -750,7 +750,7 @@ BUNDLE_CASES = [
     (
         "newer-format-version",
         _set("format_version", 99),
-        r"written by a newer version \(bundle format 99, this one reads up to 1\); update",
+        r"written by a newer version \(bundle format 99, this one reads up to 2\); update",
     ),
     ("text-format-version", _set("format_version", "1"), r"has an invalid format_version '1'"),
     ("missing-threshold", _drop("threshold"), r"lacks 'threshold'; the bundle is incomplete"),
