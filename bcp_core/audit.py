@@ -32,6 +32,7 @@ ACTIONS = (
     "export",
     "bundle_delete",
     "bundle_export",
+    "card_subgroups",
     "denied",
 )
 #: The details an event may carry (never patient IDs or image paths).

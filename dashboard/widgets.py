@@ -25,11 +25,11 @@ from bcp_core.evaluation.subgroups import subgroup_performance
 from bcp_core.imaging.decode import read_gray
 from bcp_core.inference.feedback import MARKS, MAX_NOTE_CHARS, read_marks, record, summarise
 from bcp_core.inference.predict import Prediction, read_metadata_csv, results_df
-from bcp_core.model.bundle import Bundle, bundle_card
+from bcp_core.model.bundle import Bundle, bundle_card, record_subgroups
 from bcp_core.model.resources import local_gpu_count
 from bcp_core.output_safety import neutralised_df, plain_markdown
 from dashboard.auth import audit, can, identity
-from dashboard.shared import data_root, load_match, masking, show_error
+from dashboard.shared import bundle_writable, data_root, load_match, masking, show_error
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -268,6 +268,14 @@ def subgroup_section(bundle: Bundle, threshold: float) -> None:
         st.dataframe(table.display_df(), hide_index=True, key="thr_subgroups")
         st.caption(plain_markdown(table.describe()))
         csv_download("Download the table (CSV)", table.export_df(), "subgroups.csv", "thr_sub_csv")
+        if can(Action.SAVE_THRESHOLD) and bundle_writable(bundle.path):
+            if st.button("Add this table to the model card", key="thr_sub_card"):
+                record_subgroups(bundle.path, table.to_json(), by=identity().user)
+                audit("card_subgroups", bundle=Path(bundle.path).name, what=str(column))
+                st.success(
+                    f"Added to the model card of {plain_markdown(Path(bundle.path).name)}.",
+                    icon=":material/check:",
+                )
     except UserError as exc:
         show_error(hide_root(str(exc), root, allowed_roots()))
 

@@ -426,3 +426,37 @@ def test_page_4_on_a_data_root_without_the_bundle_s_images_says_so_and_keeps_the
     assert str(tmp_path) not in at.error[0].value
     assert at.slider(key="thr_value").value is not None  # the page above is drawn as before
     assert not [d for d in at.dataframe if "Density" in d.value.columns]
+
+
+def test_an_analyst_adds_the_table_to_the_model_card_and_it_survives_a_threshold_save(
+    small_demo, bundles_dir
+):
+    import json
+    import shutil
+
+    from bcp_core.model.bundle import update_threshold
+    from bcp_core.model.card import CARD_FILE
+    from bcp_core.output_safety import plain_markdown
+
+    root, _ = small_demo
+    run = bundles_dir / "run-7"
+    shutil.copytree(bundles_dir / "demo", run)
+    at = open_app(root, "pages/threshold.py", bundle=str(run))
+    at.selectbox(key="thr_subgroup_col").set_value("PatientAge").run()
+    shown = _subgroup_frame(at)
+    at.button(key="thr_sub_card").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert any("Added to the model card" in s.value for s in at.success)
+    stored = json.loads((run / "bundle.json").read_text(encoding="utf-8"))["subgroups"]
+    assert list(stored) == ["PatientAge"]
+    assert [g["group"] for g in stored["PatientAge"]["groups"]] == shown["PatientAge"].tolist()
+    card = (run / CARD_FILE).read_text(encoding="utf-8")
+    assert "## Performance per subgroup" in card and "### PatientAge" in card
+    for group in shown["PatientAge"]:
+        assert f"| {plain_markdown(group)} |" in card  # escaped as every card value is
+    update_threshold(run, 0.5, "manual")  # a later save keeps the table in bundle.json and card
+    assert "### PatientAge" in (run / CARD_FILE).read_text(encoding="utf-8")
+    # The demo bundle cannot be changed from the dashboard: no button there.
+    demo = open_app(root, "pages/threshold.py")
+    demo.selectbox(key="thr_subgroup_col").set_value("PatientAge").run()
+    assert not [b for b in demo.button if b.key == "thr_sub_card"]

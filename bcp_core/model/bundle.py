@@ -19,7 +19,7 @@ import errno
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -34,8 +34,8 @@ from bcp_core.fileio import (
     write_files_atomic,
     write_json_atomic,
 )
-from bcp_core.model.card import CARD_FILE, render_card
-from bcp_core.model.meta import META_FILE, BundleMeta
+from bcp_core.model.card import CARD_FILE, SUBGROUPS_KEY, render_card
+from bcp_core.model.meta import META_FILE, BundleMeta, now_iso
 from bcp_core.model.metadata import MetadataEncoder
 
 MODEL_FILE = "model.keras"
@@ -250,6 +250,29 @@ def update_threshold(
         raise UserError(f"A threshold must be a number between 0 and 1, got {value!r}.")
     folder = Path(path)
     meta = read_bundle_meta(folder).with_threshold(float(value), method, note, by)
+    card = render_card(meta, _read_csv(folder / VAL_FILE), name=folder.name)
+    try:
+        write_files_atomic(folder, {META_FILE: json_text(meta.to_json()), CARD_FILE: card})
+    except OSError as exc:
+        raise _write_error(folder, exc) from exc
+    return meta
+
+
+def record_subgroups(path: str | Path, table: dict, by: str = "") -> BundleMeta:
+    """Keep a subgroup table (``SubgroupTable.to_json()``) in the bundle, by its column, and
+    rewrite the model card with it (both files written in full, then renamed into place).
+
+    Raises:
+        UserError: for a table without a column, or a bundle that cannot be read or written.
+    """
+    column = table.get("column") if isinstance(table, dict) else None
+    if not isinstance(column, str) or not column:
+        raise UserError("A subgroup table needs the column it groups by.")
+    folder = Path(path)
+    meta = read_bundle_meta(folder)
+    tables = dict(meta.extra.get(SUBGROUPS_KEY) or {})
+    tables[column] = {**table, "recorded": now_iso(), "by": by}
+    meta = replace(meta, extra={**meta.extra, SUBGROUPS_KEY: tables})
     card = render_card(meta, _read_csv(folder / VAL_FILE), name=folder.name)
     try:
         write_files_atomic(folder, {META_FILE: json_text(meta.to_json()), CARD_FILE: card})

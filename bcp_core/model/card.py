@@ -191,6 +191,59 @@ def _threshold(meta: BundleMeta) -> list[str]:
     return lines
 
 
+#: Where ``bundle.json`` keeps the subgroup tables added from page 4 (by column).
+SUBGROUPS_KEY = "subgroups"
+
+
+def _figure(row: dict, name: str, percent: bool) -> str:
+    value, low, high = row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high")
+    if not isinstance(value, (int, float)) or value != value:
+        return ""
+    if percent:
+        text = f"{value:.1%}"
+        return text + (f" ({low:.0%}-{high:.0%})" if isinstance(low, (int, float)) else "")
+    return f"{value:.3f}" + (f" ({low:.2f}-{high:.2f})" if isinstance(low, (int, float)) else "")
+
+
+def _subgroups(meta: BundleMeta) -> list[str]:
+    """The subgroup tables added from page 4, each as it was when added."""
+    tables = meta.extra.get(SUBGROUPS_KEY)
+    if not isinstance(tables, dict) or not tables:
+        return []
+    lines = ["## Performance per subgroup", ""]
+    for column, table in tables.items():
+        if not isinstance(table, dict):
+            continue
+        threshold, when = table.get("threshold"), table.get("recorded", "")
+        at = f"{threshold:.4f}" if isinstance(threshold, (int, float)) else "?"
+        lines += [
+            f"### {md(column)}",
+            "",
+            f"Validation images grouped by {md(table.get('rule', ''))}; at threshold {at}, "
+            f"added {md(when)}. Sensitivity and specificity with Wilson intervals, ROC-AUC "
+            "with a bootstrap over patients.",
+            "",
+            "| group | images | cancer | non-cancer | patients | sensitivity | specificity "
+            "| ROC-AUC | note |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in table.get("groups", []):
+            if not isinstance(row, dict):
+                continue
+            cells = [
+                _text(row.get("group", "")),
+                *(_text(row.get(k, "")) for k in ("images", "cancer_images", "non_cancer_images")),
+                _text(row.get("patients", "")),
+                _figure(row, "sensitivity", True),
+                _figure(row, "specificity", True),
+                _figure(row, "roc_auc", False),
+                _text(row.get("reason") or ""),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def render_card(
     meta: BundleMeta,
     val_predictions: pd.DataFrame,
@@ -228,6 +281,7 @@ def render_card(
         "",
         *_threshold(meta),
         "",
+        *_subgroups(meta),
         "## Known limits",
         "",
         *(f"- {limit}" for limit in KNOWN_LIMITS),
