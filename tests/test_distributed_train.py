@@ -79,6 +79,29 @@ def test_two_workers_write_a_bundle_that_agrees_with_one_process(
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written beside the bundles
 
 
+def test_two_workers_train_a_model_on_image_plus_workbook_values(
+    ray_cluster, tiny_manifest, tmp_path
+):
+    import pandas as pd
+
+    from bcp_core.model.cluster import train_on_ray
+
+    rng = np.random.default_rng(5)
+    values = pd.DataFrame({"Site": rng.choice(["north", "south"], len(tiny_manifest))})
+    out = tmp_path / "with-values"
+    cfg = tiny_config(metadata_columns=("Site",))
+    train_on_ray(tiny_manifest, cfg, out, workers=2, metadata=values)
+    bundle = load_bundle(out)
+    assert bundle.metadata_encoder is not None and bundle.metadata_encoder.names == ["Site"]
+    index = {p: i for i, p in enumerate(tiny_manifest["path"].astype(str))}
+    files = bundle.val_predictions["file"].astype(str).tolist()
+    rows = {f: {"Site": values["Site"][index[f]]} for f in files}
+    again = predict_files(bundle, files, metadata=rows)
+    np.testing.assert_allclose(
+        [r.probability for r in again], bundle.val_predictions["probability"], atol=1e-5
+    )
+
+
 def _train_workers() -> list[int]:
     """Process ids of the Ray Train workers running now (Ray names its processes)."""
     found = []
