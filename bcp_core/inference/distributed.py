@@ -40,6 +40,7 @@ from bcp_core.inference.predict import (
     results_df,
 )
 from bcp_core.model.bundle import load_bundle
+from bcp_core.model.cluster import ray_connection
 from bcp_core.output_safety import neutralised_df
 
 SCALE_HINT = "install the scale extra: pip install -r requirements-scale.txt"
@@ -283,15 +284,7 @@ def predict_distributed(
     tables: list[pd.DataFrame] = []
     writer = _ShardWriter(folder, fmt) if folder is not None else None
     if todo:
-        started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-            )
-        try:
+        with ray_connection(ray, address):
             tables = _run_pool(
                 ray,
                 todo,
@@ -302,9 +295,6 @@ def predict_distributed(
                 writer,
                 on_progress,
             )
-        finally:
-            if started_here:
-                ray.shutdown()
     table = pd.concat(tables, ignore_index=True) if tables else result_table([])
     errors = int((table["error"] != "").sum())
     summary = RunSummary(

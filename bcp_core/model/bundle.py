@@ -250,6 +250,12 @@ def update_threshold(
         raise UserError(f"A threshold must be a number between 0 and 1, got {value!r}.")
     folder = Path(path)
     meta = read_bundle_meta(folder).with_threshold(float(value), method, note, by)
+    return _rewrite_meta(folder, meta)
+
+
+def _rewrite_meta(folder: Path, meta: BundleMeta) -> BundleMeta:
+    """Write ``meta`` as the bundle's ``bundle.json`` with the model card made from it (both
+    written in full first, then renamed into place one after the other)."""
     card = render_card(meta, _read_csv(folder / VAL_FILE), name=folder.name)
     try:
         write_files_atomic(folder, {META_FILE: json_text(meta.to_json()), CARD_FILE: card})
@@ -272,13 +278,7 @@ def record_subgroups(path: str | Path, table: dict, by: str = "") -> BundleMeta:
     meta = read_bundle_meta(folder)
     tables = dict(meta.extra.get(SUBGROUPS_KEY) or {})
     tables[column] = {**table, "recorded": now_iso(), "by": by}
-    meta = replace(meta, extra={**meta.extra, SUBGROUPS_KEY: tables})
-    card = render_card(meta, _read_csv(folder / VAL_FILE), name=folder.name)
-    try:
-        write_files_atomic(folder, {META_FILE: json_text(meta.to_json()), CARD_FILE: card})
-    except OSError as exc:
-        raise _write_error(folder, exc) from exc
-    return meta
+    return _rewrite_meta(folder, replace(meta, extra={**meta.extra, SUBGROUPS_KEY: tables}))
 
 
 def bundle_card(bundle: Bundle, result: EvaluationResult | None = None) -> str:

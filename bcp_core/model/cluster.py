@@ -18,6 +18,7 @@ Ray is an optional extra (``requirements-scale.txt``): it is imported only insid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -157,7 +158,19 @@ def train_on_ray(
     check_training_resources(cfg, out)
     check_writable(out.parent)
     ray, Queue = _import_ray_train()
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    hooks = (on_event, stop_event or threading.Event())
+    resources: dict[str, float] = {"CPU": cpus_per_worker}
+    if gpus_per_worker:
+        resources["GPU"] = float(gpus_per_worker)
+    with ray_connection(ray, address):
+        return _run(ray, Queue, (manifest, metadata), cfg, out, workers, resources, hooks)
+
+
+@contextlib.contextmanager
+def ray_connection(ray, address: str | None):
+    """The Ray cluster for a run: the one this process is connected to, else ``address``
+    (``auto`` or ``HOST:PORT``), else a new one on this machine, stopped after the run."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes, not for users
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(
@@ -167,12 +180,7 @@ def train_on_ray(
             logging_level=logging.ERROR,
         )
     try:
-        hooks = (on_event, stop_event or threading.Event())
-        resources: dict[str, float] = {"CPU": cpus_per_worker}
-        if gpus_per_worker:
-            resources["GPU"] = float(gpus_per_worker)
-        data = (manifest, metadata)
-        return _run(ray, Queue, data, cfg, out, workers, resources, hooks)
+        yield
     finally:
         if started_here:
             ray.shutdown()
