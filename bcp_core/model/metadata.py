@@ -22,8 +22,6 @@ training images), an "other" and a "missing" flag. The bundle records the encode
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +30,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from bcp_core.data.workbooks import canonical_name
 from bcp_core.errors import UserError
+from bcp_core.evaluation.subgroups import as_number, normalised_text
 
 #: A column whose values alone reach this ROC-AUC on the training split carries the label.
 LEAK_AUC = 0.95
@@ -47,31 +47,17 @@ LEAKY_WORDS = (
 )  # fmt: skip
 
 
-def _canonical(name: str) -> str:
-    text = unicodedata.normalize("NFKC", str(name)).casefold()
-    return re.sub(r"[^0-9a-z]", "", text)
-
-
 def _text(value: object) -> str:
-    """A cell as normalised text ("" for an empty cell)."""
+    """A cell as the text it is grouped by (:func:`normalised_text`); "" for an empty cell."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    text = unicodedata.normalize("NFKC", str(value)).strip().casefold()
-    return "" if text in ("nan", "none") else re.sub(r"\s+", " ", text)
-
-
-_AGE = re.compile(r"^(\d{1,3})\s*y$")  # a DICOM age string, "065Y"
-
-
-def _number_text(value: object) -> str | None:
-    text = _text(value)
-    age = _AGE.match(text)
-    return age.group(1) if age else (text or None)
+    text = normalised_text(value)
+    return "" if text in ("nan", "none") else text
 
 
 def _numbers(values: pd.Series) -> pd.Series:
     """Cells as numbers (NaN where not one); DICOM ages such as "065Y" count as years."""
-    return pd.to_numeric(values.map(_number_text), errors="coerce")
+    return pd.Series([as_number(v)[0] for v in values], index=values.index, dtype=float)
 
 
 def check_leakage(values: pd.DataFrame, labels: Sequence[int]) -> None:
@@ -86,7 +72,7 @@ def check_leakage(values: pd.DataFrame, labels: Sequence[int]) -> None:
     """
     y = np.asarray(labels, dtype=int)
     for column in values.columns:
-        canon = _canonical(column)
+        canon = canonical_name(column)
         word = next((w for w in LEAKY_WORDS if w in canon), None)
         if word is not None:
             raise UserError(
@@ -143,10 +129,10 @@ class ColumnEncoding:
     def encode(self, cell: object) -> list[float]:
         """The numbers of one cell (an empty cell sets the "missing" flag)."""
         if self.kind == "numeric":
-            number = pd.to_numeric(_number_text(cell), errors="coerce")
-            if number is None or math.isnan(float(number)):
+            number = as_number(cell)[0]
+            if number is None:
                 return [0.0, 1.0]
-            return [(float(number) - self.mean) / self.std, 0.0]
+            return [(number - self.mean) / self.std, 0.0]
         text = _text(cell)
         flags = [0.0] * self.width
         if not text:
