@@ -744,19 +744,26 @@ def load_results(work: Path) -> dict[str, dict[int, dict]]:
     return results
 
 
-def model_summary(per_fold: dict[int, dict], base: dict[int, dict], args) -> dict:
-    """Per-fold and pooled scores of one model, with its paired comparison to the baseline."""
+def model_summary(
+    per_fold: dict[int, dict], base: dict[int, dict], args, against: dict[int, dict] | None = None
+) -> dict:
+    """Per-fold and pooled scores of one model, with its paired comparison to the baseline
+    (``vs_recipe``) and, with ``against``, to that model too (``vs_against``)."""
     out: dict = {"folds": {}, "pooled": {}}
-    pooled, pooled_base = [], []
+    pooled: list[dict] = []
+    pooled_refs: dict[str, tuple[list, list]] = {"vs_recipe": ([], []), "vs_against": ([], [])}
+    refs = {"vs_recipe": base, "vs_against": against or {}}
     for k, result in sorted(per_fold.items()):
         entry = score(result["images"], args.n_boot, args.seed)
         entry["train_wall_s"] = result["train_wall_s"]
         entry["refused"] = len(result.get("refused", []))
-        if k in base and base is not per_fold:
-            entry["vs_recipe"] = paired_auc_delta(
-                result["images"], base[k]["images"], args.n_boot, args.seed
-            )
-            pooled_base += base[k]["images"]
+        for key, ref in refs.items():
+            if k in ref and ref is not per_fold:
+                entry[key] = paired_auc_delta(
+                    result["images"], ref[k]["images"], args.n_boot, args.seed
+                )
+                pooled_refs[key][0].extend(result["images"])
+                pooled_refs[key][1].extend(ref[k]["images"])
         out["folds"][k] = entry
         pooled += result["images"]
     out["pooled"] = score(pooled, args.n_boot, args.seed)
@@ -766,8 +773,9 @@ def model_summary(per_fold: dict[int, dict], base: dict[int, dict], args) -> dic
     out["pooled"]["mean_fold_roc_auc"] = float(
         np.mean([e["roc_auc"] for e in out["folds"].values()])
     )
-    if pooled_base:
-        out["pooled"]["vs_recipe"] = paired_auc_delta(pooled, pooled_base, args.n_boot, args.seed)
+    for key, (mine, theirs) in pooled_refs.items():
+        if theirs:
+            out["pooled"][key] = paired_auc_delta(mine, theirs, args.n_boot, args.seed)
     return out
 
 
@@ -775,6 +783,7 @@ def summarise(args: argparse.Namespace) -> dict:
     """Score every cached result; write ``WORK/summary.json``."""
     results = load_results(args.work)
     base = results.get(BASELINE, {})
+    against = results.get(args.against, {}) if args.against else {}
     order = [m for m in BUILTIN_MODELS if m in results] + sorted(set(results) - set(BUILTIN_MODELS))
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -782,7 +791,8 @@ def summarise(args: argparse.Namespace) -> dict:
         "hospital_prevalence": HOSPITAL_PREVALENCE,
         "n_boot": args.n_boot,
         "seed": args.seed,
-        "models": {m: model_summary(results[m], base, args) for m in order},
+        "against": args.against,
+        "models": {m: model_summary(results[m], base, args, against) for m in order},
     }
     write_json(args.work / "summary.json", summary)
     return summary
@@ -798,9 +808,11 @@ def fmt(value: float | None, ci=None, digits: int = 3) -> str:
     return text
 
 
-def table_row(model: str, fold: str, s: dict) -> str:
+def table_row(model: str, fold: str, s: dict, against: bool = False) -> str:
     """One line of the summary table."""
     delta = s.get("vs_recipe", {})
+    other = s.get("vs_against", {})
+    extra = f" {fmt(other.get('roc_auc_delta'), other.get('ci')):>23}" if against else ""
     return (
         f"{model:<12} {fold:>4} {s['women']:>5} {s['images']:>5} {s['positive_images']:>4} "
         f"{fmt(s['roc_auc'], s['roc_auc_ci']):>20} {fmt(s['pr_auc'], s['pr_auc_ci']):>20} "
@@ -808,6 +820,7 @@ def table_row(model: str, fold: str, s: dict) -> str:
         f"{fmt(s['specificity'], s['specificity_wilson']):>20} "
         f"{fmt(s['ppv_1_57'], s['ppv_1_57_range']):>20} {fmt(s['npv_1_57'], digits=4):>7} "
         f"{s['train_wall_s']:>7.0f} {fmt(delta.get('roc_auc_delta'), delta.get('ci')):>23}"
+        f"{extra}"
     )
 
 
@@ -819,11 +832,14 @@ def format_table(summary: dict) -> str:
         f"{'spec [Wilson]':>20} {'PPV@1:57 [range]':>20} {'NPV':>7} {'train s':>7} "
         f"{'dROC vs recipe [CI]':>23}"
     )
+    against = summary.get("against")
+    if against:
+        head += f" {'dROC vs ' + against + ' [CI]':>23}"
     lines = [head, "-" * len(head)]
     for model, m in summary["models"].items():
         for k, s in m["folds"].items():
-            lines.append(table_row(model, str(k), s))
-        lines.append(table_row(model, "all", m["pooled"]))
+            lines.append(table_row(model, str(k), s, bool(against)))
+        lines.append(table_row(model, "all", m["pooled"], bool(against)))
     lines += [
         "",
         "AUC intervals: patient bootstrap; sens/spec at each model's own decision (bundle "
@@ -853,6 +869,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit-women", type=int, help="smoke runs: keep N women, half positive")
     p.add_argument("--epochs", type=int, help="smoke runs: epochs of every model")
     p.add_argument("--summary", action="store_true", help="only pool and print what exists")
+    p.add_argument(
+        "--against",
+        metavar="MODEL",
+        help="also compare every model with this one on the same women (paired), e.g. the "
+        "current default's cached name",
+    )
     p.add_argument(
         "--layout-only", action="store_true", help="lay out and match the folds' roots, no training"
     )
