@@ -502,7 +502,8 @@ def run_product_model(k: int, model: str, spec: dict, root: Path, test: list, ct
             refused.append({"file": film["name"], "error": entry["error"]})
             continue
         images.append(image_row(film, entry["probability"], entry["label"]))
-    thresholds = sorted({by_file[f["path"]]["threshold"] for f in test if f["path"] in by_file})
+    # a refused film's entry carries its error, not the bundle's threshold
+    thresholds = sorted({e["threshold"] for e in entries if "threshold" in e})
     return {
         "decision": "probability >= the bundle's saved threshold",
         "threshold": thresholds[0] if len(thresholds) == 1 else thresholds,
