@@ -88,7 +88,7 @@ SPEC_TARGET = 0.85
 TARGET_SENSITIVITY = 0.85
 TARGET_MEMORY_RATIO = 1 / 3
 TARGET_THROUGHPUT_RATIO = 2.0
-#: (d): network input on the GPU (portrait, like the default 320x256).
+#: (d): network input on the GPU (portrait, like the default CNN's inputs).
 GPU_SIZE = (512, 416)
 GPU_BATCH = 32
 

@@ -3,7 +3,7 @@
 Threat row 6: a 146 KB PNG that decodes to 75 M pixels cost ~20 s of CPU and GBs of memory per
 upload, and the page's cache kept the full-resolution images. This script writes such a PNG
 (10,000 x 7,500, a breast-like shape on black) and one just under the upload cap (7,200 x
-5,400, 38.9 M pixels), trains a tiny bundle at the default 320 x 256 input, then runs what the
+5,400, 38.9 M pixels), trains a tiny bundle at a 320 x 256 input, then runs what the
 page does for one upload (``predict_one`` with Grad-CAM, the cached object, the overlay) in a
 fresh child process per case, on two copies of the code in the same run:
 
