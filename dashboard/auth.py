@@ -1,9 +1,13 @@
 """Sign-in, roles and the audit log in the dashboard (the rules are in :mod:`bcp_core.access`).
 
 :func:`identity` says who the session is and what role it has, every time it is called, so a
-page run on its own (tests) is guarded as strictly as one behind the sidebar; :func:`gate`
+page run on its own is guarded as strictly as one behind the sidebar; :func:`gate`
 (``streamlit_app.py``) shows the sign-in button, or the sentence that refuses the session, and
-stops the page. :func:`audit` appends to the audit log (``BCP_AUDIT_LOG``).
+stops the page; :func:`require` (the first line of every page) does the same and then checks the
+page's role. A page can run on its own in the served app, not only in tests: until the app's
+navigation has run once in the server process, Streamlit answers the address of a file in
+``pages/`` by running that file alone, without ``streamlit_app.py`` and its gate.
+:func:`audit` appends to the audit log (``BCP_AUDIT_LOG``).
 """
 
 from __future__ import annotations
@@ -104,6 +108,16 @@ def gate() -> Identity:
     if me.mode == access.MODE_SIGNIN and st.session_state.get(KEY_SIGNED_IN) != me.user:
         st.session_state[KEY_SIGNED_IN] = me.user
         audit("sign_in", role=me.role)
+    return me
+
+
+def require(action: Action, refusal: str) -> Identity:
+    """The session, let in by :func:`gate` and allowed ``action``; otherwise the page stops with
+    the sign-in prompt, or with ``refusal`` (the sentence naming the role the page needs)."""
+    me = gate()
+    if not access.can(me.role, action):
+        st.error(plain_markdown(refusal), icon=":material/error:")
+        st.stop()
     return me
 
 

@@ -6,13 +6,11 @@ import streamlit as st
 from bcp_core import audit, settings
 from bcp_core.access import Action
 from bcp_core.errors import UserError
-from dashboard.auth import can
+from dashboard.auth import require
 from dashboard.shared import show_error
 
+require(Action.READ_AUDIT, "The audit log needs the admin role.")
 st.title("Audit log")
-if not can(Action.READ_AUDIT):
-    show_error("The audit log needs the admin role.")
-    st.stop()
 rows = st.number_input("Entries", 10, 1000, 50, 10, key="audit_rows")
 try:
     events = audit.last_events(settings.audit_log(), int(rows))

@@ -2,11 +2,14 @@
 
 import streamlit as st
 
+from bcp_core.access import Action
 from bcp_core.data.balance import balance_summary, counts_df, images_per_patient_df
 from bcp_core.data.split import split_patients
 from bcp_core.plots import plot_class_counts, plot_images_per_patient
+from dashboard.auth import require
 from dashboard.shared import load_match
 
+require(Action.VIEW, "Class balance needs the viewer role.")
 st.title("Class balance")
 result = load_match()
 manifest = result.manifest

@@ -10,13 +10,11 @@ from bcp_core.errors import UserError
 from bcp_core.inference.comparison import compare_bundles
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_compare_pr, plot_compare_roc
-from dashboard.auth import can
+from dashboard.auth import can, require
 from dashboard.shared import bundle_version, comparable_bundle_paths, show_error
 
+require(Action.VIEW, "Comparing runs needs the viewer role.")
 st.title("Compare runs")
-if not can(Action.VIEW):
-    show_error("Comparing runs needs the viewer role.")
-    st.stop()
 paths = comparable_bundle_paths()
 if len(paths) < 2:
     why = (

@@ -2,13 +2,16 @@
 
 import streamlit as st
 
+from bcp_core.access import Action
 from bcp_core.data.balance import sheet_rows_df
 from bcp_core.data.matching import reason_counts_df
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_match_funnel
+from dashboard.auth import require
 from dashboard.shared import data_root_label, load_match, shown
 from dashboard.widgets import csv_download
 
+require(Action.VIEW, "Data matching needs the viewer role.")
 st.title("Data matching")
 result = load_match()
 s = result.stats

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core import settings
+from bcp_core.access import Action
 from bcp_core.errors import UserError
 from bcp_core.inference.explain import overlay_heatmap
 from bcp_core.inference.predict import (
@@ -17,6 +18,7 @@ from bcp_core.inference.predict import (
 )
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_probability_gauge
+from dashboard.auth import require
 from dashboard.shared import current_bundle, shared_threshold, show_error
 from dashboard.widgets import (
     csv_download,
@@ -29,6 +31,7 @@ from dashboard.widgets import (
     uncertainty_note,
 )
 
+require(Action.VIEW, "Prediction needs the viewer role.")
 st.title("Prediction")
 st.warning(
     "Research tool, not a medical device: never use it to decide about a patient's care.",

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from bcp_core.access import Action
 from bcp_core.evaluation.thresholds import threshold_for_top_percent
 from bcp_core.inference.assessment import LEVELS, errors_df, evaluate_level
 from bcp_core.output_safety import plain_markdown
@@ -14,6 +15,7 @@ from bcp_core.plots import (
     plot_roc,
 )
 from dashboard.admin import threshold_save
+from dashboard.auth import require
 from dashboard.shared import KEY_THRESHOLD, ChosenThreshold, current_bundle, shown
 from dashboard.widgets import (
     feedback_line,
@@ -25,6 +27,7 @@ from dashboard.widgets import (
     subgroup_section,
 )
 
+require(Action.VIEW, "The threshold explorer needs the viewer role.")
 st.title("Threshold explorer")
 bundle = current_bundle()
 if bundle is None:

@@ -13,15 +13,13 @@ from bcp_core.model.resources import check_training_resources, weight_files, wei
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
 from dashboard.admin import bundle_delete, bundle_export
-from dashboard.auth import audit, can, identity
+from dashboard.auth import audit, identity, require
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, session_token, show_error
 from dashboard.widgets import distribute_choice, metadata_columns_choice, training_inputs
 
+require(Action.TRAIN, "Training needs the analyst role.")
 st.title("Training")
-if not can(Action.TRAIN):
-    show_error("Training needs the analyst role.")
-    st.stop()
 jobs = registry()
 defaults = TrainConfig()
 

@@ -147,6 +147,37 @@ def test_sign_in_is_required_when_an_identity_provider_is_configured(roles, smal
     assert not at.dataframe
 
 
+PAGE_FILES = sorted((Path(APP).parent / "pages").glob("*.py"))
+
+
+@pytest.mark.parametrize("page", PAGE_FILES, ids=lambda p: p.stem)
+def test_every_page_run_on_its_own_asks_for_sign_in_before_showing_anything(roles, page):
+    """Until the app's navigation has run once in the server, Streamlit answers a page's address
+    by running its file alone: the page must gate itself."""
+    at = AppTest.from_file(str(page), default_timeout=120)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": False, "email": ""}
+    at.run()
+    assert not at.exception, at.exception
+    assert "Sign in with your hospital account" in plain(at.warning[0].value)
+    assert [t.value for t in at.title] == ["Breast Cancer Prediction"]  # the gate's, not the page's
+    assert not at.dataframe and not at.metric and not at.get("plotly_chart")
+    assert not at.file_uploader and not at.get("form")
+    at.user = {"is_logged_in": True, "email": "eve@h.org"}  # signed in, but in no role
+    at.run()
+    assert "eve@h.org has no access to this dashboard" in plain(at.warning[0].value)
+    assert not at.dataframe and not at.metric
+
+
+@pytest.mark.parametrize("page", PAGE_FILES, ids=lambda p: p.stem)
+def test_every_page_run_on_its_own_keeps_to_the_demo_viewers_role(demo_mode, bundles_dir, page):
+    at = AppTest.from_file(str(page), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    refused = [e.value for e in at.error if "needs the" in e.value]
+    assert bool(refused) == (page.stem in ("training", "audit")), refused
+
+
 def test_a_signed_in_analyst_may_unmask_choose_and_train(roles, small_demo, fresh_jobs):
     root, truth = small_demo
     at = open_as(root, email="ana@h.org")

@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -23,10 +25,10 @@ def provider():
         yield f"http://localhost:{server.server_port}"
 
 
-@pytest.fixture(scope="module")
-def signin_app(provider, small_demo, demo_bundle, tmp_path_factory):
-    """The dashboard (streamlit run) with sign-in configured in its own secrets file."""
-    here = tmp_path_factory.mktemp("signin")
+@contextmanager
+def signin_server(provider: str, data_root: Path, demo_bundle: Path, here: Path):
+    """A fresh dashboard process (streamlit run) with sign-in configured in its own secrets
+    file, files in ``here``; yields its address."""
     bundles = here / "bundles"
     shutil.copytree(demo_bundle, bundles / "demo")
     port = free_port()
@@ -43,8 +45,8 @@ def signin_app(provider, small_demo, demo_bundle, tmp_path_factory):
     (here / "roles.toml").write_text(ROLES)
     env = dict(
         os.environ,
-        BCP_DATA_ROOT=str(small_demo[0]),
-        BCP_ALLOWED_ROOTS=str(small_demo[0]),
+        BCP_DATA_ROOT=str(data_root),
+        BCP_ALLOWED_ROOTS=str(data_root),
         BCP_BUNDLES_DIR=str(bundles),
         BCP_ROLES_FILE=str(here / "roles.toml"),
         BCP_AUDIT_LOG=str(here / "audit.jsonl"),
@@ -62,9 +64,16 @@ def signin_app(provider, small_demo, demo_bundle, tmp_path_factory):
         )  # fmt: skip
     try:
         wait_for_health(url, proc)
-        yield url, here
+        yield url
     finally:
         stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def signin_app(provider, small_demo, demo_bundle, tmp_path_factory):
+    here = tmp_path_factory.mktemp("signin")
+    with signin_server(provider, small_demo[0], demo_bundle, here) as url:
+        yield url, here
 
 
 def sign_in(browser, url: str, email: str):
@@ -113,3 +122,21 @@ def test_an_analyst_and_a_viewer_sign_in_and_see_their_own_dashboard(browser, si
     log = (here / "audit.jsonl").read_text()
     assert '"who": "ana@h.org", "action": "sign_in"' in log
     assert '"who": "val@h.org", "action": "sign_in"' in log
+
+
+def test_on_a_fresh_server_no_page_address_shows_anything_before_sign_in(
+    browser, provider, small_demo, demo_bundle, tmp_path
+):
+    """Until someone has passed the gate, Streamlit serves a page's address by running its file
+    alone (no streamlit_app.py): typed addresses must meet the sign-in prompt all the same."""
+    with signin_server(provider, small_demo[0], demo_bundle, tmp_path) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        for name in sorted(p.stem for p in (REPO / "pages").glob("*.py")):
+            page.goto(f"{url}/{name}")
+            page.get_by_text("Sign in with your hospital account").wait_for()
+            assert page.locator("h1").all_inner_texts() == ["Breast Cancer Prediction"], name
+            for shown in ("Cancer rows", "Cancer images", "Upload", "Start training", "Entries"):
+                assert page.get_by_text(shown).count() == 0, (name, shown)
+        context.close()
