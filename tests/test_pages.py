@@ -349,7 +349,7 @@ def test_backbone_weights_are_chosen_from_the_weights_folder_not_typed(
     at = open_app(root, "pages/training.py")
     assert not [t for t in at.text_input if t.label == "Backbone weights"]
     choice = at.selectbox(key="tr_weights")
-    assert choice.options == ["none", "imagenet", "resnet50_notop.h5"]
+    assert choice.options == ["default", "none", "imagenet", "resnet50_notop.h5"]
 
 
 @pytest.mark.parametrize(

@@ -108,11 +108,14 @@ def test_weight_files_are_the_h5_files_of_the_weights_folder(tmp_path, monkeypat
     (folder / "sub.h5").mkdir()
     monkeypatch.setenv("BCP_WEIGHTS_DIR", str(folder))
     assert weight_files() == ["resnet50_notop.h5", "vgg19.weights.h5"]
-    assert weights_setting("resnet50_notop.h5") == str(folder / "resnet50_notop.h5")
-    assert weights_setting("none") == "none" and weights_setting("imagenet") == "imagenet"
+    assert weights_setting("resnet50_notop.h5", "resnet50") == str(folder / "resnet50_notop.h5")
+    assert weights_setting("none", "resnet50") == "none"
+    assert weights_setting("imagenet", "resnet50") == "imagenet"
+    assert weights_setting("default", "resnet50") == "none"  # imagenet would go online
+    assert weights_setting("default", "efficientnet_lite0") == "imagenet"  # installed
     for typed in ("/etc/passwd", "../weights/resnet50_notop.h5", "notes.txt", "sub.h5", ""):
         with pytest.raises(UserError, match=r"is not a weights file of this server"):
-            weights_setting(typed)
+            weights_setting(typed, "resnet50")
     assert weight_files(tmp_path / "absent") == []
 
 

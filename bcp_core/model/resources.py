@@ -23,7 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from bcp_core import settings
-from bcp_core.config import WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig, model_spec
+from bcp_core.config import (
+    WEIGHTS_DEFAULT,
+    WEIGHTS_IMAGENET,
+    WEIGHTS_NONE,
+    TrainConfig,
+    model_spec,
+)
 from bcp_core.errors import UserError
 from bcp_core.model.meta import META_FILE
 
@@ -128,13 +134,16 @@ def weight_files(folder: Path | None = None) -> list[str]:
     ]
 
 
-def weights_setting(choice: str, folder: Path | None = None) -> str:
-    """The ``TrainConfig.weights`` value of a choice among none, imagenet and the weight files.
+def weights_setting(choice: str, model: str, folder: Path | None = None) -> str:
+    """The ``TrainConfig.weights`` value of a choice among default (``model``'s own), none,
+    imagenet and the weight files.
 
     Raises:
         UserError: for anything else (a path typed in, a file no longer there).
     """
     folder = settings.weights_dir() if folder is None else folder
+    if choice == WEIGHTS_DEFAULT:
+        return model_spec(model).default_weights
     if choice in (WEIGHTS_NONE, WEIGHTS_IMAGENET):
         return choice
     if choice not in weight_files(folder):
