@@ -116,6 +116,7 @@ def _train_config(args: argparse.Namespace) -> config.TrainConfig:
         seed=args.seed,
         weights=args.weights,
         fine_tune=args.fine_tune,
+        frozen_stages=args.frozen_stages,
         patience=args.patience,
         metadata_columns=tuple(args.metadata_columns or ()),
     ).validate()
@@ -524,6 +525,13 @@ def _add_train_parser(sub) -> None:
         help="none, imagenet (downloads, needs internet) or a local weights file",
     )
     train.add_argument("--fine-tune", action="store_true", help="train the backbone too")
+    train.add_argument(
+        "--frozen-stages",
+        type=int,
+        default=d.frozen_stages,
+        help="EfficientNet-Lite with --fine-tune: keep the stem and the first N of its 7 stages "
+        "frozen (faster epochs)",
+    )
     train.add_argument(
         "--metadata-columns",
         nargs="+",

@@ -336,6 +336,9 @@ class TrainConfig:
     #: default (:attr:`ModelSpec.default_weights`): ImageNet for the packaged backbones.
     weights: str = WEIGHTS_DEFAULT
     fine_tune: bool = False
+    #: EfficientNet-Lite only, when fine-tuning: the stem and the first N of the 7 stages keep
+    #: their ImageNet weights (no gradients there, so epochs are cheaper: 0 trains them all).
+    frozen_stages: int = 0
     #: Validation scores of real films jump between epochs; 20 epochs without a better one end
     #: a run.
     patience: int = 20
@@ -362,6 +365,11 @@ class TrainConfig:
         _check_int("Batch size", self.batch_size, 1, 512)
         _check_int("Patience", self.patience, 1, 500)
         _check_int("Seed", self.seed, 0, 2**31 - 1)
+        _check_int("Frozen stages", self.frozen_stages, 0, 7)
+        if self.frozen_stages and spec.family != "packaged":
+            raise UserError(
+                f"Frozen stages apply to the EfficientNet-Lite backbones only, not {self.model!r}."
+            )
         _check_range("Learning rate", self.learning_rate, 1e-7, 1.0, "from 1e-7 to 1")
         if self.imbalance not in IMBALANCE_METHODS:
             raise UserError(
@@ -409,10 +417,12 @@ class TrainConfig:
         return PreprocessSpec(height=int(self.image_size[0]), width=int(self.image_size[1]))
 
     def to_dict(self) -> dict:
-        """The ``training`` object of ``bundle.json`` (``metadata_columns`` only when used, so
-        image-only runs read as before)."""
+        """The ``training`` object of ``bundle.json`` (``metadata_columns`` and
+        ``frozen_stages`` only when used, so other runs read as before)."""
         out = asdict(self)
         out["image_size"] = list(self.image_size)
+        if not self.frozen_stages:
+            del out["frozen_stages"]
         if self.metadata_columns:
             out["metadata_columns"] = list(self.metadata_columns)
         else:

@@ -182,3 +182,30 @@ def test_the_stand_ins_build_an_ordered_dict():
         pretrained.RestrictedUnpickler(io.BytesIO(b"")).find_class("collections", "OrderedDict")
         is collections.OrderedDict
     )
+
+
+@pytest.mark.parametrize(
+    ("stages", "first_trainable"),
+    [(0, "stem_conv"), (2, "block3_expand_conv"), (3, "block5_expand_conv")],
+)
+def test_frozen_stages_freeze_the_stem_and_the_first_stages_only(stages, first_trainable):
+    model = build_model(
+        "efficientnet_lite0", (96, 80), weights="imagenet", fine_tune=True, frozen_stages=stages
+    )
+    backbone = model.get_layer(BACKBONE_LAYER)
+    trainable = [layer.name for layer in backbone.layers if layer.trainable_weights]
+    assert trainable[0] == first_trainable
+    assert "head_conv" in trainable
+    # Lite0's stages: 1 block, 2, 2, 3, 3, 4, 1; stage 3 ends with block 4
+    convs = [layer for layer in backbone.layers if layer.name.endswith(("_conv", "_dwconv"))]
+    frozen = {layer.name.split("_")[0] for layer in convs if not layer.trainable}
+    assert ("block4" in frozen) == (stages >= 3) and ("block2" in frozen) == (stages >= 2)
+
+
+def test_frozen_stages_are_refused_for_other_models():
+    from bcp_core.config import TrainConfig
+
+    with pytest.raises(UserError, match="Frozen stages apply to the EfficientNet-Lite backbones"):
+        TrainConfig(model="default_cnn", frozen_stages=2).validate()
+    with pytest.raises(UserError, match="Frozen stages must be a whole number from 0 to 7"):
+        TrainConfig(model="efficientnet_lite0", frozen_stages=8).validate()

@@ -508,8 +508,9 @@ def build_transfer_model(
     fine_tune: bool = False,
     dropout: float = DEFAULT_DROPOUT,
     output_bias: float | None = None,
+    frozen_stages: int = 0,
 ) -> keras.Model:
-    """A keras.applications backbone (no top) behind a gray-to-RGB input and a sigmoid head.
+    """A pretrained backbone (no top) behind a gray-to-RGB input and a sigmoid head.
 
     Layers: "image" -> "gray_to_rgb" (the gray channel copied three times) -> the backbone's
     own normalisation, ending in the layer "backbone_preprocessing" -> "backbone" ->
@@ -533,6 +534,8 @@ def build_transfer_model(
             of a pretrained backbone.
         dropout: Dropout rate before the output unit, in [0, 1).
         output_bias: Initial bias of the output unit (see :func:`initial_bias`).
+        frozen_stages: EfficientNet-Lite fine-tuned from ImageNet weights: the stem and this
+            many of its 7 stages stay frozen (cheaper epochs).
 
     Returns:
         The uncompiled model, named after the backbone.
@@ -552,6 +555,8 @@ def build_transfer_model(
     pretrained = resolved != WEIGHTS_NONE
     backbone = _build_backbone(name, (height, width, 3), resolved)
     _set_initial_trainable(backbone, name, fine_tune=fine_tune, pretrained=pretrained)
+    if frozen_stages and fine_tune and pretrained and name in packaged.PACKAGES:
+        packaged.freeze_stages(backbone, frozen_stages)
     inputs = _image_input(height, width)
     rgb = keras.layers.Concatenate(axis=-1, name="gray_to_rgb")([inputs, inputs, inputs])
     if name in packaged.PACKAGES:
@@ -582,6 +587,7 @@ def build_model(
     output_bias: float | None = None,
     seed: int | None = None,
     metadata_width: int = 0,
+    frozen_stages: int = 0,
 ) -> keras.Model:
     """Build any model of ``config.MODEL_SPECS`` by name.
 
@@ -597,6 +603,7 @@ def build_model(
             a process-wide setting) so the same seed gives the same initial weights.
         metadata_width: When above 0, the model also takes that many encoded workbook values
             (:func:`with_metadata`).
+        frozen_stages: EfficientNet-Lite fine-tuning only (see :func:`build_transfer_model`).
 
     Returns:
         The uncompiled model.
@@ -606,7 +613,7 @@ def build_model(
     """
     image_model = _build_image_model(
         name, image_size, weights=weights, fine_tune=fine_tune, dropout=dropout,
-        output_bias=output_bias, seed=seed,
+        output_bias=output_bias, seed=seed, frozen_stages=frozen_stages,
     )  # fmt: skip
     if metadata_width:
         return with_metadata(image_model, metadata_width, output_bias=output_bias)
@@ -650,6 +657,7 @@ def _build_image_model(
     dropout: float,
     output_bias: float | None,
     seed: int | None,
+    frozen_stages: int = 0,
 ) -> keras.Model:
     """The image-only model of ``name`` (see :func:`build_model`)."""
     spec = model_spec(name)
@@ -661,9 +669,10 @@ def _build_image_model(
             f"The {name} model is trained from scratch and has no pretrained weights; use "
             f"weights='none' or one of the transfer models ({', '.join(TRANSFER_MODELS)})."
         )
+    options = {"frozen_stages": frozen_stages} if frozen_stages else {}
     return _BUILDERS[name](
         name, image_size, weights=weights, fine_tune=fine_tune, dropout=dropout,
-        output_bias=output_bias,
+        output_bias=output_bias, **options,
     )  # fmt: skip
 
 

@@ -344,6 +344,28 @@ def _blocks(weights: dict[str, np.ndarray]) -> list[_Block]:
     return blocks
 
 
+def freeze_stages(backbone: keras.Model, n_stages: int) -> int:
+    """Freeze the stem and the first ``n_stages`` stages of a built backbone.
+
+    A stage starts at the block whose projection changes the width (as :func:`_blocks` reads
+    them). Returns how many layers were frozen.
+    """
+    stages: dict[str, int] = {}
+    width, stage = backbone.get_layer("stem_conv").filters, 0
+    for layer in backbone.layers:
+        if layer.name.endswith("_project_conv"):
+            stage += int(layer.filters != width)
+            width = layer.filters
+            stages[layer.name.split("_")[0]] = stage
+    frozen = 0
+    for layer in backbone.layers:
+        prefix = layer.name.split("_")[0]
+        if prefix == "stem" or stages.get(prefix, N_STAGES + 1) <= n_stages:
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
 def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, bn: str, relu: bool = True):
     x = keras.layers.Conv2D(
         filters, kernel, strides=strides, padding="same", use_bias=False, name=name

@@ -540,6 +540,7 @@ def compile_model(
         output_bias=initial_bias(prior),
         seed=cfg.seed,
         metadata_width=metadata_width,
+        frozen_stages=cfg.frozen_stages,
     )
     loss = make_loss(
         "focal" if cfg.imbalance == "focal" else "bce", label_smoothing=cfg.label_smoothing
