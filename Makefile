@@ -44,7 +44,7 @@ demo-bundle: $(BUNDLES)/demo/bundle.json
 
 run: install demo demo-bundle
 	BCP_DATA_ROOT="$${BCP_DATA_ROOT:-$(abspath $(DEMO))}" BCP_BUNDLES_DIR="$(abspath $(BUNDLES))" \
-		$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS)
+		$(PY) -m streamlit run serve.py --server.port $(PORT) --server.address $(ADDRESS)
 
 test: install-dev
 	$(PY) -m pytest

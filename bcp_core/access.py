@@ -95,6 +95,41 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+#: Host names every deployment answers: this machine's loopback names.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(host_header: str) -> str:
+    """The host name of a ``Host`` header (no port, no brackets, lower case, no trailing dot);
+    "" for a header that is not a plain host (user info, path, bad port)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(f"//{host_header.strip()}")
+        _ = parts.port  # validates the port
+    except ValueError:
+        return ""
+    if parts.username is not None or parts.path or parts.query or parts.fragment:
+        return ""
+    return (parts.hostname or "").lower().rstrip(".")
+
+
+def host_allowed(host_header: str | None, served: tuple[str, ...] = ()) -> bool:
+    """Whether a request naming ``host_header`` is one this deployment answers.
+
+    A web page on another name that resolves to this machine (DNS rebinding) sends its own
+    name: answered only when it is a loopback name or one of ``served`` (the deployment's
+    names, ``BCP_SERVED_HOSTS``; ``*.example.org`` allows the sub-domains).
+    """
+    name = host_name(host_header or "")
+    if not name:
+        return False
+    for pattern in (*LOOPBACK_HOSTS, *(p.strip().lower().rstrip(".") for p in served)):
+        if name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:])):
+            return True
+    return False
+
+
 def check_local_address(address: str) -> None:
     """Local mode has no sign-in: refuse it on a server that other machines can reach.
 

@@ -197,6 +197,31 @@ def prediction_cache_bytes() -> int:
     return _whole_number(ENV_PREDICTION_CACHE_MB, DEFAULT_PREDICTION_CACHE_MB) * 10**6
 
 
+# --- What the web server answers ----------------------------------------------------------------
+
+ENV_SERVED_HOSTS = "BCP_SERVED_HOSTS"
+ENV_METRICS = "BCP_METRICS"
+ENV_MAX_UPLOAD_MB = "BCP_MAX_UPLOAD_MB"
+#: A 4096 x 3328 16-bit DICOM is 27 MB; a JPEG of it a few MB.
+DEFAULT_MAX_UPLOAD_MB = 50
+
+
+def served_hosts() -> tuple[str, ...]:
+    """Host names the server answers besides the loopback ones: $BCP_SERVED_HOSTS, separated by
+    commas (e.g. ``mammo.hospital.org``); none by default."""
+    return tuple(h.strip() for h in _env(ENV_SERVED_HOSTS).split(",") if h.strip())
+
+
+def metrics_enabled() -> bool:
+    """Whether Streamlit's ``/_stcore/metrics`` answers: only with $BCP_METRICS=on."""
+    return _env(ENV_METRICS).lower() in ("on", "1", "true", "yes")
+
+
+def max_upload_bytes() -> int:
+    """Most bytes one upload request may carry: $BCP_MAX_UPLOAD_MB (MB), else 50 MB."""
+    return _whole_number(ENV_MAX_UPLOAD_MB, DEFAULT_MAX_UPLOAD_MB) * 10**6
+
+
 # --- Training on a cluster ---------------------------------------------------------------------
 
 ENV_RAY_ADDRESS = "BCP_RAY_ADDRESS"

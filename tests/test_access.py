@@ -190,3 +190,26 @@ def test_the_access_settings_default_to_files_of_the_repository(monkeypatch):
     assert settings.viewer_bundle() == "demo"
     monkeypatch.setenv("BCP_VIEWER_BUNDLE", "run-7")
     assert settings.viewer_bundle() == "run-7"
+
+
+@pytest.mark.parametrize(
+    ("host", "served", "answered"),
+    [
+        ("localhost:8501", (), True),
+        ("127.0.0.1:8501", (), True),
+        ("[::1]:8501", (), True),
+        ("LOCALHOST.", (), True),
+        ("rebind.example:8501", (), False),  # a foreign name resolving to 127.0.0.1
+        ("127.0.0.1.nip.io:8501", (), False),
+        ("mammo.hospital.org", ("mammo.hospital.org",), True),
+        ("a.hospital.org", ("*.hospital.org",), True),
+        ("hospital.org.evil.example", ("*.hospital.org",), False),
+        ("user@localhost", (), False),
+        ("localhost:99999", (), False),
+        ("localhost/x", (), False),
+        ("", (), False),
+        (None, (), False),
+    ],
+)
+def test_only_the_deployments_host_names_are_answered(host, served, answered):
+    assert access.host_allowed(host, served) is answered

@@ -53,7 +53,7 @@ def signin_server(provider: str, data_root: Path, demo_bundle: Path, here: Path)
     )
     env.pop("BCP_MODE", None)
     command = [
-        sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+        sys.executable, "-m", "streamlit", "run", "serve.py",
         "--server.port", str(port), "--server.address", "127.0.0.1",
         "--secrets.files", str(secrets),
     ]  # fmt: skip
