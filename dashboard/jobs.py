@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-import streamlit as st
 
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
@@ -109,7 +108,11 @@ class TrainingJob:
 
 
 class JobRegistry:
-    """The server's one training slot, shared by every session (``st.cache_resource``)."""
+    """The server's one training slot, shared by every session.
+
+    A plain object of this module, not a Streamlit cache: a client can ask Streamlit to clear
+    every cache, and the running job, its Stop and the one-run-at-a-time rule must survive that.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -138,7 +141,9 @@ class JobRegistry:
             return job
 
 
-@st.cache_resource
+_REGISTRY = JobRegistry()
+
+
 def registry() -> JobRegistry:
     """The registry of this server process (one for all sessions)."""
-    return JobRegistry()
+    return _REGISTRY

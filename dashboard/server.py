@@ -8,7 +8,9 @@ these hold for a browser and for a raw client alike:
   websocket, so it never sees a page;
 * ``/_stcore/metrics`` (cache names and sizes) answers only with ``BCP_METRICS=on``;
 * an upload request larger than ``BCP_MAX_UPLOAD_MB`` is refused from its declared length,
-  and one that sends more than it declared is cut off, before Streamlit buffers it.
+  and one that sends more than it declared is cut off, before Streamlit buffers it;
+* a client's "clear caches" message is dropped: it would empty every session's caches at once,
+  and nobody needs it here (the app's own state never lives in those caches either).
 
 The settings are read once, when the server starts.
 """
@@ -87,7 +89,34 @@ class ServerGuard:
                 )  # fmt: skip
                 return
             receive = _capped(receive, self.max_upload)
+        if scope["type"] == "websocket":
+            receive = _without_clear_cache(receive)
         await self.app(scope, receive, send)
+
+
+#: Client messages dropped on the way in (``BackMsg`` fields).
+DROPPED_MESSAGES = frozenset({"clear_cache"})
+
+
+def _without_clear_cache(receive: Receive) -> Receive:
+    """``receive`` that skips the client messages of :data:`DROPPED_MESSAGES`."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+
+    async def wrapped() -> Message:
+        while True:
+            message = await receive()
+            data = message.get("bytes") if message["type"] == "websocket.receive" else None
+            if data:
+                back = BackMsg()
+                try:
+                    back.ParseFromString(data)
+                except Exception:  # noqa: BLE001 - not ours to judge: Streamlit answers it
+                    return message
+                if back.WhichOneof("type") in DROPPED_MESSAGES:
+                    continue
+            return message
+
+    return wrapped
 
 
 def _capped(receive: Receive, limit: int) -> Receive:

@@ -80,9 +80,9 @@ def roles(monkeypatch, tmp_path, small_demo, bundles_dir):
 def fresh_jobs(monkeypatch, tmp_path):
     from dashboard.jobs import registry
 
-    registry.clear()
+    registry().current = None
     yield registry()
-    registry.clear()
+    registry().current = None
 
 
 def running_job(user: str):

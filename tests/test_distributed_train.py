@@ -192,7 +192,7 @@ def test_the_training_page_trains_on_the_cluster(ray_cluster, small_demo, tmp_pa
     root, _ = small_demo
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
     monkeypatch.setenv("BCP_RAY_ADDRESS", "auto")  # the cluster this process is connected to
-    registry.clear()
+    registry().current = None
     try:
         at = open_app(root, "pages/training.py")
         fill_tiny_training_form(at)
@@ -209,7 +209,7 @@ def test_the_training_page_trains_on_the_cluster(ray_cluster, small_demo, tmp_pa
         assert job.epochs, "the chief's epochs reached the page"
         assert load_bundle(job.out_dir).meta.training["distribute"]["workers"] == 2
     finally:
-        registry.clear()
+        registry().current = None
 
 
 def test_cli_refuses_cluster_options_without_multiworker(small_demo, tmp_path, capsys):

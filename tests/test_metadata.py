@@ -252,7 +252,7 @@ def test_page_3_offers_the_columns_and_starts_a_run_with_their_values(small_demo
     from tests.test_pages import fill_tiny_training_form
 
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
-    registry.clear()
+    registry().current = None
     root, _ = small_demo
     at = open_app(root, "pages/training.py")
     offered = at.multiselect(key="tr_metadata").options
@@ -271,7 +271,7 @@ def test_page_3_offers_the_columns_and_starts_a_run_with_their_values(small_demo
             job.stop_event.set()
             if job.thread is not None:
                 job.thread.join(timeout=120)
-        registry.clear()
+        registry().current = None
 
 
 def test_the_model_card_names_the_columns(metadata_bundle):

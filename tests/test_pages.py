@@ -99,14 +99,14 @@ def fresh_jobs(monkeypatch, tmp_path):
     """An empty training slot and a bundles folder of the test's own."""
     from dashboard.jobs import registry
 
-    registry.clear()
+    registry().current = None
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
     yield registry()
     job = registry().current
     if job is not None and job.thread is not None:
         job.stop_event.set()
         job.thread.join(timeout=120)
-    registry.clear()
+    registry().current = None
 
 
 def fill_tiny_training_form(at: AppTest, **extra) -> None:
@@ -184,6 +184,28 @@ def test_a_second_training_request_is_refused_politely(small_demo, fresh_jobs):
     assert "Another training run is in progress (epoch 1 of 7" in at.error[0].value
     assert fresh_jobs.current is busy
     assert "(started by another session)" in at.subheader[0].value
+
+
+def test_a_cleared_cache_keeps_the_running_job_its_stop_and_the_one_run_rule(
+    small_demo, fresh_jobs
+):
+    """Security row 1: Streamlit's clear-cache request emptied the training slot."""
+    from streamlit.runtime import caching
+
+    from bcp_core.config import TrainConfig
+    from dashboard.jobs import TrainingJob, registry
+
+    busy = TrainingJob(TrainConfig(epochs=7), Path("elsewhere"), owner="another session")
+    busy.status = "running"
+    fresh_jobs.current = busy
+    caching.cache_data.clear()  # what the clear-cache message does, for every session
+    caching.cache_resource.clear()
+    assert registry().current is busy
+    root, _ = small_demo
+    at = open_app(root, "pages/training.py")
+    fill_tiny_training_form(at)
+    at.button(key="tr_start").click().run()
+    assert "Another training run is in progress" in at.error[0].value
 
 
 @pytest.fixture
