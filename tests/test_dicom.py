@@ -222,3 +222,61 @@ def test_looks_like_dicom(tmp_path: Path):
     assert looks_like_dicom(b"", name="upload.DCM")
     assert looks_like_dicom(tmp_path / "missing.dcm")
     assert not looks_like_dicom(tmp_path / "missing.jpg")
+
+
+def deflated_dicom(pixel_bytes: int, rows: int = 64, columns: int = 64) -> bytes:
+    """A Deflated Explicit VR file declaring ``rows x columns`` whose pixel data holds
+    ``pixel_bytes`` zero bytes (deflated a thousandfold), written without holding them."""
+    import zlib
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    small = new_dataset(DeflatedExplicitVRLittleEndian)
+    small.set_pixel_data(np.zeros((rows, columns), np.uint16), "MONOCHROME2", 16)
+    plain = io.BytesIO()
+    small.save_as(plain, enforce_file_format=True)  # pydicom deflates the dataset
+    data = plain.getvalue()
+    if pixel_bytes <= rows * columns * 2:
+        return data
+    # Rebuild the deflated part with an oversized PixelData element (OW, 4-byte length).
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    stream = io.BytesIO(data)
+    read_preamble(stream, force=False)
+    _read_file_meta_info(stream)
+    head_end = stream.tell()
+    header = zlib.decompress(data[head_end:], -zlib.MAX_WBITS)
+    header = header[: header.index(b"\xe0\x7f\x10\x00")]  # up to the PixelData tag
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [deflater.compress(header + b"\xe0\x7f\x10\x00OW\x00\x00")]
+    parts.append(deflater.compress(pixel_bytes.to_bytes(4, "little")))
+    chunk = bytes(2**22)
+    for _ in range(pixel_bytes // len(chunk)):
+        parts.append(deflater.compress(chunk))
+    parts.append(deflater.flush())
+    return data[:head_end] + b"".join(parts)
+
+
+def test_a_deflated_dicom_still_decodes():
+    gray, meta = read_dicom_gray(deflated_dicom(0, rows=20, columns=16))
+    assert gray.shape == (20, 16) and np.isfinite(gray).all()
+
+
+def test_a_deflated_dicom_bomb_is_refused_while_inflating():
+    """Security row 3: 1.4 MB of deflate that inflates ~1000:1 took the server to 3.6 GB."""
+    import resource
+
+    bomb = deflated_dicom(400 * 2**20)  # 400 MB of pixels behind a 64 x 64 header
+    assert len(bomb) < 2 * 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UserError, match="inflates to more than .* possible decompression bomb"):
+        read_dicom_gray(bomb)  # an upload: at most 40 million pixels of 2 bytes
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 150
+
+
+def test_a_deflated_dicom_holding_more_than_its_image_needs_is_refused(tmp_path):
+    path = tmp_path / "bomb.dcm"
+    path.write_bytes(deflated_dicom(64 * 2**20))  # within the cap, far beyond 64 x 64 x 2
+    with pytest.raises(UserError, match=r"bomb\.dcm inflates to 67 MB though its image needs"):
+        read_dicom_gray(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bcp_core.errors import UserError
-from bcp_core.imaging.limits import check_declared_pixels
+from bcp_core.imaging.limits import check_declared_pixels, pixel_limit
 
 #: File-name suffixes taken as DICOM even without the "DICM" magic (headerless exports).
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -34,6 +34,12 @@ _INSTALL_HINT = (
 )
 
 Source = str | Path | bytes
+
+#: Deflated Explicit VR Little Endian: the whole dataset after the file meta is one zlib stream.
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+#: Header bytes a deflated dataset may hold besides its pixels (tags, overlays, private data).
+_HEADER_SLACK_BYTES = 16 * 2**20
+_INFLATE_CHUNK = 2**20
 
 
 def looks_like_dicom(source: Source, name: str = "") -> bool:
@@ -78,9 +84,13 @@ def read_dicom_gray(source: Source) -> tuple[np.ndarray, dict]:
     """
 
     name = "the uploaded DICOM file" if isinstance(source, bytes) else Path(source).name
+    upload = isinstance(source, bytes)
+    inflated = _check_deflated(source, name, upload=upload)
     ds = _read_dataset(source, name)
     rows, columns = _image_size(ds, name)
-    check_declared_pixels(columns, rows, name, upload=isinstance(source, bytes))
+    check_declared_pixels(columns, rows, name, upload=upload)
+    if inflated is not None:
+        _check_inflated_fits(ds, inflated, name)
     meta = dicom_metadata(ds)
     arr = _decode_first_frame(ds, name)
     if meta["photometric"] in _MONOCHROME:
@@ -126,6 +136,63 @@ def _int(ds, keyword: str, default: int) -> int:
 
 
 # --- Reading and decoding -----------------------------------------------------------------
+
+
+def _check_deflated(source: Source, name: str, *, upload: bool) -> int | None:
+    """Inflate a deflated dataset once, bounded, before pydicom inflates it without a bound.
+
+    A few MB of deflate can inflate a thousandfold; pydicom would hold all of it in memory. The
+    stream may inflate to at most what the largest image allowed here needs (2 bytes a pixel,
+    plus header slack); past that the file is refused without inflating further.
+
+    Returns:
+        The inflated size, or None for a dataset that is not deflated.
+    """
+    import zlib
+
+    from pydicom.filereader import read_preamble
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    stream = io.BytesIO(data)
+    try:
+        from pydicom.filereader import _read_file_meta_info
+
+        read_preamble(stream, force=False)
+        meta = _read_file_meta_info(stream)
+        syntax = str(meta.get("TransferSyntaxUID", "") and meta.TransferSyntaxUID)
+    except Exception:  # noqa: BLE001 - no readable file meta: not deflated as far as we know
+        return None
+    if syntax != _DEFLATED:
+        return None
+    limit = 2 * pixel_limit(upload=upload) + _HEADER_SLACK_BYTES
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = data[stream.tell() :], 0
+    try:
+        while pending and not inflater.eof:
+            total += len(inflater.decompress(pending, _INFLATE_CHUNK))
+            pending = inflater.unconsumed_tail
+            if total > limit:
+                raise UserError(
+                    f"{name} is a deflated DICOM file that inflates to more than "
+                    f"{limit / 1e6:,.0f} MB, more than any mammogram here; it is refused as a "
+                    "possible decompression bomb."
+                )
+    except zlib.error as exc:
+        raise UserError(f"{name} is a deflated DICOM file whose data is corrupt ({exc}).") from exc
+    return total
+
+
+def _check_inflated_fits(ds, inflated: int, name: str) -> None:
+    """A deflated dataset holds no more than its declared frames need (plus header slack)."""
+    frames = max(_int(ds, "NumberOfFrames", 1), 1)
+    bits = max(_int(ds, "BitsAllocated", 16), 1)
+    samples = max(_int(ds, "SamplesPerPixel", 1), 1)
+    need = _int(ds, "Rows", 0) * _int(ds, "Columns", 0) * frames * samples * -(-bits // 8)
+    if inflated > need + _HEADER_SLACK_BYTES:
+        raise UserError(
+            f"{name} inflates to {inflated / 1e6:,.0f} MB though its image needs "
+            f"{need / 1e6:,.1f} MB; it is refused as a possible decompression bomb."
+        )
 
 
 def _read_dataset(source: Source, name: str):

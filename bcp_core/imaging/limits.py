@@ -6,6 +6,11 @@ from bcp_core import config, settings
 from bcp_core.errors import UserError
 
 
+def pixel_limit(*, upload: bool) -> int:
+    """The most pixels an image may declare: an upload's limit, or any file's."""
+    return min(config.MAX_PIXELS, settings.max_upload_pixels()) if upload else config.MAX_PIXELS
+
+
 def check_declared_pixels(width: int, height: int, name: str, *, upload: bool) -> None:
     """Refuse an image whose header declares too many pixels, before it is decoded.
 
