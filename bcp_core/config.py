@@ -64,6 +64,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm", ".tif", ".tiff")
 #: Largest image (in pixels) that is decoded: a guard against decompression bombs. Real
 #: mammograms are at most about 4096 x 3328 = 13.6 Mpx.
 MAX_PIXELS = 100_000_000
+#: What a workbook may declare before it is parsed (a few MB of zip can hold gigabytes of XML).
+#: The hospital's datacombined.xlsx: 5,103 rows x 561 columns (2.9 million cells, ~100 MB of
+#: XML); these leave a wide margin and refuse what would exhaust the server's memory.
+MAX_WORKBOOK_XML_BYTES = 500 * 10**6
+MAX_WORKBOOK_CELLS = 30_000_000
+MAX_WORKBOOK_ROWS = 1_048_576  # Excel's own limit
+#: Uncompressed / compressed size of one part above which it is taken for a zip bomb (real
+#: sheets compress 5-30 times); only parts larger than MIN_BOMB_PART_BYTES are judged.
+MAX_WORKBOOK_RATIO = 200
+MIN_BOMB_PART_BYTES = 10 * 10**6
 #: Test-time passes of prediction when none are asked for (bcp_core.imaging.tta; README,
 #: "Uncertainty"): chosen by bench/bench_tta.py.
 DEFAULT_TTA_PASSES = 1

@@ -162,3 +162,68 @@ def test_openpyxl_fallback_reads_the_same_columns(tmp_path):
     path = write_xlsx(tmp_path / "w.xlsx", {"S": [["InputFileName", "Noise"], ["F1", "x"]]})
     df = ingest._read_excel_openpyxl(path, {"inputfilename"})["S"]
     assert list(df.columns) == ["InputFileName"] and df.iloc[0, 0] == "F1"
+
+
+# --- Workbooks that declare more than they should (security row 5) ---------------------------
+
+
+def _xlsx_with_sheet(path, sheet_xml_chunks) -> None:
+    """A real workbook (openpyxl) whose first sheet's XML is replaced by ``sheet_xml_chunks``."""
+    import zipfile
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["InputFileName", "StudyDate"])
+    plain = path.with_suffix(".plain.xlsx")
+    book.save(plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if item.filename == "xl/worksheets/sheet1.xml":
+                with dst.open(item.filename, "w") as fh:
+                    for chunk in sheet_xml_chunks:
+                        fh.write(chunk)
+            else:
+                dst.writestr(item, src.read(item))
+
+
+HEAD = (
+    b'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/'
+    b'spreadsheetml/2006/main"><dimension ref="A1:{cols}{rows}"/><sheetData>'
+)
+TAIL = b"</sheetData></worksheet>"
+
+
+def test_a_workbook_zip_bomb_is_refused_before_parsing(tmp_path):
+    """1.9 MB of zip holding 483 MB of identical rows aborted the server."""
+    import resource
+
+    row = b'<row><c t="inlineStr"><is><t>FILE0001</t></is></c></row>'
+    path = tmp_path / "datacombined.xlsx"
+    head = HEAD.replace(b"{cols}", b"A").replace(b"{rows}", b"2")  # a lying dimension
+    _xlsx_with_sheet(path, [head, *(row * 20_000 for _ in range(60)), TAIL])  # ~70 MB of XML
+    assert path.stat().st_size < 2 * 10**6
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UserError, match=r"sheet1\.xml inflates [\d,]+ times \(a zip bomb\)"):
+        ingest.read_excel_sheets(path)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50  # MB
+
+
+@pytest.mark.parametrize(
+    ("cols", "rows", "what"),
+    [(b"C", b"3000000", "3,000,000 rows x 3 columns"), (b"XFD", b"5000", "5,000 rows x 16,384")],
+)
+def test_a_workbook_declaring_too_many_cells_is_refused(tmp_path, cols, rows, what):
+    path = tmp_path / "datacombined.xlsx"
+    _xlsx_with_sheet(path, [HEAD.replace(b"{cols}", cols).replace(b"{rows}", rows), TAIL])
+    with pytest.raises(UserError, match=f"is refused before reading it: a sheet declares {what}"):
+        ingest.read_excel_sheets(path)
+    with pytest.raises(UserError, match="a sheet declares"):
+        ingest.read_excel_headers(path)
+
+
+def test_a_hospital_sized_workbook_passes_the_size_check(tmp_path):
+    path = tmp_path / "datacombined.xlsx"
+    _xlsx_with_sheet(path, [HEAD.replace(b"{cols}", b"UO").replace(b"{rows}", b"5000"), TAIL])
+    ingest.check_workbook_size(path)  # 561 columns x 5,000 rows: read as usual
+    assert list(ingest.read_excel_sheets(path)) == ["Sheet"]

@@ -126,6 +126,62 @@ def _read_excel_openpyxl(path: Path, columns: set[str] | None) -> dict[str, pd.D
     return out
 
 
+_DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="([A-Z]+)?(\d+)?:?([A-Z]+)?(\d+)?"')
+
+
+def _column_number(letters: bytes) -> int:
+    number = 0
+    for letter in letters.decode():
+        number = number * 26 + ord(letter) - 64
+    return number
+
+
+def check_workbook_size(path: Path) -> None:
+    """Refuse an .xlsx whose parts declare more than this product reads, before parsing it.
+
+    Checked from the zip directory and the first bytes of each sheet: the XML's total size
+    (``config.MAX_WORKBOOK_XML_BYTES``), each large part's compression ratio (a zip bomb), and
+    each sheet's declared dimension (rows, cells).
+
+    Raises:
+        UserError: one sentence naming the workbook and what it declares.
+    """
+    import zipfile
+
+    refuse = f"Workbook {path.name} is refused before reading it: {{}}. Check the file, or save "
+    refuse += "only the sheets and columns needed as a new .xlsx."
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = [i for i in archive.infolist() if i.filename.lower().endswith(".xml")]
+            total = sum(i.file_size for i in parts)
+            if total > config.MAX_WORKBOOK_XML_BYTES:
+                raise UserError(refuse.format(f"its sheets hold {total / 1e6:,.0f} MB of XML, "
+                    f"more than {config.MAX_WORKBOOK_XML_BYTES / 1e6:,.0f} MB"))  # fmt: skip
+            for part in parts:
+                ratio = part.file_size / max(part.compress_size, 1)
+                if (
+                    part.file_size > config.MIN_BOMB_PART_BYTES
+                    and ratio > config.MAX_WORKBOOK_RATIO
+                ):
+                    raise UserError(refuse.format(f"{part.filename} inflates {ratio:,.0f} times "
+                        "(a zip bomb)"))  # fmt: skip
+                if part.filename.lower().startswith("xl/worksheets/"):
+                    with archive.open(part) as fh:
+                        _check_dimension(fh.read(4096), refuse)
+    except zipfile.BadZipFile:
+        return  # not a zip: the reader says what is wrong with it
+
+
+def _check_dimension(head: bytes, refuse: str) -> None:
+    found = _DIMENSION.search(head)
+    if not found or not found.group(4):
+        return
+    rows = int(found.group(4))
+    columns = _column_number(found.group(3)) if found.group(3) else 1
+    if rows > config.MAX_WORKBOOK_ROWS or rows * columns > config.MAX_WORKBOOK_CELLS:
+        raise UserError(refuse.format(f"a sheet declares {rows:,} rows x {columns:,} columns"))
+
+
 def read_excel_sheets(path: Path, columns: set[str] | None = None) -> dict[str, pd.DataFrame]:
     """Read every sheet of a workbook, values as Excel stored them (dtype object).
 
@@ -143,6 +199,8 @@ def read_excel_sheets(path: Path, columns: set[str] | None = None) -> dict[str, 
         raise UserError(
             f"{path.name} is not an Excel workbook (it looks like text); save it as .xlsx."
         )
+    if fmt == "xlsx":
+        check_workbook_size(path)
     try:
         try:
             sheets = _read_excel_calamine(path, columns)
@@ -173,6 +231,8 @@ def read_excel_headers(path: Path) -> dict[str, list[str]]:
         return {n: list(map(str, df.columns)) for n, df in read_excel_sheets(path).items()}
     if not path.is_file():
         raise UserError(f"Workbook not found: {path}.")
+    if sniff_format(path) == "xlsx":
+        check_workbook_size(path)
     try:
         book = CalamineWorkbook.from_path(str(path))
         out = {}
