@@ -163,6 +163,25 @@ class RoleMap:
         return max(found, key=ROLES.index)
 
 
+def verified_email(claims) -> str:
+    """The e-mail of an identity provider's claims, only when the provider verified it.
+
+    Anyone can type any address into an account at many providers; an unverified
+    ``email`` claim must never name someone (``email_verified`` must be true, as a boolean or
+    the text "true"). Roles then come from group claims and the file's default only.
+    """
+    email = str(claims.get("email") or "").strip()
+    verified = claims.get("email_verified")
+    if verified is True or str(verified).strip().lower() == "true":
+        return email
+    return ""
+
+
+def subject_name(claims) -> str:
+    """Who the audit log names when no verified e-mail is there: the provider's subject."""
+    return f"subject {str(claims.get('sub') or '?').strip()} (e-mail not verified)"
+
+
 def _role(value: object, where: str) -> str:
     if value not in ROLES:
         raise UserError(f"{where} must be one of {', '.join(ROLES)}, got {value!r}.")

@@ -58,8 +58,9 @@ def identity() -> Identity:
         if not st.user.is_logged_in:
             return Identity("", "none", mode, "Sign in with your hospital account to continue.")
         roles = access.load_roles(settings.roles_file())
-        email = str(st.user.get("email") or "")
-        role = roles.role_of(email, access.claim_groups(st.user.get(roles.group_claim)))
+        verified = access.verified_email(st.user)  # an unverified e-mail names nobody
+        email = verified or access.subject_name(st.user)
+        role = roles.role_of(verified, access.claim_groups(st.user.get(roles.group_claim)))
     except UserError as exc:
         return Identity("", "none", "", str(exc))
     if role == "none":

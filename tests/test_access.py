@@ -213,3 +213,18 @@ def test_the_access_settings_default_to_files_of_the_repository(monkeypatch):
 )
 def test_only_the_deployments_host_names_are_answered(host, served, answered):
     assert access.host_allowed(host, served) is answered
+
+
+@pytest.mark.parametrize(
+    ("claims", "email"),
+    [
+        ({"email": "ana@h.org", "email_verified": True}, "ana@h.org"),
+        ({"email": "ana@h.org", "email_verified": "true"}, "ana@h.org"),
+        ({"email": "ana@h.org", "email_verified": False}, ""),
+        ({"email": "ana@h.org", "email_verified": "false"}, ""),
+        ({"email": "ana@h.org"}, ""),  # a provider that says nothing verified nothing
+        ({"email_verified": True}, ""),
+    ],
+)
+def test_only_a_verified_email_names_someone(claims, email):
+    assert access.verified_email(claims) == email

@@ -33,7 +33,7 @@ def open_as(root, page=None, *, email=None, signed_in=True, **state) -> AppTest:
         at.session_state[key] = value
     if email is not None:
         at.secrets["auth"] = AUTH
-        at.user = {"is_logged_in": signed_in, "email": email}
+        at.user = {"is_logged_in": signed_in, "email": email, "email_verified": True}
     at.run()
     if page:
         at.switch_page(page).run()
@@ -163,7 +163,7 @@ def test_every_page_run_on_its_own_asks_for_sign_in_before_showing_anything(role
     assert [t.value for t in at.title] == ["Breast Cancer Prediction"]  # the gate's, not the page's
     assert not at.dataframe and not at.metric and not at.get("plotly_chart")
     assert not at.file_uploader and not at.get("form")
-    at.user = {"is_logged_in": True, "email": "eve@h.org"}  # signed in, but in no role
+    at.user = {"is_logged_in": True, "email": "eve@h.org", "email_verified": True}  # no role
     at.run()
     assert "eve@h.org has no access to this dashboard" in plain(at.warning[0].value)
     assert not at.dataframe and not at.metric
@@ -195,7 +195,8 @@ def test_a_signed_in_analyst_may_unmask_choose_and_train(roles, small_demo, fres
     at.switch_page("pages/training.py").run()
     assert not at.error and at.button(key="tr_start")
     audit_page = AppTest.from_file(str(Path(APP).parent / "pages" / "audit.py"))
-    audit_page.secrets["auth"], audit_page.user = AUTH, {"is_logged_in": True, "email": "ana@h.org"}
+    audit_page.secrets["auth"] = AUTH
+    audit_page.user = {"is_logged_in": True, "email": "ana@h.org", "email_verified": True}
     audit_page.run()
     assert "needs the admin role" in audit_page.error[0].value and not audit_page.dataframe
 
@@ -282,3 +283,22 @@ def test_an_admin_deletes_a_bundle_but_never_the_demo_and_an_analyst_cannot(
     at.button(key="adm_delete").click().run()
     assert not run.exists() and (bundles_dir / "demo").exists()
     assert ("root@h.org", "bundle_delete") in audit_actions()
+
+
+def test_an_unverified_email_claim_names_nobody_and_gets_no_role(small_demo):
+    """Security row 7: sub=mallory with email=ana@h.org, email_verified=false became analyst."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["data_root"] = str(small_demo[0])
+    at.secrets["auth"] = AUTH
+    at.user = {
+        "is_logged_in": True,
+        "sub": "mallory",
+        "email": "ana@h.org",
+        "email_verified": False,
+    }
+    at.run()
+    assert not at.exception
+    refusal = at.warning[0].value
+    assert "subject mallory" in refusal and "has no access to this dashboard" in refusal
+    assert "ana@h.org" not in refusal
+    assert not at.get("dataframe")
