@@ -70,6 +70,44 @@ def can(role: str, action: Action) -> bool:
     return ROLES.index(role) >= ROLES.index(NEEDS[action])
 
 
+#: What a mode refuses whatever the role: in demo mode nobody is identified, so a reader's mark
+#: could be forged in bulk by any visitor.
+REFUSED_IN_MODE = {MODE_DEMO: frozenset({Action.FEEDBACK})}
+#: Readers' marks: at most this many per person in this many seconds.
+MARKS_PER_WINDOW, MARK_WINDOW_S = 30, 600
+
+
+def can_in_mode(mode: str, role: str, action: Action) -> bool:
+    """:func:`can`, and not an action the mode refuses (:data:`REFUSED_IN_MODE`)."""
+    return action not in REFUSED_IN_MODE.get(mode, frozenset()) and can(role, action)
+
+
+class RateLimit:
+    """At most ``limit`` events per ``window_s`` seconds per key (thread-safe, in memory)."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        import threading
+        from collections import defaultdict, deque
+
+        self.limit, self.window_s = limit, window_s
+        self._events: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        """Count one event of ``key`` unless it is over the limit; returns whether it was."""
+        import time
+
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            events = self._events[key]
+            while events and now - events[0] >= self.window_s:
+                events.popleft()
+            if len(events) >= self.limit:
+                return False
+            events.append(now)
+            return True
+
+
 def can_stop(role: str, user: str, run_owner: str) -> bool:
     """Whether ``user`` may stop a training run ``run_owner`` started: the owner or an admin."""
     if can(role, Action.STOP_ANY_RUN):

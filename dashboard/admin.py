@@ -11,12 +11,13 @@ from bcp_core.access import Action
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import Bundle, delete_bundle, list_bundles_df, update_threshold
 from bcp_core.output_safety import plain_markdown
-from dashboard.auth import audit, can, identity
+from dashboard.auth import audit, can, denied, identity
 from dashboard.shared import bundle_writable, bundles_dir, show_error
 
 
 def _save(bundle: Bundle, value: float, method: str, note: str, action: str) -> None:
     if not (can(Action.SAVE_THRESHOLD) and bundle_writable(bundle.path)):
+        denied(Action.SAVE_THRESHOLD, bundle=bundle.path.name)
         show_error("Saving a threshold needs the analyst role and a bundle other than the demo.")
         return
     try:
@@ -73,9 +74,20 @@ def bundle_delete() -> None:
     if not names:
         return
     with st.expander("Delete a bundle (admin)"):
-        name = st.selectbox("Bundle", names, key="adm_delete_pick")
-        sure = st.checkbox("I am sure: the folder is deleted for good", key="adm_delete_sure")
-        if st.button("Delete", key="adm_delete", disabled=not sure) and can(Action.DELETE_BUNDLE):
+        # No default: a forged or stale choice falls back to none, never to some bundle.
+        name = st.selectbox(
+            "Bundle", names, index=None, placeholder="Choose the bundle to delete",
+            key="adm_delete_pick",
+        )  # fmt: skip
+        typed = st.text_input(
+            "Type the bundle's name to confirm (it is deleted for good)", key="adm_delete_typed"
+        )
+        confirmed = name is not None and typed.strip() == name
+        if st.button("Delete", key="adm_delete", disabled=not confirmed):
+            if not (confirmed and can(Action.DELETE_BUNDLE)):
+                denied(Action.DELETE_BUNDLE, bundle=str(name))
+                show_error("Name the bundle to delete and type its name to confirm.")
+                return
             try:
                 delete_bundle(bundles_dir(), Path(str(name)).name)
             except UserError as exc:

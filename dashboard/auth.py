@@ -75,8 +75,9 @@ def identity() -> Identity:
 
 
 def can(action: Action) -> bool:
-    """Whether this session may do ``action``."""
-    return access.can(identity().role, action)
+    """Whether this session may do ``action`` (its role, and what its mode allows)."""
+    me = identity()
+    return access.can_in_mode(me.mode, me.role, action)
 
 
 def audit(action: str, **details: object) -> None:
@@ -86,6 +87,12 @@ def audit(action: str, **details: object) -> None:
     except UserError as exc:
         log.error("audit log: %s", exc)
         st.error(plain_markdown(exc), icon=":material/error:")
+
+
+def denied(action: Action | str, **details: object) -> None:
+    """Record a refused action: a page the role may not open, or a click or value the page
+    never offered this role (a forged message)."""
+    audit("denied", what=str(action), **details)
 
 
 def _sign_out() -> None:
@@ -117,6 +124,7 @@ def require(action: Action, refusal: str) -> Identity:
     the sign-in prompt, or with ``refusal`` (the sentence naming the role the page needs)."""
     me = gate()
     if not access.can(me.role, action):
+        denied(action, role=me.role)
         st.error(plain_markdown(refusal), icon=":material/error:")
         st.stop()
     return me

@@ -22,7 +22,7 @@ from bcp_core.data.roots import allowed_roots, display_path, hide_root, resolve_
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import Bundle, list_bundles_df, load_bundle
 from bcp_core.output_safety import plain_markdown
-from dashboard.auth import account_box, audit, can, identity
+from dashboard.auth import account_box, audit, can, denied, identity
 
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
@@ -52,6 +52,15 @@ def data_root() -> str:
     if not can(Action.CHOOSE_DATA_ROOT):
         return default_data_root()
     return st.session_state.get(KEY_DATA_ROOT) or default_data_root()
+
+
+def _refused_once(action: Action, key: str) -> None:
+    """Audit a forged widget value once per value (the page reruns often)."""
+    seen = st.session_state.setdefault("_denied_seen", set())
+    mark = (str(action), repr(st.session_state.get(key)))
+    if mark not in seen:
+        seen.add(mark)
+        denied(action)
 
 
 def data_root_label() -> str:
@@ -235,8 +244,12 @@ def sidebar() -> None:
     st.session_state.setdefault(KEY_DATA_ROOT, default_data_root())
     st.session_state.setdefault(KEY_MASK_IDS, True)
     if not can(Action.CHOOSE_DATA_ROOT):
+        if st.session_state[KEY_DATA_ROOT] != default_data_root():
+            _refused_once(Action.CHOOSE_DATA_ROOT, KEY_DATA_ROOT)  # the widget is disabled
         st.session_state[KEY_DATA_ROOT] = default_data_root()
     if not can(Action.UNMASK):
+        if st.session_state[KEY_MASK_IDS] is not True:
+            _refused_once(Action.UNMASK, KEY_MASK_IDS)
         st.session_state[KEY_MASK_IDS] = True
     _audit_changes()  # before the widgets: their values as the browser sent them
     with st.sidebar:
@@ -254,6 +267,8 @@ def sidebar() -> None:
             fixed = fixed_bundle_path()
             paths = [fixed] if fixed else []
         if st.session_state.get(KEY_BUNDLE) not in paths:
+            if st.session_state.get(KEY_BUNDLE) and not can(Action.CHOOSE_BUNDLE):
+                _refused_once(Action.CHOOSE_BUNDLE, KEY_BUNDLE)
             st.session_state[KEY_BUNDLE] = paths[0] if paths else None
         st.selectbox(
             "Model bundle",

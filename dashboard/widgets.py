@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from bcp_core import settings
+from bcp_core import access, settings
 from bcp_core.access import Action
 from bcp_core.config import DEFAULT_TTA_PASSES, TrainConfig
 from bcp_core.data.attributes import image_values, metadata_frame, workbook_columns
@@ -28,7 +28,7 @@ from bcp_core.inference.predict import Prediction, read_metadata_csv, results_df
 from bcp_core.model.bundle import Bundle, bundle_card, record_subgroups
 from bcp_core.model.resources import local_gpu_count
 from bcp_core.output_safety import neutralised_df, plain_markdown
-from dashboard.auth import audit, can, identity
+from dashboard.auth import audit, can, denied, identity
 from dashboard.shared import bundle_writable, data_root, load_match, masking, show_error
 
 
@@ -175,6 +175,10 @@ def model_card(bundle: Bundle, result: EvaluationResult | None = None) -> None:
         st.markdown(_card_text(str(bundle.path), version, bundle, result))
 
 
+#: Readers' marks per person, across sessions (a plain object: no client can clear it).
+MARK_LIMIT = access.RateLimit(access.MARKS_PER_WINDOW, access.MARK_WINDOW_S)
+
+
 def feedback_form(bundle: Bundle, name: str, data: bytes, probability: float, cut: float) -> None:
     """Page 5: the reader marks this prediction agree or disagree, with an optional note.
 
@@ -182,18 +186,33 @@ def feedback_form(bundle: Bundle, name: str, data: bytes, probability: float, cu
     file name only when this reader sees patient IDs, else the image's hash alone.
     """
     if not can(Action.FEEDBACK):
+        if identity().mode == access.MODE_DEMO:
+            st.caption("Readings are recorded by signed-in readers, not in the demo.")
         return
     with st.form("pred_feedback", clear_on_submit=True):
         mark = st.radio(
             "Your reading of this image",
             list(MARKS),
+            index=None,  # nothing pre-selected: the reader says what they see
             format_func=lambda key: MARKS[key],
             horizontal=True,
             key="pred_mark",
         )
         note = st.text_input("Note (optional)", max_chars=MAX_NOTE_CHARS, key="pred_note")
         sent = st.form_submit_button("Record my reading")
-    if not sent or not can(Action.FEEDBACK):
+    if not sent:
+        return
+    if mark is None:
+        show_error("Choose your reading of this image first.")
+        return
+    if not can(Action.FEEDBACK):
+        denied(Action.FEEDBACK)
+        return
+    if not MARK_LIMIT.allow(identity().user):
+        show_error(
+            f"You have recorded {access.MARKS_PER_WINDOW} readings in the last "
+            f"{access.MARK_WINDOW_S // 60} minutes, the most this server takes; try again later."
+        )
         return
     try:
         record(

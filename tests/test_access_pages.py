@@ -22,7 +22,10 @@ AUTH = {
     "client_secret": "secret",
     "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
 }
-ROLES = '[users]\n"ana@h.org" = "analyst"\n"bob@h.org" = "analyst"\n"root@h.org" = "admin"\n'
+ROLES = (
+    '[users]\n"ana@h.org" = "analyst"\n"bob@h.org" = "analyst"\n"root@h.org" = "admin"\n'
+    '"val@h.org" = "viewer"\n'
+)
 
 
 def open_as(root, page=None, *, email=None, signed_in=True, **state) -> AppTest:
@@ -278,11 +281,39 @@ def test_an_admin_deletes_a_bundle_but_never_the_demo_and_an_analyst_cannot(
     assert not [s for s in ana.selectbox if s.key == "adm_delete_pick"]
     at = open_as(small_demo[0], "pages/training.py", email="root@h.org")
     assert at.selectbox(key="adm_delete_pick").options == ["run-1"]  # the demo is not offered
-    assert at.button(key="adm_delete").disabled  # until "I am sure" is ticked
-    at.checkbox(key="adm_delete_sure").check().run()
+    assert at.selectbox(key="adm_delete_pick").value is None  # nothing chosen by default
+    assert at.button(key="adm_delete").disabled  # until a bundle is named and confirmed
+    at.selectbox(key="adm_delete_pick").set_value("run-1").run()
+    at.text_input(key="adm_delete_typed").input("run-1").run()
     at.button(key="adm_delete").click().run()
     assert not run.exists() and (bundles_dir / "demo").exists()
     assert ("root@h.org", "bundle_delete") in audit_actions()
+
+
+def test_a_forged_delete_never_falls_back_to_a_bundle(roles, small_demo, bundles_dir, fresh_jobs):
+    """Security row 13: a forged choice reset to the first option, and that bundle was deleted."""
+    run = bundles_dir / "run-1"
+    shutil.copytree(bundles_dir / "demo", run)
+    at = open_as(small_demo[0], "pages/training.py", email="root@h.org")
+    # A forged choice that is no option resets to the default: now none, not the first bundle,
+    # and the confirmation names no bundle either.
+    at.text_input(key="adm_delete_typed").input("run-1").run()
+    assert at.selectbox(key="adm_delete_pick").value is None
+    assert at.button(key="adm_delete").disabled
+    assert run.exists()
+
+
+def test_refused_actions_are_audited(roles, small_demo, bundles_dir, fresh_jobs):
+    """Security row 11: forged viewer actions left no trace."""
+    viewer = AppTest.from_file(str(Path(APP).parent / "pages" / "training.py"))
+    viewer.secrets["auth"] = AUTH
+    viewer.user = {"is_logged_in": True, "email": "val@h.org", "email_verified": True}
+    viewer.run(timeout=60)
+    assert viewer.error and "analyst" in viewer.error[0].value, viewer.main
+    forged = open_as(small_demo[0], email="val@h.org", data_root="/etc", bundle="/tmp/x")
+    assert not forged.exception
+    denied = [who for who, action in audit_actions() if action == "denied"]
+    assert denied.count("val@h.org") >= 3  # the page, the data root, the bundle
 
 
 def test_an_unverified_email_claim_names_nobody_and_gets_no_role(small_demo):

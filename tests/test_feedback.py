@@ -104,19 +104,41 @@ def test_cli_lists_marks_and_disagreements(demo_bundle, tmp_path, capsys):
     assert "not a model bundle" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("who", ["local", "demo visitor"])
+def test_the_demo_takes_no_marks_from_anonymous_visitors(small_demo, bundles_dir, monkeypatch):
+    """Security row 10: one demo connection forged 229 marks that page 4 then showed to all."""
+    root, truth = small_demo
+    monkeypatch.setenv("BCP_MODE", "demo")
+    monkeypatch.setenv("BCP_DATA_ROOT", str(root))
+    image = next(i for i in truth["images"] if i["on_disk"])
+    at = open_app(root, "pages/predict.py")
+    data = (root / image["relpath"]).read_bytes()
+    at.file_uploader(key="pred_upload").upload("x.jpg", data, "image/jpeg").run()
+    assert not at.exception, at.exception
+    assert not [r for r in at.radio if r.key == "pred_mark"]
+    assert any("signed-in readers" in c.value for c in at.caption)
+    assert read_marks(bundles_dir / "demo") == []
+
+
+def test_marks_are_limited_per_person():
+    from bcp_core.access import RateLimit
+
+    limit = RateLimit(3, 600)
+    assert [limit.allow("ana", now=t) for t in (0, 1, 2, 3)] == [True, True, True, False]
+    assert limit.allow("bob", now=3)  # per person
+    assert limit.allow("ana", now=601)  # the window moves on
+
+
+@pytest.mark.parametrize("who", ["local"])
 def test_prediction_page_records_a_mark_and_page_4_counts_it(
     who, small_demo, bundles_dir, monkeypatch
 ):
     root, truth = small_demo
-    if who == "demo visitor":  # viewers (clinicians reading) may mark too
-        monkeypatch.setenv("BCP_MODE", "demo")
-        monkeypatch.setenv("BCP_DATA_ROOT", str(root))
     image = next(i for i in truth["images"] if i["on_disk"])
     data = (root / image["relpath"]).read_bytes()
     at = open_app(root, "pages/predict.py")
     at.file_uploader(key="pred_upload").upload("P123_name.jpg", data, "image/jpeg").run()
     assert not at.exception, at.exception
+    assert at.radio(key="pred_mark").value is None  # no reading is suggested
     at.radio(key="pred_mark").set_value("disagree_not_cancer")
     at.text_input(key="pred_note").input("**benign** =cmd")
     at.button[-1].click().run()
