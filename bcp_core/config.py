@@ -164,6 +164,8 @@ class ModelSpec:
             (:mod:`bcp_core.model.resources` explains how each was measured or scaled).
         min_side: the smallest height and width the network accepts.
         licence: the licence of the pretrained weights ("" when there are none).
+        weights_m: millions of weights, counted on the built model (``seed_cnn`` grows with
+            the image besides: :mod:`bcp_core.model.resources`); sizes a bundle before a run.
     """
 
     name: str
@@ -172,6 +174,7 @@ class ModelSpec:
     bytes_per_pixel: int
     min_side: int = 32
     licence: str = ""
+    weights_m: float = 1.0
 
     @property
     def transfer(self) -> bool:
@@ -192,22 +195,36 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec(
             "efficientnet_lite0", "packaged",
             "EfficientNet-Lite0, ImageNet weights (Apache-2.0)", 1900, licence="Apache-2.0",
+            weights_m=3.42,
         ),
         ModelSpec(
             "efficientnet_lite2", "packaged",
             "EfficientNet-Lite2, ImageNet weights (Apache-2.0)", 2500, licence="Apache-2.0",
+            weights_m=4.87,
         ),
-        ModelSpec("seed_cnn", "scratch", "The notebook's 3-layer CNN (baseline)", 301),
-        ModelSpec("default_cnn", "scratch", "Compact batch-norm CNN, from scratch", 188),
-        ModelSpec("mil_cnn", "scratch", "Multiple-instance CNN, from scratch", 181),
-        ModelSpec("resnet50", "keras", "ResNet50 (weights: online or a local file)", 3240),
-        ModelSpec("vgg19", "keras", "VGG19 (weights: online or a local file)", 1465),
+        ModelSpec(
+            "seed_cnn", "scratch", "The notebook's 3-layer CNN (baseline)", 301, weights_m=0.1
+        ),
+        ModelSpec(
+            "default_cnn", "scratch", "Compact batch-norm CNN, from scratch", 188, weights_m=0.85
+        ),
+        ModelSpec(
+            "mil_cnn", "scratch", "Multiple-instance CNN, from scratch", 181, weights_m=0.44
+        ),
+        ModelSpec(
+            "resnet50", "keras", "ResNet50 (weights: online or a local file)", 3240,
+            weights_m=23.6,
+        ),
+        ModelSpec(
+            "vgg19", "keras", "VGG19 (weights: online or a local file)", 1465, weights_m=20.0
+        ),
         ModelSpec(
             "inceptionv3", "keras", "InceptionV3 (weights: online or a local file)", 1513,
-            min_side=75,
+            min_side=75, weights_m=21.8,
         ),
         ModelSpec(
-            "efficientnetb0", "keras", "EfficientNetB0 (weights: online or a local file)", 2190
+            "efficientnetb0", "keras", "EfficientNetB0 (weights: online or a local file)", 2190,
+            weights_m=4.05,
         ),
     )
 }  # fmt: skip

@@ -139,6 +139,15 @@ def _whole_number(name: str, default: int) -> int:
     return int(text)
 
 
+ENV_MAX_BUNDLES_GB = "BCP_MAX_BUNDLES_GB"
+DEFAULT_MAX_BUNDLES_GB = 20
+
+
+def max_bundles_bytes() -> int:
+    """Most bytes the bundles folder may hold: $BCP_MAX_BUNDLES_GB (GB), else 20 GB."""
+    return _whole_number(ENV_MAX_BUNDLES_GB, DEFAULT_MAX_BUNDLES_GB) * GB
+
+
 def max_bundles() -> int:
     """Most bundles a bundles folder may hold: $BCP_MAX_BUNDLES, else 50."""
     return _whole_number(ENV_MAX_BUNDLES, DEFAULT_MAX_BUNDLES)

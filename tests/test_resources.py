@@ -99,6 +99,31 @@ def test_a_full_bundles_folder_refuses_a_new_run_and_says_how_to_free_room(tmp_p
     check_bundle_quota(tmp_path / "missing" / "new", limit=1)  # a folder yet to be made
 
 
+@pytest.mark.slow
+def test_the_bundle_estimate_bounds_a_real_bundle_and_the_quota_counts_bytes(
+    tiny_manifest, tmp_path
+):
+    """Security row 8: seed_cnn at 512 x 512 wrote 757 MB and fifty such fit a folder quota."""
+    from bcp_core.model.resources import estimate_bundle_bytes, folder_bytes
+    from bcp_core.model.training import train_model
+
+    cfg = TrainConfig(
+        model="seed_cnn", image_size=(96, 96), epochs=1, batch_size=8, val_fraction=0.3
+    )
+    bundles = tmp_path / "bundles"
+    train_model(tiny_manifest, cfg, bundles / "one")
+    written = folder_bytes(bundles / "one")
+    estimate = estimate_bundle_bytes(cfg)
+    assert 0.8 * written < estimate < 1.5 * written  # within the model file's own size
+    big = TrainConfig(model="seed_cnn", image_size=(512, 512))
+    assert estimate_bundle_bytes(big) > 700e6  # the measured 757 MB bundle
+    with pytest.raises(UserError, match=r"would take about 0\.8 GB .* of the 0\.7 GB this"):
+        check_bundle_quota(bundles / "new", cfg=big, limit_bytes=7 * 10**8)
+    check_bundle_quota(bundles / "new", cfg=cfg, limit_bytes=7 * 10**8)  # a small one fits
+    with pytest.raises(UserError, match="already holds"):
+        check_bundle_quota(bundles / "new", cfg=cfg, limit_bytes=written + 1000)
+
+
 def test_weight_files_are_the_h5_files_of_the_weights_folder(tmp_path, monkeypatch):
     """Threat row 10: the page offered a free path box that could probe server files."""
     folder = tmp_path / "weights"

@@ -88,8 +88,43 @@ def count_bundles(folder: Path) -> int:
         return 0
 
 
-def check_bundle_quota(out_dir: str | Path, limit: int | None = None) -> None:
-    """Refuse a new bundle at ``out_dir`` when its folder already holds ``limit`` bundles.
+#: A saved model holds each weight three times (the weights and Adam's two moments), float32.
+BUNDLE_BYTES_PER_WEIGHT = 3 * 4
+#: seed_cnn's Flatten-Dense weights per input pixel (counted: 228 between 96 and 192 px).
+SEED_CNN_WEIGHTS_PER_PIXEL = 256
+
+
+def estimate_bundle_bytes(cfg: TrainConfig) -> float:
+    """About how many bytes the bundle of a run of ``cfg`` takes (its model file dominates)."""
+    weights = model_spec(cfg.model).weights_m * 1e6
+    if cfg.model == "seed_cnn":
+        weights += int(cfg.image_size[0]) * int(cfg.image_size[1]) * SEED_CNN_WEIGHTS_PER_PIXEL
+    return weights * BUNDLE_BYTES_PER_WEIGHT
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files below ``folder`` (0 when it cannot be read)."""
+    total = 0
+    try:
+        for path in folder.rglob("*"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    total += path.stat().st_size
+            except OSError:
+                continue
+    except OSError:
+        return 0
+    return total
+
+
+def check_bundle_quota(
+    out_dir: str | Path,
+    limit: int | None = None,
+    cfg: TrainConfig | None = None,
+    limit_bytes: int | None = None,
+) -> None:
+    """Refuse a new bundle at ``out_dir`` when its folder already holds ``limit`` bundles, or
+    when the bundle ``cfg`` would write does not fit in what the folder may hold in bytes.
 
     Replacing an existing bundle takes no new room and is allowed.
 
@@ -100,6 +135,16 @@ def check_bundle_quota(out_dir: str | Path, limit: int | None = None) -> None:
     limit = settings.max_bundles() if limit is None else limit
     if (out_dir / META_FILE).is_file():
         return
+    if cfg is not None:
+        allowed = settings.max_bundles_bytes() if limit_bytes is None else limit_bytes
+        need, held_bytes = estimate_bundle_bytes(cfg), folder_bytes(out_dir.parent)
+        if held_bytes + need > allowed:
+            raise UserError(
+                f"This run's bundle would take about {_gb(need)} GB and the bundles folder "
+                f"already holds {_gb(held_bytes)} GB of the {_gb(allowed)} GB this server keeps "
+                f"({settings.ENV_MAX_BUNDLES_GB}); choose a smaller model or image size, or "
+                "delete the bundles of runs you no longer need, then start again."
+            )
     held = count_bundles(out_dir.parent)
     if held >= limit:
         raise UserError(
@@ -117,7 +162,7 @@ def check_training_resources(cfg: TrainConfig, out_dir: str | Path) -> None:
         UserError: for a run that needs more memory than allowed, or a full bundles folder.
     """
     check_training_memory(cfg)
-    check_bundle_quota(out_dir)
+    check_bundle_quota(out_dir, cfg=cfg)
 
 
 def weight_files(folder: Path | None = None) -> list[str]:
