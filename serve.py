@@ -9,6 +9,9 @@ directly works too, without these guards.
 import streamlit as st
 from starlette.middleware import Middleware
 
+from bcp_core.quiet import import_tensorflow_quietly
 from dashboard.server import ServerGuard
+
+import_tensorflow_quietly()  # once, at start: no TensorFlow start-up lines in the terminal
 
 app = st.App("streamlit_app.py", middleware=[Middleware(ServerGuard)])

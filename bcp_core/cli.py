@@ -28,6 +28,7 @@ from pathlib import Path
 from bcp_core import config
 from bcp_core.errors import UserError
 from bcp_core.model.events import BatchEnded, EpochEnded, Started, TrainingEvent
+from bcp_core.model.files import check_bundle_folder
 
 
 class ProgressBar:
@@ -397,8 +398,6 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     from bcp_core.inference.feedback import MARKS, read_marks, summarise
 
     folder = Path(args.bundle)
-    if not (folder / "bundle.json").is_file():
-        raise UserError(f"{folder} is not a model bundle (no bundle.json).")
     marks = read_marks(folder)
     summary = summarise(marks)
     if args.disagree_only:
@@ -553,11 +552,33 @@ def _add_train_parser(sub) -> None:
     train.set_defaults(func=_cmd_train)
 
 
+#: Commands that never load a model: they answer without importing TensorFlow at all.
+_WITHOUT_TENSORFLOW = {_cmd_match, _cmd_demo_data, _cmd_feedback}
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """What can be refused from the arguments alone, before TensorFlow is imported (seconds):
+    the bundle folder, the training settings and the data root."""
+    if getattr(args, "bundle", None) is not None:
+        check_bundle_folder(args.bundle)
+    if args.func is _cmd_train:
+        _train_config(args)
+    if getattr(args, "data_root", None) is not None:
+        from bcp_core.data.datasource import check_data_root  # pandas, not TensorFlow
+
+        check_data_root(args.data_root)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _precheck(args)
+        if args.func not in _WITHOUT_TENSORFLOW:
+            from bcp_core.quiet import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

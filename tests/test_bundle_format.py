@@ -17,7 +17,8 @@ from bcp_core.config import PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.inference.predict import predict_files, predict_one
 from bcp_core.model.bundle import list_bundles_df, load_bundle, read_bundle_meta, update_threshold
-from bcp_core.model.meta import META_FILE, BundleMeta
+from bcp_core.model.files import META_FILE
+from bcp_core.model.meta import BundleMeta
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bundle_format1"
 

@@ -182,3 +182,44 @@ def test_train_refuses_bad_settings_before_reading_data(tmp_path, capsys):
     assert code == 2
     assert "Epochs must be a whole number from 1 to 500, got 0." in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "--bundle", "no/such/bundle", "x.jpg"],
+        ["evaluate", "--bundle", "no/such/bundle"],
+        ["export", "--bundle", "no/such/bundle", "--format", "onnx", "--out", "o"],
+        ["train", "--data-root", "no/such/root", "--out", "b"],
+        ["train", "--data-root", ".", "--out", "b", "--epochs", "0"],
+    ],
+)
+def test_argument_and_path_errors_are_answered_before_tensorflow_is_imported(argv):
+    """A typo costs no TensorFlow start-up (seconds): the answer comes from the arguments."""
+    code = (
+        "import sys; from bcp_core.cli import main; rc = main(sys.argv[1:]); "
+        "print('TF' if 'tensorflow' in sys.modules else 'no TF'); sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == "no TF"
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_prediction_prints_no_tensorflow_start_up_lines(demo_bundle, small_demo):
+    root, truth = small_demo
+    image = next(i for i in truth["images"] if i["on_disk"])
+    done = subprocess.run(
+        [sys.executable, "-m", "bcp_core", "predict", "--bundle", str(demo_bundle),
+         str(root / image["relpath"]), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["probability"] >= 0
+    for noise in ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "rebuild TensorFlow"):
+        assert noise not in done.stderr, done.stderr

@@ -11,7 +11,7 @@ import pytest
 
 from bcp_core.model.bundle import bundle_card, load_bundle, update_threshold
 from bcp_core.model.card import CARD_FILE, NOTICE
-from bcp_core.model.meta import META_FILE
+from bcp_core.model.files import META_FILE
 from tests.conftest import open_app
 
 FORMAT1 = Path(__file__).parent / "fixtures" / "bundle_format1" / "bundle"

@@ -14,7 +14,7 @@ from bcp_core.errors import UserError
 from bcp_core.model.bundle import load_bundle
 from bcp_core.model.dataset import image_dataset
 from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Started
-from bcp_core.model.meta import META_FILE
+from bcp_core.model.files import META_FILE
 from bcp_core.model.training import plan_split, train_model
 
 TINY = dict(image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=1)

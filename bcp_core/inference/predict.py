@@ -29,7 +29,8 @@ from bcp_core.evaluation.aggregation import aggregate_predictions_df
 from bcp_core.imaging import tta
 from bcp_core.imaging.preparation import Geometry, decode_and_prepare, mammogram_doubt
 from bcp_core.inference.explain import gradcam_heatmap, heatmap_to_image
-from bcp_core.model.bundle import MODEL_FILE, Bundle, load_keras_model
+from bcp_core.model.bundle import Bundle, load_keras_model
+from bcp_core.model.files import MODEL_FILE
 from bcp_core.model.metadata import MetadataEncoder
 
 #: A file to predict: a path, or (name, bytes) for an upload.

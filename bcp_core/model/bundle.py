@@ -35,11 +35,10 @@ from bcp_core.fileio import (
     write_json_atomic,
 )
 from bcp_core.model.card import CARD_FILE, SUBGROUPS_KEY, render_card
-from bcp_core.model.meta import META_FILE, BundleMeta, now_iso
+from bcp_core.model.files import HISTORY_FILE, META_FILE, MODEL_FILE, check_bundle_folder
+from bcp_core.model.meta import BundleMeta, now_iso
 from bcp_core.model.metadata import MetadataEncoder
 
-MODEL_FILE = "model.keras"
-HISTORY_FILE = "history.csv"
 VAL_FILE = "val_predictions.csv"
 VAL_COLUMNS = ("file", "patient_id", "label", "probability", "laterality", "view")
 
@@ -168,13 +167,7 @@ def read_bundle_meta(path: str | Path) -> BundleMeta:
     meta_path = folder / META_FILE
     if folder.parent.is_dir():
         recover_dir(folder)
-    if not folder.is_dir():
-        raise UserError(f"Bundle not found: {folder} is not a folder.")
-    if not meta_path.is_file() or not (folder / MODEL_FILE).is_file():
-        raise UserError(
-            f"{folder} is not a model bundle: it needs {META_FILE} and {MODEL_FILE} "
-            "(train a model, or pick the folder a training run wrote)."
-        )
+    check_bundle_folder(folder)
     try:
         data = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

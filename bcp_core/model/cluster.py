@@ -31,6 +31,7 @@ import pandas as pd
 
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
+from bcp_core.model.files import META_FILE
 
 SCALE_HINT = "install the scale extra: pip install -r requirements-scale.txt"
 
@@ -268,7 +269,7 @@ def _failure_sentence(exc: BaseException, out: Path) -> str:
     what = "; ".join(parts) if parts else str(exc).splitlines()[0]
     kept = (
         f"the bundle in {out} is the best epoch written before the failure"
-        if (out / "bundle.json").is_file()
+        if (out / META_FILE).is_file()
         else "no bundle was written"
     )
     return (

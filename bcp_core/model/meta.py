@@ -21,12 +21,12 @@ from typing import Any
 from bcp_core.config import CLASS_NAMES, PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import Metrics
+from bcp_core.model.files import META_FILE
 
 BUNDLE_FORMAT = 1
 #: The format of a bundle whose model also takes workbook values (``metadata``): software that
 #: reads only format 1 refuses it with "update the software" instead of failing at prediction.
 METADATA_BUNDLE_FORMAT = 2
-META_FILE = "bundle.json"
 
 
 def now_iso() -> str:

@@ -31,7 +31,7 @@ from bcp_core.config import (
     model_spec,
 )
 from bcp_core.errors import UserError
-from bcp_core.model.meta import META_FILE
+from bcp_core.model.files import META_FILE
 
 #: TensorFlow, the input pipeline and a small model: the measured line at zero pixels.
 BASE_BYTES = 1.0e9
