@@ -77,6 +77,10 @@ def _cmd_match(args: argparse.Namespace) -> int:
     from bcp_core.data.datasource import read_data_root
 
     result = read_data_root(args.data_root)
+    if not args.show_ids:  # as the dashboard shows them: the patient part of each key masked
+        from bcp_core.data.privacy import mask_df
+
+        result.unmatched = mask_df(result.unmatched)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
         return 0
@@ -304,10 +308,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.metadata:
             raise UserError("--metadata works with --engine local only.")
         return _predict_on_ray(args, files)
-    for option in ("out", "ray_address", "workers"):
+    for option in ("ray_address", "workers"):
         if getattr(args, option) is not None:
             name = "--" + option.replace("_", "-")
             raise UserError(f"{name} works with --engine ray only.")
+    if args.out is not None and not str(args.out).lower().endswith(".csv"):
+        raise UserError(f"--out names the CSV file of the results here; got {args.out!r}.")
     from bcp_core.model.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
@@ -322,7 +328,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             metadata=read_metadata_csv(args.metadata) if args.metadata else None,
         )
     )
+    if args.out is not None:
+        _write_results_csv(results, Path(args.out))
     return _print_predictions(results, args.json)
+
+
+def _write_results_csv(results: list, path: Path) -> None:
+    """The results as a CSV file (cells that could run as spreadsheet formulas quoted),
+    written whole or not at all."""
+    from bcp_core.fileio import write_files_atomic
+    from bcp_core.inference.predict import results_df
+    from bcp_core.output_safety import neutralised_df
+
+    if not path.parent.is_dir():
+        raise UserError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    write_files_atomic(
+        path.parent, {path.name: neutralised_df(results_df(results)).to_csv(index=False)}
+    )
+    print(f"Results written to {path}.", file=sys.stderr)
 
 
 def _predict_on_ray(args: argparse.Namespace, files: list) -> int:
@@ -419,14 +442,53 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' lines as written (:func:`_show_defaults` adds the defaults)."""
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Add "(default: ...)" to every option of ``parser`` and its commands that has one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _show_defaults(child)
+            continue
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if shown and "%(default)" not in text and "(default" not in text:
+            action.help = text + (" " if text else "") + "(default: %(default)s)"
+
+
+#: One example per command (``--help``'s epilog).
+EXAMPLES = {
+    "demo-data": "python -m bcp_core demo-data --out demo_data --scale small",
+    "match": "python -m bcp_core match --data-root /data/hospital --json",
+    "train": "python -m bcp_core train --data-root demo_data --out bundles/run1 --epochs 20",
+    "evaluate": "python -m bcp_core evaluate --bundle bundles/run1 --level patient",
+    "compare": "python -m bcp_core compare bundles/demo bundles/run1",
+    "predict": "python -m bcp_core predict --bundle bundles/run1 films/ --out results.csv",
+    "feedback": "python -m bcp_core feedback --bundle bundles/run1 --disagree-only",
+    "export": "python -m bcp_core export --bundle bundles/run1 --format onnx --out exported/",
+}
+
+
+def _sub_parser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name, help=help, description=help[:1].upper() + help[1:] + ".",
+        formatter_class=_HelpFormatter, epilog=f"example:\n  {EXAMPLES[name]}",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m bcp_core``."""
-    parser = argparse.ArgumentParser(prog="python -m bcp_core", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bcp_core", description=__doc__.split("\n")[0],
+        formatter_class=_HelpFormatter,
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.values()),
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser(
-        "demo-data", help="write the synthetic demo dataset in the hospital layout"
-    )
+    demo = _sub_parser(sub, "demo-data", "write the synthetic demo dataset in the hospital layout")
     demo.add_argument("--out", required=True, help="folder to create")
     demo.add_argument("--scale", choices=config.DEMO_SCALES, default="small")
     demo.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
@@ -441,26 +503,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=_cmd_demo_data)
 
-    match = sub.add_parser("match", help="join the workbooks and locate the images")
+    match = _sub_parser(sub, "match", "join the workbooks and locate the images")
     match.add_argument("--data-root", required=True)
+    match.add_argument(
+        "--show-ids", action="store_true", help="print patient IDs in full (masked by default)"
+    )
     match.add_argument("--json", action="store_true")
     match.set_defaults(func=_cmd_match)
 
     _add_train_parser(sub)
 
-    ev = sub.add_parser("evaluate", help="metrics of a bundle's validation predictions")
+    ev = _sub_parser(sub, "evaluate", "metrics of a bundle's validation predictions")
     ev.add_argument("--bundle", required=True)
     ev.add_argument("--level", choices=("image", "breast", "patient"), default="image")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
-    cmp = sub.add_parser("compare", help="compare bundles trained on the same data")
+    cmp = _sub_parser(sub, "compare", "compare bundles trained on the same data")
     cmp.add_argument("bundles", nargs="+", metavar="BUNDLE_DIR")
     cmp.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     cmp.add_argument("--json", action="store_true")
     cmp.set_defaults(func=_cmd_compare)
 
-    pr = sub.add_parser("predict", help="probability of cancer for images or folders")
+    pr = _sub_parser(sub, "predict", "probability of cancer for images or folders")
     pr.add_argument("--bundle", required=True)
     pr.add_argument("paths", nargs="*", metavar="FILE_OR_DIR")
     pr.add_argument("--file-list", action="append", help="text file with one image path a line")
@@ -481,29 +546,34 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--engine", choices=("local", "ray"), default="local")
     pr.add_argument("--ray-address", help="ray engine: auto or HOST:PORT (default: this machine)")
     pr.add_argument("--workers", type=int, help="ray engine: actors, one model each (default 2)")
-    pr.add_argument("--out", help="ray engine: results folder (shards + summary.json, resumable)")
+    pr.add_argument(
+        "--out",
+        help="local engine: a CSV file of the results; ray engine: a results folder (shards + "
+        "summary.json, resumable)",
+    )
     pr.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)
 
-    fb = sub.add_parser("feedback", help="readers' marks on predictions, to review or relabel")
+    fb = _sub_parser(sub, "feedback", "readers' marks on predictions, to review or relabel")
     fb.add_argument("--bundle", required=True)
     fb.add_argument("--disagree-only", action="store_true", help="only the marks that disagree")
     fb.add_argument("--json", action="store_true")
     fb.set_defaults(func=_cmd_feedback)
 
-    ex = sub.add_parser("export", help="write a bundle's model as ONNX or LiteRT")
+    ex = _sub_parser(sub, "export", "write a bundle's model as ONNX or LiteRT")
     ex.add_argument("--bundle", required=True)
     ex.add_argument("--format", required=True, choices=("onnx", "litert"))
     ex.add_argument("--out", required=True, help="new folder: the model file, preprocessing.json")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=_cmd_export)
+    _show_defaults(parser)
     return parser
 
 
 def _add_train_parser(sub) -> None:
     d = config.TrainConfig()
-    train = sub.add_parser("train", help="train a model and write a bundle")
+    train = _sub_parser(sub, "train", "train a model and write a bundle")
     train.add_argument("--data-root", required=True)
     train.add_argument("--out", required=True, help="bundle folder to write")
     train.add_argument("--model", choices=config.MODEL_NAMES, default=d.model)

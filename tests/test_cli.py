@@ -50,7 +50,7 @@ MATCH_JSON_KEYS = [
 
 def test_match_json_is_the_match_result_with_the_contract_keys(small_demo, capsys):
     root, truth = small_demo
-    assert main(["match", "--data-root", str(root), "--json"]) == 0
+    assert main(["match", "--data-root", str(root), "--json", "--show-ids"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out) == MATCH_JSON_KEYS
     result = read_data_root(root)
@@ -223,3 +223,48 @@ def test_a_prediction_prints_no_tensorflow_start_up_lines(demo_bundle, small_dem
     assert json.loads(done.stdout)[0]["probability"] >= 0
     for noise in ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "rebuild TensorFlow"):
         assert noise not in done.stderr, done.stderr
+
+
+def test_match_masks_patient_ids_unless_asked(small_demo, capsys):
+    root, truth = small_demo
+    patients = {i["patient_id"] for i in truth["images"]}
+    assert main(["match", "--data-root", str(root)]) == 0
+    masked = capsys.readouterr().out
+    assert "Unmatched rows:" in masked and "***" in masked
+    assert not [p for p in patients if p and len(p) > 5 and p in masked]
+    assert main(["match", "--data-root", str(root), "--show-ids", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["unmatched"]
+    assert any(u["key"].rsplit("-", 1)[-1].startswith("DIT") for u in shown)
+    assert not any("*" in u["key"] for u in shown)
+
+
+def test_local_predict_writes_a_csv_of_the_results(demo_bundle, small_demo, tmp_path, capsys):
+    import pandas as pd
+
+    root, truth = small_demo
+    files = [str(root / i["relpath"]) for i in truth["images"] if i["on_disk"]][:3]
+    (tmp_path / "note.txt").write_text("=cmd|' /C calc'!A0")
+    out = tmp_path / "results.csv"
+    argv = ["predict", "--bundle", str(demo_bundle), *files, str(tmp_path / "note.txt")]
+    assert main([*argv, "--out", str(out)]) == 0
+    table = pd.read_csv(out, keep_default_na=False, dtype=str)
+    assert set(table["label"].iloc[:3]) <= {"0", "1"}  # whole numbers, not 1.0
+    assert len(table) == 4
+    assert pd.to_numeric(table["probability"].iloc[:3]).between(0, 1).all()
+    assert pd.to_numeric(table["label"].iloc[:3]).isin([0, 1]).all() and table["error"].iloc[3]
+    assert main([*argv, "--out", str(tmp_path / "results.parquet")]) == 2
+    assert "--out names the CSV file" in capsys.readouterr().err
+
+
+def test_help_shows_defaults_and_an_example_for_every_command(capsys):
+    from bcp_core.cli import EXAMPLES
+
+    for command in EXAMPLES:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "example:" in text and EXAMPLES[command] in text, command
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 60)" in text and "(default: default_cnn)" in text

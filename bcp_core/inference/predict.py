@@ -654,5 +654,6 @@ def results_df(results: Iterable[Prediction]) -> pd.DataFrame:
     single = df["passes"] == 1  # one pass: its range is the probability itself
     df.loc[single, "probability_low"] = df.loc[single, "probability"]
     df.loc[single, "probability_high"] = df.loc[single, "probability"]
+    df["label"] = df["label"].astype("Int64")  # 0 / 1, empty where the file failed (not 1.0)
     text = {"file": str, "view": object, "laterality": object, "error": object}
     return df.astype(text).fillna({"view": "", "laterality": "", "error": ""})
