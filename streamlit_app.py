@@ -1,4 +1,5 @@
-"""Breast Cancer Prediction dashboard: entry point (``streamlit run streamlit_app.py``)."""
+"""Breast Cancer Prediction dashboard: entry point (``streamlit run streamlit_app.py``; served
+with its server-side guards by ``serve.py``)."""
 
 import streamlit as st
 
@@ -11,21 +12,35 @@ st.set_page_config(
 )
 me = gate()  # sign-in, or the sentence that refuses this session; stops the page
 
-PAGES = [
-    st.Page(
-        "pages/data_matching.py", title="Data matching", icon=":material/join_inner:", default=True
-    ),
-    st.Page("pages/class_balance.py", title="Class balance", icon=":material/balance:"),
-    st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
-    st.Page("pages/threshold.py", title="Threshold explorer", icon=":material/tune:"),
-    st.Page("pages/predict.py", title="Prediction", icon=":material/image_search:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-]
-if not can(me.role, Action.TRAIN):  # viewers: pages 1, 2, 4 and 6 read-only, and prediction
-    PAGES.pop(2)
-if can(me.role, Action.READ_AUDIT):
-    PAGES.append(st.Page("pages/audit.py", title="Audit log", icon=":material/policy:"))
+#: Every page: file, title, icon, and the action that opens it (each page checks it again).
+PAGES = {
+    "data_matching": ("pages/data_matching.py", "Data matching", "join_inner", Action.VIEW),
+    "class_balance": ("pages/class_balance.py", "Class balance", "balance", Action.VIEW),
+    "training": ("pages/training.py", "Training", "model_training", Action.TRAIN),
+    "threshold": ("pages/threshold.py", "Threshold explorer", "tune", Action.VIEW),
+    "predict": ("pages/predict.py", "Prediction", "image_search", Action.VIEW),
+    "compare": ("pages/compare.py", "Compare", "compare_arrows", Action.VIEW),
+    "audit": ("pages/audit.py", "Audit log", "policy", Action.READ_AUDIT),
+}
+#: Who trains starts at the data; who reads (viewers, the clinician demo) at prediction.
+ORDER_ANALYST = ("data_matching", "class_balance", "training", "threshold", "predict", "compare")
+ORDER_VIEWER = ("predict", "threshold", "data_matching", "class_balance", "compare")
 
-navigation = st.navigation(PAGES)
+order = ORDER_ANALYST if can(me.role, Action.TRAIN) else ORDER_VIEWER
+# Pages the role may not open stay addressable but hidden: a typed address then meets the
+# page's own refusal ("Training needs the analyst role.") instead of another page.
+names = [*order, *(name for name in PAGES if name not in order)]
+navigation = st.navigation(
+    [
+        st.Page(
+            PAGES[name][0],
+            title=PAGES[name][1],
+            icon=f":material/{PAGES[name][2]}:",
+            default=index == 0,
+            visibility="visible" if can(me.role, PAGES[name][3]) else "hidden",
+        )  # fmt: skip
+        for index, name in enumerate(names)
+    ]
+)
 sidebar()
 navigation.run()

@@ -100,11 +100,13 @@ def test_demo_viewer_sees_pages_with_ids_masked_and_cannot_unmask_or_choose(demo
     # A viewer's session state asking for other things changes nothing.
     at = open_as(tmp_path / "elsewhere", mask_ids=False)
     assert not at.error, [e.value for e in at.error]
-    assert all("*" in k for k in keys_shown(at) if k.count("-") >= 3)
+    assert at.title[0].value == "Prediction"  # the clinician's demo opens where they predict
     assert at.sidebar.toggle(key="mask_ids").disabled
     assert at.sidebar.text_input(key="data_root").disabled
     assert at.sidebar.selectbox(key="bundle").disabled
     assert "Demo: view and predict only" in plain(" ".join(c.value for c in at.sidebar.caption))
+    at.switch_page("pages/data_matching.py").run()
+    assert all("*" in k for k in keys_shown(at) if k.count("-") >= 3)
     at.switch_page("pages/class_balance.py").run()
     assert not at.exception and not at.error
     assert ("demo visitor", "unmask") not in audit_actions()
@@ -116,9 +118,11 @@ def test_demo_viewer_has_no_training_page_and_the_page_itself_refuses(demo_mode,
     at.run()
     assert "Training needs the analyst role" in at.error[0].value
     assert not at.get("form") and not at.button
-    for page in ("pages/training.py", "pages/audit.py"):
-        with pytest.raises(ValueError, match="Could not find a navigation page"):
-            open_as(demo_mode, page)
+    # Typed addresses of pages the role may not open say so (hidden from the menu, not missing)
+    for page, needs in (("pages/training.py", "analyst"), ("pages/audit.py", "admin")):
+        typed = open_as(demo_mode, page)
+        assert f"needs the {needs} role" in typed.error[0].value
+        assert not typed.get("form") and not typed.get("dataframe")
 
 
 def test_demo_viewer_explores_thresholds_but_cannot_save_or_restore(demo_mode, bundles_dir):
