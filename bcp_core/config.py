@@ -266,6 +266,26 @@ THRESHOLD_METHODS = (
     "top_percent",
     "fixed_0.5",
 )
+#: What people read for each rule (the names above stay in bundle.json and the CLI).
+THRESHOLD_METHOD_LABELS = {
+    "youden": "Youden (sensitivity + specificity highest)",
+    "max_f1": "Best F1",
+    "max_fbeta": "Best F-beta",
+    "sensitivity_target": "Sensitivity target",
+    "specificity_target": "Specificity target",
+    "min_cost": "Lowest cost",
+    "top_percent": "Flag the top N%",
+    "fixed_0.5": "Fixed at 0.5",
+    "manual": "Set by hand",
+    "saved": "Saved",
+}
+
+
+def method_label(method: str) -> str:
+    """A threshold rule's name as people read it (unknown names as they are)."""
+    return THRESHOLD_METHOD_LABELS.get(str(method), str(method))
+
+
 #: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
 #: films of held-out women (README "Real screening films"): 160 x 128, 320 x 256 and 512 x 416
 #: scored alike at 15 epochs, while training four times longer lifted held-out ROC-AUC; the

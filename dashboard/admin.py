@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core import config
+from bcp_core.config import method_label
 from bcp_core.access import Action
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import Bundle, delete_bundle, list_bundles_df, update_threshold
@@ -28,7 +29,7 @@ def _save(bundle: Bundle, value: float, method: str, note: str, action: str) -> 
     audit(action, bundle=bundle.path.name, threshold=round(float(value), 6), method=method)
     st.success(
         f"Saved: {plain_markdown(bundle.path.name)} now decides at {value:.4f} "
-        f"({plain_markdown(method)}); prediction uses it.",
+        f"({plain_markdown(method_label(method))}); prediction uses it.",
         icon=":material/check:",
     )
 

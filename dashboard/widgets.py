@@ -15,7 +15,7 @@ from PIL import Image
 
 from bcp_core import access, settings
 from bcp_core.access import Action
-from bcp_core.config import DEFAULT_TTA_PASSES, TrainConfig
+from bcp_core.config import DEFAULT_TTA_PASSES, TrainConfig, method_label
 from bcp_core.data.attributes import image_values, metadata_frame, workbook_columns
 from bcp_core.data.datasource import data_root_signature
 from bcp_core.data.roots import allowed_roots, hide_root, resolve_data_root
@@ -109,7 +109,7 @@ def recommendation_rows(recs: pd.DataFrame, on_apply: Callable[[float, str], Non
         col.markdown(f"**{title}**")
     for i, rec in enumerate(recs.itertuples()):
         cols = st.columns([3, 1.2, 1.2, 1.2, 4, 1])
-        cols[0].write(rec.name + ("" if rec.met else " (target not reached)"))
+        cols[0].write(method_label(rec.name) + ("" if rec.met else " (target not reached)"))
         cols[1].write(f"{rec.threshold:.4f}")
         cols[2].write(_pct(rec.sensitivity))
         cols[3].write(_pct(rec.specificity))

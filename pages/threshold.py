@@ -3,7 +3,7 @@
 import streamlit as st
 
 from bcp_core.access import Action
-from bcp_core.evaluation.thresholds import threshold_for_top_percent
+from bcp_core.config import method_label
 from bcp_core.inference.assessment import LEVELS, errors_df, evaluate_level
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import (
@@ -17,6 +17,7 @@ from bcp_core.plots import (
 from dashboard.admin import threshold_save
 from dashboard.auth import require
 from dashboard.shared import KEY_THRESHOLD, ChosenThreshold, current_bundle, shown
+from dashboard.views.threshold import apply, threshold_control
 from dashboard.widgets import (
     feedback_line,
     gallery,
@@ -43,8 +44,8 @@ def evaluation(path: str, saved: str, level: str):
 saved, name = bundle.meta.threshold, plain_markdown(bundle.path.name)
 st.caption(
     f"Bundle {name} ({plain_markdown(bundle.meta.model_name)}): saved threshold "
-    f"{saved.value:.4f} ({plain_markdown(saved.method)}). Validation predictions only: "
-    "the patients the model was not trained on."
+    f"{saved.value:.4f} ({plain_markdown(method_label(saved.method))}). Validation predictions "
+    "only: the patients the model was not trained on."
 )
 level = st.radio(
     "Score per",
@@ -57,38 +58,7 @@ result, preds = evaluation(str(bundle.path), bundle.meta.saved, level)
 model_card(bundle, result if level == "image" else None)  # the card is per image
 feedback_line(bundle)
 
-# The slider starts at the bundle's saved threshold, and again whenever the bundle changes.
-if st.session_state.get("thr_for") != (str(bundle.path), level):
-    st.session_state["thr_for"] = (str(bundle.path), level)
-    st.session_state["thr_value"] = float(bundle.threshold)
-    st.session_state["thr_method"] = bundle.meta.threshold.method or "saved"
-
-
-def apply(value: float, method: str) -> None:
-    st.session_state["thr_value"] = min(max(float(value), 0.0), 1.0)
-    st.session_state["thr_method"] = method
-    st.session_state["thr_mode"] = "threshold"
-
-
-def manual() -> None:
-    st.session_state["thr_method"] = "manual"
-
-
-mode = st.radio("Choose by", ["threshold", "flag the top N%"], horizontal=True, key="thr_mode")
-if mode == "threshold":
-    threshold = st.slider(
-        "Threshold (cancer when probability >= threshold)",
-        0.0,
-        1.0,
-        step=0.0001,
-        format="%.4f",
-        key="thr_value",
-        on_change=manual,
-    )
-    method = st.session_state["thr_method"]
-else:
-    top = st.slider("Flag the top N% of images", 1.0, 50.0, 10.0, 0.5, key="thr_top")
-    threshold, method = threshold_for_top_percent(result.y_prob, top), f"top {top:g}%"
+threshold, method = threshold_control(bundle, result.y_prob)
 # Shared with the prediction page.
 st.session_state[KEY_THRESHOLD] = ChosenThreshold(str(bundle.path), float(threshold), method)
 

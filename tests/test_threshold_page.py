@@ -38,6 +38,27 @@ def test_moving_the_slider_changes_the_confusion_matrix(small_demo, bundles_dir)
     assert metric(at, "Sensitivity") == "100.0%" and metric(at, "Specificity") == "0.0%"
 
 
+def test_a_typed_threshold_moves_the_slider_and_survives_a_change_of_level(small_demo, bundles_dir):
+    root, _ = small_demo
+    at = open_threshold_page(root)
+    at.number_input(key="thr_box").set_value(0.1234).run()
+    assert at.slider(key="thr_value").value == 0.1234
+    assert "0.1234" in at.button(key="thr_save").label
+    at.radio(key="thr_level").set_value("patient").run()
+    assert at.slider(key="thr_value").value == 0.1234  # applied, so kept across levels
+    at.slider(key="thr_value").set_value(0.5).run()
+    assert at.number_input(key="thr_box").value == 0.5  # and the box follows the slider
+
+
+def test_zoom_narrows_the_slider_around_the_operating_point(small_demo, bundles_dir):
+    root, _ = small_demo
+    at = open_threshold_page(root)
+    at.number_input(key="thr_box").set_value(0.9709).run()
+    at.toggle(key="thr_zoom").set_value(True).run()
+    slider = at.slider(key="thr_value")
+    assert (slider.min, slider.max) == (0.9509, 0.9909) and slider.value == 0.9709
+
+
 def test_applying_a_recommendation_moves_the_slider(small_demo, bundles_dir):
     root, _ = small_demo
     at = open_threshold_page(root)

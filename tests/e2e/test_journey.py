@@ -65,7 +65,7 @@ def test_whole_journey(app_url, page, small_demo):
     page.get_by_role("button", name="Apply", exact=True).nth(3).click()  # sensitivity target
     page.wait_for_timeout(2000)  # the click reruns the page
     page.get_by_role("button", name=re.compile(r"Save threshold")).click()
-    page.get_by_text(re.compile(r"Saved: .* now decides at .* \(sensitivity_target\)")).wait_for()
+    page.get_by_text(re.compile(r"Saved: .* now decides at .* \(Sensitivity target\)")).wait_for()
     page.screenshot(path=ARTIFACTS / "journey_4_threshold.png", full_page=True)
 
     # 5. Prediction: upload a demo image, see a probability, a decision and a heatmap.
