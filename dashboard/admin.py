@@ -7,8 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from bcp_core import config
-from bcp_core.config import method_label
 from bcp_core.access import Action
+from bcp_core.config import method_label
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import Bundle, delete_bundle, list_bundles_df, update_threshold
 from bcp_core.output_safety import plain_markdown
