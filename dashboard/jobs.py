@@ -19,7 +19,7 @@ import pandas as pd
 
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
-from bcp_core.model.events import BatchEnded, EpochEnded, Started, TrainingEvent
+from bcp_core.model.events import BatchEnded, EpochEnded, Phase, Started, TrainingEvent
 from bcp_core.model.meta import SplitInfo
 
 if TYPE_CHECKING:  # the runner imports TensorFlow: loaded when a run starts, not with the page
@@ -39,6 +39,7 @@ class TrainingJob:
     message: str = ""
     epochs: list[dict] = field(default_factory=list)
     last_batch: BatchEnded | None = None
+    phase: Phase | None = Phase("preparing")  # None while training steps run
     split: SplitInfo | None = None
     result: TrainResult | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -53,11 +54,31 @@ class TrainingJob:
     def on_event(self, event: TrainingEvent) -> None:
         """Receives the runner's progress events (called from the training thread)."""
         if isinstance(event, Started):
-            self.status, self.split = "running", event.split
+            self.status, self.split, self.phase = "running", event.split, None
+        elif isinstance(event, Phase):
+            self.phase = event
         elif isinstance(event, BatchEnded):
-            self.last_batch = event
+            self.last_batch, self.phase = event, None
         elif isinstance(event, EpochEnded):
             self.epochs.append({"epoch": event.epoch, **event.metrics, "eta_s": event.eta_s})
+
+    def progress_text(self) -> str:
+        """One line that says what the run is doing now, never a silent bar."""
+        b = self.last_batch
+        epoch = b.epoch if b else 0
+        if not self.running:
+            return self.status.replace("_", " ")
+        if self.phase is not None and self.phase.name == "preparing":
+            return "preparing the data and the model"
+        if self.phase is not None and self.phase.name == "scoring":
+            done, total = self.phase.done, self.phase.total
+            return f"epoch {self.phase.epoch}: scoring the validation images ({done}/{total})"
+        if self.phase is not None and self.phase.name == "writing":
+            return f"writing the bundle (best epoch so far: {self.phase.epoch})"
+        if b is None:
+            return "starting the first epoch"
+        eta = _duration(b.eta_s)
+        return f"epoch {epoch}/{self.cfg.epochs}: training, batch {b.batch}/{b.steps} · {eta}"
 
     def history_df(self) -> pd.DataFrame:
         """Per-epoch metrics so far (columns ``epoch``, ``loss``, ``val_pr_auc``, ...)."""
@@ -105,6 +126,16 @@ class TrainingJob:
             distribution=local_distribution(self.distribute),
             metadata=self.metadata,
         )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "time left: estimating"
+    minutes = int(round(seconds / 60))
+    if minutes < 1:
+        return "less than a minute left"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes:02d} min left" if hours else f"about {minutes} min left"
 
 
 class JobRegistry:

@@ -1,21 +1,19 @@
 """Page 3: configure a model, train it in the background, watch every epoch, stop, keep the best."""
 
-import time
 from datetime import datetime
 
 import streamlit as st
 
-from bcp_core.access import Action, can_stop
+from bcp_core.access import Action
 from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, MODEL_SPECS, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
 from bcp_core.model.resources import check_training_resources, weight_files, weights_setting
-from bcp_core.output_safety import plain_markdown
-from bcp_core.plots import plot_training_curves
 from dashboard.admin import bundle_delete, bundle_export
 from dashboard.auth import audit, identity, require
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, session_token, show_error
+from dashboard.views.training import live_progress
 from dashboard.widgets import distribute_choice, metadata_columns_choice, training_inputs
 
 require(Action.TRAIN, "Training needs the analyst role.")
@@ -91,58 +89,7 @@ if submitted:
         show_error(exc)
 
 
-def _eta(seconds) -> str:
-    if seconds is None or seconds != seconds:
-        return "estimating"
-    return time.strftime("%M:%S" if seconds < 3600 else "%H:%M:%S", time.gmtime(seconds))
-
-
-@st.fragment(run_every=1.0 if jobs.current and jobs.current.running else None)
-def live_progress() -> None:
-    job = jobs.current
-    if job is None:
-        st.info("No training run yet on this server. Choose the settings and press Start.")
-        return
-    mine = "" if job.owner == session_token() else " (started by another session)"
-    st.subheader(f"Run {plain_markdown(job.out_dir.name)}{mine}")
-    b = job.last_batch
-    epoch, batch, steps = (b.epoch, b.batch, b.steps) if b else (0, 0, 0)
-    done = len(job.epochs) + (batch / max(steps, 1) if job.running else 0)
-    st.progress(
-        min(done / job.cfg.epochs, 1.0),
-        text=f"{job.status} · epoch {epoch}/{job.cfg.epochs} · batch {batch}/{steps} · "
-        f"ETA {_eta(b.eta_s if b else None)}",
-    )
-    me = identity()
-    may_stop = can_stop(me.role, me.user, job.user)
-    if job.running and st.button(
-        "Stop",
-        key="tr_stop",
-        disabled=not may_stop,
-        help="Ends at the next batch; the best bundle so far is kept. Only whoever started the "
-        "run, or an admin, can stop it.",
-    ):
-        if can_stop(identity().role, identity().user, job.user):
-            job.stop_event.set()
-            audit("train_stop", run=job.out_dir.name)
-    if job.epochs:
-        st.plotly_chart(plot_training_curves(job.history_df(), job.cfg.epochs), key="tr_curves")
-    if job.status == "failed":
-        show_error(job.message)
-    elif not job.running and job.result and job.result.metrics:
-        r = job.result
-        st.success(
-            f"{job.status.replace('_', ' ')}: best epoch {r.best_epoch} of {r.epochs_run}; "
-            f"validation ROC-AUC {r.metrics.roc_auc:.3f}, PR-AUC {r.metrics.pr_auc:.3f}; "
-            f"bundle {plain_markdown(job.out_dir.name)}.",
-            icon=":material/check:",
-        )
-        if st.session_state.get("tr_seen_done") != job.out_dir.name:
-            st.session_state["tr_seen_done"] = job.out_dir.name
-            st.rerun()  # once, to stop polling and refresh the table of runs
-
-
-live_progress()
+live_progress(jobs)
 
 st.subheader("Past runs")
 runs = list_bundles_df(bundles_dir())

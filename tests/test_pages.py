@@ -145,6 +145,19 @@ def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jo
     runs = next(d.value for d in at.dataframe if "bundle" in d.value.columns)
     assert runs["bundle"].tolist() == [job.out_dir.name]
     assert load_bundle(job.out_dir).meta.training["epochs"] == 2
+    # The hand-off: a word when no better than chance, then "Use this model" and the next pages
+    from bcp_core.evaluation.intervals import better_than_chance
+    from bcp_core.inference.assessment import evaluate_level
+
+    interval = evaluate_level(load_bundle(job.out_dir).val_predictions, "image")[0].roc_auc_ci
+    chance = any("No better than chance" in w.value for w in at.warning)
+    assert chance == (not better_than_chance(interval))
+    at.button(key="tr_use").click().run()
+    assert at.session_state["bundle"] == str(job.out_dir)
+    assert at.button(key="tr_use").disabled and at.button(key="tr_use").label == "Using this model"
+    at.switch_page("pages/threshold.py").run()
+    shown = at.caption[0].value.replace("\\", "")  # markdown escapes
+    assert job.out_dir.name in shown  # the explorer now shows the new run
 
 
 def test_training_page_offers_a_cluster_only_when_one_is_configured(

@@ -13,7 +13,7 @@ from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import load_bundle
 from bcp_core.model.dataset import image_dataset
-from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Started
+from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Phase, Started
 from bcp_core.model.files import META_FILE
 from bcp_core.model.training import plan_split, train_model
 
@@ -42,7 +42,12 @@ def test_run_reports_split_without_overlap_and_both_classes(trained):
 def test_progress_events_cover_start_batches_and_epochs(trained):
     result, _, events, _ = trained
     kinds = [type(e) for e in events]
-    assert kinds[0] is Started and kinds[-1] is Finished
+    assert events[0] == Phase("preparing") and kinds[-1] is Finished
+    assert kinds[1] is Started
+    phases = [e for e in events if isinstance(e, Phase)]
+    scoring = [e for e in phases if e.name == "scoring"]
+    assert scoring and scoring[-1].done == scoring[-1].total > 0  # every validation batch
+    assert {e.name for e in phases} == {"preparing", "scoring", "writing"}
     assert kinds.count(EpochEnded) == result.epochs_run
     assert BatchEnded in kinds
     epoch = next(e for e in events if isinstance(e, EpochEnded))
@@ -155,3 +160,45 @@ def test_saved_metrics_equal_the_metrics_recomputed_from_the_csv(trained):
     saved = bundle.meta.metrics.at_threshold
     for key in ("tp", "fp", "tn", "fn"):
         assert getattr(again, key) == getattr(saved, key), key
+
+
+def test_the_eta_after_an_epoch_is_the_last_epochs_duration_times_the_epochs_left(monkeypatch):
+    """Validation scoring counts: a run whose bar sat at 16/16 for a minute had ETAs far off."""
+    from bcp_core.model import training
+
+    now = [0.0]
+    monkeypatch.setattr(training.time, "monotonic", lambda: now[0])
+    events: list = []
+    reporter = training.ProgressReporter(events.append, epochs=3, steps=4, interval=0.0)
+    reporter.on_epoch_begin(0)
+    for batch in range(4):  # steps end at t=1, 2, 3, 4
+        now[0] = batch + 1.0
+        reporter.on_train_batch_end(batch)
+    assert events[0].eta_s != events[0].eta_s  # NaN: "estimating" until a few steps are timed
+    assert events[3].eta_s == pytest.approx(1.0 * (12 - 4))  # 1 s a step, 8 steps left
+    now[0] = 60.0
+    reporter.on_epoch_end(0)  # 4 s of steps and 56 s of validation scoring
+    assert events[-1].eta_s == pytest.approx(60.0 * 2)
+    reporter.on_epoch_begin(1)
+    now[0] = 61.0
+    reporter.on_train_batch_end(0)
+    assert events[-1].eta_s == pytest.approx(60.0 * 2 - 1.0)
+
+
+def test_stop_ends_the_run_at_the_next_batch_without_scoring_again(tiny_manifest, tmp_path):
+    stop = threading.Event()
+    events: list = []
+
+    def watch(event):
+        events.append(event)
+        if isinstance(event, BatchEnded) and event.epoch == 2:
+            stop.set()
+
+    cfg = TrainConfig(epochs=5, image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=3)
+    result = train_model(tiny_manifest, cfg, tmp_path / "b", on_event=watch, stop_event=stop)
+    assert result.status == "stopped" and result.epochs_run == 2
+    after = events[
+        next(i for i, e in enumerate(events) if isinstance(e, BatchEnded) and e.epoch == 2) :
+    ]
+    assert not [e for e in after if isinstance(e, Phase) and e.name == "scoring"]
+    assert sum(isinstance(e, BatchEnded) for e in after) == 1  # no second batch after Stop

@@ -31,6 +31,12 @@ DEFAULT_CONFIDENCE = 0.95
 _CHUNK_CELLS = 2_000_000
 
 
+def better_than_chance(roc_auc_interval: tuple[float, float]) -> bool:
+    """Whether a ROC-AUC interval lies wholly above 0.5 (an undefined one does not)."""
+    low = float(roc_auc_interval[0])
+    return low == low and low > 0.5
+
+
 def check_confidence(confidence: float) -> float:
     """Return ``confidence`` as a float, or raise UserError unless it lies strictly in (0, 1)."""
     if not 0.0 < float(confidence) < 1.0:

@@ -58,6 +58,23 @@ class EpochEnded:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """What the run is doing between training steps, so a watcher never sees a silent bar.
+
+    Attributes:
+        name: ``"preparing"`` (reading and splitting the data, building the model),
+            ``"scoring"`` (predicting the validation split after an epoch) or ``"writing"``
+            (saving the bundle).
+        done, total: progress within the phase (batches scored), 0 when not counted.
+    """
+
+    name: str
+    epoch: int = 0
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
 class Finished:
     """The run ended: how, with which epoch's weights, and where the bundle is."""
 
@@ -67,4 +84,4 @@ class Finished:
     bundle: str | None
 
 
-TrainingEvent = Started | BatchEnded | EpochEnded | Finished
+TrainingEvent = Started | BatchEnded | EpochEnded | Phase | Finished

@@ -35,7 +35,14 @@ from bcp_core.model.architectures import build_model
 from bcp_core.model.bundle import save_bundle
 from bcp_core.model.dataset import ReadFailures, balanced_dataset, class_weights, image_dataset
 from bcp_core.model.distribute import Distribution, fit_custom, global_steps
-from bcp_core.model.events import BatchEnded, EpochEnded, Finished, Started, TrainingEvent
+from bcp_core.model.events import (
+    BatchEnded,
+    EpochEnded,
+    Finished,
+    Phase,
+    Started,
+    TrainingEvent,
+)
 from bcp_core.model.losses import initial_bias, make_loss
 from bcp_core.model.meta import BundleMeta, SplitInfo, ThresholdChoice, ValidationMetrics, now_iso
 from bcp_core.model.metadata import check_leakage, fit_encoder
@@ -91,24 +98,39 @@ class ValidationScorer(keras.callbacks.Callback):
     left out) always hold the latest scoring.
     """
 
-    def __init__(self, val_ds, labels: np.ndarray) -> None:
+    def __init__(
+        self,
+        val_ds,
+        labels: np.ndarray,
+        emit: EventSink | None = None,
+        batches: int = 0,
+        stop_event: threading.Event | None = None,
+    ) -> None:
         super().__init__()
         self.val_ds, self.labels = val_ds, labels
+        self.emit, self.batches = emit or (lambda event: None), batches
+        self.stop_event = stop_event or threading.Event()
         self.probabilities = np.array([])
         self.indices = np.array([], dtype=int)
+        self.epoch = 0
 
     def score(self) -> None:
         """Predict the validation split with the model's current weights."""
         probs, idx = [], []
+        self.emit(Phase("scoring", self.epoch, 0, self.batches))
         for images, index in self.val_ds:
             probs.append(np.asarray(self.model(images, training=False)).reshape(-1))
             idx.append(index.numpy().astype(int))
+            self.emit(Phase("scoring", self.epoch, len(probs), self.batches))
         # float64 so that the CSV round-trips exactly: a threshold equal to a stored
         # probability must classify that image the same way after reloading (>= convention).
         self.probabilities = (np.concatenate(probs) if probs else np.array([])).astype(np.float64)
         self.indices = np.concatenate(idx) if idx else np.array([], dtype=int)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch + 1
+        if self.stop_event.is_set():
+            return  # stopped: the run ends now, with the best epoch already scored and kept
         self.score()
         y = self.labels[self.indices]
         p = np.clip(self.probabilities, 1e-7, 1 - 1e-7)
@@ -123,7 +145,14 @@ class ValidationScorer(keras.callbacks.Callback):
 
 
 class ProgressReporter(keras.callbacks.Callback):
-    """Emits :class:`BatchEnded` (throttled) and :class:`EpochEnded` events with an ETA."""
+    """Emits :class:`BatchEnded` (throttled) and :class:`EpochEnded` events with an ETA.
+
+    The ETA comes from measured times: once an epoch has ended, the last epoch's whole duration
+    (its steps and its validation scoring) times the epochs left, less the time already spent
+    in the current one; before that, the mean step time after the first step (which builds the
+    graph) over the steps left, plus nothing for scoring yet. Early stopping can end a run
+    sooner: the ETA is for the full number of epochs.
+    """
 
     def __init__(self, emit: EventSink, epochs: int, steps: int, interval: float = 0.5) -> None:
         super().__init__()
@@ -131,34 +160,43 @@ class ProgressReporter(keras.callbacks.Callback):
         self.start = time.monotonic()
         self._last = 0.0
         self.epoch = 0
+        self.epoch_start = self.start
+        self.last_epoch_s: float | None = None
+        self.first_step_end: float | None = None
 
-    def _eta(self, done_steps: int) -> float:
-        elapsed = time.monotonic() - self.start
-        total = self.epochs * self.steps
-        return elapsed / done_steps * (total - done_steps) if done_steps else float("nan")
+    def _eta(self, epoch: int, batch_done: int) -> float:
+        now = time.monotonic()
+        if self.last_epoch_s is not None:
+            left = self.last_epoch_s * (self.epochs - epoch) - (now - self.epoch_start)
+            return max(left, 0.0)
+        if self.first_step_end is None or batch_done < 3:
+            return float("nan")
+        per_step = (now - self.first_step_end) / (batch_done - 1)
+        return per_step * (self.epochs * self.steps - batch_done)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
+        self.epoch_start = time.monotonic()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         now = time.monotonic()
+        if self.first_step_end is None:
+            self.first_step_end = now
         if now - self._last < self.interval and batch + 1 < self.steps:
             return
         self._last = now
-        done = self.epoch * self.steps + batch + 1
         loss = _num((logs or {}).get("loss"))
-        self.emit(
-            BatchEnded(self.epoch + 1, self.epochs, batch + 1, self.steps, loss, self._eta(done))
-        )
+        eta = self._eta(self.epoch, self.epoch * self.steps + batch + 1)
+        self.emit(BatchEnded(self.epoch + 1, self.epochs, batch + 1, self.steps, loss, eta))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        done = (epoch + 1) * self.steps
+        self.last_epoch_s = time.monotonic() - self.epoch_start  # steps and validation scoring
         self.emit(
             EpochEnded(
                 epoch=epoch + 1,
                 epochs=self.epochs,
                 metrics={k: _num(v) for k, v in (logs or {}).items()},
-                eta_s=self._eta(done),
+                eta_s=self.last_epoch_s * (self.epochs - epoch - 1),
                 elapsed_s=time.monotonic() - self.start,
             )
         )
@@ -349,6 +387,7 @@ def train_model(
         check_training_resources(cfg, out_dir)
         check_writable(out_dir.parent)
     emit: EventSink = on_event or (lambda event: None)
+    emit(Phase("preparing"))
     split, info = plan_split(manifest, cfg)
     fingerprint = data_fingerprint(manifest)
     keras.utils.set_random_seed(cfg.seed)
@@ -370,11 +409,19 @@ def train_model(
     with dist.scope():
         width = encoder.width if encoder is not None else 0
         model = compile_model(cfg, float(train["label"].mean()), metadata_width=width)
-    scorer = ValidationScorer(val_ds, val["label"].astype(int).to_numpy())
+    stop = stop_event or threading.Event()
+    scorer = ValidationScorer(
+        val_ds, val["label"].astype(int).to_numpy(), emit,
+        batches=math.ceil(len(val) / cfg.batch_size), stop_event=stop,
+    )  # fmt: skip
     written: list[BundleMeta] = []
+    best_preds: list[pd.DataFrame] = []  # the validation predictions of the best epoch
 
     def write(best_epoch: int, status: str) -> None:
-        preds = val_predictions_df(val, scorer.indices, scorer.probabilities)
+        emit(Phase("writing", best_epoch))
+        if status == "running":  # an improving epoch: its predictions are the best so far
+            best_preds[:] = [val_predictions_df(val, scorer.indices, scorer.probabilities)]
+        preds = best_preds[0]
         meta = make_bundle_meta(cfg, info, fingerprint, preds, best_epoch, status)
         if encoder is not None:
             meta = replace(meta, metadata=encoder.to_json())
@@ -385,7 +432,7 @@ def train_model(
         written.append(meta)
 
     tracker = ImprovementTracker(lambda epoch: write(epoch, "running"))
-    stopper = StopOnEvent(stop_event or threading.Event())
+    stopper = StopOnEvent(stop)
     early = keras.callbacks.EarlyStopping(monitor="val_pr_auc", mode="max", patience=cfg.patience)
     callbacks = [
         scorer,
@@ -433,8 +480,7 @@ def train_model(
     )
     if tracker.best_weights is not None:
         model.set_weights(tracker.best_weights)
-        scorer.score()  # the validation predictions of the best weights
-        write(tracker.best_epoch, status)
+        write(tracker.best_epoch, status)  # with the predictions scored at the best epoch
     final = written[-1] if written else None
     result = TrainResult(
         bundle=out_dir if final else None,
