@@ -23,6 +23,7 @@ LAYERS = {
     "bcp_core.output_safety": 1,
     "bcp_core.access": 1,  # modes, roles and permissions (pure rules)
     "bcp_core.audit": 1,  # the append-only audit log
+    "bcp_core.quiet": 1,  # TensorFlow imported without its start-up lines (entry points)
     "bcp_core.data": 2,
     "bcp_core.imaging": 2,
     "bcp_core.evaluation": 2,
