@@ -17,6 +17,21 @@ NON_ASCII_ROOT = "Mamografi Verilerı"
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 
 
+def typed_root(data_root) -> str:
+    """``data_root`` as a user types it in the sidebar: its allowed folder's name and the part
+    below it (the dashboard takes no absolute path); a folder outside them stays as it is."""
+    from bcp_core.data.roots import allowed_roots
+
+    try:
+        path = Path(data_root).resolve()
+    except (ValueError, OSError):  # a NUL character, say: typed as it is
+        return str(data_root)
+    for root in allowed_roots():
+        if path == root.path or path.is_relative_to(root.path):
+            return str(Path(root.label, path.relative_to(root.path)))
+    return str(data_root)
+
+
 def open_app(data_root, page: str | None = None, user: dict | None = None, **state):
     """Run the dashboard on ``data_root`` with Streamlit's AppTest, optionally on ``page``,
     as ``user`` (``st.user``) and with more session ``state`` set before the first run.
@@ -27,7 +42,7 @@ def open_app(data_root, page: str | None = None, user: dict | None = None, **sta
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["data_root"] = str(data_root)
+    at.session_state["data_root"] = typed_root(data_root)
     for key, value in state.items():
         at.session_state[key] = value
     if user is not None:

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from bcp_core.config import TrainConfig
 from bcp_core.model.bundle import read_bundle_meta
-from tests.conftest import APP
+from tests.conftest import APP, typed_root
 
 AUTH = {
     "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
@@ -31,7 +31,7 @@ ROLES = (
 def open_as(root, page=None, *, email=None, signed_in=True, **state) -> AppTest:
     """The app on ``root``; with ``email``, sign-in is configured and that user is signed in."""
     at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["data_root"] = str(root)
+    at.session_state["data_root"] = typed_root(root)
     for key, value in state.items():
         at.session_state[key] = value
     if email is not None:
@@ -323,7 +323,7 @@ def test_refused_actions_are_audited(roles, small_demo, bundles_dir, fresh_jobs)
 def test_an_unverified_email_claim_names_nobody_and_gets_no_role(small_demo):
     """Security row 7: sub=mallory with email=ana@h.org, email_verified=false became analyst."""
     at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["data_root"] = str(small_demo[0])
+    at.session_state["data_root"] = typed_root(small_demo[0])
     at.secrets["auth"] = AUTH
     at.user = {
         "is_logged_in": True,

@@ -101,7 +101,7 @@ def test_cli_lists_marks_and_disagreements(demo_bundle, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "2 marks, 1 agree (50%)" in text and "look again" in text and SHA[:16] in text
     assert main(["feedback", "--bundle", str(tmp_path / "none")]) == 2
-    assert "not a model bundle" in capsys.readouterr().err
+    assert "Bundle not found" in capsys.readouterr().err
 
 
 def test_the_demo_takes_no_marks_from_anonymous_visitors(small_demo, bundles_dir, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 from openpyxl import load_workbook
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import open_app
+from tests.conftest import open_app, typed_root
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -57,7 +57,7 @@ def test_missing_data_root_gives_one_sentence_and_the_app_keeps_running(tmp_path
     assert "Data root not found" in at.error[0].value
     assert "Choose the folder" in at.error[0].value
     assert str(tmp_path) not in at.error[0].value  # shown below its allowed folder
-    assert at.sidebar.text_input(key="data_root").value == str(tmp_path / "nowhere")
+    assert at.sidebar.text_input(key="data_root").value == typed_root(tmp_path / "nowhere")
 
 
 def test_wrong_sheet_names_are_named_on_the_page(tmp_path):

@@ -37,8 +37,19 @@ def test_the_allowed_folder_and_folders_inside_it_are_read(layout):
     roots = allowed_roots([allowed])
     assert resolve_data_root("hospital", roots) == allowed.resolve()
     assert resolve_data_root("hospital/2024", roots) == allowed.resolve() / "2024"
-    assert resolve_data_root(str(allowed / "2024"), roots) == allowed.resolve() / "2024"
-    assert resolve_data_root(f" {allowed}/./2024/ ", roots) == allowed.resolve() / "2024"
+    assert resolve_data_root(" hospital/./2024/ ", roots) == allowed.resolve() / "2024"
+
+
+def test_absolute_paths_are_refused_alike_inside_and_outside_the_allowed_folder(layout):
+    """Security row 14: accepting the allowed folder's real path told where it is."""
+    allowed, other, _ = layout
+    roots = allowed_roots([allowed])
+    answers = set()
+    for typed in (str(allowed), str(allowed / "2024"), str(other), "/nonexistent/x"):
+        with pytest.raises(UserError) as refused:
+            resolve_data_root(typed, roots)
+        answers.add(str(refused.value))
+    assert len(answers) == 1  # one sentence for all: nothing to learn from the difference
 
 
 @pytest.mark.parametrize("typed", ["/", "/etc", "/root", "~", "~/", "../../etc", "etc", "."])
@@ -74,8 +85,8 @@ def test_a_symlink_inside_the_allowed_folder_that_leads_outside_is_refused(layou
 
 def test_a_symlink_into_the_allowed_folder_is_followed_and_allowed(layout, tmp_path):
     allowed, _, _ = layout
-    (tmp_path / "shortcut").symlink_to(allowed / "2024", target_is_directory=True)
-    got = resolve_data_root(str(tmp_path / "shortcut"), allowed_roots([allowed]))
+    (allowed / "latest").symlink_to(allowed / "2024", target_is_directory=True)
+    got = resolve_data_root("hospital/latest", allowed_roots([allowed]))
     assert got == (allowed / "2024").resolve()
 
 

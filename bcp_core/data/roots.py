@@ -68,23 +68,26 @@ def resolve_data_root(text: str | Path, roots: Sequence[AllowedRoot]) -> Path:
     """The data root typed as ``text``, resolved, if it lies inside an allowed folder.
 
     ``text`` is an allowed folder's label, optionally followed by a path below it
-    (``demo_data/sub``), or an absolute path. ``~`` is not expanded: it names no allowed folder.
+    (``demo_data/sub``). An absolute path is refused like any folder outside the allowed ones,
+    inside them or not: answering differently would tell a visitor where the allowed folder
+    really is. ``~`` is not expanded: it names no allowed folder.
 
     Raises:
-        UserError: for an empty text, a NUL character, or any folder outside the allowed ones
-            (nothing is listed and nothing outside them is read).
+        UserError: for an empty text, a NUL character, an absolute path, or any folder outside
+            the allowed ones (nothing is listed and nothing outside them is read).
     """
     text = str(text).strip()
     refuse_nul(text)
     if not text:
         raise _refusal(roots)
     candidate = Path(text)
-    if not candidate.is_absolute():
-        parts = candidate.parts  # empty for "."
-        base = next((r for r in roots if parts and r.label == parts[0]), None)
-        if base is None:
-            raise _refusal(roots)
-        candidate = base.path.joinpath(*parts[1:])
+    if candidate.is_absolute() or text.startswith("\\"):
+        raise _refusal(roots)
+    parts = candidate.parts  # empty for "."
+    base = next((r for r in roots if parts and r.label == parts[0]), None)
+    if base is None:
+        raise _refusal(roots)
+    candidate = base.path.joinpath(*parts[1:])
     try:
         resolved = candidate.resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable folder
