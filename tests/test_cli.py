@@ -268,3 +268,15 @@ def test_help_shows_defaults_and_an_example_for_every_command(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "(default: 60)" in text and "(default: default_cnn)" in text
+
+
+@pytest.mark.parametrize(
+    ("model", "weights"),
+    [("efficientnet_lite0", "imagenet"), ("default_cnn", "none"), ("resnet50", "none")],
+)
+def test_train_takes_each_models_own_default_weights(model, weights):
+    """A run of a pretrained backbone without --weights starts from its ImageNet weights."""
+    from bcp_core.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--data-root", ".", "--out", "b", "--model", model])
+    assert _train_config(args).weights == weights

@@ -209,3 +209,59 @@ def test_frozen_stages_are_refused_for_other_models():
         TrainConfig(model="default_cnn", frozen_stages=2).validate()
     with pytest.raises(UserError, match="Frozen stages must be a whole number from 0 to 7"):
         TrainConfig(model="efficientnet_lite0", frozen_stages=8).validate()
+
+
+# --- The pretrained model through the whole product: train, bundle, TTA, Grad-CAM, export ----
+
+
+@pytest.fixture(scope="module")
+def lite_bundle(tiny_manifest, tmp_path_factory):
+    """EfficientNet-Lite0 from ImageNet, fine-tuned one epoch on tiny images."""
+    from bcp_core.config import TrainConfig
+    from bcp_core.model.training import train_model
+
+    out = tmp_path_factory.mktemp("lite") / "lite0"
+    cfg = TrainConfig(
+        model="efficientnet_lite0", image_size=(96, 80), epochs=1, batch_size=8,
+        val_fraction=0.3, seed=4, fine_tune=True, frozen_stages=2, learning_rate=1e-4,
+    )  # fmt: skip
+    train_model(tiny_manifest, cfg, out)
+    return out
+
+
+@pytest.mark.slow
+def test_a_lite_bundle_records_its_weights_loads_in_safe_mode_and_explains(
+    lite_bundle, tiny_manifest
+):
+    from bcp_core.inference.predict import predict_one
+    from bcp_core.model.bundle import load_bundle
+    from bcp_core.model.card import CARD_FILE
+
+    bundle = load_bundle(lite_bundle)  # Keras safe mode
+    training = bundle.meta.training
+    assert training["model"] == "efficientnet_lite0" and training["weights"] == "imagenet"
+    assert training["frozen_stages"] == 2
+    card = (lite_bundle / CARD_FILE).read_text(encoding="utf-8")
+    assert "Starting weights: ImageNet-1k" in card and "Apache" in card, card[
+        card.find("## Model") :
+    ][:600]
+    image = tiny_manifest["path"].iloc[0]
+    once = predict_one(bundle, image, passes=1)
+    twice = predict_one(bundle, image, passes=4)  # test-time passes
+    assert 0.0 <= once.prediction.probability <= 1.0
+    assert twice.prediction.passes == 4
+    low, high = twice.prediction.probability_low, twice.prediction.probability_high
+    assert low <= twice.prediction.probability <= high
+    assert once.heatmap is not None and np.isfinite(once.heatmap).all()
+    assert once.input_heatmap.shape == (96, 80)
+
+
+@pytest.mark.slow
+def test_a_lite_bundle_exports_to_onnx_and_matches_keras(lite_bundle, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    pytest.importorskip("tf2onnx", reason="the export extra is not installed")
+    from bcp_core.model.export import TOLERANCE, export_bundle
+
+    result = export_bundle(lite_bundle, "onnx", tmp_path / "onnx")
+    assert result.checked_max_abs_difference is not None
+    assert result.checked_max_abs_difference <= TOLERANCE

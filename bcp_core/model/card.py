@@ -13,9 +13,11 @@ the bundle's file (model and class names, notes, methods, who saved, settings) p
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
+from bcp_core.config import MODEL_SPECS
 from bcp_core.errors import UserError
 from bcp_core.evaluation.result import EvaluationResult, evaluate
 from bcp_core.model.meta import BundleMeta, ThresholdChoice
@@ -128,6 +130,7 @@ def _settings(meta: BundleMeta) -> list[str]:
         "## Model and training",
         "",
         f"- Architecture: {md(meta.model_name)}",
+        *_starting_weights(meta),
         f"- Status: {md(meta.status) or 'not recorded'}",
         f"- Best epoch: {_text(meta.metrics.best_epoch) if meta.metrics.best_epoch else 'n/a'}",
     ]
@@ -143,6 +146,20 @@ def _settings(meta: BundleMeta) -> list[str]:
         lines += ["", "| setting | value |", "| --- | --- |"]
         lines += [f"| {md(k)} | {_text(v)} |" for k, v in meta.training.items()]
     return lines
+
+
+def _starting_weights(meta: BundleMeta) -> list[str]:
+    """Where the weights started, with the pretrained weights' licence (none when random)."""
+    spec = MODEL_SPECS.get(meta.model_name)
+    weights = str((meta.training or {}).get("weights", "none"))
+    if spec is None or not spec.transfer or weights == "none":
+        return []
+    if spec.family == "packaged" and weights == "imagenet":
+        return [
+            f"- Starting weights: ImageNet-1k, {md(spec.label)}; licence {md(spec.licence)} "
+            "(see NOTICE): a model trained from them is a derivative of them"
+        ]
+    return [f"- Starting weights: {md(Path(weights).name if weights != 'imagenet' else weights)}"]
 
 
 def _metrics(meta: BundleMeta, result: EvaluationResult | None) -> list[str]:

@@ -431,9 +431,12 @@ def _assign(model: keras.Model, weights: dict[str, np.ndarray]) -> None:
 
 
 def imagenet_normalisation(rgb: keras.KerasTensor, layer_name: str) -> keras.KerasTensor:
-    """RGB in [0, 1] -> ``(x - mean) / std`` with the ImageNet statistics (a built-in layer)."""
-    return keras.layers.Normalization(
-        mean=list(IMAGENET_RGB_MEAN),
-        variance=[s * s for s in IMAGENET_RGB_STD],
-        name=layer_name,
-    )(rgb)
+    """RGB in [0, 1] -> ``(x - mean) / std`` with the ImageNet statistics.
+
+    A per-channel ``Rescaling`` (x / std - mean / std): a built-in layer whose constants live in
+    its configuration, so the model loads in safe mode and exports to ONNX (a ``Normalization``
+    layer's statistics become inputs the exported graph lacks).
+    """
+    scale = [1.0 / s for s in IMAGENET_RGB_STD]
+    offset = [-m / s for m, s in zip(IMAGENET_RGB_MEAN, IMAGENET_RGB_STD)]
+    return keras.layers.Rescaling(scale=scale, offset=offset, name=layer_name)(rgb)
