@@ -20,8 +20,8 @@ from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_probability_gauge
 from dashboard.auth import require
 from dashboard.shared import current_bundle, shared_threshold, show_error
+from dashboard.views.predict import show_batch
 from dashboard.widgets import (
-    csv_download,
     example_buttons,
     feedback_form,
     metadata_inputs,
@@ -73,10 +73,9 @@ def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int, 
 
 passes = test_time_passes()
 uploads = st.file_uploader(
-    "Mammograms (JPG, PNG, DICOM)",
+    "Mammograms (JPG, PNG, TIFF, DICOM)",
     accept_multiple_files=True,
-    type=["jpg", "jpeg", "png", "dcm", "dicom", "tif", "tiff"],
-    key="pred_upload",
+    key="pred_upload",  # any file: the server says in a sentence why one is not an image
 )
 example_buttons(bundle)  # validation images, for a first try without files of one's own
 
@@ -100,21 +99,7 @@ if len(files) > 1:
     results = predict_many_cached(bundle_key, tuple(files), threshold, passes, values)
     table = results_table(results, passes)
     table.insert(0, "image", [preview_url(data) for _, data in files])
-    st.dataframe(
-        table,
-        hide_index=True,
-        key="pred_table",
-        column_config={
-            "image": st.column_config.ImageColumn("image"),
-            "probability": st.column_config.ProgressColumn(
-                "probability", min_value=0, max_value=1, format="%.3f"
-            ),
-            "label": st.column_config.NumberColumn("cancer (1) at threshold"),
-        },
-    )
-    csv_download(
-        "Download results (CSV)", table.drop(columns="image"), "predictions.csv", "pred_csv"
-    )
+    show_batch(table)
     breasts = breast_results_df(results)
     if len(breasts) == 3:
         st.subheader("Per breast (mean of its views) and per woman (max over breasts)")

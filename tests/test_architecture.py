@@ -127,3 +127,16 @@ def test_the_layer_check_can_fail(tmp_path):
     module.write_text("def f():\n    from bcp_core.inference.predict import predict_one\n")
     assert "bcp_core.inference.predict" in imports_of(module)
     assert LAYERS[owner("bcp_core.inference.predict")] > LAYERS[owner("bcp_core.data.index")]
+
+
+#: docs/architecture.md: "Pages stay under 150 lines" (the entry point too): work belongs in
+#: bcp_core, and what one page needs beyond its file in dashboard/views/.
+MAX_PAGE_LINES = 150
+
+
+@pytest.mark.parametrize(
+    "page", [*sorted((ROOT / "pages").glob("*.py")), ROOT / "streamlit_app.py"]
+)
+def test_pages_stay_thin(page):
+    lines = len(page.read_text(encoding="utf-8").splitlines())
+    assert lines < MAX_PAGE_LINES, f"{page.name} has {lines} lines: move work out of the page"

@@ -256,3 +256,21 @@ def test_test_time_passes_show_the_range_and_the_uncertain_column(small_demo, bu
     assert (table["probability_low"] <= table["probability"]).all()
     assert (table["probability"] <= table["probability_high"]).all()
     assert (table["passes"] == 4).all()
+
+
+def test_a_file_that_is_not_an_image_gets_a_sentence_in_the_results(small_demo, bundles_dir):
+    """The uploader takes any file, so the server (not a MIME-type chip) says what is wrong."""
+    root, truth = small_demo
+    image = next(i for i in truth["images"] if i["on_disk"])
+    at = open_app(root, "pages/predict.py")
+    files = [
+        ("notes.txt", b"not a picture", "text/plain"),
+        ("scan.jpg", (root / image["relpath"]).read_bytes(), "image/jpeg"),
+    ]
+    at.file_uploader(key="pred_upload").set_value(files).run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "probability" in d.value.columns)
+    error = table.loc[table["file"] == "notes.txt", "error"].iloc[0]
+    assert error == "Cannot read notes.txt as an image: it is a text file, not a picture."
+    assert table.loc[table["file"] == "scan.jpg", "error"].iloc[0] == ""  # no None
+    assert str(table["label"].dtype) == "Int64"

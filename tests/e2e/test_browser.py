@@ -54,3 +54,14 @@ def test_a_wrong_data_root_typed_in_the_sidebar_shows_a_sentence(app_url, page):
     alert = page.locator('[data-testid="stAlert"]', has_text="not an allowed data root")
     alert.wait_for()
     assert "passwd" not in alert.inner_text()
+
+
+def test_a_text_file_dropped_on_prediction_gets_a_sentence_not_a_mime_type(app_url, page, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("reading list, not a mammogram")
+    page.goto(app_url + "/predict")
+    page.get_by_role("heading", name="Prediction").wait_for()
+    page.locator('input[type="file"]').set_input_files(str(notes))
+    page.get_by_text("Cannot read notes.txt as an image: it is a text file").wait_for()
+    assert "text/plain" not in page.inner_text("body")
+    assert "files are not allowed" not in page.inner_text("body")
