@@ -260,6 +260,9 @@ def test_the_upload_pixel_cap_is_configurable_and_files_keep_the_bomb_limit(tmp_
     monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", "lots")
     with pytest.raises(UserError, match="BCP_MAX_UPLOAD_PIXELS must be a whole number"):
         read_gray(path.read_bytes())
+    # An upload-only setting never stops reading a training image from the server's files.
+    assert read_gray(path).shape == (200, 160)
+    assert read_gray(tmp_path / "scan.dcm").shape == (200, 160)
 
 
 @pytest.mark.parametrize(("fmt", "mode"), [("PNG", "L"), ("PNG", "RGB"), ("TIFF", "L")])

@@ -26,8 +26,10 @@ def check_declared_pixels(width: int, height: int, name: str, *, upload: bool) -
             f"{name} declares {width} x {height} pixels, more than the limit of "
             f"{config.MAX_PIXELS:,}; it is refused as a possible decompression bomb."
         )
+    if not upload:
+        return  # the upload setting is read for uploads only: a bad value never stops the CLI
     limit = settings.max_upload_pixels()
-    if upload and pixels > limit:
+    if pixels > limit:
         raise UserError(
             f"{name} declares {width} x {height} pixels, more than the {limit:,} an uploaded "
             f"mammogram may have ({settings.ENV_MAX_UPLOAD_PIXELS}); it is refused before "
