@@ -201,6 +201,45 @@ class RoleMap:
         return max(found, key=ROLES.index)
 
 
+class SignOuts:
+    """Who signed out when (the provider's subject), so a saved cookie replayed after "Sign out"
+    does not sign the same person in again: an identity issued at or before its subject's last
+    sign-out is refused. Thread-safe; a plain object of the server process."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, subject: str, when: float) -> None:
+        with self._lock:
+            self._at[subject] = max(when, self._at.get(subject, 0.0))
+
+    def ended(self, subject: str, issued_at: float) -> bool:
+        with self._lock:
+            return issued_at <= self._at.get(subject, float("-inf"))
+
+
+def session_refusal(claims, now: float, sign_outs: SignOuts) -> str:
+    """Why a signed-in identity may not go on ("" when it may): its ID token has expired, or
+    it was issued before its owner signed out."""
+    subject = str(claims.get("sub") or claims.get("email") or "")
+    try:
+        expires = float(claims.get("exp"))
+    except (TypeError, ValueError):
+        expires = float("inf")  # a provider that gives no expiry: the cookie's own lifetime
+    try:
+        issued: float | None = float(claims.get("iat"))
+    except (TypeError, ValueError):
+        issued = None  # OpenID Connect requires it; without it a sign-out cannot be told apart
+    if now >= expires:
+        return "Your sign-in has expired; sign in again to continue."
+    if subject and issued is not None and sign_outs.ended(subject, issued):
+        return "You signed out; sign in again to continue."
+    return ""
+
+
 def verified_email(claims) -> str:
     """The e-mail of an identity provider's claims, only when the provider verified it.
 

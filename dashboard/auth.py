@@ -13,6 +13,7 @@ navigation has run once in the server process, Streamlit answers the address of 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import streamlit as st
@@ -24,6 +25,8 @@ from bcp_core.errors import UserError
 from bcp_core.output_safety import plain_markdown
 
 log = logging.getLogger(__name__)
+#: Sign-outs of this server process (see :class:`bcp_core.access.SignOuts`).
+SIGN_OUTS = access.SignOuts()
 KEY_SIGNED_IN = "_audit_signed_in"
 
 
@@ -57,6 +60,9 @@ def identity() -> Identity:
             return Identity(access.LOCAL_USER, "admin", mode)
         if not st.user.is_logged_in:
             return Identity("", "none", mode, "Sign in with your hospital account to continue.")
+        ended = access.session_refusal(st.user, time.time(), SIGN_OUTS)
+        if ended:  # a replayed cookie after sign-out, or an expired identity
+            return Identity("", "none", mode, ended)
         roles = access.load_roles(settings.roles_file())
         verified = access.verified_email(st.user)  # an unverified e-mail names nobody
         email = verified or access.subject_name(st.user)
@@ -97,6 +103,9 @@ def denied(action: Action | str, **details: object) -> None:
 
 def _sign_out() -> None:
     audit("sign_out")
+    subject = str(st.user.get("sub") or st.user.get("email") or "")
+    if subject:  # ends this identity on the server, not only the cookie in this browser
+        SIGN_OUTS.record(subject, time.time())
     st.session_state.pop(KEY_SIGNED_IN, None)
     st.logout()
 

@@ -228,3 +228,16 @@ def test_only_the_deployments_host_names_are_answered(host, served, answered):
 )
 def test_only_a_verified_email_names_someone(claims, email):
     assert access.verified_email(claims) == email
+
+
+def test_an_identity_issued_before_its_owners_sign_out_or_expired_is_ended():
+    """Security row 6: a cookie saved before "Sign out" and replayed signed the person in."""
+    sign_outs = access.SignOuts()
+    claims = {"sub": "ana", "iat": 1000.0, "exp": 4600.0}
+    assert access.session_refusal(claims, 2000.0, sign_outs) == ""
+    sign_outs.record("ana", 2000.0)
+    assert "You signed out" in access.session_refusal(claims, 2001.0, sign_outs)
+    fresh = {"sub": "ana", "iat": 2500.0, "exp": 6100.0}  # signed in again afterwards
+    assert access.session_refusal(fresh, 2600.0, sign_outs) == ""
+    assert access.session_refusal({"sub": "bob", "iat": 1000.0}, 2001.0, sign_outs) == ""
+    assert "expired" in access.session_refusal(claims, 4600.0, access.SignOuts())

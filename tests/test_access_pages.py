@@ -337,3 +337,24 @@ def test_an_unverified_email_claim_names_nobody_and_gets_no_role(small_demo):
     assert "subject mallory" in refusal and "has no access to this dashboard" in refusal
     assert "ana@h.org" not in refusal
     assert not at.get("dataframe")
+
+
+def test_a_replayed_or_expired_identity_meets_the_sign_in_prompt(roles, small_demo):
+    import time
+
+    from dashboard.auth import SIGN_OUTS
+
+    now = time.time()
+    user = {"is_logged_in": True, "email": "ana@h.org", "email_verified": True, "sub": "ana-1"}
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.secrets["auth"] = AUTH
+    at.user = {**user, "iat": now - 7200, "exp": now - 3600}
+    at.run()
+    assert "has expired" in at.warning[0].value and at.button(key="sign_in")
+    SIGN_OUTS.record("ana-1", now)
+    at.user = {**user, "iat": now - 60, "exp": now + 3600}  # the cookie saved before sign-out
+    at.run()
+    assert "You signed out" in at.warning[0].value and not at.get("dataframe")
+    at.user = {**user, "iat": now + 1, "exp": now + 3600}  # a new sign-in
+    at.run()
+    assert not at.warning or "signed out" not in at.warning[0].value

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def test_an_analyst_and_a_viewer_sign_in_and_see_their_own_dashboard(browser, si
 
     context, page = sign_in(browser, url, "val@h.org")
     page.get_by_text("(viewer)").wait_for()
-    page.get_by_text("Cancer rows").first.wait_for()
+    page.get_by_role("heading", name="Prediction").wait_for()  # a reader's home
     nav = page.locator('[data-testid="stSidebarNav"]')
     assert nav.get_by_text("Training", exact=True).count() == 0
     assert nav.get_by_text("Prediction", exact=True).count() == 1
@@ -155,3 +156,23 @@ def test_on_a_fresh_server_no_page_address_shows_anything_before_sign_in(
             for shown in ("Cancer rows", "Cancer images", "Upload", "Start training", "Entries"):
                 assert page.get_by_text(shown).count() == 0, (name, shown)
         context.close()
+
+
+def test_cookies_saved_before_sign_out_do_not_sign_in_again(browser, signin_app, provider):
+    """Security row 6: replaying the cookies after "Sign out" signed the same person in."""
+    url, here = signin_app
+    register(provider, "ana@h.org")
+    context, page = sign_in(browser, url, "ana@h.org")
+    page.get_by_text("(analyst)").wait_for()
+    saved = context.cookies()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_timeout(3000)  # the sign-out reaches the server (the provider may be shown)
+    context.close()
+    replay = browser.new_context(viewport={"width": 1400, "height": 1600})
+    replay.add_cookies(saved)
+    page = replay.new_page()
+    page.goto(url)
+    page.get_by_text(re.compile("You signed out|Sign in with your hospital account")).wait_for()
+    assert page.get_by_text("(analyst)").count() == 0
+    assert page.get_by_text("Cancer rows").count() == 0
+    replay.close()
