@@ -27,6 +27,8 @@ from dashboard.auth import account_box, audit, can, denied, identity
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
 KEY_BUNDLE = "bundle"
+#: A bundle to make the sidebar's choice on the next whole-page run (:func:`use_bundle`).
+KEY_USE_BUNDLE = "_use_bundle"
 #: Session-state key of the :class:`ChosenThreshold` (threshold page -> prediction page).
 KEY_THRESHOLD = "shared_threshold"
 
@@ -113,6 +115,13 @@ def load_match() -> MatchResult:
         show_error(str(exc) if root is None else hide_root(str(exc), root, roots))
         st.stop()
         raise  # st.stop() raises; this keeps type checkers informed
+
+
+def use_bundle(path: str) -> None:
+    """Make ``path`` this session's bundle and rerun the whole page (the sidebar's selectbox
+    cannot be changed from a fragment, so it takes the choice before it is drawn)."""
+    st.session_state[KEY_USE_BUNDLE] = path
+    st.rerun()
 
 
 def bundle_paths() -> list[str]:
@@ -266,6 +275,9 @@ def sidebar() -> None:
         if not can(Action.CHOOSE_BUNDLE):
             fixed = fixed_bundle_path()
             paths = [fixed] if fixed else []
+        wanted = st.session_state.pop(KEY_USE_BUNDLE, None)
+        if wanted in paths and can(Action.CHOOSE_BUNDLE):
+            st.session_state[KEY_BUNDLE] = wanted
         if st.session_state.get(KEY_BUNDLE) not in paths:
             if st.session_state.get(KEY_BUNDLE) and not can(Action.CHOOSE_BUNDLE):
                 _refused_once(Action.CHOOSE_BUNDLE, KEY_BUNDLE)

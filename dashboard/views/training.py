@@ -14,7 +14,7 @@ from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
 from dashboard.auth import audit, can, identity
 from dashboard.jobs import JobRegistry
-from dashboard.shared import KEY_BUNDLE, session_token, show_error
+from dashboard.shared import KEY_BUNDLE, session_token, show_error, use_bundle
 
 
 @st.cache_data(max_entries=16, show_spinner="Checking the run against chance...")
@@ -22,10 +22,6 @@ def _roc_auc_interval(path: str) -> tuple[float, float]:
     """The validation ROC-AUC's bootstrap interval over patients (image level)."""
     bundle = load_bundle(path, with_model=False)
     return evaluate_level(bundle.val_predictions, "image")[0].roc_auc_ci
-
-
-def _use(path: str) -> None:
-    st.session_state[KEY_BUNDLE] = path
 
 
 def hand_off(path: str, roc_auc: float) -> None:
@@ -46,11 +42,12 @@ def hand_off(path: str, roc_auc: float) -> None:
         return
     chosen = st.session_state.get(KEY_BUNDLE) == path
     cols = st.columns([1.4, 2, 2, 3])
-    cols[0].button(
+    if cols[0].button(
         "Using this model" if chosen else "Use this model", key="tr_use", type="primary",
-        disabled=chosen, on_click=_use, args=(path,),
+        disabled=chosen,
         help="Makes it this session's model for the threshold explorer and prediction.",
-    )  # fmt: skip
+    ):  # fmt: skip
+        use_bundle(path)  # the sidebar takes it on the whole page's rerun
     if chosen:
         cols[1].page_link("pages/threshold.py", label="Tune its threshold", icon=":material/tune:")
         cols[2].page_link(

@@ -46,7 +46,7 @@ def test_whole_journey(app_url, page, small_demo):
 
     # 3. Training: a tiny run, watched to the end.
     goto_page(page, "Training", "Training")
-    choose(page, "Model", "seed_cnn")
+    choose(page, "Model", "notebook's 3-layer CNN")
     set_number(page, "Image height", "64")
     set_number(page, "Image width", "48")
     set_number(page, "Epochs", "2")
@@ -57,9 +57,10 @@ def test_whole_journey(app_url, page, small_demo):
     page.locator(".js-plotly-plot").first.wait_for()
     page.screenshot(path=ARTIFACTS / "journey_3_training.png", full_page=True)
 
-    # 4. Threshold explorer on the new bundle: apply a recommendation, save it.
-    goto_page(page, "Threshold explorer", "Threshold explorer")
-    choose(page, "Model bundle", "seed_cnn")
+    # 4. The hand-off: use the new model, go on to its threshold; apply a rule, save it.
+    page.get_by_role("button", name="Use this model").click()
+    page.get_by_role("link", name="Tune its threshold").click()
+    page.get_by_role("heading", name="Threshold explorer").wait_for()
     page.get_by_text(re.compile(r"-seed_cnn \(seed_cnn\): saved threshold")).wait_for()
     page.get_by_text("Recommended thresholds").wait_for()
     page.get_by_role("button", name="Apply", exact=True).nth(3).click()  # sensitivity target
