@@ -122,6 +122,7 @@ def _train_config(args: argparse.Namespace) -> config.TrainConfig:
         weights=args.weights,
         fine_tune=args.fine_tune,
         frozen_stages=args.frozen_stages,
+        batch_norm=args.batch_norm,
         patience=args.patience,
         metadata_columns=tuple(args.metadata_columns or ()),
     ).validate()
@@ -578,6 +579,13 @@ def _add_train_parser(sub) -> None:
         default=d.frozen_stages,
         help="EfficientNet-Lite with --fine-tune: keep the stem and the first N of its 7 stages "
         "frozen (faster epochs)",
+    )
+    train.add_argument(
+        "--batch-norm",
+        choices=config.BATCH_NORM_MODES,
+        default=d.batch_norm,
+        help="a fine-tuned pretrained backbone's batch norm: frozen (ImageNet statistics) or "
+        "train (learns from the batches)",
     )
     train.add_argument(
         "--metadata-columns",

@@ -144,6 +144,8 @@ class DemoConfig:
 WEIGHTS_NONE = "none"
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_DEFAULT = "default"
+#: How a fine-tuned pretrained backbone's batch norm behaves (``TrainConfig.batch_norm``).
+BATCH_NORM_MODES = ("frozen", "train")
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,10 @@ class TrainConfig:
     #: EfficientNet-Lite only, when fine-tuning: the stem and the first N of the 7 stages keep
     #: their ImageNet weights (no gradients there, so epochs are cheaper: 0 trains them all).
     frozen_stages: int = 0
+    #: Pretrained backbones fine-tuned: "frozen" keeps their batch-norm statistics and runs
+    #: them in inference mode (the Keras transfer-learning guide); "train" lets them learn from
+    #: the batches, as a PyTorch fine-tune does.
+    batch_norm: str = "frozen"
     #: Validation scores of real films jump between epochs; 20 epochs without a better one end
     #: a run.
     patience: int = 20
@@ -413,6 +419,10 @@ class TrainConfig:
         _check_int("Patience", self.patience, 1, 500)
         _check_int("Seed", self.seed, 0, 2**31 - 1)
         _check_int("Frozen stages", self.frozen_stages, 0, 7)
+        if self.batch_norm not in BATCH_NORM_MODES:
+            raise UserError(
+                f"Batch norm must be one of {', '.join(BATCH_NORM_MODES)}, got {self.batch_norm!r}."
+            )
         if self.frozen_stages and spec.family != "packaged":
             raise UserError(
                 f"Frozen stages apply to the EfficientNet-Lite backbones only, not {self.model!r}."
@@ -470,6 +480,8 @@ class TrainConfig:
         out["image_size"] = list(self.image_size)
         if not self.frozen_stages:
             del out["frozen_stages"]
+        if self.batch_norm == "frozen":
+            del out["batch_norm"]
         if self.metadata_columns:
             out["metadata_columns"] = list(self.metadata_columns)
         else:

@@ -148,9 +148,12 @@ def test_csv_shards_and_a_file_list(ray_cluster, images, demo_bundle, tmp_path, 
 
 
 def test_local_engine_refuses_ray_options(demo_bundle, images, tmp_path, capsys):
-    argv = ["predict", "--bundle", str(demo_bundle), str(images), "--out", str(tmp_path / "o")]
+    argv = ["predict", "--bundle", str(demo_bundle), str(images), "--workers", "3"]
     assert main(argv) == 2
-    assert "--out works with --engine ray only." in capsys.readouterr().err
+    assert "--workers works with --engine ray only." in capsys.readouterr().err
+    # --out is a results folder for Ray, and a CSV file here
+    assert main([*argv[:-2], "--out", str(tmp_path / "o")]) == 2
+    assert "--out names the CSV file of the results here" in capsys.readouterr().err
 
 
 def test_without_ray_the_user_is_told_what_to_install(monkeypatch):

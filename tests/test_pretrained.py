@@ -265,3 +265,18 @@ def test_a_lite_bundle_exports_to_onnx_and_matches_keras(lite_bundle, tmp_path):
     result = export_bundle(lite_bundle, "onnx", tmp_path / "onnx")
     assert result.checked_max_abs_difference is not None
     assert result.checked_max_abs_difference <= TOLERANCE
+
+
+@pytest.mark.parametrize(("mode", "learns"), [("frozen", False), ("train", True)])
+def test_batch_norm_of_a_fine_tuned_backbone_is_frozen_or_learns_as_asked(mode, learns):
+    model = build_model(
+        "efficientnet_lite0", (64, 48), weights="imagenet", fine_tune=True, batch_norm=mode
+    )
+    model.compile("sgd", "binary_crossentropy")
+    bn = model.get_layer(BACKBONE_LAYER).get_layer("head_bn")
+    before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
+    x = np.random.default_rng(0).random((4, 64, 48, 1), dtype=np.float32)
+    model.train_on_batch(x, np.array([[0.0], [1.0], [0.0], [1.0]], np.float32))
+    moved = not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), before)
+    assert moved is learns
+    assert bool(bn.trainable_weights) is learns

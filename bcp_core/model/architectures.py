@@ -509,6 +509,7 @@ def build_transfer_model(
     dropout: float = DEFAULT_DROPOUT,
     output_bias: float | None = None,
     frozen_stages: int = 0,
+    batch_norm: str = "frozen",
 ) -> keras.Model:
     """A pretrained backbone (no top) behind a gray-to-RGB input and a sigmoid head.
 
@@ -536,6 +537,8 @@ def build_transfer_model(
         output_bias: Initial bias of the output unit (see :func:`initial_bias`).
         frozen_stages: EfficientNet-Lite fine-tuned from ImageNet weights: the stem and this
             many of its 7 stages stay frozen (cheaper epochs).
+        batch_norm: a fine-tuned pretrained backbone's batch norm: "frozen" (ImageNet
+            statistics, inference mode) or "train" (learns from the batches).
 
     Returns:
         The uncompiled model, named after the backbone.
@@ -555,6 +558,11 @@ def build_transfer_model(
     pretrained = resolved != WEIGHTS_NONE
     backbone = _build_backbone(name, (height, width, 3), resolved)
     _set_initial_trainable(backbone, name, fine_tune=fine_tune, pretrained=pretrained)
+    bn_learns = fine_tune and pretrained and batch_norm == "train"
+    if bn_learns:  # batch norm too: its statistics and scales follow the mammograms
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = True
     if frozen_stages and fine_tune and pretrained and name in packaged.PACKAGES:
         packaged.freeze_stages(backbone, frozen_stages)
     inputs = _image_input(height, width)
@@ -563,7 +571,7 @@ def build_transfer_model(
         x = packaged.imagenet_normalisation(rgb, PREPROCESSING_LAYER)
     else:
         x = _BACKBONES[name].preprocessing(rgb)
-    if pretrained or not fine_tune:
+    if (pretrained or not fine_tune) and not bn_learns:
         # Inference-mode BatchNorm keeps the pretrained statistics, even after unfreezing.
         features = backbone(x, training=False)
     else:
@@ -588,6 +596,7 @@ def build_model(
     seed: int | None = None,
     metadata_width: int = 0,
     frozen_stages: int = 0,
+    batch_norm: str = "frozen",
 ) -> keras.Model:
     """Build any model of ``config.MODEL_SPECS`` by name.
 
@@ -613,7 +622,7 @@ def build_model(
     """
     image_model = _build_image_model(
         name, image_size, weights=weights, fine_tune=fine_tune, dropout=dropout,
-        output_bias=output_bias, seed=seed, frozen_stages=frozen_stages,
+        output_bias=output_bias, seed=seed, frozen_stages=frozen_stages, batch_norm=batch_norm,
     )  # fmt: skip
     if metadata_width:
         return with_metadata(image_model, metadata_width, output_bias=output_bias)
@@ -658,6 +667,7 @@ def _build_image_model(
     output_bias: float | None,
     seed: int | None,
     frozen_stages: int = 0,
+    batch_norm: str = "frozen",
 ) -> keras.Model:
     """The image-only model of ``name`` (see :func:`build_model`)."""
     spec = model_spec(name)
@@ -669,7 +679,9 @@ def _build_image_model(
             f"The {name} model is trained from scratch and has no pretrained weights; use "
             f"weights='none' or one of the transfer models ({', '.join(TRANSFER_MODELS)})."
         )
-    options = {"frozen_stages": frozen_stages} if frozen_stages else {}
+    options: dict = {"frozen_stages": frozen_stages} if frozen_stages else {}
+    if batch_norm != "frozen":
+        options["batch_norm"] = batch_norm
     return _BUILDERS[name](
         name, image_size, weights=weights, fine_tune=fine_tune, dropout=dropout,
         output_bias=output_bias, **options,

