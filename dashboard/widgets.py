@@ -127,12 +127,17 @@ def _pct(value: float) -> str:
     return "n/a" if value != value else f"{value:.1%}"
 
 
-def metric_with_interval(col, label: str, value: float, interval: tuple | None, help: str = ""):
-    """A metric card showing a proportion and its 95% interval."""
-    text = "n/a" if value != value else f"{value:.1%}"
+def metric_with_interval(
+    col, label: str, value: float, interval: tuple | None, help: str = "", *, auc: bool = False
+):
+    """A metric card with its 95% interval: a proportion as a percentage, an AUC as a number
+    (0.861), the way every page and table writes it."""
+    shown = (lambda v: f"{v:.3f}") if auc else (lambda v: f"{v:.1%}")
+    text = "n/a" if value != value else shown(value)
     detail = None
     if interval and interval[0] == interval[0]:
-        detail = f"95% CI {interval[0]:.0%}-{interval[1]:.0%}"
+        low, high = interval
+        detail = f"95% CI {low:.2f}-{high:.2f}" if auc else f"95% CI {low:.0%}-{high:.0%}"
     col.metric(label, text, delta=detail, delta_color="off", delta_arrow="off", help=help or None)
 
 

@@ -76,12 +76,12 @@ metric_with_interval(
     "Specificity",
     m.specificity,
     ci.specificity_ci,
-    f"{m.fp} false alarms among {m.tn + m.fp}",
+    f"{m.fp} false alarm{'s' if m.fp != 1 else ''} among {m.tn + m.fp}",
 )
 metric_with_interval(cols[2], "PPV", m.precision, None, "Cancers among those flagged")
 metric_with_interval(cols[3], "NPV", m.npv, None, "No cancer among those cleared")
-metric_with_interval(cols[4], "ROC-AUC", result.roc_auc, result.roc_auc_ci)
-metric_with_interval(cols[5], "PR-AUC", result.pr_auc, result.pr_auc_ci)
+metric_with_interval(cols[4], "ROC-AUC", result.roc_auc, result.roc_auc_ci, auc=True)
+metric_with_interval(cols[5], "PR-AUC", result.pr_auc, result.pr_auc_ci, auc=True)
 st.caption(
     f"{result.n} validation {level}s, {result.n_positive} with cancer. F1 {m.f1:.3f}, "
     f"MCC {m.mcc:.3f}, balanced accuracy {m.balanced_accuracy:.1%}, accuracy "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 from sklearn import metrics as skm
@@ -120,3 +121,13 @@ def test_evaluate_json_agrees_with_scikit_learn(bundles_dir, capsys):
     low, high = out["sensitivity_ci"]
     assert low is None or low <= out["sensitivity"] <= high
     assert np.isfinite(out["brier"])
+
+
+def test_aucs_read_as_numbers_and_proportions_as_percentages(small_demo, bundles_dir):
+    root, _ = small_demo
+    at = open_threshold_page(root)
+    auc = metric(at, "ROC-AUC")
+    assert re.fullmatch(r"[01]\.\d{3}", auc), auc  # 0.861, not 86.1%
+    assert metric(at, "Sensitivity").endswith("%")
+    card = next(m for m in at.metric if m.label == "ROC-AUC")
+    assert re.fullmatch(r"95% CI [01]\.\d\d-[01]\.\d\d", card.proto.delta), card.proto.delta
