@@ -13,8 +13,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from bcp_core import config, settings
+from bcp_core import config
 from bcp_core.access import Action
+from bcp_core.config import method_label, settings
 from bcp_core.data.datasource import data_root_signature, read_data_root
 from bcp_core.data.matching import MatchResult
 from bcp_core.data.privacy import mask_df
@@ -211,8 +212,8 @@ def shared_threshold(bundle: Bundle) -> tuple[float, str]:
     """
     chosen = st.session_state.get(KEY_THRESHOLD)
     if isinstance(chosen, ChosenThreshold) and chosen.bundle == str(bundle.path):
-        return chosen.value, f"chosen on the threshold page ({chosen.method})"
-    return bundle.threshold, f"saved with the bundle ({bundle.meta.threshold.method})"
+        return chosen.value, f"chosen on the threshold page ({method_label(chosen.method)})"
+    return bundle.threshold, f"saved with the bundle ({method_label(bundle.meta.threshold.method)})"
 
 
 def _audit_changes() -> None:
