@@ -13,9 +13,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from bcp_core import config
+from bcp_core import config, settings
 from bcp_core.access import Action
-from bcp_core.config import method_label, settings
+from bcp_core.config import method_label
 from bcp_core.data.datasource import data_root_signature, read_data_root
 from bcp_core.data.matching import MatchResult
 from bcp_core.data.privacy import mask_df
