@@ -109,13 +109,16 @@ def plot_images_per_patient(per_patient: pd.DataFrame) -> go.Figure:
 _CURVES = (("loss", "Loss"), ("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("recall", "Recall"))
 
 
-def plot_training_curves(history: pd.DataFrame, epochs: int | None = None) -> go.Figure:
+def plot_training_curves(
+    history: pd.DataFrame, epochs: int | None = None, best_epoch: int | None = None
+) -> go.Figure:
     """Loss, ROC-AUC, PR-AUC and recall per epoch, training and validation.
 
     Args:
         history: one row per epoch with ``epoch`` and Keras-style columns (``loss``,
             ``val_loss``, ``roc_auc``, ``val_roc_auc``, ...).
         epochs: planned epochs, to fix the x axis while a run is going.
+        best_epoch: the epoch whose weights are kept, marked on every chart.
     """
     fig = make_subplots(
         rows=2, cols=2, subplot_titles=[title for _, title in _CURVES], vertical_spacing=0.14
@@ -139,6 +142,15 @@ def plot_training_curves(history: pd.DataFrame, epochs: int | None = None) -> go
                 row=row + 1,
                 col=col + 1,
             )
+    if best_epoch:
+        for i in range(len(_CURVES)):
+            row, col = divmod(i, 2)
+            fig.add_vline(
+                x=best_epoch, line=dict(color="#b03a63", dash="dash", width=1),
+                row=row + 1, col=col + 1,
+                annotation_text="kept" if i == 0 else None, annotation_position="top",
+                exclude_empty_subplots=False,
+            )  # fmt: skip
     if epochs:
         fig.update_xaxes(range=[0.5, epochs + 0.5], dtick=max(1, epochs // 10))
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), height=480, legend_title_text="")

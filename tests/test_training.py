@@ -202,3 +202,17 @@ def test_stop_ends_the_run_at_the_next_batch_without_scoring_again(tiny_manifest
     ]
     assert not [e for e in after if isinstance(e, Phase) and e.name == "scoring"]
     assert sum(isinstance(e, BatchEnded) for e in after) == 1  # no second batch after Stop
+
+
+def test_the_training_charts_mark_the_epoch_kept():
+    import pandas as pd
+
+    from bcp_core.plots import plot_training_curves
+
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3], "loss": [0.7, 0.6, 0.65], "val_pr_auc": [0.3, 0.4, 0.35]}
+    )
+    marked = plot_training_curves(history, 5, best_epoch=2)
+    lines = [s for s in marked.layout.shapes if s.type == "line"]
+    assert len(lines) == 4 and {s.x0 for s in lines} == {2}  # one per chart, at epoch 2
+    assert not plot_training_curves(history, 5).layout.shapes

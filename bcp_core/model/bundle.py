@@ -285,20 +285,36 @@ def bundle_card(bundle: Bundle, result: EvaluationResult | None = None) -> str:
     )
 
 
+#: The training settings the runs table shows as columns (from ``bundle.json``'s training).
+RUN_SETTINGS = ("epochs", "image_size", "learning_rate", "batch_size", "weights")
+
+
+def _setting_text(value: object) -> object:
+    """A setting as one table cell: an image size as ``160 x 128``, a weights path by name."""
+    if isinstance(value, list | tuple):
+        return " x ".join(str(v) for v in value)
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return Path(value).name
+    return "" if value is None else value
+
+
 def list_bundles_df(root: str | Path) -> pd.DataFrame:
     """Every bundle directly below ``root`` with its key facts, newest first.
 
     Returns:
-        DataFrame with columns ``bundle``, ``model``, ``status``, ``saved``, ``epochs``,
-        ``roc_auc``, ``pr_auc``, ``sensitivity``, ``specificity``, ``threshold``, ``path``;
-        folders that are not readable bundles are left out.
+        DataFrame with columns ``bundle``, ``model``, ``status``, ``saved``, ``best_epoch``
+        (the epoch whose weights the bundle keeps), ``epochs`` (asked for), ``image_size``,
+        ``learning_rate``, ``batch_size``, ``weights``, ``roc_auc``, ``pr_auc``,
+        ``sensitivity``, ``specificity``, ``threshold``, ``path``; folders that are not
+        readable bundles are left out.
     """
     columns = [
         "bundle",
         "model",
         "status",
         "saved",
-        "epochs",
+        "best_epoch",
+        *RUN_SETTINGS,
         "roc_auc",
         "pr_auc",
         "sensitivity",
@@ -316,10 +332,11 @@ def list_bundles_df(root: str | Path) -> pd.DataFrame:
             meta = read_bundle_meta(folder)
         except UserError:
             continue
-        m = meta.metrics
+        m, settings = meta.metrics, meta.training or {}
+        shown = {key: _setting_text(settings.get(key)) for key in RUN_SETTINGS}
         rows.append({
             "bundle": folder.name, "model": meta.model_name, "status": meta.status,
-            "saved": meta.saved, "epochs": m.best_epoch, "roc_auc": m.roc_auc,
+            "saved": meta.saved, "best_epoch": m.best_epoch, **shown, "roc_auc": m.roc_auc,
             "pr_auc": m.pr_auc, "sensitivity": m.sensitivity, "specificity": m.specificity,
             "threshold": meta.threshold.value, "path": str(folder),
         })  # fmt: skip

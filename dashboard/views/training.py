@@ -55,6 +55,13 @@ def hand_off(path: str, roc_auc: float) -> None:
         )
 
 
+def best_epoch(history) -> int | None:
+    """The epoch the run keeps so far: the best validation PR-AUC (the runner's rule)."""
+    if "val_pr_auc" not in history or history["val_pr_auc"].isna().all():
+        return None
+    return int(history.loc[history["val_pr_auc"].idxmax(), "epoch"])
+
+
 def live_progress(jobs: JobRegistry) -> None:
     """The current run, polled every second while one runs."""
     running = bool(jobs.current and jobs.current.running)
@@ -81,7 +88,9 @@ def _live(jobs: JobRegistry) -> None:
             job.stop_event.set()
             audit("train_stop", run=job.out_dir.name)
     if job.epochs:
-        st.plotly_chart(plot_training_curves(job.history_df(), job.cfg.epochs), key="tr_curves")
+        history = job.history_df()
+        best = job.result.best_epoch if job.result else best_epoch(history)
+        st.plotly_chart(plot_training_curves(history, job.cfg.epochs, best), key="tr_curves")
     if job.status == "failed":
         show_error(job.message)
     elif not job.running and job.result and job.result.metrics:
