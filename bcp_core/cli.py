@@ -159,7 +159,8 @@ class _TrainProgress:
 
 
 def _train_request(args: argparse.Namespace):
-    """The run the arguments ask for (settings checked, nothing read yet)."""
+    """The run the arguments ask for (nothing read yet; :func:`_precheck` checks it before
+    TensorFlow is imported, and the runner once more)."""
     from bcp_core import settings
     from bcp_core.runs import TrainRequest
 
@@ -173,13 +174,13 @@ def _train_request(args: argparse.Namespace):
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker,
         weights_cache=settings.weights_dir(),
-    ).check()
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from bcp_core.runs import read_training_data, run_training
 
-    request = _train_request(args)  # refused before any data is read
+    request = _train_request(args)  # checked by _precheck, before any data is read
     manifest, metadata = read_training_data(request)
     progress = None if args.json else _TrainProgress()
     result = run_training(request, manifest, metadata, on_event=progress)
@@ -618,7 +619,7 @@ def _precheck(args: argparse.Namespace) -> None:
     if getattr(args, "bundle", None) is not None:
         check_bundle_folder(args.bundle)
     if args.func is _cmd_train:
-        _train_request(args)
+        _train_request(args).check()
     if getattr(args, "data_root", None) is not None:
         from bcp_core.data.datasource import check_data_root  # pandas, not TensorFlow
 
