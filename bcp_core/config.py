@@ -162,8 +162,10 @@ class ModelSpec:
             local file) or ``"packaged"`` (ImageNet weights inside a pinned pip package,
             offline; the default weights are those).
         label: what page 3 shows.
-        bytes_per_pixel: training memory per input pixel of one image in a batch
+        bytes_per_pixel: training memory per input pixel of each image in a batch
             (:mod:`bcp_core.model.resources` explains how each was measured or scaled).
+        fixed_bytes_per_pixel: training memory per input pixel that does not grow with the
+            batch (likewise).
         min_side: the smallest height and width the network accepts.
         licence: the licence of the pretrained weights ("" when there are none).
         weights_m: millions of weights, counted on the built model (``seed_cnn`` grows with
@@ -174,6 +176,7 @@ class ModelSpec:
     family: str
     label: str
     bytes_per_pixel: int
+    fixed_bytes_per_pixel: int = 0
     min_side: int = 32
     licence: str = ""
     weights_m: float = 1.0
@@ -196,37 +199,40 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             "efficientnet_lite0", "packaged",
-            "EfficientNet-Lite0, ImageNet weights (Apache-2.0)", 1900, licence="Apache-2.0",
+            "EfficientNet-Lite0, ImageNet weights (Apache-2.0)", 386, 6026, licence="Apache-2.0",
             weights_m=3.42,
         ),
         ModelSpec(
             "efficientnet_lite2", "packaged",
-            "EfficientNet-Lite2, ImageNet weights (Apache-2.0)", 2500, licence="Apache-2.0",
+            "EfficientNet-Lite2, ImageNet weights (Apache-2.0)", 508, 7930, licence="Apache-2.0",
             weights_m=4.87,
         ),
         ModelSpec(
-            "seed_cnn", "scratch", "The notebook's 3-layer CNN (baseline)", 301, weights_m=0.1
+            "seed_cnn", "scratch", "The notebook's 3-layer CNN (baseline)", 423, 12519,
+            weights_m=0.1,
         ),
         ModelSpec(
-            "default_cnn", "scratch", "Compact batch-norm CNN, from scratch", 188, weights_m=0.85
+            "default_cnn", "scratch", "Compact batch-norm CNN, from scratch", 168, 166,
+            weights_m=0.85,
         ),
         ModelSpec(
-            "mil_cnn", "scratch", "Multiple-instance CNN, from scratch", 181, weights_m=0.44
+            "mil_cnn", "scratch", "Multiple-instance CNN, from scratch", 162, 160, weights_m=0.44
         ),
         ModelSpec(
-            "resnet50", "keras", "ResNet50 (weights: online or a local file)", 3240,
+            "resnet50", "keras", "ResNet50 (weights: online or a local file)", 658, 10275,
             weights_m=23.6,
         ),
         ModelSpec(
-            "vgg19", "keras", "VGG19 (weights: online or a local file)", 1465, weights_m=20.0
+            "vgg19", "keras", "VGG19 (weights: online or a local file)", 298, 4646,
+            weights_m=20.0,
         ),
         ModelSpec(
-            "inceptionv3", "keras", "InceptionV3 (weights: online or a local file)", 1513,
+            "inceptionv3", "keras", "InceptionV3 (weights: online or a local file)", 307, 4798,
             min_side=75, weights_m=21.8,
         ),
         ModelSpec(
-            "efficientnetb0", "keras", "EfficientNetB0 (weights: online or a local file)", 2190,
-            weights_m=4.05,
+            "efficientnetb0", "keras", "EfficientNetB0 (weights: online or a local file)", 445,
+            6946, weights_m=4.05,
         ),
     )
 }  # fmt: skip

@@ -1,4 +1,14 @@
-"""Server settings read from the environment: the one home for every ``BCP_*`` variable.
+"""Server settings read from the environment: the one place that reads a ``BCP_*`` variable.
+
+Only the entry points call this module: the CLI (:mod:`bcp_core.cli`) and the dashboard
+(``streamlit_app.py``, ``serve.py``, ``pages/``, ``dashboard/``). Below them no module reads the
+environment (``tests/test_architecture.py`` checks that none imports this one): each receives
+the values it needs, as arguments or as a small frozen object built here
+(:func:`training_limits`), so a setting that only one use needs can never stop another (an
+unusable ``BCP_MAX_UPLOAD_PIXELS`` stops uploads, not the CLI decoding a training image). The
+names of the settings that refusals cite, and the defaults of those limits, live beside the
+checks that use them (:mod:`bcp_core.model.resources`, :mod:`bcp_core.imaging.limits`,
+:mod:`bcp_core.data.roots`) and are imported here.
 
 Each function reads its variable when called (so a test or a restarted server sees a change)
 and falls back to a safe default. A value that cannot be used ends in one sentence naming the
@@ -12,7 +22,8 @@ variable (:class:`~bcp_core.errors.UserError`).
   ``weights/``);
 * ``BCP_TRAIN_MEMORY_GB``: the most memory a training run may need by its estimate (default:
   60% of the machine's memory);
-* ``BCP_MAX_BUNDLES``: the most bundles a bundles folder may hold (default: 50);
+* ``BCP_MAX_BUNDLES``, ``BCP_MAX_BUNDLES_GB``: the most bundles a bundles folder may hold
+  (default: 50) and the most GB (20);
 * ``BCP_MODE``: ``demo`` for the locked clinician demo (everyone a viewer, no sign-in); unset,
   the dashboard asks for sign-in when ``.streamlit/secrets.toml`` has an ``[auth]`` section
   and is single-user and local otherwise (SECURITY.md);
@@ -24,12 +35,17 @@ variable (:class:`~bcp_core.errors.UserError`).
 * ``BCP_MAX_UPLOAD_PIXELS``, ``BCP_MAX_UPLOAD_FILES``, ``BCP_PREDICTION_CACHE_MB``: the most
   pixels an uploaded image may declare (default: 40 million), files in one prediction batch
   (32) and memory the prediction page's cache may hold (256 MB);
+* ``BCP_SERVED_HOSTS``, ``BCP_METRICS``, ``BCP_MAX_UPLOAD_MB``, ``BCP_MAX_SESSION_UPLOAD_MB``,
+  ``BCP_MAX_UPLOADS_GB``: what the web server answers (``dashboard/server.py``): host names
+  besides the loopback ones, the metrics endpoint, the largest upload request (50 MB), the
+  uploads one session may hold (640 MB) and all sessions together (4 GB);
 * ``BCP_RAY_ADDRESS``, ``BCP_RAY_WORKERS``: a Ray cluster (``auto`` or ``HOST:PORT``) the
   training page may train on with ``multiworker`` (unset: the choice is not offered) and its
   number of workers (default 2).
 
 Folders are relative to the repository. The CLI, run by the person who owns the files, reads
-only ``BCP_TRAIN_MEMORY_GB`` and ``BCP_MAX_BUNDLES``.
+only the training limits (``BCP_TRAIN_MEMORY_GB``, ``BCP_MAX_BUNDLES``, ``BCP_MAX_BUNDLES_GB``)
+and ``BCP_WEIGHTS_DIR`` (where converted pretrained weights are cached), and only to train.
 """
 
 from __future__ import annotations
@@ -37,14 +53,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bcp_core.data.roots import ENV_ALLOWED_ROOTS
 from bcp_core.errors import UserError
+from bcp_core.imaging.limits import DEFAULT_MAX_UPLOAD_PIXELS, ENV_MAX_UPLOAD_PIXELS
+from bcp_core.model.resources import (
+    DEFAULT_MAX_BUNDLES,
+    DEFAULT_MAX_BUNDLES_GB,
+    ENV_MAX_BUNDLES,
+    ENV_MAX_BUNDLES_GB,
+    ENV_TRAIN_MEMORY_GB,
+    ENV_WEIGHTS_DIR,
+    GB,
+    TrainingLimits,
+    default_memory_budget,
+)
 
 ENV_DATA_ROOT = "BCP_DATA_ROOT"
 ENV_BUNDLES_DIR = "BCP_BUNDLES_DIR"
-ENV_ALLOWED_ROOTS = "BCP_ALLOWED_ROOTS"
-ENV_WEIGHTS_DIR = "BCP_WEIGHTS_DIR"
-ENV_TRAIN_MEMORY_GB = "BCP_TRAIN_MEMORY_GB"
-ENV_MAX_BUNDLES = "BCP_MAX_BUNDLES"
 ENV_MODE = "BCP_MODE"
 ENV_ROLES_FILE = "BCP_ROLES_FILE"
 ENV_AUDIT_LOG = "BCP_AUDIT_LOG"
@@ -58,17 +83,10 @@ DEFAULT_DEMO_DIR = REPO_DIR / "demo_data"
 DEFAULT_BUNDLES_DIR = REPO_DIR / "bundles"
 #: Where the training page looks for backbone weight files (git-ignored).
 DEFAULT_WEIGHTS_DIR = REPO_DIR / "weights"
-DEFAULT_MAX_BUNDLES = 50
 DEFAULT_ROLES_FILE = REPO_DIR / "roles.toml"
 #: The audit log (git-ignored).
 DEFAULT_AUDIT_LOG = REPO_DIR / "audit" / "audit.jsonl"
 DEFAULT_VIEWER_BUNDLE = "demo"
-#: Share of the machine's memory a training run may need when BCP_TRAIN_MEMORY_GB is unset.
-DEFAULT_MEMORY_SHARE = 0.6
-#: Assumed machine memory where it cannot be read.
-FALLBACK_MEMORY_BYTES = 8 * 10**9
-#: A gigabyte of the memory settings and messages (10^9 bytes).
-GB = 10**9
 
 
 def _env(name: str) -> str:
@@ -100,26 +118,11 @@ def allowed_roots() -> list[Path]:
     return [Path(p).expanduser() for p in parts] or [data_root()]
 
 
-def machine_memory_bytes() -> int:
-    """Memory of this machine, or of its container where a cgroup limit is lower."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        total = FALLBACK_MEMORY_BYTES
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit.isdigit():
-            total = min(total, int(limit))
-    except OSError:
-        pass
-    return total
-
-
 def train_memory_budget_bytes() -> int:
     """Most memory a training run may need: $BCP_TRAIN_MEMORY_GB, else 60% of the machine's."""
     text = _env(ENV_TRAIN_MEMORY_GB)
     if not text:
-        return int(DEFAULT_MEMORY_SHARE * machine_memory_bytes())
+        return default_memory_budget()
     try:
         value = float(text)
     except ValueError:
@@ -139,10 +142,6 @@ def _whole_number(name: str, default: int) -> int:
     return int(text)
 
 
-ENV_MAX_BUNDLES_GB = "BCP_MAX_BUNDLES_GB"
-DEFAULT_MAX_BUNDLES_GB = 20
-
-
 def max_bundles_bytes() -> int:
     """Most bytes the bundles folder may hold: $BCP_MAX_BUNDLES_GB (GB), else 20 GB."""
     return _whole_number(ENV_MAX_BUNDLES_GB, DEFAULT_MAX_BUNDLES_GB) * GB
@@ -151,6 +150,12 @@ def max_bundles_bytes() -> int:
 def max_bundles() -> int:
     """Most bundles a bundles folder may hold: $BCP_MAX_BUNDLES, else 50."""
     return _whole_number(ENV_MAX_BUNDLES, DEFAULT_MAX_BUNDLES)
+
+
+def training_limits() -> TrainingLimits:
+    """What one training run may take: $BCP_TRAIN_MEMORY_GB, $BCP_MAX_BUNDLES and
+    $BCP_MAX_BUNDLES_GB, read once (for :class:`bcp_core.runs.TrainRequest`)."""
+    return TrainingLimits(train_memory_budget_bytes(), max_bundles(), max_bundles_bytes())
 
 
 def mode() -> str:
@@ -178,11 +183,8 @@ def viewer_bundle() -> str:
 
 # --- Prediction inputs (uploads) ---------------------------------------------------------------
 
-ENV_MAX_UPLOAD_PIXELS = "BCP_MAX_UPLOAD_PIXELS"
 ENV_MAX_UPLOAD_FILES = "BCP_MAX_UPLOAD_FILES"
 ENV_PREDICTION_CACHE_MB = "BCP_PREDICTION_CACHE_MB"
-#: Most pixels an uploaded image may declare: a full-field mammogram has 10 to 30 million.
-DEFAULT_MAX_UPLOAD_PIXELS = 40_000_000
 #: Most files the prediction page takes in one batch.
 DEFAULT_MAX_UPLOAD_FILES = 32
 #: Most memory (MB, 10^6 bytes) the prediction page's cache of shown results may hold.
@@ -213,6 +215,10 @@ ENV_METRICS = "BCP_METRICS"
 ENV_MAX_UPLOAD_MB = "BCP_MAX_UPLOAD_MB"
 #: A 4096 x 3328 16-bit DICOM is 27 MB; a JPEG of it a few MB.
 DEFAULT_MAX_UPLOAD_MB = 50
+ENV_MAX_SESSION_UPLOAD_MB = "BCP_MAX_SESSION_UPLOAD_MB"
+DEFAULT_MAX_SESSION_UPLOAD_MB = 640
+ENV_MAX_UPLOADS_GB = "BCP_MAX_UPLOADS_GB"
+DEFAULT_MAX_UPLOADS_GB = 4
 
 
 def served_hosts() -> tuple[str, ...]:
@@ -229,6 +235,18 @@ def metrics_enabled() -> bool:
 def max_upload_bytes() -> int:
     """Most bytes one upload request may carry: $BCP_MAX_UPLOAD_MB (MB), else 50 MB."""
     return _whole_number(ENV_MAX_UPLOAD_MB, DEFAULT_MAX_UPLOAD_MB) * 10**6
+
+
+def max_session_upload_bytes() -> int:
+    """Most bytes of uploads one session may hold at once: $BCP_MAX_SESSION_UPLOAD_MB (MB),
+    else 640 MB (a batch of 32 files of 20 MB)."""
+    return _whole_number(ENV_MAX_SESSION_UPLOAD_MB, DEFAULT_MAX_SESSION_UPLOAD_MB) * 10**6
+
+
+def max_uploads_bytes() -> int:
+    """Most bytes of uploads all sessions together may hold: $BCP_MAX_UPLOADS_GB (GB), else
+    4 GB."""
+    return _whole_number(ENV_MAX_UPLOADS_GB, DEFAULT_MAX_UPLOADS_GB) * GB
 
 
 # --- Training on a cluster ---------------------------------------------------------------------

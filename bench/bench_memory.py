@@ -36,7 +36,7 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def child(model: str, side: int, batch: int) -> dict:
+def child(model: str, side: int, batch: int, fine_tune: bool = False) -> dict:
     """One short training run at ``side`` x ``side``; returns its peak memory."""
     import keras
     import numpy as np
@@ -64,11 +64,13 @@ def child(model: str, side: int, batch: int) -> dict:
                 "patient_id": f"P{p:02d}", "view": view, "laterality": "L", "key": path.stem,
                 "sheet": "bench", "row": len(rows) + 2,
             })  # fmt: skip
-    cfg = TrainConfig(model=model, image_size=(side, side), epochs=1, batch_size=batch)
+    cfg = TrainConfig(
+        model=model, image_size=(side, side), epochs=1, batch_size=batch, fine_tune=fine_tune
+    )
     before = peak_rss_bytes()
     train_model(pd.DataFrame(rows), cfg, folder / "bundle", extra_callbacks=[StopAfter()])
-    return {"model": model, "side": side, "batch": batch, "after_imports": before,
-            "peak": peak_rss_bytes()}  # fmt: skip
+    return {"model": model, "side": side, "batch": batch, "fine_tune": fine_tune,
+            "after_imports": before, "peak": peak_rss_bytes()}  # fmt: skip
 
 
 def activations_per_pixel() -> dict[str, float]:
@@ -98,10 +100,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs=2, default=[256, 768])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--activations", action="store_true")
+    parser.add_argument("--fine-tune", action="store_true", help="train a backbone's weights too")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIDE", "BATCH"))
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]), int(args.child[2]))))
+        model, side, batch = args.child[0], int(args.child[1]), int(args.child[2])
+        print(json.dumps(child(model, side, batch, args.fine_tune)))
         return
     if args.activations:
         print(json.dumps(activations_per_pixel(), indent=2))
@@ -109,6 +113,7 @@ def main() -> None:
     points = []
     for side in args.sizes:
         cmd = [sys.executable, __file__, "--child", args.model, str(side), str(args.batch)]
+        cmd += ["--fine-tune"] if args.fine_tune else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         points.append(json.loads(out.strip().splitlines()[-1]))
         print(points[-1], flush=True)

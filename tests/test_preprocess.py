@@ -11,6 +11,7 @@ from PIL import Image
 from bcp_core.config import PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.imaging.decode import read_gray
+from bcp_core.imaging.limits import DEFAULT_MAX_UPLOAD_PIXELS
 from bcp_core.imaging.preparation import (
     breast_bbox,
     chest_wall_on_right,
@@ -239,30 +240,50 @@ def test_an_upload_over_a_mammograms_size_is_refused_from_its_header():
     """75 M pixels (under the 100 M bomb limit) cost ~20 s and GBs each; uploads stop at 40 M."""
     from bcp_core import settings
 
-    assert settings.max_upload_pixels() == 40_000_000
+    assert settings.max_upload_pixels() == DEFAULT_MAX_UPLOAD_PIXELS == 40_000_000
     with pytest.raises(UserError, match=r"declares 10000 x 7500 pixels, more than the 40,000,000"):
         read_gray(png_declaring(10_000, 7_500), name="big.png")
 
 
-def test_the_upload_pixel_cap_is_configurable_and_files_keep_the_bomb_limit(tmp_path, monkeypatch):
-    monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", "20000")
+def test_the_upload_pixel_cap_is_configurable_and_files_keep_the_bomb_limit(tmp_path):
     path = save(breast(200, 160), tmp_path / "film.png", fmt="PNG")
     with pytest.raises(UserError, match=r"more than the 20,000 .*BCP_MAX_UPLOAD_PIXELS"):
-        read_gray(path.read_bytes())
-    assert read_gray(path).shape == (200, 160)  # a file on the server is not an upload
+        read_gray(path.read_bytes(), max_upload_pixels=20_000)
+    assert read_gray(path, max_upload_pixels=20_000).shape == (200, 160)  # a file: no upload
     from tests.test_dicom import make_dicom
 
     dicom = make_dicom(breast(200, 160).astype(np.uint16) * 16, bits_stored=12)
     with pytest.raises(UserError, match=r"declares 160 x 200 pixels, more than the 20,000"):
-        read_gray(dicom, name="scan.dcm")
+        read_gray(dicom, name="scan.dcm", max_upload_pixels=20_000)
     (tmp_path / "scan.dcm").write_bytes(dicom)
-    assert read_gray(tmp_path / "scan.dcm").shape == (200, 160)
-    monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", "lots")
-    with pytest.raises(UserError, match="BCP_MAX_UPLOAD_PIXELS must be a whole number"):
-        read_gray(path.read_bytes())
-    # An upload-only setting never stops reading a training image from the server's files.
-    assert read_gray(path).shape == (200, 160)
-    assert read_gray(tmp_path / "scan.dcm").shape == (200, 160)
+    assert read_gray(tmp_path / "scan.dcm", max_upload_pixels=20_000).shape == (200, 160)
+
+
+def test_an_unusable_upload_setting_stops_uploads_at_the_edge_and_no_other_decode(
+    tmp_path, monkeypatch
+):
+    """Settings at the edge: decoding reads no setting, so ``BCP_MAX_UPLOAD_PIXELS=abc`` (which
+    once stopped the decoding of any bytes) stops only the dashboard's uploads, with a sentence
+    naming it (the prediction page: tests/test_predict_page.py)."""
+    from bcp_core import settings
+    from bcp_core.imaging.preparation import decode_and_prepare
+    from tests.test_dicom import make_dicom
+
+    monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", "abc")
+    path = save(breast(200, 160), tmp_path / "film.png", fmt="PNG")
+    dicom = tmp_path / "scan.dcm"
+    dicom.write_bytes(make_dicom(breast(200, 160).astype(np.uint16) * 16, bits_stored=12))
+    # a training image, from a path (the CLI, the tf.data pipeline) or as bytes
+    assert preprocess_image(path, SPEC).shape == (64, 48, 1)
+    assert preprocess_image(dicom, SPEC).shape == (64, 48, 1)
+    assert preprocess_image(path.read_bytes(), SPEC).shape == (64, 48, 1)
+    assert decode_and_prepare(dicom.read_bytes(), SPEC, "scan.dcm")[0].gray.shape == (200, 160)
+    # the entry point that reads the setting for its uploads says what is wrong with it
+    with pytest.raises(UserError) as info:
+        settings.max_upload_pixels()
+    assert (
+        str(info.value) == "BCP_MAX_UPLOAD_PIXELS must be a whole number of at least 1, got 'abc'."
+    )
 
 
 @pytest.mark.parametrize(("fmt", "mode"), [("PNG", "L"), ("PNG", "RGB"), ("TIFF", "L")])

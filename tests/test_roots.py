@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from bcp_core import settings
 from bcp_core.cli import main
 from bcp_core.data.datasource import check_data_root, data_root_signature, read_data_root
 from bcp_core.data.roots import allowed_roots, display_path, hide_root, resolve_data_root
@@ -108,7 +109,7 @@ def test_a_symlink_loop_is_refused_not_a_crash(layout):
 def test_several_allowed_folders_come_from_the_setting(layout, tmp_path, monkeypatch):
     allowed, other, secret = layout
     monkeypatch.setenv("BCP_ALLOWED_ROOTS", os.pathsep.join([str(allowed), str(other)]))
-    roots = allowed_roots()
+    roots = allowed_roots(settings.allowed_roots())
     assert [r.label for r in roots] == ["hospital", "other_study"]
     assert resolve_data_root("other_study", roots) == other.resolve()
     with pytest.raises(UserError, match="choose hospital or other_study"):
@@ -119,7 +120,7 @@ def test_by_default_only_the_configured_data_root_is_allowed(layout, monkeypatch
     allowed, other, _ = layout
     monkeypatch.delenv("BCP_ALLOWED_ROOTS", raising=False)
     monkeypatch.setenv("BCP_DATA_ROOT", str(allowed))
-    roots = allowed_roots()
+    roots = allowed_roots(settings.allowed_roots())
     assert resolve_data_root("hospital/2024", roots) == allowed.resolve() / "2024"
     with pytest.raises(UserError, match=NOT_ALLOWED):
         resolve_data_root(str(other), roots)

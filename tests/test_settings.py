@@ -12,6 +12,7 @@ import pytest
 
 from bcp_core import settings
 from bcp_core.errors import UserError
+from bcp_core.model.resources import TrainingLimits, machine_memory_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,9 +57,9 @@ def test_defaults_without_any_setting(monkeypatch):
     assert settings.weights_dir() == REPO / "weights"
     assert settings.max_bundles() == 50
     budget = settings.train_memory_budget_bytes()
-    assert budget == int(0.6 * settings.machine_memory_bytes())
+    assert budget == int(0.6 * machine_memory_bytes())
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    assert 0 < settings.machine_memory_bytes() <= physical
+    assert 0 < machine_memory_bytes() <= physical
 
 
 def test_settings_are_read_from_the_environment(monkeypatch, tmp_path):
@@ -74,6 +75,17 @@ def test_settings_are_read_from_the_environment(monkeypatch, tmp_path):
     assert settings.train_memory_budget_bytes() == int(1.5e9)
     monkeypatch.setenv("BCP_MAX_BUNDLES", "3")
     assert settings.max_bundles() == 3
+
+
+def test_the_training_limits_are_read_together_for_the_entry_points(monkeypatch):
+    for name in ("BCP_TRAIN_MEMORY_GB", "BCP_MAX_BUNDLES", "BCP_MAX_BUNDLES_GB"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings.training_limits() == TrainingLimits()  # the defaults
+    assert TrainingLimits() == TrainingLimits(int(0.6 * machine_memory_bytes()), 50, 20 * 10**9)
+    monkeypatch.setenv("BCP_TRAIN_MEMORY_GB", "1.5")
+    monkeypatch.setenv("BCP_MAX_BUNDLES", "3")
+    monkeypatch.setenv("BCP_MAX_BUNDLES_GB", "7")
+    assert settings.training_limits() == TrainingLimits(int(1.5e9), 3, 7 * 10**9)
 
 
 #: Unusable values of each numeric setting, and the sentence that names it.

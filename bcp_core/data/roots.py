@@ -2,10 +2,13 @@
 
 Whoever opens the dashboard types a data root into a browser; the server must not read, list or
 reveal its other folders. So a typed data root is resolved (symlinks followed, ``..`` removed)
-and then checked to lie inside one of the allowed folders (:func:`bcp_core.settings.allowed_roots`:
-``BCP_ALLOWED_ROOTS``, by default only the configured data root); anything else gets one
-sentence that lists nothing. Inside the dashboard a path is shown by its allowed folder's name
-and the part below it (``demo_data/Cancer``), never as the server's absolute path.
+and then checked to lie inside one of the allowed folders (``BCP_ALLOWED_ROOTS``, by default only
+the configured data root); anything else gets one sentence that lists nothing. Inside the
+dashboard a path is shown by its allowed folder's name and the part below it
+(``demo_data/Cancer``), never as the server's absolute path.
+
+This module reads no setting: the dashboard reads the allowed folders from the environment
+(:mod:`bcp_core.settings`) and passes them to :func:`allowed_roots`.
 
 The CLI is used by the person who runs it, on their own files, and reads any folder: it does not
 use this module.
@@ -18,8 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bcp_core import settings
 from bcp_core.errors import UserError
+
+#: The setting that names the allowed folders, named in refusals (read by bcp_core.settings).
+ENV_ALLOWED_ROOTS = "BCP_ALLOWED_ROOTS"
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,10 @@ class AllowedRoot:
     path: Path
 
 
-def allowed_roots(folders: Iterable[str | Path] | None = None) -> list[AllowedRoot]:
-    """The allowed folders (default: from the settings), each with its label and real path."""
+def allowed_roots(folders: Iterable[str | Path]) -> list[AllowedRoot]:
+    """The allowed ``folders`` as configured, each with its label and real path."""
     found = []
-    for folder in settings.allowed_roots() if folders is None else folders:
+    for folder in folders:
         configured = Path(folder).expanduser()
         found.append(AllowedRoot(configured.name or configured.anchor, configured.resolve()))
     return found
@@ -49,7 +54,7 @@ def _refusal(roots: Sequence[AllowedRoot]) -> UserError:
     names = " or ".join(r.label for r in roots) or "nothing"
     return UserError(
         f"That folder is not an allowed data root: choose {names} or a folder inside it (the "
-        f"server's {settings.ENV_ALLOWED_ROOTS} setting names the allowed folders)."
+        f"server's {ENV_ALLOWED_ROOTS} setting names the allowed folders)."
     )
 
 

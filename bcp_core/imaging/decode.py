@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from bcp_core import config
 from bcp_core.errors import UserError
 from bcp_core.imaging.dicom import looks_like_dicom, read_dicom_gray
-from bcp_core.imaging.limits import check_declared_pixels
+from bcp_core.imaging.limits import DEFAULT_MAX_UPLOAD_PIXELS, check_declared_pixels
 
 #: Header fields of a DICOM file kept with its image (the patient ID deliberately is not).
 DICOM_FIELDS = ("view", "laterality", "photometric", "bits_stored", "manufacturer", "frames")
@@ -54,7 +54,11 @@ def _describe(source: str | Path | bytes) -> str:
 
 
 def decode_image(
-    source: str | Path | bytes, min_size: tuple[int, int] | None = None, name: str = ""
+    source: str | Path | bytes,
+    min_size: tuple[int, int] | None = None,
+    name: str = "",
+    *,
+    max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> Decoded:
     """Decode an image file into float32 grey in [0, 1], with what its header says.
 
@@ -63,8 +67,8 @@ def decode_image(
     below ``min_size``. Other pictures (PNG, TIFF) at least twice ``min_size`` are decoded, then
     at once shrunk by a whole factor (the mean of each block) that keeps ``min_size``, so only the
     small copy is kept. The pixel count a header declares is checked before decoding: at most
-    ``config.MAX_PIXELS`` for a file, and at most :func:`bcp_core.settings.max_upload_pixels`
-    (a mammogram's size) for bytes, which are uploads (DICOM too; see
+    ``config.MAX_PIXELS`` for a file, and at most ``max_upload_pixels`` (a mammogram's size)
+    for bytes, which are uploads (DICOM too; see
     :func:`bcp_core.imaging.limits.check_declared_pixels`). Orientation tags (EXIF) are applied;
     colour, CMYK, palette and alpha images become grey; 16-bit images are scaled by their bit
     depth (12-bit data, the usual mammography depth, by 4095).
@@ -77,35 +81,46 @@ def decode_image(
         source: a path or the file's bytes.
         min_size: the smallest (height, width) a JPEG may be decoded at; None: full size.
         name: the original file name of uploaded bytes (for messages and the DICOM suffix).
+        max_upload_pixels: the most pixels uploaded bytes may declare (the dashboard passes the
+            server's ``BCP_MAX_UPLOAD_PIXELS``); not used for a path.
 
     Raises:
         UserError: one sentence naming the file, for anything that is not a readable image.
     """
     if looks_like_dicom(source, name):
-        gray, header = read_dicom_gray(source)
+        gray, header = read_dicom_gray(source, max_upload_pixels=max_upload_pixels)
         return Decoded(gray, {key: header[key] for key in DICOM_FIELDS})
-    gray, colour = _read_picture(source, min_size, name or _describe(source))
+    upload_limit = max_upload_pixels if isinstance(source, bytes) else None
+    gray, colour = _read_picture(source, min_size, name or _describe(source), upload_limit)
     return Decoded(gray, colour=colour)
 
 
 def read_gray(
-    source: str | Path | bytes, min_size: tuple[int, int] | None = None, name: str = ""
+    source: str | Path | bytes,
+    min_size: tuple[int, int] | None = None,
+    name: str = "",
+    *,
+    max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> np.ndarray:
     """The pixels of :func:`decode_image`: float32 (h, w) grey in [0, 1].
 
     Raises:
         UserError: one sentence naming the file, for anything that is not a readable image.
     """
-    return decode_image(source, min_size, name).gray
+    return decode_image(source, min_size, name, max_upload_pixels=max_upload_pixels).gray
 
 
 def _read_picture(
-    source: str | Path | bytes, min_size: tuple[int, int] | None, name: str
+    source: str | Path | bytes,
+    min_size: tuple[int, int] | None,
+    name: str,
+    upload_limit: int | None,
 ) -> tuple[np.ndarray, float]:
-    """A JPG, PNG or TIFF (anything PIL reads) as grey, and its colour; see decode_image."""
+    """A JPG, PNG or TIFF (anything PIL reads) as grey, and its colour; see decode_image
+    (``upload_limit``: the most pixels an upload may declare, None for a file)."""
     try:
         img = _open(source)
-        check_declared_pixels(img.width, img.height, name, upload=isinstance(source, bytes))
+        check_declared_pixels(img.width, img.height, name, upload_limit=upload_limit)
         # A JPEG's colour is read from a separate 1/8-scale decode: its grey one has none left.
         colour = _colourfulness(_open(source)) if img.format == "JPEG" else None
         if min_size is not None and img.format == "JPEG":

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bcp_core.errors import UserError
-from bcp_core.imaging.limits import check_declared_pixels, pixel_limit
+from bcp_core.imaging.limits import DEFAULT_MAX_UPLOAD_PIXELS, check_declared_pixels, pixel_limit
 
 #: File-name suffixes taken as DICOM even without the "DICM" magic (headerless exports).
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -67,11 +67,14 @@ def looks_like_dicom(source: Source, name: str = "") -> bool:
     return head[_MAGIC_OFFSET:] == _MAGIC
 
 
-def read_dicom_gray(source: Source) -> tuple[np.ndarray, dict]:
+def read_dicom_gray(
+    source: Source, *, max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS
+) -> tuple[np.ndarray, dict]:
     """Decode a DICOM image into float32 grey in [0, 1] and its metadata.
 
     Args:
         source: a path or the file's bytes.
+        max_upload_pixels: the most pixels bytes (an upload) may declare; not used for a path.
 
     Returns:
         ``(gray, meta)``: gray is float32 (rows, columns) in [0, 1], bright = dense tissue
@@ -84,11 +87,11 @@ def read_dicom_gray(source: Source) -> tuple[np.ndarray, dict]:
     """
 
     name = "the uploaded DICOM file" if isinstance(source, bytes) else Path(source).name
-    upload = isinstance(source, bytes)
-    inflated = _check_deflated(source, name, upload=upload)
+    upload_limit = max_upload_pixels if isinstance(source, bytes) else None
+    inflated = _check_deflated(source, name, upload_limit)
     ds = _read_dataset(source, name)
     rows, columns = _image_size(ds, name)
-    check_declared_pixels(columns, rows, name, upload=upload)
+    check_declared_pixels(columns, rows, name, upload_limit=upload_limit)
     if inflated is not None:
         _check_inflated_fits(ds, inflated, name)
     meta = dicom_metadata(ds)
@@ -138,12 +141,13 @@ def _int(ds, keyword: str, default: int) -> int:
 # --- Reading and decoding -----------------------------------------------------------------
 
 
-def _check_deflated(source: Source, name: str, *, upload: bool) -> int | None:
+def _check_deflated(source: Source, name: str, upload_limit: int | None) -> int | None:
     """Inflate a deflated dataset once, bounded, before pydicom inflates it without a bound.
 
     A few MB of deflate can inflate a thousandfold; pydicom would hold all of it in memory. The
-    stream may inflate to at most what the largest image allowed here needs (2 bytes a pixel,
-    plus header slack); past that the file is refused without inflating further.
+    stream may inflate to at most what the largest image allowed here needs (``upload_limit``
+    pixels for an upload, None for a file; 2 bytes a pixel, plus header slack); past that the
+    file is refused without inflating further.
 
     Returns:
         The inflated size, or None for a dataset that is not deflated.
@@ -164,7 +168,7 @@ def _check_deflated(source: Source, name: str, *, upload: bool) -> int | None:
         return None
     if syntax != _DEFLATED:
         return None
-    limit = 2 * pixel_limit(upload=upload) + _HEADER_SLACK_BYTES
+    limit = 2 * pixel_limit(upload_limit) + _HEADER_SLACK_BYTES
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     pending, total = data[stream.tell() :], 0
     try:

@@ -2,27 +2,51 @@
 
 Checked before a run starts (by :func:`bcp_core.model.training.train_model`, and by the
 training page and the CLI before they read any data), so a run that cannot fit is refused with a
-sentence instead of exhausting the machine. Nothing here imports TensorFlow.
+sentence instead of exhausting the machine. Nothing here imports TensorFlow, and nothing here
+reads a setting: the limits come as a :class:`TrainingLimits` and the weights folder as a path,
+which the entry points build from the ``BCP_*`` environment (:mod:`bcp_core.settings`); the
+refusals name the setting that changes each limit.
 
-**Memory estimate.** ``BASE_BYTES + batch x height x width x bytes_per_pixel`` (the model's
-``ModelSpec``; plus, for ``seed_cnn`` alone, its Flatten-Dense weights, which grow with the
-image). The default CNN's figures are measured: peak resident memory of a short real run
-(``bench/bench_memory.py``: 3 steps, validation scoring and the bundle write, batch 8) was 1.10
-GB at 256 x 256 and 1.89 GB at 768 x 768, a line of 188 bytes per input pixel over a base of 1.0
-GB (TensorFlow, the pipeline, the model). The other models scale that slope by the values their
-layers output per input pixel (``bench_memory.py --activations``) against the default CNN's
-43.7, about 4.3 bytes per value; measured as a check, ResNet50 at batch 8 peaked at 3.2 GB at
-224 x 224 and 6.2 GB at 448 x 448, estimated 2.3 and 6.2 GB. It counts every backbone as trained
-(an upper bound for frozen ones) and stays rough: it is there to refuse settings that cannot fit
-(4096 x 4096 at batch 512 needs about 1,600 GB), not to plan to the last GB. GB here are 10^9
-bytes.
+**Memory estimate.** ``BASE_BYTES + MARGIN x (pixels x (image_bytes x batch + fixed_bytes) +
+weights x BYTES_PER_WEIGHT)``, with ``pixels`` = height x width and the two per-pixel figures
+of the model's ``ModelSpec``. Peak resident memory of short real runs (``bench/bench_memory.py``:
+3 steps, validation scoring and the bundle write; GB = 10^9 bytes) gave them:
+
+=================  =====  =====  ======  ===========  ========
+model              side   batch  peak    image_bytes  fixed
+=================  =====  =====  ======  ===========  ========
+default_cnn        256    16     1.21    168          166
+default_cnn        512    16     1.77
+default_cnn        256    8      1.10    (earlier run)
+default_cnn        768    8      1.89    (earlier run)
+seed_cnn           256    16     2.10    423          12,519
+seed_cnn           512    16     5.89
+seed_cnn           512    4      4.56
+efficientnet_lite0 256    16     2.01    386          6,026
+  (fine-tuned)     512    16     4.41
+                   512    4      3.19
+resnet50           224    8      3.15    (scaled)
+resnet50           448    8      6.2     (earlier run)
+=================  =====  =====  ======  ===========  ========
+
+``image_bytes`` grows with the batch (activations and their gradients); ``fixed_bytes`` does not
+(seed_cnn's Flatten-Dense weights, 256 per input pixel, with their gradients, Adam's moments
+and the copies the bundle write makes; workspace that grows with the input). Models not measured
+take the figures of the measured model of their kind scaled by their layers' outputs per input
+pixel (``bench_memory.py --activations``): mil_cnn from default_cnn, the backbones from
+efficientnet_lite0 fine-tuned (frozen backbones need less: the estimate is an upper bound for
+them). ``BYTES_PER_WEIGHT`` (46) is seed_cnn's measured cost per weight. ``MARGIN`` (1.25) puts
+every measured peak under its estimate (by 1.05 to 1.5 times): a run that fits the budget by
+the estimate does not exceed it on the machines measured. It is there to refuse settings that
+cannot fit (4096 x 4096 at batch 512 needs about 1,800 GB), not to plan to the last GB.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bcp_core import settings
 from bcp_core.config import (
     WEIGHTS_DEFAULT,
     WEIGHTS_IMAGENET,
@@ -33,48 +57,101 @@ from bcp_core.config import (
 from bcp_core.errors import UserError
 from bcp_core.model.files import META_FILE
 
-#: TensorFlow, the input pipeline and a small model: the measured line at zero pixels.
-BASE_BYTES = 1.0e9
-#: Training memory per input pixel of one image in a batch: ``ModelSpec.bytes_per_pixel``
-#: (default_cnn measured, the others scaled by their activations per pixel: seed_cnn 69.9,
-#: mil_cnn 42.1, resnet50 752, vgg19 340, inceptionv3 351, efficientnetb0 508 against
-#: default_cnn's 43.7).
-#: seed_cnn's Dense layer has 256 weights per input pixel (128 units on a Flatten of 128 maps
-#: at 1/8 of each side), each held four times (weight, gradient, Adam's two moments) as float32.
-SEED_CNN_WEIGHT_BYTES_PER_PIXEL = 256 * 4 * 4
+#: TensorFlow, the input pipeline and the model code: the measured lines at zero pixels (0.84
+#: to 1.21 GB).
+BASE_BYTES = 1.25e9
+#: Training memory per weight (weights, gradients, Adam's moments, the bundle write's copies).
+BYTES_PER_WEIGHT = 46
+#: Safety factor on everything above the base (see the module docstring).
+MARGIN = 1.25
 #: Suffixes of the backbone weight files the training page offers.
 WEIGHT_SUFFIXES = (".h5",)
+
+#: The settings that change the limits below, named in refusals (read by bcp_core.settings).
+ENV_TRAIN_MEMORY_GB = "BCP_TRAIN_MEMORY_GB"
+ENV_MAX_BUNDLES = "BCP_MAX_BUNDLES"
+ENV_MAX_BUNDLES_GB = "BCP_MAX_BUNDLES_GB"
+ENV_WEIGHTS_DIR = "BCP_WEIGHTS_DIR"
+#: A gigabyte of the memory limits and messages (10^9 bytes).
+GB = 10**9
+#: Share of the machine's memory a training run may need unless the server says otherwise.
+DEFAULT_MEMORY_SHARE = 0.6
+#: Assumed machine memory where it cannot be read.
+FALLBACK_MEMORY_BYTES = 8 * 10**9
+DEFAULT_MAX_BUNDLES = 50
+DEFAULT_MAX_BUNDLES_GB = 20
+
+
+def machine_memory_bytes() -> int:
+    """Memory of this machine, or of its container where a cgroup limit is lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = FALLBACK_MEMORY_BYTES
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def default_memory_budget() -> int:
+    """Most memory a training run may need by default: 60% of the machine's."""
+    return int(DEFAULT_MEMORY_SHARE * machine_memory_bytes())
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """What this server lets one training run take.
+
+    The entry points build it from the settings (:func:`bcp_core.settings.training_limits`);
+    made here without arguments it holds the defaults, as with no setting.
+
+    Attributes:
+        memory_bytes: the most memory a run may need by its estimate (``BCP_TRAIN_MEMORY_GB``;
+            default: 60% of the machine's).
+        max_bundles: the most bundles the bundles folder may hold (``BCP_MAX_BUNDLES``; 50).
+        max_bundles_bytes: the most bytes the bundles folder may hold (``BCP_MAX_BUNDLES_GB``;
+            20 GB).
+    """
+
+    memory_bytes: int = field(default_factory=default_memory_budget)
+    max_bundles: int = DEFAULT_MAX_BUNDLES
+    max_bundles_bytes: int = DEFAULT_MAX_BUNDLES_GB * GB
 
 
 def estimate_training_bytes(cfg: TrainConfig) -> float:
     """Rough peak memory of training ``cfg`` (see the module's docstring)."""
+    spec = model_spec(cfg.model)
     height, width = (int(v) for v in cfg.image_size)
     pixels = height * width
-    total = BASE_BYTES + int(cfg.batch_size) * pixels * model_spec(cfg.model).bytes_per_pixel
-    if cfg.model == "seed_cnn":
-        total += pixels * SEED_CNN_WEIGHT_BYTES_PER_PIXEL
-    return float(total)
+    per_pixel = spec.bytes_per_pixel * int(cfg.batch_size) + spec.fixed_bytes_per_pixel
+    return float(
+        BASE_BYTES + MARGIN * (pixels * per_pixel + spec.weights_m * 1e6 * BYTES_PER_WEIGHT)
+    )
 
 
 def _gb(value: float) -> str:
-    gb = value / settings.GB
+    gb = value / GB
     return f"{gb:,.1f}" if gb < 100 else f"{gb:,.0f}"
 
 
-def check_training_memory(cfg: TrainConfig, budget: float | None = None) -> float:
-    """Return the estimate, or refuse ``cfg`` when it exceeds ``budget`` (default: the setting).
+def check_training_memory(cfg: TrainConfig, limits: TrainingLimits) -> float:
+    """Return the estimate, or refuse ``cfg`` when it exceeds ``limits.memory_bytes``.
 
     Raises:
         UserError: with the estimate, the budget and what to change.
     """
     need = estimate_training_bytes(cfg)
-    allowed = settings.train_memory_budget_bytes() if budget is None else budget
+    allowed = limits.memory_bytes
     if need > allowed:
         height, width = cfg.image_size
         raise UserError(
             f"Training {cfg.model} at {height} x {width} with batch size {cfg.batch_size} needs "
             f"about {_gb(need)} GB of memory, more than the {_gb(allowed)} GB this server allows "
-            f"for training ({settings.ENV_TRAIN_MEMORY_GB}); choose a smaller batch size or "
+            f"for training ({ENV_TRAIN_MEMORY_GB}); choose a smaller batch size or "
             "image size."
         )
     return need
@@ -118,13 +195,11 @@ def folder_bytes(folder: Path) -> int:
 
 
 def check_bundle_quota(
-    out_dir: str | Path,
-    limit: int | None = None,
-    cfg: TrainConfig | None = None,
-    limit_bytes: int | None = None,
+    out_dir: str | Path, limits: TrainingLimits, cfg: TrainConfig | None = None
 ) -> None:
-    """Refuse a new bundle at ``out_dir`` when its folder already holds ``limit`` bundles, or
-    when the bundle ``cfg`` would write does not fit in what the folder may hold in bytes.
+    """Refuse a new bundle at ``out_dir`` when its folder already holds ``limits.max_bundles``
+    bundles, or when the bundle ``cfg`` would write does not fit in the bytes the folder may
+    hold (``limits.max_bundles_bytes``; not checked without ``cfg``).
 
     Replacing an existing bundle takes no new room and is allowed.
 
@@ -132,42 +207,41 @@ def check_bundle_quota(
         UserError: saying how to free room.
     """
     out_dir = Path(out_dir)
-    limit = settings.max_bundles() if limit is None else limit
+    limit = limits.max_bundles
     if (out_dir / META_FILE).is_file():
         return
     if cfg is not None:
-        allowed = settings.max_bundles_bytes() if limit_bytes is None else limit_bytes
+        allowed = limits.max_bundles_bytes
         need, held_bytes = estimate_bundle_bytes(cfg), folder_bytes(out_dir.parent)
         if held_bytes + need > allowed:
             raise UserError(
                 f"This run's bundle would take about {_gb(need)} GB and the bundles folder "
                 f"already holds {_gb(held_bytes)} GB of the {_gb(allowed)} GB this server keeps "
-                f"({settings.ENV_MAX_BUNDLES_GB}); choose a smaller model or image size, or "
+                f"({ENV_MAX_BUNDLES_GB}); choose a smaller model or image size, or "
                 "delete the bundles of runs you no longer need, then start again."
             )
     held = count_bundles(out_dir.parent)
     if held >= limit:
         raise UserError(
             f"The bundles folder already holds {held} bundles, the most this server keeps "
-            f"({settings.ENV_MAX_BUNDLES} = {limit}); delete the bundles of runs you no longer "
+            f"({ENV_MAX_BUNDLES} = {limit}); delete the bundles of runs you no longer "
             "need (each is one sub-folder of the bundles folder) or raise the limit, then start "
             "again."
         )
 
 
-def check_training_resources(cfg: TrainConfig, out_dir: str | Path) -> None:
+def check_training_resources(cfg: TrainConfig, out_dir: str | Path, limits: TrainingLimits) -> None:
     """Both checks above, before a run reads any data.
 
     Raises:
         UserError: for a run that needs more memory than allowed, or a full bundles folder.
     """
-    check_training_memory(cfg)
-    check_bundle_quota(out_dir, cfg=cfg)
+    check_training_memory(cfg, limits)
+    check_bundle_quota(out_dir, limits, cfg)
 
 
-def weight_files(folder: Path | None = None) -> list[str]:
-    """Names of the backbone weight files in ``folder`` (default: the weights setting)."""
-    folder = settings.weights_dir() if folder is None else folder
+def weight_files(folder: Path) -> list[str]:
+    """Names of the backbone weight files in ``folder`` (the server's weights folder)."""
     try:
         entries = sorted(folder.iterdir())
     except OSError:
@@ -179,14 +253,13 @@ def weight_files(folder: Path | None = None) -> list[str]:
     ]
 
 
-def weights_setting(choice: str, model: str, folder: Path | None = None) -> str:
+def weights_setting(choice: str, model: str, folder: Path) -> str:
     """The ``TrainConfig.weights`` value of a choice among default (``model``'s own), none,
-    imagenet and the weight files.
+    imagenet and the weight files of ``folder`` (the server's weights folder).
 
     Raises:
         UserError: for anything else (a path typed in, a file no longer there).
     """
-    folder = settings.weights_dir() if folder is None else folder
     if choice == WEIGHTS_DEFAULT:
         return model_spec(model).default_weights
     if choice in (WEIGHTS_NONE, WEIGHTS_IMAGENET):
@@ -194,7 +267,7 @@ def weights_setting(choice: str, model: str, folder: Path | None = None) -> str:
     if choice not in weight_files(folder):
         raise UserError(
             f"{choice!r} is not a weights file of this server; choose none, imagenet or one of "
-            f"the files in its weights folder ({settings.ENV_WEIGHTS_DIR})."
+            f"the files in its weights folder ({ENV_WEIGHTS_DIR})."
         )
     return str(folder / choice)
 
