@@ -359,6 +359,43 @@ def _dot_on_black() -> np.ndarray:
     return img
 
 
+def _ellipse(size, centre, radii, level: float, blur: float = 0.0) -> np.ndarray:
+    """A featureless grey ellipse on black (uint8), its edge blurred by ``blur`` pixels."""
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
+    inside = ((yy - centre[0]) / radii[0]) ** 2 + ((xx - centre[1]) / radii[1]) ** 2 < 1
+    img = ndimage.gaussian_filter(inside * float(level), blur) if blur else inside * float(level)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def _text_page() -> np.ndarray:
+    """Black text on a white page, 120 x 100 (read inverted: white letters on black)."""
+    from PIL import ImageDraw, ImageFont
+
+    page = Image.new("L", (100, 120), 255)
+    draw = ImageDraw.Draw(page)
+    draw.text((10, 12), "REPORT", fill=0, font=ImageFont.load_default(size=28))
+    for i, y in enumerate(range(54, 108, 22)):
+        draw.text((10, y), f"Mammography {i}", fill=0, font=ImageFont.load_default(size=14))
+    return np.asarray(page)
+
+
+def _grey_photo() -> np.ndarray:
+    """scikit-learn's sample photograph of a temple among trees, in grey at 160 x 120."""
+    from sklearn.datasets import load_sample_image
+
+    photo = Image.fromarray(load_sample_image("china.jpg")).convert("L")
+    return np.asarray(photo.resize((160, 120), Image.Resampling.BILINEAR))
+
+
+#: Issue 21: a featureless grey blob on black got "Cancer suspected" (0.32).
+GREY_BLOB = _ellipse((120, 100), (60, 50), (35, 28), 150)
+NO_SIDE = "nothing bright meets its left or right edge, where a breast meets the chest wall"
+FLAT = "the bright shape is flat, without the fine texture of breast tissue"
+NO_AIR = "no even black background around the breast"
+
+
 NOT_MAMMOGRAMS = [
     ("black", np.zeros((120, 100), np.uint8), "it is blank"),
     ("grey", np.full((120, 100), 128, np.uint8), "it is blank"),
@@ -367,6 +404,11 @@ NOT_MAMMOGRAMS = [
     ("photo", _photo_like(), "colour picture"),
     ("strip", blob_image(False, np.random.default_rng(3), (400, 60))[:, :12].copy(), "to 1"),
     ("dot", _dot_on_black(), "almost nothing is brighter than the background"),
+    ("grey-blob", GREY_BLOB, NO_SIDE),
+    ("blurred-blob", _ellipse((120, 100), (45, 60), (40, 30), 200, blur=4), NO_SIDE),
+    ("flat-half-disc", _ellipse((120, 100), (60, 0), (50, 70), 150), FLAT),
+    ("text-page", _text_page(), NO_SIDE),
+    ("grey-photo", _grey_photo(), NO_AIR),
 ]
 
 
@@ -399,6 +441,70 @@ def test_breast_like_images_pass_the_mammogram_check(tiny_manifest):
     gray = right_breast() / 255.0
     assert mammogram_doubt(1.0 - gray) == ""  # an inverted grey scale is undone first
     assert mammogram_doubt(gray[::4].copy()) == ""  # squashed to 1:3, still a film's shape
+
+
+def _doubt_of(pixels: np.ndarray, spec: PreprocessSpec = SPEC) -> str:
+    """What the check says of ``pixels`` uploaded as a PNG and decoded for ``spec``."""
+    import io
+
+    from bcp_core.imaging.decode import decode_image
+    from bcp_core.imaging.preparation import decode_size, mammogram_doubt
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    decoded = decode_image(buf.getvalue(), min_size=decode_size(spec), name="upload.png")
+    return mammogram_doubt(decoded.gray, decoded.colour)
+
+
+@pytest.mark.parametrize("size", [(60, 50), (240, 200), (640, 512)])
+def test_featureless_blobs_are_refused_at_any_size_grey_level_and_blur(size):
+    h, w = size
+    for level in (60, 150, 250):
+        for blur in (0.0, 0.03 * h):
+            centred = _ellipse(size, (h / 2, w / 2), (0.3 * h, 0.3 * w), level, blur)
+            assert NO_SIDE in _doubt_of(centred), (level, blur)
+            half_disc = _ellipse(size, (h / 2, 0), (0.45 * h, 0.6 * w), level, blur)
+            assert FLAT in _doubt_of(half_disc), (level, blur)
+            assert FLAT in _doubt_of(np.ascontiguousarray(half_disc[:, ::-1])), (level, blur)
+
+
+def test_the_grey_blob_of_issue_21_passes_once_it_has_tissue_texture():
+    """What refuses the blob is its shape and flatness: a textured breast there passes."""
+    assert NO_SIDE in _doubt_of(GREY_BLOB)
+    assert _doubt_of(right_breast((120, 100))) == ""
+
+
+def test_a_nearly_blank_image_is_refused():
+    from bcp_core.imaging.preparation import mammogram_doubt
+
+    gray = np.full((120, 100), 0.5, np.float32)
+    gray[:8, :9] = 0.0  # under 1% of the image: nothing stands out from the grey
+    assert "it is nearly blank" in mammogram_doubt(gray)
+
+
+def test_every_refusal_is_one_sentence_saying_what_to_do():
+    for name, pixels, _ in NOT_MAMMOGRAMS:
+        message = f"upload.png: this does not look like a mammogram: {_doubt_of(pixels)}."
+        assert message.count(". ") == 0 and message.endswith("."), name
+        assert any(word in message for word in ("send", "check", "choose")), name
+
+
+def test_the_synthetic_demo_films_pass_the_mammogram_check(small_demo):
+    from bcp_core.imaging.decode import decode_image
+    from bcp_core.imaging.preparation import decode_size, mammogram_doubt
+    from bcp_demo import synth
+
+    root, _ = small_demo  # 96 px high, as every test writes them
+    films = expand_inputs([root])
+    assert len(films) > 100
+    for spec in (SPEC, PreprocessSpec(320, 256)):
+        for path in films:
+            decoded = decode_image(path, min_size=decode_size(spec))
+            assert mammogram_doubt(decoded.gray, decoded.colour) == "", path.name
+    for seed, (view, side) in enumerate([("CC", "L"), ("MLO", "R"), ("MLO", "L"), ("CC", "R")]):
+        rng = np.random.default_rng(seed)  # full size, as make run writes them
+        film = synth.render_mammogram(rng, height=1024, width=832, view=view, laterality=side)
+        assert _doubt_of(film, PreprocessSpec(320, 256)) == "", (view, side)
 
 
 # --- Threat row 6: the page's cache holds what it shows, within bytes ----------------------------

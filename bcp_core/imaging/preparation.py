@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from bcp_core.config import DEFAULT_IMAGE_SIZE, PreprocessSpec
 from bcp_core.imaging.decode import Decoded, decode_image
+from bcp_core.imaging.limits import DEFAULT_MAX_UPLOAD_PIXELS
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -63,6 +64,26 @@ _MIN_NEIGHBOUR_CORRELATION = 0.5
 _MAX_COLOUR = 0.1
 #: Longest side of the image the checks look at.
 _DOUBT_SIDE = 128
+# The shape of what is bright (mammogram_doubt, after the checks above), measured on the same
+# films decoded for 160 x 128, 320 x 256 and 1024 x 832 inputs and shrunk to 128 px (bench/
+# bench_mammogram_check.py); bright = above the darkest 1% by 15% of the range up to the
+# brightest 1%. Films: the bright region meets the chest-wall edge along 34% to 100% of the
+# height; its fine detail is from 0.0025 (featureless shapes, blurred or not: at most 0.0003);
+# the band along the opposite edge is at most 57% bright; the 10th percentile is at most 0.09 of
+# the range above the 1st (an even black background), and 0.00 in every film whose far band is
+# 30% bright or more.
+#: Bright = above the darkest 1% by this share of the range up to the brightest 1%.
+_SHAPE_LEVEL = 0.15
+#: Share of the height along which the bright region meets the left or right edge, at least.
+_MIN_CHEST_WALL = 0.15
+#: Fine detail: mean |pixel - its 3 x 3 median of medians| inside the bright region (2 pixels in
+#: from its edge), as a share of the range.
+_MIN_DETAIL = 0.0012
+#: Share of the band along the edge opposite the chest wall that is bright...
+_MAX_FAR_EDGE = 0.4
+#: ...refused only when the 10th percentile is this far (share of the range) above the 1st:
+#: no even black background.
+_MIN_DARK_GAP = 0.03
 
 
 @dataclass(frozen=True)
@@ -160,9 +181,14 @@ def looks_inverted(gray: np.ndarray) -> bool:
 def mammogram_doubt(gray: np.ndarray, colour: float = 0.0) -> str:
     """Why ``gray`` does not look like a mammogram, in words; "" when it could be one.
 
-    Refused: an extreme aspect ratio, a blank image (one grey level), a colour picture, noise
-    (neighbouring pixels unrelated) and an image with almost nothing brighter than its
-    background. An inverted grey scale is undone first, as :func:`prepare` does.
+    Each reason says what looked wrong and what to do. Refused: an extreme aspect ratio, a blank
+    image (one grey level), a colour picture, noise (neighbouring pixels unrelated), an image
+    with almost nothing brighter than its background, and then by the shape of what is bright
+    (:func:`_shape_doubt`): nothing bright at the left or right edge, where a breast meets the
+    chest wall (a blob, a text page, another body part); a flat bright shape without the fine
+    detail of tissue (a drawn blob, a gradient); bright up to the opposite edge with no even
+    black background (a photograph, a chest radiograph, a pattern). An inverted grey scale is
+    undone first, as :func:`prepare` does. It takes 1 to 3 ms (bench/bench_mammogram_check.py).
 
     Args:
         gray: the decoded image, float32 (h, w) in [0, 1].
@@ -170,7 +196,10 @@ def mammogram_doubt(gray: np.ndarray, colour: float = 0.0) -> str:
     """
     h, w = gray.shape
     if max(h, w) > _MAX_ASPECT * max(min(h, w), 1):
-        return f"its sides are {max(h, w) / max(min(h, w), 1):.1f} to 1 (a film's are about 4 to 3)"
+        return (
+            f"its sides are {max(h, w) / max(min(h, w), 1):.1f} to 1 (a film's are about 4 to "
+            "3); send the whole film, not a strip of it"
+        )
     if looks_inverted(gray):
         gray = 1.0 - gray
     scale = min(1.0, _DOUBT_SIDE / max(h, w))
@@ -179,15 +208,83 @@ def mammogram_doubt(gray: np.ndarray, colour: float = 0.0) -> str:
     small = np.asarray(img.resize(size, resample=Image.Resampling.BOX), dtype=np.float64)
     low, high = np.percentile(small, [0.5, 99.5])
     if high - low < _MIN_SPREAD:
-        return f"it is blank (one grey level, {float(np.median(small)):.0%} bright)"
+        return (
+            f"it is blank (one grey level, {float(np.median(small)):.0%} bright); check that "
+            "the file is the mammogram meant"
+        )
     if colour > _MAX_COLOUR:
-        return "it is a colour picture; mammograms are grey"
+        return "it is a colour picture; mammograms are grey, so send the mammogram's own file"
     if _neighbour_correlation(small) < _MIN_NEIGHBOUR_CORRELATION:
-        return "it looks like noise (neighbouring pixels are unrelated)"
+        return (
+            "it looks like noise (neighbouring pixels are unrelated); check that the file is "
+            "a mammogram and not damaged"
+        )
     tissue = float(np.mean(small > max(float(np.percentile(small, 99)) * _BACKGROUND_LEVEL, 1e-3)))
     if tissue < _MIN_TISSUE:
-        return f"almost nothing is brighter than the background ({tissue:.1%} of the image)"
+        return (
+            f"almost nothing is brighter than the background ({tissue:.1%} of the image); "
+            "check the film's exposure or choose another file"
+        )
+    return _shape_doubt(small)
+
+
+def _shape_doubt(small: np.ndarray) -> str:
+    """The shape checks of :func:`mammogram_doubt` on its shrunk, upright grey image."""
+    h, w = small.shape
+    darkest, brightest = np.percentile(small, [1, 99])
+    span = max(float(brightest - darkest), 1e-6)
+    bright = small > darkest + _SHAPE_LEVEL * span
+    labels, n = ndimage.label(bright)
+    if n == 0:
+        return (
+            "it is nearly blank (nothing stands out from its background); check that the file "
+            "is the mammogram meant"
+        )
+    sizes = ndimage.sum_labels(bright, labels, index=np.arange(1, n + 1))
+    region = labels == (int(np.argmax(sizes)) + 1)
+    band = max(1, round(w / 32))  # a thin dark frame around a film does not hide the contact
+    left = float(region[:, :band].any(axis=1).mean())
+    right = float(region[:, -band:].any(axis=1).mean())
+    if max(left, right) < _MIN_CHEST_WALL:
+        return (
+            "nothing bright meets its left or right edge, where a breast meets the chest wall "
+            "(it looks like a shape, a page or another body part); send the whole mammogram "
+            "as exported, not a cut-out"
+        )
+    inside = ndimage.binary_erosion(region, iterations=2)
+    if inside.sum() < 16:  # tiny images: the whole region
+        inside = region
+    detail = float(np.abs(small - _median_of_medians(small))[inside].mean()) / span
+    if detail < _MIN_DETAIL:
+        return (
+            "the bright shape is flat, without the fine texture of breast tissue (it looks "
+            "drawn or generated); send a mammogram"
+        )
+    far_band = max(1, round(w / 16))
+    far = float(bright[:, -far_band:].mean() if left >= right else bright[:, :far_band].mean())
+    dark_gap = (float(np.percentile(small, 10)) - darkest) / span
+    if far >= _MAX_FAR_EDGE and dark_gap >= _MIN_DARK_GAP:
+        return (
+            "it is bright up to both side edges with no even black background around the "
+            "breast (it looks like a photograph or another kind of radiograph); send a "
+            "mammogram"
+        )
     return ""
+
+
+def _median_of_medians(img: np.ndarray) -> np.ndarray:
+    """The median of the three row-wise medians of each 3 x 3 neighbourhood (edges repeated).
+
+    Like a 3 x 3 median filter, it keeps flat areas, ramps and straight edges as they are and
+    removes pixel-scale detail, at a tenth of the cost.
+    """
+
+    def median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+
+    padded = np.pad(img, 1, mode="edge")
+    rows = median3(padded[:, :-2], padded[:, 1:-1], padded[:, 2:])
+    return median3(rows[:-2], rows[1:-1], rows[2:])
 
 
 def _neighbour_correlation(small: np.ndarray) -> float:
@@ -266,7 +363,11 @@ def decode_size(spec: PreprocessSpec) -> tuple[int, int]:
 
 
 def decode_and_prepare(
-    source: str | Path | bytes, spec: PreprocessSpec, name: str = ""
+    source: str | Path | bytes,
+    spec: PreprocessSpec,
+    name: str = "",
+    *,
+    max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> tuple[Decoded, Prepared]:
     """Decode one image file (path or bytes) at ``spec``'s decode size and prepare it.
 
@@ -277,11 +378,15 @@ def decode_and_prepare(
         source: a path or the file's bytes.
         spec: the preprocessing.
         name: the original file name of uploaded bytes (see :func:`decode_image`).
+        max_upload_pixels: the most pixels uploaded bytes may declare (see
+            :func:`decode_image`).
 
     Raises:
         UserError: when the file is not a readable image.
     """
-    decoded = decode_image(source, min_size=decode_size(spec), name=name)
+    decoded = decode_image(
+        source, min_size=decode_size(spec), name=name, max_upload_pixels=max_upload_pixels
+    )
     return decoded, prepare(decoded.gray, spec)
 
 
