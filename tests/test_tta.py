@@ -84,7 +84,7 @@ def test_one_pass_is_plain_prediction(bundle, tiny_manifest):
         assert result.passes == 1 and not result.uncertain
         assert result.probability_low == result.probability == result.probability_high
         assert set(result.to_json()) <= {"file", "probability", "label", "threshold", "view",
-                                         "laterality"}  # fmt: skip
+                                         "laterality", "seen_in"}  # fmt: skip
 
 
 def test_passes_give_the_mean_and_range_of_the_model_on_the_variants(bundle, tiny_manifest):

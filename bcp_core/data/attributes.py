@@ -152,6 +152,33 @@ def manifest_rows(files: Sequence[str], manifest: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def known_views(files: Sequence[tuple[str, bytes]], manifest: pd.DataFrame) -> list[dict]:
+    """The workbook's ``view`` and ``laterality`` of uploaded files that are files of the data
+    root: one with the same name *and* the same bytes (a name alone is not enough: two films
+    of a hospital export can share one). ``{}`` for an upload that is no such file.
+    """
+    by_name: dict[str, list[int]] = {}
+    for i, path in enumerate(manifest["path"]):
+        by_name.setdefault(Path(str(path)).name, []).append(i)
+    found: list[dict] = []
+    for name, data in files:
+        known: dict = {}
+        for i in by_name.get(Path(name).name, []):
+            path = Path(str(manifest["path"].iat[i]))
+            try:
+                same = path.stat().st_size == len(data) and path.read_bytes() == data
+            except OSError:
+                continue
+            if same:
+                cells = (manifest[k].iat[i] for k in ("view", "laterality"))
+                known = dict(
+                    zip(("view", "laterality"), (c if isinstance(c, str) else "" for c in cells))
+                )
+                break
+        found.append(known)
+    return found
+
+
 def image_values(
     data_root: str | Path, match: MatchResult, files: Sequence[str], column: str
 ) -> pd.DataFrame:

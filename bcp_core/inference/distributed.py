@@ -133,13 +133,14 @@ def result_table(results: Iterable[Prediction]) -> pd.DataFrame:
         df[column] = pd.to_numeric(df[column]).astype("float64")
     df["label"] = pd.to_numeric(df["label"]).astype("Int64")
     df["passes"] = pd.to_numeric(df["passes"]).astype("int64")
-    return df.astype({c: str for c in ("file", "view", "laterality", "error")})
+    return df.astype({c: str for c in ("file", "view", "laterality", "error", "seen_in")})
 
 
 def predictions_of(table: pd.DataFrame) -> list[Prediction]:
     """The :class:`Prediction` objects of a :func:`result_table`."""
     out = []
     for row in table.itertuples(index=False):
+        seen_in = str(getattr(row, "seen_in", "") or "")  # shards of older runs lack it
         if row.error:
             out.append(
                 Prediction(row.file, view=row.view, laterality=row.laterality, error=row.error)
@@ -156,6 +157,7 @@ def predictions_of(table: pd.DataFrame) -> list[Prediction]:
                     probability_low=float(row.probability_low),
                     probability_high=float(row.probability_high),
                     passes=int(row.passes),
+                    seen_in=seen_in,
                 )
             )
     return out
@@ -174,7 +176,7 @@ def read_results(out: str | os.PathLike) -> pd.DataFrame:
 def _read_shard(path: Path) -> pd.DataFrame:
     try:
         if path.suffix == ".csv":
-            text = {c: str for c in ("file", "view", "laterality", "error")}
+            text = {c: str for c in ("file", "view", "laterality", "error", "seen_in")}
             return pd.read_csv(path, dtype=text, keep_default_na=False)
         return pd.read_parquet(path)
     except (OSError, ValueError) as exc:

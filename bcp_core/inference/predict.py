@@ -27,11 +27,13 @@ from bcp_core.config import IMAGE_EXTENSIONS, PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.evaluation.aggregation import aggregate_predictions_df
 from bcp_core.imaging import tta
+from bcp_core.imaging.limits import DEFAULT_MAX_UPLOAD_PIXELS
 from bcp_core.imaging.preparation import Geometry, decode_and_prepare, mammogram_doubt
 from bcp_core.inference.explain import gradcam_heatmap, heatmap_to_image
 from bcp_core.model.bundle import Bundle, load_keras_model
 from bcp_core.model.files import MODEL_FILE
 from bcp_core.model.metadata import MetadataEncoder
+from bcp_core.model.provenance import file_sha256, split_of
 
 #: A file to predict: a path, or (name, bytes) for an upload.
 Source = str | os.PathLike | tuple[str, bytes]
@@ -95,6 +97,8 @@ class Prediction:
             their mean); equal to ``probability`` for one pass, None for an error.
         probability_high: the highest, likewise.
         passes: how many test-time variants were scored (:mod:`bcp_core.imaging.tta`).
+        seen_in: "train" or "val" when the file's bytes are those of a file of the model's
+            training or validation split (:mod:`bcp_core.model.provenance`), else "".
     """
 
     file: str
@@ -107,6 +111,7 @@ class Prediction:
     probability_low: float | None = None
     probability_high: float | None = None
     passes: int = 1
+    seen_in: str = ""
 
     @property
     def ok(self) -> bool:
@@ -123,9 +128,9 @@ class Prediction:
 
     def to_json(self) -> dict:
         """The command line's JSON object: ``file``, ``probability``, ``label``,
-        ``threshold``, ``view`` / ``laterality`` when known and, with more than one test-time
-        pass, ``probability_low``, ``probability_high``, ``passes`` and ``uncertain``; or
-        ``file`` and ``error``.
+        ``threshold``, ``view`` / ``laterality`` when known, ``seen_in`` when the model saw the
+        file in training and, with more than one test-time pass, ``probability_low``,
+        ``probability_high``, ``passes`` and ``uncertain``; or ``file`` and ``error``.
         """
         if not self.ok:
             return {"file": self.file, "error": self.error}
@@ -139,6 +144,8 @@ class Prediction:
             out["view"] = self.view
         if self.laterality:
             out["laterality"] = self.laterality
+        if self.seen_in:
+            out["seen_in"] = self.seen_in
         if self.passes > 1:
             out["probability_low"] = self.probability_low
             out["probability_high"] = self.probability_high
@@ -217,13 +224,18 @@ class PreparedImage:
         """A network-size heatmap mapped onto :attr:`gray` (see :func:`heatmap_to_image`)."""
         return heatmap_to_image(heatmap, self.geometry)
 
-    def pending(self, file: str) -> Prediction:
+    def pending(self, file: str, seen_in: str = "") -> Prediction:
         """A :class:`Prediction` for ``file`` with this image's view and laterality, unscored."""
-        return Prediction(file, view=self.meta["view"], laterality=self.meta["laterality"])
+        view, laterality = self.meta["view"], self.meta["laterality"]
+        return Prediction(file, view=view, laterality=laterality, seen_in=seen_in)
 
 
 def prepare_image(
-    source: str | os.PathLike | bytes, spec: PreprocessSpec, name: str = ""
+    source: str | os.PathLike | bytes,
+    spec: PreprocessSpec,
+    name: str = "",
+    *,
+    max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> PreparedImage:
     """Decode one file (path or bytes, DICOM or not) and prepare it as the bundle's input.
 
@@ -232,6 +244,8 @@ def prepare_image(
         spec: the bundle's preprocessing.
         name: the file name of uploaded bytes (its suffix can mark DICOM; its words can name
             the view and laterality).
+        max_upload_pixels: the most pixels uploaded bytes may declare in their header (the
+            dashboard passes the server's ``BCP_MAX_UPLOAD_PIXELS``); not used for a path.
 
     Raises:
         UserError: one sentence, for a missing file, a folder, an unreadable image or one that
@@ -242,7 +256,7 @@ def prepare_image(
         source = Path(source)
         _check_file(source)
     label = name or (source.name if isinstance(source, Path) else "the uploaded image")
-    decoded, prepared = decode_and_prepare(source, spec, name)
+    decoded, prepared = decode_and_prepare(source, spec, name, max_upload_pixels=max_upload_pixels)
     doubt = mammogram_doubt(decoded.gray, decoded.colour)
     if doubt:
         raise UserError(f"{label}: this does not look like a mammogram: {doubt}.")
@@ -269,6 +283,7 @@ def predict_one(
     with_heatmap: bool = True,
     passes: int = 1,
     metadata: Mapping[str, object] | None = None,
+    max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> ExplainedPrediction:
     """Predict one image for the dashboard, with its Grad-CAM heatmap on the decoded image.
 
@@ -276,6 +291,7 @@ def predict_one(
     (:mod:`bcp_core.imaging.tta`) and the result carries their range; the heatmap is always
     that of the input as prepared. A model on image plus workbook columns needs ``metadata``,
     the image's cells by column name (an absent or empty cell counts as missing).
+    ``max_upload_pixels``: see :func:`prepare_image`.
 
     Returns:
         :class:`ExplainedPrediction`: the :class:`Prediction` (``file`` is the file's name),
@@ -292,13 +308,14 @@ def predict_one(
     if encoder is not None and metadata is None:
         raise UserError(_needs_metadata(encoder, "this image"))
     values = None if encoder is None else encoder.encode_row(metadata or {})
-    prepared = prepare_image(source, bundle.spec, name)
+    prepared = prepare_image(source, bundle.spec, name, max_upload_pixels=max_upload_pixels)
     model = _model(bundle)
     scores = _probabilities(
         model, [prepared.net_input], passes, None if values is None else [values]
     )[0]
+    seen_in = split_of(bundle.path, file_sha256(source))
     result = ExplainedPrediction(
-        _scored(prepared.pending(prepared.name), scores, cut),
+        _scored(prepared.pending(prepared.name, seen_in), scores, cut),
         prepared.meta,
         prepared.gray,
         prepared.net_input,
@@ -426,6 +443,7 @@ def iter_predictions(
     on_progress: ProgressCallback | None = None,
     passes: int = 1,
     metadata: Mapping[str, Mapping[str, object]] | None = None,
+    max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> Iterator[Prediction]:
     """Like :func:`predict_files`, one result at a time (a batch is predicted at once)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -436,7 +454,8 @@ def iter_predictions(
     model, spec = _model(bundle), bundle.spec
     encoder = bundle.metadata_encoder
     for start in range(0, len(items), batch_size):
-        chunk = [_read_for_batch(item, spec) for item in items[start : start + batch_size]]
+        batch = items[start : start + batch_size]
+        chunk = [_read_for_batch(item, spec, max_upload_pixels, bundle.path) for item in batch]
         values = None
         if encoder is not None:
             chunk, values = _with_values(chunk, encoder, metadata or {})
@@ -457,6 +476,7 @@ def predict_files(
     on_progress: ProgressCallback | None = None,
     passes: int = 1,
     metadata: Mapping[str, Mapping[str, object]] | None = None,
+    max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> list[Prediction]:
     """Predict many files in batches; unreadable ones become error results.
 
@@ -471,6 +491,7 @@ def predict_files(
         metadata: for a model on image plus workbook columns, each file's cells by column name,
             keyed by the file as given or by its name (see :func:`read_metadata_csv`); a file
             without an entry becomes an error result.
+        max_upload_pixels: the most pixels an upload may declare (see :func:`prepare_image`).
 
     Returns:
         One :class:`Prediction` per source, in order (``file`` as given); for a file that
@@ -489,23 +510,29 @@ def predict_files(
             on_progress=on_progress,
             passes=passes,
             metadata=metadata,
+            max_upload_pixels=max_upload_pixels,
         )
     )
 
 
-def _read_for_batch(item: Source, spec: PreprocessSpec) -> tuple[Prediction, np.ndarray | None]:
-    """An unscored prediction and its network input, or an error result and None."""
+def _read_for_batch(
+    item: Source, spec: PreprocessSpec, max_upload_pixels: int, bundle_dir: Path
+) -> tuple[Prediction, np.ndarray | None]:
+    """An unscored prediction and its network input, or an error result and None; a file
+    of the bundle's own splits is marked so."""
     source: str | os.PathLike | bytes
     if isinstance(item, tuple):
         name, source = item
     else:
         name, source = str(item), item
     try:
-        prepared = prepare_image(source, spec, name if isinstance(source, bytes) else "")
+        upload_name = name if isinstance(source, bytes) else ""
+        prepared = prepare_image(source, spec, upload_name, max_upload_pixels=max_upload_pixels)
     except UserError as exc:
         return Prediction(name, error=str(exc)), None
+    seen_in = split_of(bundle_dir, file_sha256(source))
     # Keep only the network input: the decoded image can be 50 MB and is not needed here.
-    return prepared.pending(name), prepared.net_input
+    return prepared.pending(name, seen_in), prepared.net_input
 
 
 def _probabilities(
@@ -655,5 +682,5 @@ def results_df(results: Iterable[Prediction]) -> pd.DataFrame:
     df.loc[single, "probability_low"] = df.loc[single, "probability"]
     df.loc[single, "probability_high"] = df.loc[single, "probability"]
     df["label"] = df["label"].astype("Int64")  # 0 / 1, empty where the file failed (not 1.0)
-    text = {"file": str, "view": object, "laterality": object, "error": object}
-    return df.astype(text).fillna({"view": "", "laterality": "", "error": ""})
+    text = {"file": str, "view": object, "laterality": object, "error": object, "seen_in": object}
+    return df.astype(text).fillna({"view": "", "laterality": "", "error": "", "seen_in": ""})

@@ -44,9 +44,18 @@ from bcp_core.model.events import (
     TrainingEvent,
 )
 from bcp_core.model.losses import initial_bias, make_loss
-from bcp_core.model.meta import BundleMeta, SplitInfo, ThresholdChoice, ValidationMetrics, now_iso
+from bcp_core.model.meta import (
+    NO_LABEL,
+    BundleMeta,
+    RunLabel,
+    SplitInfo,
+    ThresholdChoice,
+    ValidationMetrics,
+    now_iso,
+)
 from bcp_core.model.metadata import check_leakage, fit_encoder
-from bcp_core.model.resources import check_training_resources
+from bcp_core.model.provenance import split_files_df
+from bcp_core.model.resources import TrainingLimits, check_training_resources
 
 EventSink = Callable[[TrainingEvent], None]
 
@@ -284,8 +293,10 @@ def make_bundle_meta(
     predictions: pd.DataFrame,
     best_epoch: int,
     status: str,
+    label: RunLabel = NO_LABEL,
 ) -> BundleMeta:
-    """The bundle's metadata: the threshold chosen on validation and the metrics there."""
+    """The bundle's metadata: the threshold chosen on validation and the metrics there, and the
+    run's name and note (``label``)."""
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     threshold = choose_threshold(y, p, cfg.threshold_method)
     ranks = ranking_metrics(y, p)
@@ -302,6 +313,7 @@ def make_bundle_meta(
             ranks["roc_auc"], ranks["pr_auc"], best_epoch, metrics_at_threshold(y, p, threshold)
         ),
         status=status,
+        label=label,
     )
 
 
@@ -360,8 +372,11 @@ def train_model(
     extra_callbacks: Iterable[keras.callbacks.Callback] = (),
     distribution: Distribution | None = None,
     metadata: pd.DataFrame | None = None,
+    label: RunLabel = NO_LABEL,
+    limits: TrainingLimits | None = None,
 ) -> TrainResult:
-    """Train a model on ``manifest`` and write the best one as a bundle in ``out_dir``.
+    """Train a model on ``manifest`` and write the best one as a bundle in ``out_dir``, with the
+    run's name and note (``label``) from its first write.
 
     With ``cfg.metadata_columns``, ``metadata`` holds those workbook columns' cells, one row per
     manifest row in order (:func:`bcp_core.data.attributes.metadata_frame`): they are checked
@@ -374,6 +389,9 @@ def train_model(
     bundle; every worker scores the whole validation split, so all take the same early-stopping
     decision.
 
+    ``limits`` is what the server lets the run take, which the entry points read from the
+    settings (:class:`~bcp_core.model.resources.TrainingLimits`; None: the defaults).
+
     Raises:
         UserError: for invalid settings or data, a run that needs more memory than the server
             allows or a full bundles folder (:mod:`bcp_core.model.resources`), before anything
@@ -384,12 +402,14 @@ def train_model(
     dist.worker_batch(cfg.batch_size)  # refuses a batch that does not divide between workers
     out_dir = Path(out_dir)
     if dist.is_chief:
-        check_training_resources(cfg, out_dir)
+        check_training_resources(cfg, out_dir, limits or TrainingLimits())
         check_writable(out_dir.parent)
     emit: EventSink = on_event or (lambda event: None)
     emit(Phase("preparing"))
     split, info = plan_split(manifest, cfg)
     fingerprint = data_fingerprint(manifest)
+    # Hashes of the split's files, so prediction can say when a file is one the model saw.
+    seen = split_files_df(manifest["path"], split) if dist.is_chief else None
     keras.utils.set_random_seed(cfg.seed)
     failures = ReadFailures()
     train = manifest[split == "train"]
@@ -422,13 +442,13 @@ def train_model(
         if status == "running":  # an improving epoch: its predictions are the best so far
             best_preds[:] = [val_predictions_df(val, scorer.indices, scorer.probabilities)]
         preds = best_preds[0]
-        meta = make_bundle_meta(cfg, info, fingerprint, preds, best_epoch, status)
+        meta = make_bundle_meta(cfg, info, fingerprint, preds, best_epoch, status, label)
         if encoder is not None:
             meta = replace(meta, metadata=encoder.to_json())
         if dist.mode != "none":
             meta.training["distribute"] = {"mode": dist.mode, "workers": dist.workers}
         if dist.is_chief:
-            save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds)
+            save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds, seen)
         written.append(meta)
 
     tracker = ImprovementTracker(lambda epoch: write(epoch, "running"))
