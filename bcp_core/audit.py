@@ -32,11 +32,15 @@ ACTIONS = (
     "export",
     "bundle_delete",
     "bundle_export",
+    "bundle_label",
+    "viewer_override",
     "card_subgroups",
     "denied",
 )
 #: The details an event may carry (never patient IDs or image paths).
-DETAILS = ("role", "mode", "bundle", "threshold", "method", "data_root", "file", "run", "what")
+DETAILS = (
+    "role", "mode", "bundle", "threshold", "method", "data_root", "file", "run", "what", "reason",
+)  # fmt: skip
 MAX_DETAIL_CHARS = 200
 
 

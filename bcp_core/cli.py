@@ -162,6 +162,7 @@ def _train_request(args: argparse.Namespace):
     """The run the arguments ask for (nothing read yet; :func:`_precheck` checks it before
     TensorFlow is imported, and the runner once more)."""
     from bcp_core import settings
+    from bcp_core.model.meta import RunLabel
     from bcp_core.runs import TrainRequest
 
     return TrainRequest(
@@ -174,6 +175,8 @@ def _train_request(args: argparse.Namespace):
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker,
         weights_cache=settings.weights_dir(),
+        limits=settings.training_limits(),
+        label=RunLabel(args.name or "", args.note or ""),
     )
 
 
@@ -554,6 +557,17 @@ def _add_train_parser(sub) -> None:
     train = _sub_parser(sub, "train", "train a model and write a bundle")
     train.add_argument("--data-root", required=True)
     train.add_argument("--out", required=True, help="bundle folder to write")
+    train.add_argument(
+        "--name",
+        metavar="TEXT",
+        help="a short title for the run (at most 80 characters), kept in the bundle and shown "
+        "in the dashboard's runs table and on Compare; editable later on the Training page",
+    )
+    train.add_argument(
+        "--note",
+        metavar="TEXT",
+        help="free text on what the run is for (at most 1000 characters), kept in the bundle",
+    )
     train.add_argument("--model", choices=config.MODEL_NAMES, default=d.model)
     train.add_argument(
         "--image-size", nargs=2, type=int, metavar=("H", "W"), default=list(d.image_size)

@@ -7,11 +7,14 @@ name or an image header passes :func:`~bcp_core.output_safety.plain_label` first
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from bcp_core import config
+from bcp_core.evaluation.compare import RunCurves
 from bcp_core.evaluation.metrics import Metrics
 from bcp_core.output_safety import plain_label
 
@@ -401,4 +404,46 @@ def plot_compare_pr(runs) -> go.Figure:
         yaxis_title="precision (PPV)",
         **_LAYOUT,
     )
+    return fig
+
+
+#: The per-epoch metrics the Compare page overlays, in its order: history column, chart title.
+RUN_CURVES = (
+    ("val_roc_auc", "Validation ROC-AUC"),
+    ("val_pr_auc", "Validation PR-AUC"),
+    ("val_loss", "Validation loss"),
+    ("loss", "Training loss"),
+)
+
+
+def plot_run_curves(runs: Sequence[RunCurves], column: str, title: str) -> go.Figure:
+    """One per-epoch metric of several runs: a line per run, each run's kept epoch marked.
+
+    Args:
+        runs: the runs, in the comparison's order (a run keeps its colour of
+            :func:`plot_compare_roc`); a run whose history lacks ``column`` is left out.
+        column: the history column, e.g. ``val_pr_auc`` (see :data:`RUN_CURVES`).
+        title: the chart's title.
+    """
+    fig = go.Figure()
+    for i, run in enumerate(runs):
+        if not run.has(column):
+            continue
+        h, color, name = run.history, _RUN_COLORS[i % len(_RUN_COLORS)], plain_label(run.name)
+        fig.add_trace(
+            go.Scatter(
+                x=h["epoch"], y=h[column], mode="lines+markers", name=name, legendgroup=name,
+                line=dict(color=color), marker=dict(size=5),
+            )
+        )  # fmt: skip
+        kept = h[h["epoch"] == run.best_epoch]
+        if not kept.empty:
+            fig.add_trace(
+                go.Scatter(
+                    x=kept["epoch"], y=kept[column], mode="markers", legendgroup=name,
+                    marker=dict(_OPERATING, color=color, symbol="diamond"), showlegend=False,
+                    name=plain_label(f"{run.name}: epoch {run.best_epoch} kept"),
+                )
+            )  # fmt: skip
+    fig.update_layout(title=plain_label(title), xaxis_title="epoch", **_LAYOUT)
     return fig

@@ -4,14 +4,14 @@
 turns its inputs into a :class:`TrainRequest` and calls :func:`run_training`, so the choice of
 engine (this process, the GPUs of this machine, a Ray cluster), the workbook values a model
 takes, the leakage check, the converted-weights cache and the bundle's name are decided in one
-place. The dashboard passes the data it has already read (its cached match); the CLI lets
-:func:`read_training_data` read it.
+place, and the run's name and note reach its bundle. The dashboard passes the data it has
+already read (its cached match); the CLI lets :func:`read_training_data` read it.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,8 @@ import pandas as pd
 from bcp_core.config import DISTRIBUTE_MODES, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.events import TrainingEvent
+from bcp_core.model.meta import NO_LABEL, RunLabel
+from bcp_core.model.resources import TrainingLimits, check_training_resources
 
 if TYPE_CHECKING:  # the runner imports TensorFlow: loaded when a run starts
     from bcp_core.data.matching import MatchResult
@@ -42,6 +44,10 @@ class TrainRequest:
         distribute: one of ``config.DISTRIBUTE_MODES``.
         workers, ray_address, gpus_per_worker, cpus_per_worker: ``multiworker`` only.
         weights_cache: where converted pretrained weights are cached (None: not cached).
+        limits: what the server lets the run take (the entry points pass
+            :func:`bcp_core.settings.training_limits`; default: the defaults).
+        label: the run's name and note, written with its bundle from the first epoch kept
+            (checked when made: :class:`~bcp_core.model.meta.RunLabel`).
     """
 
     cfg: TrainConfig
@@ -53,6 +59,8 @@ class TrainRequest:
     gpus_per_worker: float | None = None
     cpus_per_worker: int | None = None
     weights_cache: Path | None = None
+    limits: TrainingLimits = field(default_factory=TrainingLimits)
+    label: RunLabel = NO_LABEL
 
     def check(self) -> TrainRequest:
         """Return self, or refuse settings that cannot run, before any data is read.
@@ -61,8 +69,6 @@ class TrainRequest:
             UserError: a bad setting, Ray options without a multi-worker run, or a run that
                 needs more memory or bundle room than the server allows.
         """
-        from bcp_core.model.resources import check_training_resources
-
         self.cfg.validate()
         if self.distribute not in DISTRIBUTE_MODES:
             raise UserError(
@@ -74,7 +80,7 @@ class TrainRequest:
                 if getattr(self, option) is not None:
                     name = "--" + option.replace("_", "-")
                     raise UserError(f"{name} works with --distribute multiworker only.")
-        check_training_resources(self.cfg, self.out_dir)
+        check_training_resources(self.cfg, self.out_dir, self.limits)
         return self
 
 
@@ -147,6 +153,8 @@ def run_training(
             on_event=sink,
             stop_event=stop_event,
             metadata=metadata,
+            label=request.label,
+            limits=request.limits,
         )
     from bcp_core.model.distribute import local_distribution
     from bcp_core.model.training import train_model
@@ -159,6 +167,8 @@ def run_training(
         stop_event=stop_event,
         distribution=local_distribution(request.distribute),
         metadata=metadata,
+        label=request.label,
+        limits=request.limits,
     )
 
 

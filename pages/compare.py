@@ -1,6 +1,5 @@
-"""Page 6: compare runs trained on the same data, on the validation patients they share."""
-
-from pathlib import Path
+"""Page 6: compare runs trained on the same data, on the validation patients they share, and
+how each got there (their training curves)."""
 
 import pandas as pd
 import streamlit as st
@@ -12,6 +11,7 @@ from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_compare_pr, plot_compare_roc
 from dashboard.auth import can, require
 from dashboard.shared import bundle_version, comparable_bundle_paths, show_error
+from dashboard.views.compare import curves_section, run_choices
 
 require(Action.VIEW, "Comparing runs needs the viewer role.")
 st.title("Compare runs")
@@ -24,12 +24,13 @@ if len(paths) < 2:
     )
     st.info(f"Comparing needs at least two bundles{why}", icon=":material/info:")
     st.stop()
+choices = run_choices(paths)
 chosen = st.multiselect(
     "Bundles to compare",
     paths,
     default=paths[:2],
     key="cmp_bundles",
-    format_func=lambda p: Path(p).name,
+    format_func=lambda p: choices[p],
     help="Bundles trained on the same data root; compared on the validation images they share.",
 )
 chosen = [p for p in chosen if p in paths]  # only bundles this session may read
@@ -58,6 +59,7 @@ st.caption(
 left, right = st.columns(2)
 left.plotly_chart(plot_compare_roc(c.runs), key="cmp_roc")
 right.plotly_chart(plot_compare_pr(c.runs), key="cmp_pr")
+curves_section(chosen)
 
 
 def pct(value: float, ci: tuple[float, float]) -> str:

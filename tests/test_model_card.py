@@ -101,14 +101,17 @@ def test_the_threshold_page_shows_the_card(small_demo, bundles_dir):
     assert rest == card_file(bundles_dir / "demo").partition("\n")[2].rstrip("\n")
 
 
-def test_a_viewer_sees_the_card_of_an_old_bundle_and_nothing_is_written(
+def test_the_card_of_an_old_bundle_is_shown_and_nothing_is_written(
     small_demo, tmp_path, monkeypatch
 ):
     folder = tmp_path / "bundles"
     shutil.copytree(FORMAT1, folder / "demo")
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(folder))
-    monkeypatch.setenv("BCP_MODE", "demo")
     root, _ = small_demo
+    monkeypatch.setenv("BCP_MODE", "demo")  # no better than chance: viewers get the reason
+    at = open_app(root, "pages/threshold.py")
+    assert any("no better than chance" in w.value for w in at.warning)
+    monkeypatch.delenv("BCP_MODE")
     at = open_app(root, "pages/threshold.py")
     assert any(NOTICE in m.value and "0.3650 (youden)" in m.value for m in at.markdown)
     assert not (folder / "demo" / CARD_FILE).exists()

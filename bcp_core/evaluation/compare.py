@@ -6,7 +6,8 @@ patients; runs trained on different data (another ``data_fingerprint``) are refu
 scored at its own saved threshold. The AUC difference of two runs is tested by a paired patient
 bootstrap: every resample draws the common patients once and scores both runs on it (the
 resampling helpers of :mod:`bcp_core.evaluation.intervals`), so the interval reflects how the
-two models differ on the same patients, not two independent intervals.
+two models differ on the same patients, not two independent intervals. Beside these final
+figures, each run's per-epoch history (:class:`RunCurves`) shows how it got there.
 """
 
 from __future__ import annotations
@@ -141,6 +142,28 @@ class Comparison:
             "confidence": self.confidence,
             "test": "paired patient bootstrap of the AUC difference on the common patients",
         }
+
+
+@dataclass(frozen=True)
+class RunCurves:
+    """One run's training history, to overlay with other runs' epoch by epoch.
+
+    Attributes:
+        name: how the run is shown (its name, else its bundle folder's name; see
+            :func:`bcp_core.inference.comparison.run_titles`).
+        history: one row per epoch: ``epoch`` and Keras-style columns (``loss``, ``val_loss``,
+            ``val_roc_auc``, ``val_pr_auc``, ...); empty when the bundle has none.
+        best_epoch: the epoch whose weights the bundle keeps (None when not known).
+    """
+
+    name: str
+    history: pd.DataFrame
+    best_epoch: int | None = None
+
+    def has(self, column: str) -> bool:
+        """Whether the history holds a value of ``column`` for some epoch."""
+        h = self.history
+        return "epoch" in h and column in h and bool(h[column].notna().any())
 
 
 def _clean(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,17 @@
 """Compare bundles: read each bundle's metadata and validation predictions, then
-:func:`bcp_core.evaluation.compare.compare_runs` (the ``compare`` command and the Compare page).
+:func:`bcp_core.evaluation.compare.compare_runs` (the ``compare`` command and the Compare page);
+and their training histories, to overlay (:func:`training_curves`, the Compare page).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bcp_core.evaluation import intervals
-from bcp_core.evaluation.compare import Comparison, RunInput, compare_runs
+from bcp_core.evaluation.compare import Comparison, RunCurves, RunInput, compare_runs
 from bcp_core.model.bundle import Bundle, load_bundle
 from bcp_core.model.meta import BundleMeta
 
@@ -46,3 +49,33 @@ def compare_bundles(
     """
     bundles = [load_bundle(p, with_model=False) for p in paths]
     return compare_runs([run_input(b) for b in bundles], n_boot=n_boot, seed=seed)
+
+
+def run_titles(bundles: Sequence[Bundle]) -> list[str]:
+    """How each run is shown beside the others: its name, else its bundle folder's name; a name
+    that several of them share is followed by the folder's name in brackets."""
+    names = [b.meta.label.name for b in bundles]
+    shared = {name for name, count in Counter(names).items() if name and count > 1}
+    return [
+        f"{name} ({Path(b.path).name})" if name in shared else name or Path(b.path).name
+        for name, b in zip(names, bundles)
+    ]
+
+
+def training_curves(paths: Sequence[str | Path]) -> list[RunCurves]:
+    """The per-epoch history of the bundles at ``paths`` (``history.csv``; no model loaded),
+    each named by :func:`run_titles` and with the epoch it keeps.
+
+    Raises:
+        UserError: a bundle that cannot be read.
+    """
+    bundles = [load_bundle(p, with_model=False) for p in paths]
+    return [
+        RunCurves(title, b.history, _epoch(b.meta.metrics.best_epoch))
+        for title, b in zip(run_titles(bundles), bundles)
+    ]
+
+
+def _epoch(value: object) -> int | None:
+    """An epoch number as stored, or None for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

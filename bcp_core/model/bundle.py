@@ -2,7 +2,8 @@
 
     model.keras            Keras 3 native format, loaded with safe_mode on and without compiling
     bundle.json            format version, model name, preprocessing, threshold and how it was
-                           chosen, training config, split, data fingerprint, metrics, versions
+                           chosen, training config, split, data fingerprint, metrics, versions,
+                           the run's name and note (optional, editable after the run)
     history.csv            per-epoch metrics
     val_predictions.csv    file, patient_id, label, probability, laterality, view (validation)
     MODEL_CARD.md          the model card (bcp_core.model.card): intended use, data, metrics with
@@ -36,8 +37,9 @@ from bcp_core.fileio import (
 )
 from bcp_core.model.card import CARD_FILE, SUBGROUPS_KEY, render_card
 from bcp_core.model.files import HISTORY_FILE, META_FILE, MODEL_FILE, check_bundle_folder
-from bcp_core.model.meta import BundleMeta, now_iso
+from bcp_core.model.meta import BundleMeta, RunLabel, now_iso
 from bcp_core.model.metadata import MetadataEncoder
+from bcp_core.model.provenance import SPLIT_FILES
 
 VAL_FILE = "val_predictions.csv"
 VAL_COLUMNS = ("file", "patient_id", "label", "probability", "laterality", "view")
@@ -88,7 +90,12 @@ def _write_error(target: Path, exc: OSError) -> UserError:
 
 
 def save_bundle(
-    path: str | Path, model, meta: BundleMeta, history: pd.DataFrame, val_predictions: pd.DataFrame
+    path: str | Path,
+    model,
+    meta: BundleMeta,
+    history: pd.DataFrame,
+    val_predictions: pd.DataFrame,
+    split_files: pd.DataFrame | None = None,
 ) -> Path:
     """Write a bundle atomically and return its path.
 
@@ -98,6 +105,8 @@ def save_bundle(
         meta: the bundle's metadata; format version, library versions and date are set here.
         history: per-epoch metrics.
         val_predictions: columns ``VAL_COLUMNS``.
+        split_files: the hashes of the files of the training and validation splits
+            (:mod:`bcp_core.model.provenance`); none written when None.
 
     Raises:
         UserError: when the parent folder cannot be written (missing, read-only, disk full).
@@ -109,6 +118,8 @@ def save_bundle(
             model.save(tmp / MODEL_FILE)
             history.to_csv(tmp / HISTORY_FILE, index=False)
             val_predictions.reindex(columns=list(VAL_COLUMNS)).to_csv(tmp / VAL_FILE, index=False)
+            if split_files is not None:
+                split_files.to_csv(tmp / SPLIT_FILES, index=False)
             write_json_atomic(tmp / META_FILE, meta.to_json())
             # From the file as read back, so the card equals the one shown for the bundle.
             card = render_card(meta, _read_csv(tmp / VAL_FILE), name=target.name)
@@ -257,6 +268,44 @@ def _rewrite_meta(folder: Path, meta: BundleMeta) -> BundleMeta:
     return meta
 
 
+def update_label(path: str | Path, name: str, note: str) -> BundleMeta:
+    """Give a bundle's run the name and note a person typed (:class:`RunLabel`: cleaned, and
+    replacing the earlier ones; empty text removes one), keeping every other key of its
+    ``bundle.json``; written like a threshold save (``bundle.json`` and the model card in full
+    first, then renamed into place one after the other).
+
+    Raises:
+        UserError: a name or note over its limit, or a bundle that cannot be read or written.
+    """
+    label = RunLabel(name, note)
+    folder = Path(path)
+    return _rewrite_meta(folder, replace(read_bundle_meta(folder), label=label))
+
+
+#: The most characters of the reason an analyst gives for approving a model for viewers.
+MAX_REASON_CHARS = 300
+
+
+def approve_for_viewers(path: str | Path, by: str, reason: str) -> BundleMeta:
+    """Record that ``by`` lets viewers use this bundle although it is no better than chance on
+    its validation patients, and why (kept in ``bundle.json`` and on the model card).
+
+    Raises:
+        UserError: without a reason, with one over :data:`MAX_REASON_CHARS` characters, or for
+            a bundle that cannot be read or written.
+    """
+    text = " ".join("".join(c if c.isprintable() else " " for c in str(reason)).split())
+    if not text:
+        raise UserError("Say why viewers may use a model that is no better than chance.")
+    if len(text) > MAX_REASON_CHARS:
+        raise UserError(
+            f"A reason may be at most {MAX_REASON_CHARS} characters long; this one has {len(text)}."
+        )
+    folder = Path(path)
+    approval = {"by": str(by) or "anonymous", "time": now_iso(), "reason": text}
+    return _rewrite_meta(folder, replace(read_bundle_meta(folder), viewer_approval=approval))
+
+
 def record_subgroups(path: str | Path, table: dict, by: str = "") -> BundleMeta:
     """Keep a subgroup table (``SubgroupTable.to_json()``) in the bundle, by its column, and
     rewrite the model card with it (both files written in full, then renamed into place).
@@ -287,6 +336,14 @@ def bundle_card(bundle: Bundle, result: EvaluationResult | None = None) -> str:
 
 #: The training settings the runs table shows as columns (from ``bundle.json``'s training).
 RUN_SETTINGS = ("epochs", "image_size", "learning_rate", "batch_size", "weights")
+#: How much of a run's note the runs table shows (on one line).
+NOTE_PREVIEW_CHARS = 60
+
+
+def _preview(note: str) -> str:
+    """A note on one line, cut to :data:`NOTE_PREVIEW_CHARS` with an ellipsis."""
+    flat = " ".join(note.split())
+    return flat if len(flat) <= NOTE_PREVIEW_CHARS else flat[: NOTE_PREVIEW_CHARS - 1] + "…"
 
 
 def _setting_text(value: object) -> object:
@@ -298,18 +355,26 @@ def _setting_text(value: object) -> object:
     return "" if value is None else value
 
 
-def list_bundles_df(root: str | Path) -> pd.DataFrame:
+def list_bundles_df(root: str | Path, matching: str = "") -> pd.DataFrame:
     """Every bundle directly below ``root`` with its key facts, newest first.
 
+    Args:
+        root: the bundles folder.
+        matching: keep only the bundles whose folder name, run name or note (the whole note)
+            contains this text, ignoring case; "" keeps every bundle.
+
     Returns:
-        DataFrame with columns ``bundle``, ``model``, ``status``, ``saved``, ``best_epoch``
-        (the epoch whose weights the bundle keeps), ``epochs`` (asked for), ``image_size``,
-        ``learning_rate``, ``batch_size``, ``weights``, ``roc_auc``, ``pr_auc``,
-        ``sensitivity``, ``specificity``, ``threshold``, ``path``; folders that are not
-        readable bundles are left out.
+        DataFrame with columns ``bundle``, ``name`` and ``note`` (the run's, the note on one
+        line and cut to :data:`NOTE_PREVIEW_CHARS`; "" when none), ``model``, ``status``,
+        ``saved``, ``best_epoch`` (the epoch whose weights the bundle keeps), ``epochs`` (asked
+        for), ``image_size``, ``learning_rate``, ``batch_size``, ``weights``, ``roc_auc``,
+        ``pr_auc``, ``sensitivity``, ``specificity``, ``threshold``, ``path``; folders that are
+        not readable bundles are left out.
     """
     columns = [
         "bundle",
+        "name",
+        "note",
         "model",
         "status",
         "saved",
@@ -323,7 +388,7 @@ def list_bundles_df(root: str | Path) -> pd.DataFrame:
         "path",
     ]
     rows = []
-    base = Path(root)
+    base, wanted = Path(root), matching.strip().casefold()
     for folder in sorted(base.iterdir()) if base.is_dir() else []:
         if folder.name.startswith(".") or not folder.is_dir():
             continue
@@ -332,10 +397,15 @@ def list_bundles_df(root: str | Path) -> pd.DataFrame:
             meta = read_bundle_meta(folder)
         except UserError:
             continue
+        label = meta.label
+        texts = (folder.name, label.name, label.note)
+        if wanted and not any(wanted in text.casefold() for text in texts):
+            continue
         m, settings = meta.metrics, meta.training or {}
         shown = {key: _setting_text(settings.get(key)) for key in RUN_SETTINGS}
         rows.append({
-            "bundle": folder.name, "model": meta.model_name, "status": meta.status,
+            "bundle": folder.name, "name": label.name, "note": _preview(label.note),
+            "model": meta.model_name, "status": meta.status,
             "saved": meta.saved, "best_epoch": m.best_epoch, **shown, "roc_auc": m.roc_auc,
             "pr_auc": m.pr_auc, "sensitivity": m.sensitivity, "specificity": m.specificity,
             "threshold": meta.threshold.value, "path": str(folder),

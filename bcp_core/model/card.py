@@ -261,6 +261,17 @@ def _subgroups(meta: BundleMeta) -> list[str]:
     return lines
 
 
+def _approval(meta: BundleMeta) -> list[str]:
+    """The analyst's approval of a chance-level model for viewers, when there is one."""
+    given = meta.viewer_approval
+    if not given:
+        return []
+    return [
+        f"- **No better than chance on its validation patients**, yet approved for viewers by "
+        f"{md(given.get('by', ''))} on {md(given.get('time', ''))}: {md(given.get('reason', ''))}"
+    ]
+
+
 def render_card(
     meta: BundleMeta,
     val_predictions: pd.DataFrame,
@@ -301,6 +312,7 @@ def render_card(
         *_subgroups(meta),
         "## Known limits",
         "",
+        *_approval(meta),
         *(f"- {limit}" for limit in KNOWN_LIMITS),
         "",
         "## Versions",

@@ -32,6 +32,8 @@ import pandas as pd
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.files import META_FILE
+from bcp_core.model.meta import NO_LABEL, RunLabel
+from bcp_core.model.resources import TrainingLimits, check_training_resources
 
 SCALE_HINT = "install the scale extra: pip install -r requirements-scale.txt"
 
@@ -79,6 +81,8 @@ def _worker_main(config: dict) -> None:
             stop_event=stop,
             distribution=distribution,
             metadata=config["metadata"],
+            label=config["label"],
+            limits=config["limits"],
         )
     finally:
         stop.set()  # ends the waiting thread
@@ -113,6 +117,8 @@ def train_on_ray(
     on_event=None,
     stop_event: threading.Event | None = None,
     metadata: pd.DataFrame | None = None,
+    label: RunLabel = NO_LABEL,
+    limits: TrainingLimits | None = None,
 ):
     """Train on ``workers`` Ray workers; the chief writes the bundle to ``out_dir``.
 
@@ -131,6 +137,9 @@ def train_on_ray(
         stop_event: set it to stop the run after the current step (all workers stop there
             together); the bundle keeps the best epoch, as in one process.
         metadata: the workbook values of ``cfg.metadata_columns`` (see ``train_model``).
+        label: the run's name and note, written with the bundle.
+        limits: what the server lets the run take (see ``train_model``; None: the defaults),
+            checked here and again by the chief with the same values.
 
     Returns:
         The chief's :class:`bcp_core.model.training.TrainResult`.
@@ -140,7 +149,6 @@ def train_on_ray(
             folder keeps what was complete before).
     """
     from bcp_core.model.distribute import Distribution
-    from bcp_core.model.resources import check_training_resources
     from bcp_core.model.training import check_writable
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -156,7 +164,8 @@ def train_on_ray(
     cfg.validate()
     Distribution("multiworker", None, 0, workers).worker_batch(cfg.batch_size)
     out = Path(out_dir).resolve()
-    check_training_resources(cfg, out)
+    limits = limits or TrainingLimits()
+    check_training_resources(cfg, out, limits)
     check_writable(out.parent)
     ray, Queue = _import_ray_train()
     hooks = (on_event, stop_event or threading.Event())
@@ -164,7 +173,8 @@ def train_on_ray(
     if gpus_per_worker:
         resources["GPU"] = float(gpus_per_worker)
     with ray_connection(ray, address):
-        return _run(ray, Queue, (manifest, metadata), cfg, out, workers, resources, hooks)
+        data = (manifest, metadata, label, limits)
+        return _run(ray, Queue, data, cfg, out, workers, resources, hooks)
 
 
 @contextlib.contextmanager
@@ -217,6 +227,8 @@ def _run(ray, Queue, data, cfg, out, workers, resources, hooks):
             train_loop_config={
                 "manifest": data[0],
                 "metadata": data[1],
+                "label": data[2],
+                "limits": data[3],
                 "cfg": cfg.to_dict(),
                 "out": str(out),
                 "events": events,

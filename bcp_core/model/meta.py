@@ -5,7 +5,8 @@ training runner and by a threshold save, and read by the CLI, the threshold and 
 pages and the bundle list, always through attributes. :meth:`BundleMeta.from_json` checks what
 it reads from disk and says in one sentence what is wrong with a damaged or foreign file; keys
 it does not know are kept and written back unchanged, so a newer or hand-annotated file loses
-nothing when a threshold is saved.
+nothing when a threshold is saved. A run's name and note (:class:`RunLabel`) are the optional
+top-level keys ``name`` and ``note``, absent until someone gives them.
 
 The JSON layout (format version 1) is unchanged from the first bundles; a bundle written before
 these types existed loads as it is.
@@ -14,6 +15,7 @@ these types existed loads as it is.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -195,6 +197,81 @@ def _number(value: object) -> float:
     return float(value)
 
 
+#: The longest name and note a run may have, in characters.
+MAX_NAME_CHARS, MAX_NOTE_CHARS = 80, 1000
+#: Unicode categories removed from a name or note: control, format (bidirectional overrides,
+#: zero-width characters) and lone surrogates.
+_HIDDEN = ("Cc", "Cf", "Cs")
+
+
+def _plain_text(text: str, *, lines: bool) -> str:
+    """``text`` without control or format characters or surrounding white space.
+
+    With ``lines``, line breaks (CR LF, CR or LF) are kept as LF and other white space becomes a
+    space; without, the text becomes one line of words separated by single spaces.
+    """
+    out = []
+    for ch in text.replace("\r\n", "\n").replace("\r", "\n"):
+        if ch == "\n" and lines:
+            out.append(ch)
+        elif ch.isspace():
+            out.append(" ")
+        elif unicodedata.category(ch) not in _HIDDEN:
+            out.append(ch)
+    plain = "".join(out)
+    return plain.strip() if lines else " ".join(plain.split())
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    """A run's name and note: what a person calls the run and why it was made, to find it again.
+
+    Both are optional, plain text, and can be changed after the run (``bundle.json``'s ``name``
+    and ``note``). They are cleaned when made: control and format characters are removed, the
+    name is one line with single spaces, the note keeps its line breaks. Pages show them as
+    text, never as markdown or HTML.
+
+    Attributes:
+        name: a short display title (at most :data:`MAX_NAME_CHARS`), "" for none.
+        note: free text (at most :data:`MAX_NOTE_CHARS`), "" for none.
+
+    Raises:
+        UserError: a name or note longer than its limit, in one sentence.
+    """
+
+    name: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        name, note = _plain_text(self.name, lines=False), _plain_text(self.note, lines=True)
+        for what, text, limit in (("name", name, MAX_NAME_CHARS), ("note", note, MAX_NOTE_CHARS)):
+            if len(text) > limit:
+                raise UserError(
+                    f"A run's {what} may be at most {limit} characters long; this one has "
+                    f"{len(text)}."
+                )
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "note", note)
+
+    def to_json(self) -> dict[str, str]:
+        """``name`` and ``note`` for ``bundle.json``, each only when given."""
+        return {key: text for key, text in (("name", self.name), ("note", self.note)) if text}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunLabel:
+        """The label of a ``bundle.json`` object, read tolerantly: a name or note too long (the
+        file edited by hand) is cut to its limit, and one that is not text reads as none."""
+        name, note = data.get("name"), data.get("note")
+        return cls(
+            _plain_text(name, lines=False)[:MAX_NAME_CHARS] if isinstance(name, str) else "",
+            _plain_text(note, lines=True)[:MAX_NOTE_CHARS] if isinstance(note, str) else "",
+        )
+
+
+#: A run without a name or note (the default wherever a label is taken).
+NO_LABEL = RunLabel()
+
+
 @dataclass(frozen=True)
 class BundleMeta:
     """Everything ``bundle.json`` says about a trained model.
@@ -216,7 +293,12 @@ class BundleMeta:
         metadata: the encoding of the workbook columns the model takes beside the image
             (:meth:`bcp_core.model.metadata.MetadataEncoder.to_json`); None for an
             image-only model.
-        extra: keys this version does not know, kept as they were.
+        label: the run's name and note (``name`` and ``note`` in the file; none by default).
+        viewer_approval: who let viewers use this model although its validation ROC-AUC is no
+            better than chance, when and why (``by``, ``time``, ``reason``); None when nobody
+            did.
+        extra: keys this version does not know, kept as they were (a ``name`` or ``note`` that
+            is not text among them).
     """
 
     model_name: str
@@ -235,6 +317,8 @@ class BundleMeta:
     saved: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] | None = None
+    label: RunLabel = NO_LABEL
+    viewer_approval: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_threshold(self, value: float, method: str, note: str = "", by: str = "") -> BundleMeta:
@@ -266,6 +350,9 @@ class BundleMeta:
         }
         if self.metadata:
             out["metadata"] = self.metadata
+        out.update(self.label.to_json())
+        if self.viewer_approval:
+            out["viewer_approval"] = dict(self.viewer_approval)
         out.update({k: v for k, v in self.extra.items() if k not in out})
         return out
 
@@ -303,11 +390,15 @@ class BundleMeta:
                 "model again."
             )
         split = SplitInfo.from_json(data.get("split"))
-        known = {f.name for f in fields(cls)} | {"input"}
+        texts = {key for key in ("name", "note") if isinstance(data.get(key), str)}
+        known = ({f.name for f in fields(cls)} - {"label"}) | {"input"} | texts
         extra = {k: v for k, v in data.items() if k not in known}
         if split is None and "split" in data:
             extra["split"] = data["split"]
         training = data.get("training")
+        approval = data.get("viewer_approval")
+        if isinstance(approval, dict):
+            approval = {str(k): str(v) for k, v in approval.items()}
         return cls(
             model_name=str(data["model_name"]),
             preprocessing=PreprocessSpec.from_dict(data["preprocessing"]),
@@ -323,5 +414,7 @@ class BundleMeta:
             saved=str(data.get("saved", "")),
             versions=dict(data.get("versions") or {}),
             metadata=data["metadata"] if isinstance(data.get("metadata"), dict) else None,
+            label=RunLabel.from_json(data),
+            viewer_approval=approval or None,
             extra=extra,
         )
