@@ -20,7 +20,7 @@ import pandas as pd
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.events import BatchEnded, EpochEnded, Phase, Started, TrainingEvent
-from bcp_core.model.meta import SplitInfo
+from bcp_core.model.meta import NO_LABEL, RunLabel, SplitInfo
 from bcp_core.runs import TrainRequest
 
 if TYPE_CHECKING:  # the runner imports TensorFlow: loaded when a run starts, not with the page
@@ -48,6 +48,7 @@ class TrainingJob:
     distribute: str = "none"  # config.DISTRIBUTE_MODES; multiworker: settings.ray_address()
     metadata: pd.DataFrame | None = None  # workbook values of cfg.metadata_columns, per image
     data_root: Path = Path(".")  # the resolved data root the run reads
+    label: RunLabel = NO_LABEL  # the run's name and note, written with its bundle
 
     @property
     def request(self) -> TrainRequest:
@@ -59,7 +60,8 @@ class TrainingJob:
             cfg=self.cfg, data_root=self.data_root, out_dir=self.out_dir,
             distribute=self.distribute, workers=settings.ray_workers() if multi else None,
             ray_address=settings.ray_address() if multi else None,
-            weights_cache=settings.weights_dir(),
+            weights_cache=settings.weights_dir(), limits=settings.training_limits(),
+            label=self.label,
         )  # fmt: skip
 
     @property

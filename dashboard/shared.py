@@ -16,12 +16,16 @@ import streamlit as st
 from bcp_core import config, settings
 from bcp_core.access import Action
 from bcp_core.config import method_label
+from bcp_core.data import roots as data_roots
+from bcp_core.data.attributes import workbook_columns
 from bcp_core.data.datasource import data_root_signature, read_data_root
 from bcp_core.data.matching import MatchResult
 from bcp_core.data.privacy import mask_df
-from bcp_core.data.roots import allowed_roots, display_path, hide_root, resolve_data_root
+from bcp_core.data.roots import AllowedRoot, display_path, hide_root, resolve_data_root
 from bcp_core.errors import UserError
-from bcp_core.model.bundle import Bundle, list_bundles_df, load_bundle
+from bcp_core.evaluation.intervals import better_than_chance
+from bcp_core.inference.assessment import evaluate_level
+from bcp_core.model.bundle import Bundle, list_bundles_df, load_bundle, read_bundle_meta
 from bcp_core.output_safety import plain_markdown
 from dashboard.auth import account_box, audit, can, denied, identity
 
@@ -42,6 +46,12 @@ def bundles_dir() -> Path:
 def session_token() -> str:
     """A random id of this browser session (to tell one user's training run from another's)."""
     return st.session_state.setdefault("session_token", uuid.uuid4().hex)
+
+
+def allowed_roots() -> list[AllowedRoot]:
+    """The folders this server lets the dashboard read data roots from ($BCP_ALLOWED_ROOTS, else
+    the folder of $BCP_DATA_ROOT), with their labels and real paths."""
+    return data_roots.allowed_roots(settings.allowed_roots())
 
 
 def default_data_root() -> str:
@@ -81,6 +91,17 @@ def show_error(error: Exception | str) -> None:
     st.error(plain_markdown(error), icon=":material/error:")
 
 
+def upload_pixel_limit() -> int:
+    """The most pixels an uploaded image may declare ($BCP_MAX_UPLOAD_PIXELS); an unusable value
+    is shown as its sentence and stops the page."""
+    try:
+        return settings.max_upload_pixels()
+    except UserError as exc:
+        show_error(exc)
+        st.stop()
+        raise  # st.stop() raises; this keeps type checkers informed
+
+
 def masking() -> bool:
     """Whether patient IDs are masked (on unless an analyst turned it off)."""
     return bool(st.session_state.get(KEY_MASK_IDS, True)) or not can(Action.UNMASK)
@@ -116,6 +137,24 @@ def load_match() -> MatchResult:
         show_error(str(exc) if root is None else hide_root(str(exc), root, roots))
         st.stop()
         raise  # st.stop() raises; this keeps type checkers informed
+
+
+def chosen_root() -> Path:
+    """The sidebar's data root, resolved inside the allowed folders (``UserError`` outside)."""
+    return resolve_data_root(data_root(), allowed_roots())
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _cached_columns(root: str, signature: tuple, source: str) -> list[str]:
+    # ``signature`` is part of the cache key only: it changes when the user edits the files.
+    return workbook_columns(root, source)
+
+
+def workbook_column_names() -> list[str]:
+    """The columns of the chosen data root's workbooks, as the threshold page's subgroups and
+    the training page's model inputs offer them (``UserError`` when a workbook is unreadable)."""
+    match, root = load_match(), chosen_root()
+    return _cached_columns(str(root), data_root_signature(root), match.source)
 
 
 def use_bundle(path: str) -> None:
@@ -182,11 +221,42 @@ def _cached_bundle(path: str, mtime: float) -> Bundle:
     return load_bundle(path)
 
 
+@st.cache_data(max_entries=32, show_spinner="Checking the model against chance...")
+def roc_auc_interval(path: str, version: float) -> tuple[float, float]:
+    """The bundle's validation ROC-AUC 95% interval (patient bootstrap, image level), cached
+    per ``version`` of its files (:func:`bundle_version`)."""
+    bundle = load_bundle(path, with_model=False)
+    return evaluate_level(bundle.val_predictions, "image")[0].roc_auc_ci
+
+
+def viewer_refusal(path: str) -> str:
+    """Why viewers may not use the bundle at ``path``: its validation ROC-AUC interval includes
+    0.5 and no analyst has approved it for them (:func:`bcp_core.model.bundle.
+    approve_for_viewers`); "" when they may."""
+    try:
+        low, high = roc_auc_interval(path, bundle_version(path))
+        approved = bool(read_bundle_meta(path).viewer_approval)
+    except UserError:
+        return ""  # an unreadable bundle: loading it says why
+    if approved or better_than_chance((low, high)):
+        return ""
+    return (
+        f"The model set for viewers ({Path(path).name}) is no better than chance on its "
+        f"validation patients (ROC-AUC 95% interval {low:.3f}-{high:.3f}): it is shown only "
+        "once an analyst approves it on the Training page."
+    )
+
+
 def current_bundle() -> Bundle | None:
-    """The chosen bundle with its model, loaded once per version; errors shown on the page."""
+    """The chosen bundle with its model, loaded once per version; errors shown on the page.
+    Those who may not choose get no bundle that is no better than chance unless an analyst
+    approved it (the page stops with the reason)."""
     path = selected_bundle_path()
     if path is None:
         return None
+    if not can(Action.CHOOSE_BUNDLE) and (refusal := viewer_refusal(path)):
+        st.warning(plain_markdown(refusal), icon=":material/block:")
+        st.stop()
     try:
         return _cached_bundle(path, _mtime(path))
     except UserError as exc:

@@ -19,16 +19,18 @@ from bcp_core.inference.predict import (
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_probability_gauge
 from dashboard.auth import require
-from dashboard.shared import current_bundle, shared_threshold, show_error
-from dashboard.views.predict import show_batch
-from dashboard.widgets import (
+from dashboard.shared import current_bundle, shared_threshold, show_error, upload_pixel_limit
+from dashboard.views.predict import (
     example_buttons,
     feedback_form,
     metadata_inputs,
     preview_url,
     results_table,
+    seen_note,
+    show_batch,
     test_time_passes,
     uncertainty_note,
+    with_workbook_views,
 )
 
 require(Action.VIEW, "Prediction needs the viewer role.")
@@ -55,20 +57,25 @@ def shown_cache(max_bytes: int) -> ShownCache:
     return ShownCache(max_bytes)
 
 
-def predict_cached(bundle_key: str, name: str, data: bytes, cut: float, passes: int, row):
+def predict_cached(bundle_key: str, name: str, data: bytes, cut: float, passes: int, row, pixels):
     def make() -> ShownPrediction:
         with st.spinner("Predicting..."):
-            found = predict_one(bundle, data, name, threshold=cut, passes=passes, metadata=row)
+            found = predict_one(
+                bundle, data, name, threshold=cut, passes=passes, metadata=row,
+                max_upload_pixels=pixels,
+            )  # fmt: skip
             return ShownPrediction.of(found)
 
-    key = (bundle_key, name, hashlib.sha256(data).hexdigest(), cut, passes, repr(row))
+    key = (bundle_key, name, hashlib.sha256(data).hexdigest(), cut, passes, repr(row), pixels)
     return shown_cache(settings.prediction_cache_bytes()).get_or_make(key, make)
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting...")
-def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int, values):
+def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int, values, pixels):
     # Cached so that choosing which heatmap to show does not predict every file again.
-    return predict_files(bundle, files, threshold=cut, passes=passes, metadata=values)
+    return predict_files(
+        bundle, files, threshold=cut, passes=passes, metadata=values, max_upload_pixels=pixels
+    )
 
 
 passes = test_time_passes()
@@ -93,12 +100,14 @@ if not files and st.session_state.get("pred_example"):
 values = metadata_inputs(bundle, [name for name, _ in files])  # None: an image-only model
 if not files:
     st.stop()
+pixels = upload_pixel_limit()  # BCP_MAX_UPLOAD_PIXELS, read only when there are files
 
 bundle_key = f"{bundle.path}:{bundle.meta.saved}"
 if len(files) > 1:
-    results = predict_many_cached(bundle_key, tuple(files), threshold, passes, values)
+    results = predict_many_cached(bundle_key, tuple(files), threshold, passes, values, pixels)
+    results = with_workbook_views(results, files)
     table = results_table(results, passes)
-    table.insert(0, "image", [preview_url(data) for _, data in files])
+    table.insert(0, "image", [preview_url(data, pixels) for _, data in files])
     show_batch(table)
     breasts = breast_results_df(results)
     if len(breasts) == 3:
@@ -112,17 +121,19 @@ if len(files) > 1:
 
 name, data = files[0]
 try:
-    shown = predict_cached(bundle_key, name, data, threshold, passes, values and values[name])
+    row = values and values[name]
+    shown = predict_cached(bundle_key, name, data, threshold, passes, row, pixels)
 except UserError as exc:
     show_error(exc)
     st.stop()
 left, mid, right = st.columns([1, 1, 1])
 with left:
-    result = shown.prediction
+    (result,) = with_workbook_views([shown.prediction], [(name, data)])
     st.plotly_chart(plot_probability_gauge(result.probability, threshold), key="pred_gauge")
     decision = "**Cancer suspected**" if result.label else "**No cancer flagged**"
     st.markdown(f"{decision} at threshold {threshold:.4f} (probability {result.probability:.4f}).")
     uncertainty_note(result)
+    seen_note(result)
     known = (("view", result.view), ("laterality", result.laterality))
     if any(value for _, value in known):
         st.caption(" · ".join(f"{what}: {plain_markdown(v)}" for what, v in known if v))

@@ -17,8 +17,8 @@ from bcp_core.plots import (
 from dashboard.admin import threshold_save
 from dashboard.auth import require
 from dashboard.shared import KEY_THRESHOLD, ChosenThreshold, current_bundle, shown
-from dashboard.views.threshold import apply, threshold_control
-from dashboard.widgets import (
+from dashboard.views.threshold import (
+    apply,
     feedback_line,
     gallery,
     metric_with_interval,
@@ -26,6 +26,7 @@ from dashboard.widgets import (
     recommendation_params,
     recommendation_rows,
     subgroup_section,
+    threshold_control,
 )
 
 require(Action.VIEW, "The threshold explorer needs the viewer role.")

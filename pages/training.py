@@ -1,23 +1,27 @@
-"""Page 3: configure a model, train it in the background, watch every epoch, stop, keep the best."""
+"""Page 3: configure a model, train it in the background, watch every epoch, stop, keep the best;
+find past runs and name them."""
 
 import streamlit as st
 
+from bcp_core import settings
 from bcp_core.access import Action
 from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, MODEL_SPECS, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
+from bcp_core.model.meta import MAX_NAME_CHARS, MAX_NOTE_CHARS, RunLabel
 from bcp_core.model.resources import weight_files, weights_setting
 from bcp_core.runs import bundle_name
 from dashboard.admin import bundle_delete, bundle_export
 from dashboard.auth import audit, identity, require
 from dashboard.jobs import TrainingJob, registry
-from dashboard.shared import bundles_dir, session_token, show_error
-from dashboard.views.training import live_progress
-from dashboard.widgets import (
-    chosen_root,
+from dashboard.shared import bundles_dir, chosen_root, session_token, show_error
+from dashboard.views.training import (
     distribute_choice,
+    label_editor,
+    live_progress,
     metadata_columns_choice,
     training_inputs,
+    viewers_model,
 )
 
 require(Action.TRAIN, "Training needs the analyst role.")
@@ -53,7 +57,7 @@ with st.form("train_form"):
     val_fraction = c2.slider("Validation share of patients", 0.05, 0.5, 0.2, 0.05, key="tr_val")
     weights = c3.selectbox(
         "Backbone weights",
-        ["default", "none", "imagenet", *weight_files()],
+        ["default", "none", "imagenet", *weight_files(settings.weights_dir())],
         key="tr_weights",
         help="default: the model's own (ImageNet for EfficientNet-Lite, installed with the "
         "product; none for the others); imagenet for ResNet50, VGG19, InceptionV3 and "
@@ -61,6 +65,12 @@ with st.form("train_form"):
         "(BCP_WEIGHTS_DIR).",
     )
     fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
+    c1, c2 = st.columns([1, 3])
+    run_name = c1.text_input(
+        "Run name (optional)", max_chars=MAX_NAME_CHARS, key="tr_name",
+        help="A short title to find the run again; it can be changed later, below.",
+    )  # fmt: skip
+    run_note = c2.text_input("Note (optional)", max_chars=MAX_NOTE_CHARS, key="tr_note")
     columns = metadata_columns_choice()  # workbook columns beside the image (optional)
     distribute = distribute_choice()  # shown only where a run can be spread
     submitted = st.form_submit_button("Start training", type="primary", key="tr_start")
@@ -80,9 +90,13 @@ if submitted:
         metadata_columns=tuple(columns),
     )
     try:
-        cfg.weights = weights_setting(weights, model)  # a weights-folder file, never a typed path
+        # a file of the server's weights folder, never a typed path
+        cfg.weights = weights_setting(weights, model, settings.weights_dir())
         out = bundles_dir() / bundle_name(cfg)
-        job = TrainingJob(cfg, out, session_token(), user=identity().user, distribute=distribute)
+        job = TrainingJob(
+            cfg, out, session_token(), user=identity().user, distribute=distribute,
+            label=RunLabel(run_name, run_note),
+        )  # fmt: skip
         job.data_root = chosen_root()
         job.request.check()  # settings, memory and the bundle quota, before any data is read
         manifest, job.metadata = training_inputs(job.request)  # leaks refused before any run
@@ -95,7 +109,14 @@ if submitted:
 live_progress(jobs)
 
 st.subheader("Past runs")
-runs = list_bundles_df(bundles_dir())
+wanted = st.text_input(
+    "Find runs", key="tr_runs_filter", placeholder="a word of the name, the note or the bundle"
+)
+runs = list_bundles_df(bundles_dir(), matching=wanted)
 st.dataframe(runs.drop(columns="path"), hide_index=True, key="tr_runs")
+if wanted.strip() and runs.empty:
+    st.caption("No run matches; clear the box to see them all.")
+label_editor(jobs)
+viewers_model()
 bundle_export()
 bundle_delete()

@@ -20,13 +20,14 @@ APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 def typed_root(data_root) -> str:
     """``data_root`` as a user types it in the sidebar: its allowed folder's name and the part
     below it (the dashboard takes no absolute path); a folder outside them stays as it is."""
+    from bcp_core import settings
     from bcp_core.data.roots import allowed_roots
 
     try:
         path = Path(data_root).resolve()
     except (ValueError, OSError):  # a NUL character, say: typed as it is
         return str(data_root)
-    for root in allowed_roots():
+    for root in allowed_roots(settings.allowed_roots()):
         if path == root.path or path.is_relative_to(root.path):
             return str(Path(root.label, path.relative_to(root.path)))
     return str(data_root)
@@ -159,12 +160,24 @@ def demo_bundle(small_demo, tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def bundles_dir(demo_bundle, tmp_path, monkeypatch):
-    """A bundles folder of the test's own holding a copy of the tiny demo bundle."""
+def viewable_copy(bundle: Path, dest: Path) -> Path:
+    """A copy of the tiny demo bundle that viewers may use: two epochs at 64 x 48 rank the
+    validation images no better than chance, so, as a deployment would, an analyst's approval
+    is recorded in it (tests of that gate use an unapproved copy)."""
     import shutil
 
+    from bcp_core.model.bundle import approve_for_viewers
+
+    shutil.copytree(bundle, dest)
+    approve_for_viewers(dest, "test fixture", "a two-epoch model for tests of the dashboard")
+    return dest
+
+
+@pytest.fixture
+def bundles_dir(demo_bundle, tmp_path, monkeypatch):
+    """A bundles folder of the test's own holding a copy of the tiny demo bundle (one viewers
+    may use: :func:`viewable_copy`)."""
     folder = tmp_path / "bundles"
-    shutil.copytree(demo_bundle, folder / "demo")
+    viewable_copy(demo_bundle, folder / "demo")
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(folder))
     return folder

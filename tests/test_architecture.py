@@ -1,7 +1,8 @@
 """The layers of the core library (docs/architecture.md), checked on the source.
 
 Every import statement of ``bcp_core`` and ``bcp_demo`` is read with :mod:`ast` (imports inside
-functions included), so a new import that reaches up a layer, or closes a cycle, fails here.
+functions included), so a new import that reaches up a layer, closes a cycle, or reads the
+``BCP_*`` settings below the entry points, fails here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ LAYERS = {
     "bcp_core.errors": 0,
     "bcp_core.config": 1,
     "bcp_core.fileio": 1,
-    "bcp_core.settings": 1,  # the BCP_* environment settings
     "bcp_core.output_safety": 1,
     "bcp_core.access": 1,  # modes, roles and permissions (pure rules)
     "bcp_core.audit": 1,  # the append-only audit log
@@ -31,9 +31,13 @@ LAYERS = {
     "bcp_core.plots": 3,
     "bcp_core.inference": 4,
     "bcp_core.runs": 4,  # the application layer: training runs as the CLI and dashboard start them
+    "bcp_core.settings": 4,  # the BCP_* environment, read by the entry points only (see below)
     "bcp_core.cli": 5,
     "bcp_core.__main__": 6,
 }
+#: The modules of the core that may import bcp_core.settings: itself and the CLI, its entry point.
+#: Below them settings arrive as values (docs/architecture.md, "Settings at the edge").
+SETTINGS_READERS = ("bcp_core.settings", "bcp_core.cli", "bcp_core.__main__")
 #: The demo generator sits beside the core and may use only its bottom layers.
 DEMO_MAY_IMPORT = ("bcp_core.errors", "bcp_core.config", "bcp_core.fileio", "bcp_core.data")
 
@@ -92,6 +96,30 @@ def test_no_module_imports_the_ui(name):
     assert not bad, f"{name} imports the UI: {sorted(bad)}"
 
 
+@pytest.mark.parametrize(
+    "name", sorted(n for n in SOURCES if n.startswith("bcp_core") and n not in SETTINGS_READERS)
+)
+def test_only_the_entry_points_read_the_settings(name):
+    """A module below the CLI receives the values it needs (arguments, ``TrainingLimits``):
+    one that read the environment itself could fail on a setting its caller never uses."""
+    assert "bcp_core.settings" not in imports_of(SOURCES[name]), (
+        f"{name} imports bcp_core.settings: take the value as an argument and let the CLI or "
+        "the dashboard read it"
+    )
+
+
+def test_the_settings_check_can_fail(tmp_path):
+    """The checker itself: each way of importing the settings is seen, inside a function too."""
+    for line in (
+        "from bcp_core import settings",
+        "import bcp_core.settings",
+        "from bcp_core.settings import max_upload_pixels",
+    ):
+        module = tmp_path / "m.py"
+        module.write_text(f"def f():\n    {line}\n")
+        assert "bcp_core.settings" in imports_of(module), line
+
+
 def test_only_the_cli_reaches_the_demo_generator():
     users = {n for n, targets in GRAPH.items() if any(t.startswith("bcp_demo") for t in targets)}
     assert {u for u in users if u.startswith("bcp_core")} <= {"bcp_core.cli"}
@@ -141,3 +169,97 @@ MAX_PAGE_LINES = 150
 def test_pages_stay_thin(page):
     lines = len(page.read_text(encoding="utf-8").splitlines())
     assert lines < MAX_PAGE_LINES, f"{page.name} has {lines} lines: move work out of the page"
+
+
+#: docs/architecture.md: "dashboard/widgets.py holds only what two pages or more use"; what one
+#: page needs beyond its file lives in dashboard/views/<page>.py.
+WIDGETS = ROOT / "dashboard" / "widgets.py"
+MIN_WIDGET_USERS = 2
+
+
+def public_names(path: Path) -> set[str]:
+    """The public top-level functions, classes and constants a module defines."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return {n for n in names if not n.startswith("_")}
+
+
+def names_used_from(path: Path, module: str) -> set[str]:
+    """The names ``path`` takes from ``module``: ``from module import x`` and, after
+    ``import module`` or ``from package import leaf``, the attributes read of it."""
+    package, _, leaf = module.rpartition(".")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    used: set[str] = set()
+    aliases: set[str] = set()  # the local names the module itself is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == module:
+            used.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == package:
+            aliases.update(alias.asname or alias.name for alias in node.names if alias.name == leaf)
+        elif isinstance(node, ast.Import):
+            aliases.update(
+                alias.asname or alias.name for alias in node.names if alias.name == module
+            )
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            base = ast.unparse(node.value)
+            if base in aliases:
+                used.add(node.attr)
+    return used
+
+
+def widget_users(widgets: Path, modules: list[Path]) -> dict[str, set[str]]:
+    """Each public name of ``widgets`` and the modules among ``modules`` that use it."""
+    users: dict[str, set[str]] = {name: set() for name in public_names(widgets)}
+    for path in modules:
+        if path == widgets:
+            continue
+        for name in names_used_from(path, "dashboard.widgets") & users.keys():
+            users[name].add(str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name)
+    return users
+
+
+UI_MODULES = [
+    *sorted((ROOT / "pages").glob("*.py")),
+    *sorted((ROOT / "dashboard").rglob("*.py")),
+    ROOT / "streamlit_app.py",
+]
+
+
+@pytest.mark.parametrize("name", sorted(public_names(WIDGETS)))
+def test_shared_widgets_are_shared(name):
+    """A widget one page uses belongs in that page's view (dashboard/views/<page>.py)."""
+    users = widget_users(WIDGETS, UI_MODULES)[name]
+    assert len(users) >= MIN_WIDGET_USERS, (
+        f"dashboard.widgets.{name} is used by {sorted(users) or 'no module'}: move it to the "
+        "view of the page that uses it (dashboard/views/), or delete it"
+    )
+
+
+def test_the_widget_check_can_fail(tmp_path):
+    """The checker itself: each way of using a widget is seen, and one user is too few."""
+    widgets = tmp_path / "widgets.py"
+    widgets.write_text(
+        "import streamlit as st\nLIMIT = 3\n\ndef a():\n    pass\n\ndef _b():\n    pass\n"
+    )
+    assert public_names(widgets) == {"a", "LIMIT"}
+    pages = []
+    for i, line in enumerate(
+        (
+            "from dashboard.widgets import a",
+            "from dashboard import widgets\nwidgets.a()",
+            "import dashboard.widgets\ndashboard.widgets.LIMIT",
+            "def f():\n    from dashboard.widgets import a as shown",
+        )
+    ):
+        page = tmp_path / f"p{i}.py"
+        page.write_text(line + "\n")
+        pages.append(page)
+    users = widget_users(widgets, pages)
+    assert users == {"a": {"p0.py", "p1.py", "p3.py"}, "LIMIT": {"p2.py"}}
+    assert [n for n, u in users.items() if len(u) < MIN_WIDGET_USERS] == ["LIMIT"]

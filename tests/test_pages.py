@@ -127,7 +127,7 @@ def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jo
 
     root, _ = small_demo
     at = open_app(root, "pages/training.py")
-    assert "No training run yet" in at.info[0].value
+    assert "No run since this server started" in at.info[0].value
     fill_tiny_training_form(at)
     at.button(key="tr_start").click().run()
     assert not at.error, [e.value for e in at.error]

@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from bcp_core.data.datasource import read_data_root
+from bcp_core.model.provenance import file_sha256
 from tests.conftest import open_app
 
 
@@ -128,15 +130,21 @@ def test_the_page_caches_only_what_it_shows_within_its_byte_limit(
     assert all(item.image.dtype == item.heatmap.dtype == np.uint8 for item in cache._items.values())
 
 
+def dicom_breast() -> np.ndarray:
+    """12-bit pixels of a right breast: a half-disc at the right edge with tissue-like texture
+    (a flat one is refused as no mammogram)."""
+    yy, xx = np.mgrid[0:200, 0:160]
+    inside = ((xx - 159) / 130.0) ** 2 + ((yy - 100) / 90.0) ** 2 < 1
+    texture = np.random.default_rng(5).normal(0, 300, inside.shape)
+    return np.clip((3000 + texture) * inside, 0, 4095).astype(np.uint16)
+
+
 def test_dicom_upload_shows_view_and_laterality(small_demo, bundles_dir):
     from tests.test_dicom import make_dicom  # the DICOM fixture builder
 
     root, _ = small_demo
-    yy, xx = np.mgrid[0:200, 0:160]
-    breast = (((xx - 159) / 130.0) ** 2 + ((yy - 100) / 90.0) ** 2 < 1) * 3000
-    data = make_dicom(
-        breast.astype(np.uint16), bits_stored=12, ViewPosition="MLO", ImageLaterality="R"
-    )
+    breast = dicom_breast()
+    data = make_dicom(breast, bits_stored=12, ViewPosition="MLO", ImageLaterality="R")
     at = open_predict_page(root)
     at.file_uploader(key="pred_upload").upload("scan.dcm", data, "application/dicom").run()
     assert not at.exception, at.exception
@@ -200,10 +208,9 @@ def test_a_dicom_view_position_holding_markdown_is_shown_as_text(small_demo, bun
     from tests.test_dicom import new_dataset, to_bytes
 
     root, _ = small_demo
-    yy, xx = np.mgrid[0:200, 0:160]
-    breast = (((xx - 159) / 130.0) ** 2 + ((yy - 100) / 90.0) ** 2 < 1) * 3000
+    breast = dicom_breast()
     ds = new_dataset()
-    ds.set_pixel_data(breast.astype(np.uint16), "MONOCHROME2", bits_stored=12)
+    ds.set_pixel_data(breast, "MONOCHROME2", bits_stored=12)
     # ViewPosition as free text (LO): pydicom refuses such a value as a code string (CS).
     ds.add_new(0x00185101, "LO", "![v](http://host/v.png)")
     at = open_predict_page(root)
@@ -274,3 +281,70 @@ def test_a_file_that_is_not_an_image_gets_a_sentence_in_the_results(small_demo, 
     assert error == "Cannot read notes.txt as an image: it is a text file, not a picture."
     assert table.loc[table["file"] == "scan.jpg", "error"].iloc[0] == ""  # no None
     assert str(table["label"].dtype) == "Int64"
+
+
+def test_a_film_the_model_trained_on_is_named_so_and_the_workbook_gives_its_view(
+    small_demo, bundles_dir
+):
+    from tests.test_provenance import expected_splits
+
+    root, _ = small_demo
+    expected = expected_splits(root, bundles_dir / "demo")
+    manifest = read_data_root(root).manifest
+    split = [expected[file_sha256(p)] for p in manifest["path"]]
+    trained = manifest[[s == "train" for s in split]].iloc[0]
+    validated = manifest[[s == "val" for s in split]].iloc[0]
+    data = Path(trained["path"]).read_bytes()
+
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").upload(Path(trained["path"]).name, data, "image/jpeg")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("one the model trained on" in w.value for w in at.warning)
+    captions = " ".join(c.value for c in at.caption)  # from the workbook: the name does not say
+    assert f"view: {trained['view']}" in captions
+    assert f"laterality: {trained['laterality']}" in captions
+
+    files = [
+        (Path(p).name, Path(p).read_bytes(), "image/jpeg")
+        for p in (trained["path"], validated["path"])
+    ]
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").set_value(files).run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "probability" in d.value.columns)
+    assert list(table["seen_in"]) == ["training split", "validation split"]
+    assert list(table["view"]) == [trained["view"], validated["view"]]
+    assert list(table["laterality"]) == [trained["laterality"], validated["laterality"]]
+
+
+def test_the_page_reads_the_upload_pixel_setting_and_names_an_unusable_one(
+    small_demo, bundles_dir, monkeypatch
+):
+    """Settings at the edge: the page reads BCP_MAX_UPLOAD_PIXELS once there are files and
+    passes it down; an unusable value is named in one sentence, and nothing is predicted."""
+    import re
+
+    root, truth = small_demo
+    name, data = demo_jpeg(root, truth, 1)
+    width, height = Image.open(io.BytesIO(data)).size
+    monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", str(width * height - 1))
+    at = open_predict_page(root)
+    at.file_uploader(key="pred_upload").upload(name, data, "image/jpeg").run()
+    assert not at.exception, at.exception
+    shown = [re.sub(r"\\(.)", r"\1", e.value) for e in at.error]
+    assert shown == [
+        f"{name} declares {width} x {height} pixels, more than the {width * height - 1:,} an "
+        "uploaded mammogram may have (BCP_MAX_UPLOAD_PIXELS); it is refused before decoding. "
+        "Upload it at a smaller size."
+    ]
+    monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", "abc")
+    at = open_predict_page(root)
+    assert not at.error  # no file yet: the setting is not read
+    files = [(name, data, "image/jpeg"), (f"2_{name}", data, "image/jpeg")]
+    for chosen in (files[:1], files):  # one file, then a batch
+        at.file_uploader(key="pred_upload").set_value(chosen).run()
+        assert not at.exception, at.exception
+        shown = [re.sub(r"\\(.)", r"\1", e.value) for e in at.error]
+        assert shown == ["BCP_MAX_UPLOAD_PIXELS must be a whole number of at least 1, got 'abc'."]
+        assert not at.dataframe and not at.get("image")

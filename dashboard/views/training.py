@@ -1,33 +1,120 @@
-"""Page 3's live run: what it is doing now, Stop, the per-epoch charts, and when it ends, the
-hand-off to the threshold explorer and prediction, with a word when it is no better than chance."""
+"""Page 3's sections: in the form, the workbook columns a model may take and where a run trains;
+the run's inputs read with the leak guard; the live run: what it is doing now, Stop, the
+per-epoch charts, and when it ends, the hand-off to the threshold explorer and prediction, with a
+word when it is no better than chance; and the editor of a past run's name and note."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
+from bcp_core import settings
 from bcp_core.access import Action, can_stop
+from bcp_core.data.roots import hide_root
 from bcp_core.errors import UserError
 from bcp_core.evaluation.intervals import better_than_chance
-from bcp_core.inference.assessment import evaluate_level
-from bcp_core.model.bundle import load_bundle
+from bcp_core.model.bundle import (
+    MAX_REASON_CHARS,
+    approve_for_viewers,
+    list_bundles_df,
+    read_bundle_meta,
+    resolve_bundle_path,
+    update_label,
+)
+from bcp_core.model.meta import MAX_NAME_CHARS, MAX_NOTE_CHARS
+from bcp_core.model.resources import local_gpu_count
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
-from dashboard.auth import audit, can, identity
+from bcp_core.runs import TrainRequest, read_training_data
+from dashboard.auth import audit, can, denied, identity
 from dashboard.jobs import JobRegistry
-from dashboard.shared import KEY_BUNDLE, session_token, show_error, use_bundle
+from dashboard.shared import (
+    KEY_BUNDLE,
+    allowed_roots,
+    bundle_version,
+    bundle_writable,
+    bundles_dir,
+    fixed_bundle_path,
+    load_match,
+    roc_auc_interval,
+    session_token,
+    show_error,
+    use_bundle,
+    viewer_refusal,
+    workbook_column_names,
+)
+
+#: The bundle chosen in the name-and-note editor, and the outcome of its last save.
+KEY_LABEL_PICK, KEY_LABEL_SAVED = "tr_label_pick", "tr_label_saved"
 
 
-@st.cache_data(max_entries=16, show_spinner="Checking the run against chance...")
-def _roc_auc_interval(path: str) -> tuple[float, float]:
-    """The validation ROC-AUC's bootstrap interval over patients (image level)."""
-    bundle = load_bundle(path, with_model=False)
-    return evaluate_level(bundle.val_predictions, "image")[0].roc_auc_ci
+def metadata_columns_choice() -> list[str]:
+    """Page 3's optional workbook columns for a model on image plus columns (inside the form)."""
+    try:
+        offered = workbook_column_names()
+    except UserError:
+        return []
+    return list(
+        st.multiselect(
+            "Workbook columns as inputs (optional)",
+            offered,
+            key="tr_metadata",
+            help="The model also takes these columns of each image's workbook row (age, "
+            "density, device...). Columns that give away the label (a finding, a diagnosis, "
+            "a BI-RADS assessment, or any that alone separates the classes with ROC-AUC >= "
+            "0.95 on the training split) are refused with the reason. Prediction then asks "
+            "for them.",
+        )
+    )
+
+
+DISTRIBUTE_LABELS = {
+    "none": "this process",
+    "mirrored": "every GPU of this server",
+    "multiworker": "the Ray cluster",
+}
+
+
+def distribute_choice() -> str:
+    """Page 3's "Train on" choice, shown only where a run can be spread: more than one GPU
+    here (mirrored), or a Ray cluster named by BCP_RAY_ADDRESS with Ray installed."""
+    ways = ["none"]
+    if local_gpu_count() > 1:
+        ways.append("mirrored")
+    if settings.ray_address() and importlib.util.find_spec("ray") is not None:
+        ways.append("multiworker")
+    if len(ways) == 1:
+        return "none"
+    return str(
+        st.radio(
+            "Train on",
+            ways,
+            format_func=DISTRIBUTE_LABELS.get,
+            horizontal=True,
+            key="tr_distribute",
+            help="Every GPU of this server (mirrored), or the workers of the Ray cluster set by "
+            "BCP_RAY_ADDRESS (multiworker). The batch size stays the global batch, split "
+            "evenly between the GPUs or workers; the learning rate is not scaled.",
+        )
+    )
+
+
+def training_inputs(request: TrainRequest) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Page 3: the run's manifest (from the page's cached match) and workbook values, with
+    server paths hidden from any refusal."""
+    try:
+        return read_training_data(request, load_match())
+    except UserError as exc:
+        raise UserError(hide_root(str(exc), request.data_root, allowed_roots())) from None
 
 
 def hand_off(path: str, roc_auc: float) -> None:
     """The end of a run: how good it is, and where to go with it."""
     try:
-        low, high = _roc_auc_interval(path)
+        low, high = roc_auc_interval(path, bundle_version(path))
     except UserError as exc:
         show_error(exc)
         return
@@ -71,7 +158,12 @@ def live_progress(jobs: JobRegistry) -> None:
 def _live(jobs: JobRegistry) -> None:
     job = jobs.current
     if job is None:
-        st.info("No training run yet on this server. Choose the settings and press Start.")
+        earlier = len(list_bundles_df(bundles_dir()))
+        where = {0: "", 1: " The bundle already there (the demo model, say) is under Past runs."}
+        st.info(
+            "No run since this server started: choose the settings and press Start."
+            + where.get(earlier, f" The {earlier} bundles already there are under Past runs.")
+        )
         return
     mine = "" if job.owner == session_token() else " (started by another session)"
     st.subheader(f"Run {plain_markdown(job.out_dir.name)}{mine}")
@@ -105,3 +197,137 @@ def _live(jobs: JobRegistry) -> None:
         if st.session_state.get("tr_seen_done") != job.out_dir.name:
             st.session_state["tr_seen_done"] = job.out_dir.name
             st.rerun()  # once, to stop polling and refresh the table of runs
+
+
+def label_keys(bundle: str) -> tuple[str, str]:
+    """The keys of the name and note boxes of ``bundle`` (each bundle keeps its own)."""
+    return f"tr_label_name:{bundle}", f"tr_label_note:{bundle}"
+
+
+def nameable_bundles(jobs: JobRegistry) -> list[str]:
+    """The bundles whose name and note may be changed here: not the demo bundle (read-only in
+    the dashboard), nor the bundle of the run going on (its next epoch kept is written over
+    them)."""
+    runs = list_bundles_df(bundles_dir())
+    job = jobs.current
+    busy = job.out_dir.resolve() if job is not None and job.running else None
+    return [
+        bundle
+        for bundle, path in zip(runs["bundle"], runs["path"])
+        if bundle_writable(path) and Path(path).resolve() != busy
+    ]
+
+
+def label_editor(jobs: JobRegistry) -> None:
+    """Analysts give a past run a name and a note, kept in its ``bundle.json`` (saved by the
+    form's callback, before the page above is drawn again, so the runs table shows them)."""
+    if not can(Action.TRAIN):
+        return
+    bundles = nameable_bundles(jobs)
+    if not bundles:
+        return
+    with st.expander("Name and note"):
+        bundle = st.selectbox(
+            "Bundle", bundles, index=None, placeholder="Choose the run to name",
+            key=KEY_LABEL_PICK,
+        )  # fmt: skip
+        if bundle is not None:
+            _label_form(jobs, bundle)
+        saved = st.session_state.pop(KEY_LABEL_SAVED, None)
+        if saved is not None:
+            ok, message = saved
+            if ok:
+                st.success(plain_markdown(message), icon=":material/check:")
+            else:
+                show_error(message)
+
+
+def _label_form(jobs: JobRegistry, bundle: str) -> None:
+    try:
+        label = read_bundle_meta(resolve_bundle_path(bundles_dir(), bundle)).label
+    except UserError as exc:
+        show_error(exc)
+        return
+    name_key, note_key = label_keys(bundle)
+    with st.form("tr_label_form"):
+        st.text_input(
+            "Name", label.name, max_chars=MAX_NAME_CHARS, key=name_key,
+            help="A short title for the run, shown in the runs table and on Compare.",
+        )  # fmt: skip
+        st.text_area(
+            "Note", label.note, max_chars=MAX_NOTE_CHARS, key=note_key,
+            help="What the run was for, and what it showed. Shown as plain text.",
+        )  # fmt: skip
+        st.form_submit_button(
+            "Save name and note", key="tr_label_save", on_click=_save_label, args=(jobs, bundle)
+        )
+
+
+def _save_label(jobs: JobRegistry, bundle: str) -> None:
+    """The form's callback: the guard again, then the atomic rewrite of ``bundle.json``."""
+    if not can(Action.TRAIN):
+        denied(Action.TRAIN, bundle=bundle)
+        outcome = (False, "Naming a run needs the analyst role.")
+    elif bundle not in nameable_bundles(jobs):
+        outcome = (False, f"{bundle} cannot be named now: it is training, read-only or gone.")
+    else:
+        name_key, note_key = label_keys(bundle)
+        name, note = (str(st.session_state.get(key) or "") for key in (name_key, note_key))
+        try:
+            update_label(resolve_bundle_path(bundles_dir(), bundle), name, note)
+        except UserError as exc:
+            outcome = (False, str(exc))
+        else:
+            audit("bundle_label", bundle=bundle)
+            outcome = (True, f"Saved the name and note of {bundle}.")
+    st.session_state[KEY_LABEL_SAVED] = outcome
+
+
+def viewers_model() -> None:
+    """Page 3, for analysts: the model viewers see, and the explicit, audited approval that lets
+    them see one that is no better than chance on its validation patients."""
+    path = fixed_bundle_path()
+    if path is None or not can(Action.TRAIN):
+        return
+    refusal = viewer_refusal(path)
+    approval = read_bundle_meta(path).viewer_approval
+    name = Path(path).name
+    with st.expander(f"The model viewers see: {name}", expanded=bool(refusal)):
+        if approval:
+            st.caption(
+                f"No better than chance, approved for viewers by {plain_markdown(approval['by'])}"
+                f" on {plain_markdown(approval['time'])}: {plain_markdown(approval['reason'])}"
+            )
+        if not refusal:
+            if not approval:
+                st.caption("Better than chance on its validation patients: viewers see it.")
+            return
+        st.warning(plain_markdown(refusal), icon=":material/block:")
+        with st.form("tr_approve"):
+            reason = st.text_input(
+                "Why viewers may use it anyway (kept in the bundle and the audit log)",
+                max_chars=MAX_REASON_CHARS, key="tr_approve_reason",
+            )  # fmt: skip
+            sure = st.checkbox(
+                "I understand that this model ranks images no better than chance", key="tr_sure"
+            )
+            go = st.form_submit_button("Let viewers use it")
+        if go:
+            _approve(path, str(reason or ""), bool(sure))
+
+
+def _approve(path: str, reason: str, sure: bool) -> None:
+    if not can(Action.TRAIN):
+        denied(Action.TRAIN, bundle=Path(path).name)
+        show_error("Approving a model for viewers needs the analyst role.")
+        return
+    if not sure:
+        show_error("Tick the box to say you understand what viewers will see.")
+        return
+    try:
+        approve_for_viewers(path, identity().user or "local user", reason)
+    except UserError as exc:
+        show_error(exc)
+        return
+    audit("viewer_override", bundle=Path(path).name, reason=reason)
+    st.success(f"Viewers now see {plain_markdown(Path(path).name)}.", icon=":material/check:")
