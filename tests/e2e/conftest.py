@@ -10,9 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import viewable_copy
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -64,6 +68,42 @@ def stop_server(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+@contextmanager
+def serving(command: list[str], here: Path, port: int, env: dict[str, str] | None = None):
+    """Run ``command`` (a dashboard server on ``port``) in its own process group, its output in
+    ``here/streamlit.log`` and its process id in ``here/server.pid``; yield its address once
+    it answers, and stop it afterwards."""
+    url = f"http://127.0.0.1:{port}"
+    with open(here / "streamlit.log", "wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    (here / "server.pid").write_text(str(proc.pid))
+    try:
+        wait_for_health(url, proc)
+        yield url
+    finally:
+        stop_server(proc)
+
+
+@contextmanager
+def dashboard_server(
+    here: Path, env: dict[str, str], args: tuple[str, ...] = (), port: int | None = None
+) -> Iterator[str]:
+    """A fresh dashboard process (``streamlit run serve.py``, its guards included) on a
+    loopback port (a free one unless given), with these ``BCP_*`` settings over a clean
+    environment (``BCP_MODE`` unset unless given); files as :func:`serving` says."""
+    port = port or free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BCP_")}
+    command = [
+        sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
+        "--server.port", str(port), "--server.address", "127.0.0.1", *args,
+    ]  # fmt: skip
+    with serving(command, here, port, {**base, **env}) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def app_url(small_demo, demo_bundle, tmp_path_factory):
     """The dashboard started by the README's run command (``make run``) on a free port.
@@ -76,30 +116,15 @@ def app_url(small_demo, demo_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e-data") / "demo"
     root.symlink_to(real_root, target_is_directory=True)
     bundles = tmp_path_factory.mktemp("e2e-bundles")
-    shutil.copytree(demo_bundle, bundles / "demo")
+    viewable_copy(demo_bundle, bundles / "demo")
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
     command = [
-        "make",
-        "--no-print-directory",
-        "run",
-        f"PORT={port}",
-        "ADDRESS=127.0.0.1",
-        f"DEMO={root}",
-        f"BUNDLES={bundles}",
-        f"PYTHON={sys.executable}",
+        "make", "--no-print-directory", "run", f"PORT={port}", "ADDRESS=127.0.0.1",
+        f"DEMO={root}", f"BUNDLES={bundles}", f"PYTHON={sys.executable}",
         f"VENV={Path(sys.executable).parent.parent}",
-    ]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(url, proc)
+    ]  # fmt: skip
+    with serving(command, tmp_path_factory.mktemp("server"), port) as url:
         yield url
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture(scope="session")

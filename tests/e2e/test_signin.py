@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, REPO, free_port, stop_server, wait_for_health
+from tests.conftest import viewable_copy
+from tests.e2e.conftest import ARTIFACTS, REPO, dashboard_server, free_port
 
 ROLES = '[users]\n"ana@h.org" = "analyst"\n"val@h.org" = "viewer"\n'
 
@@ -28,10 +25,10 @@ def provider():
 
 @contextmanager
 def signin_server(provider: str, data_root: Path, demo_bundle: Path, here: Path):
-    """A fresh dashboard process (streamlit run) with sign-in configured in its own secrets
-    file, files in ``here``; yields its address."""
+    """A fresh dashboard process with sign-in configured in its own secrets file, files in
+    ``here``; yields its address."""
     bundles = here / "bundles"
-    shutil.copytree(demo_bundle, bundles / "demo")
+    viewable_copy(demo_bundle, bundles / "demo")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     secrets = here / "secrets.toml"
@@ -45,29 +42,14 @@ def signin_server(provider: str, data_root: Path, demo_bundle: Path, here: Path)
     )
     (here / "roles.toml").write_text(ROLES)
     env = dict(
-        os.environ,
         BCP_DATA_ROOT=str(data_root),
         BCP_ALLOWED_ROOTS=str(data_root),
         BCP_BUNDLES_DIR=str(bundles),
         BCP_ROLES_FILE=str(here / "roles.toml"),
         BCP_AUDIT_LOG=str(here / "audit.jsonl"),
     )
-    env.pop("BCP_MODE", None)
-    command = [
-        sys.executable, "-m", "streamlit", "run", "serve.py",
-        "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--secrets.files", str(secrets),
-    ]  # fmt: skip
-    with open(here / "streamlit.log", "wb") as log:
-        proc = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        wait_for_health(url, proc)
-        yield url
-    finally:
-        stop_server(proc)
+    with dashboard_server(here, env, ("--secrets.files", str(secrets)), port=port) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
