@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bcp_core import config
 from bcp_core.errors import UserError
+from bcp_core.formatting import defined, number, percent
 from bcp_core.model.events import BatchEnded, EpochEnded, Started, TrainingEvent
 from bcp_core.model.files import check_bundle_folder
 
@@ -208,11 +209,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _with_interval(value: float, interval) -> str:
     """``0.812 (95% CI 0.70-0.90)``; "n/a" for an undefined value."""
-    if value is None or value != value:
-        return "n/a"
     low, high = interval
-    ci = "" if low is None or low != low else f" (95% CI {low:.2f}-{high:.2f})"
-    return f"{value:.3f}{ci}"
+    ci = f" (95% CI {low:.2f}-{high:.2f})" if defined(value) and defined(low) else ""
+    return number(value) + ci
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -232,14 +231,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     specificity = _with_interval(m.specificity, ci.specificity_ci)
     print(f"  specificity  {specificity}   ({m.fp} false alarms)")
     for name, value in (("precision", m.precision), ("npv", m.npv), ("f1", m.f1)):
-        print(f"  {name:<12} {'n/a' if value != value else f'{value:.3f}'}")
+        print(f"  {name:<12} {number(value)}")
     print(f"  ROC-AUC      {_with_interval(r.roc_auc, r.roc_auc_ci)}")
     print(f"  PR-AUC       {_with_interval(r.pr_auc, r.pr_auc_ci)}")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from bcp_core.inference.comparison import compare_bundles
+    from bcp_core.inference.bundles_compared import compare_bundles
 
     c = compare_bundles(args.bundles, n_boot=args.n_boot)
     if args.json:
@@ -273,12 +272,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from bcp_core.inference.predict import (
-        expand_inputs,
-        iter_predictions,
-        read_file_list,
-        read_metadata_csv,
-    )
+    from bcp_core.inference.inputs import expand_inputs, read_file_list, read_metadata_csv
+    from bcp_core.inference.predict import iter_predictions
 
     files: list = expand_inputs(args.paths)
     if args.file_list:
@@ -318,7 +313,7 @@ def _write_results_csv(results: list, path: Path) -> None:
     """The results as a CSV file (cells that could run as spreadsheet formulas quoted),
     written whole or not at all."""
     from bcp_core.fileio import write_files_atomic
-    from bcp_core.inference.predict import results_df
+    from bcp_core.inference.results import results_df
     from bcp_core.output_safety import neutralised_df
 
     if not path.parent.is_dir():
@@ -330,7 +325,7 @@ def _write_results_csv(results: list, path: Path) -> None:
 
 
 def _predict_on_ray(args: argparse.Namespace, files: list) -> int:
-    from bcp_core.inference.distributed import predict_distributed
+    from bcp_core.inference.ray_predict import predict_distributed
 
     run = predict_distributed(
         args.bundle,
@@ -410,8 +405,7 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
         out = {"summary": summary.to_json(), "marks": [m.to_json() for m in marks]}
         print(json.dumps(out, ensure_ascii=False))
         return 0
-    rate = summary.agreement_rate
-    shown = "n/a" if rate != rate else f"{rate:.0%}"
+    shown = percent(summary.agreement_rate, 0)
     print(f"Bundle {folder}: {summary.n} marks, {summary.agree} agree ({shown})")
     for m in marks:
         name = m.file or f"sha256 {m.image_sha256[:16]}"

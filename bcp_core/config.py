@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bcp_core.errors import UserError
+from bcp_core.values import is_number, is_whole_number
 
 # --- Workbooks -------------------------------------------------------------------------
 
@@ -77,7 +78,7 @@ MIN_BOMB_PART_BYTES = 10 * 10**6
 #: Test-time passes of prediction when none are asked for (bcp_core.imaging.tta; README,
 #: "Uncertainty"): chosen by bench/bench_tta.py.
 DEFAULT_TTA_PASSES = 1
-#: How training is spread (bcp_core.model.distribute): one process, one machine's GPUs, or the
+#: How training is spread (bcp_core.model.strategy): one process, one machine's GPUs, or the
 #: workers of a Ray cluster.
 DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
 
@@ -332,7 +333,7 @@ class PreprocessSpec:
     def validate(self) -> PreprocessSpec:
         """Return self, or raise UserError for a size no network can use."""
         for name, value in (("height", self.height), ("width", self.width)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 32 <= value <= 4096:
+            if not is_whole_number(value) or not 32 <= value <= 4096:
                 raise UserError(
                     f"Image {name} must be a whole number from 32 to 4096, got {value!r}."
                 )
@@ -363,13 +364,12 @@ class PreprocessSpec:
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not is_whole_number(value) or not low <= value <= high:
         raise UserError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
 
 
 def _check_range(name: str, value: object, low: float, high: float, what: str) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not low <= float(value) <= high:  # type: ignore[arg-type]
+    if not is_number(value) or not low <= float(value) <= high:
         raise UserError(f"{name} must be {what}, got {value!r}.")
 
 
@@ -403,7 +403,7 @@ class TrainConfig:
     patience: int = 20
     augment: bool = True
     threshold_method: str = "youden"
-    #: Workbook columns the model takes beside the image (bcp_core.model.metadata); () for
+    #: Workbook columns the model takes beside the image (bcp_core.model.columns); () for
     #: an image-only model.
     metadata_columns: tuple[str, ...] = ()
 

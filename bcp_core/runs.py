@@ -107,7 +107,7 @@ def read_training_data(
     if not cfg.metadata_columns:
         return match.manifest, None
     from bcp_core.data.attributes import metadata_frame
-    from bcp_core.model.metadata import check_leakage
+    from bcp_core.model.columns import check_leakage
     from bcp_core.model.training import plan_split
 
     files = match.manifest["path"].astype(str).tolist()
@@ -140,7 +140,7 @@ def run_training(
     pretrained.set_cache_dir(request.weights_cache)
     sink = on_event or _ignore
     if request.distribute == "multiworker":
-        from bcp_core.model.cluster import train_on_ray
+        from bcp_core.model.ray_train import train_on_ray
 
         return train_on_ray(
             manifest,
@@ -156,7 +156,7 @@ def run_training(
             label=request.label,
             limits=request.limits,
         )
-    from bcp_core.model.distribute import local_distribution
+    from bcp_core.model.strategy import local_distribution
     from bcp_core.model.training import train_model
 
     return train_model(

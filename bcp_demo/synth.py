@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from bcp_core.config import LATERALITIES, VIEWS
+from bcp_core.values import is_whole_number
 
 LESION_KINDS = ("spiculated", "round", "calcifications")
 MIN_SIZE = 32
@@ -115,7 +116,9 @@ def _check_view(view: str, laterality: str) -> None:
 
 def _check_size(height: int, width: int) -> None:
     for name, value in (("height", height), ("width", width)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        if isinstance(value, np.integer):  # NumPy's integers count as whole numbers here
+            value = int(value)
+        if not is_whole_number(value):
             raise ValueError(f"{name} must be an integer number of pixels, got {value!r}.")
         if value < MIN_SIZE:
             raise ValueError(f"{name} must be at least {MIN_SIZE} pixels, got {value}.")

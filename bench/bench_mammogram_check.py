@@ -44,7 +44,7 @@ from bcp_core.config import DemoConfig, PreprocessSpec  # noqa: E402
 from bcp_core.errors import UserError  # noqa: E402
 from bcp_core.imaging.decode import decode_image  # noqa: E402
 from bcp_core.imaging.preparation import decode_size, mammogram_doubt  # noqa: E402
-from bcp_core.inference.predict import expand_inputs  # noqa: E402
+from bcp_core.inference.inputs import expand_inputs  # noqa: E402
 
 #: One picture: its name and its source (a path, or the bytes of an encoded file).
 Item = tuple[str, "Path | bytes"]

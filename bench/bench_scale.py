@@ -63,8 +63,9 @@ def prepare(bundle: Path | None, data_root: Path | None) -> tuple[Path, Path]:
 def run(bundle_dir: Path, data_root: Path, n_images: int, cpus: int) -> dict:
     import ray
 
-    from bcp_core.inference.distributed import predict_distributed, read_results
-    from bcp_core.inference.predict import expand_inputs, predict_files
+    from bcp_core.inference.inputs import expand_inputs
+    from bcp_core.inference.predict import predict_files
+    from bcp_core.inference.ray_predict import predict_distributed, read_results
     from bcp_core.model.bundle import load_bundle
 
     files = [str(p) for p in expand_inputs([data_root])][:n_images]
@@ -139,8 +140,8 @@ def time_training(data_root: Path, epochs: int, cpus: int) -> dict:
 
     from bcp_core.config import TrainConfig
     from bcp_core.data.datasource import read_data_root
-    from bcp_core.model.cluster import train_on_ray
     from bcp_core.model.events import EpochEnded, Started
+    from bcp_core.model.ray_train import train_on_ray
     from bcp_core.model.training import train_model
 
     manifest = read_data_root(data_root).manifest

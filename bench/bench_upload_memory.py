@@ -98,7 +98,10 @@ def child(code: Path, bundle_dir: Path, png: Path) -> dict:
     out: dict = {"file_kb": round(len(data) / 1024)}
     try:
         result = predict.predict_one(bundle, data, png.name)
-        shown_cls = getattr(predict, "ShownPrediction", None)
+        try:
+            from bcp_core.inference.shown import ShownPrediction as shown_cls
+        except ImportError:  # older code: in predict, or (earlier still) not at all
+            shown_cls = getattr(predict, "ShownPrediction", None)
         if shown_cls is None:  # before: the page cached the ExplainedPrediction itself
             held = sum(a.nbytes for a in (result.gray, result.net_input, result.heatmap,
                                           result.input_heatmap))  # fmt: skip

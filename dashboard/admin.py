@@ -12,12 +12,12 @@ from bcp_core.config import method_label
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import Bundle, delete_bundle, list_bundles_df, update_threshold
 from bcp_core.output_safety import plain_markdown
-from dashboard.auth import audit, can, denied, identity
+from dashboard.auth import allowed, audit, denied, identity
 from dashboard.shared import bundle_writable, bundles_dir, show_error
 
 
 def _save(bundle: Bundle, value: float, method: str, note: str, action: str) -> None:
-    if not (can(Action.SAVE_THRESHOLD) and bundle_writable(bundle.path)):
+    if not (allowed(Action.SAVE_THRESHOLD) and bundle_writable(bundle.path)):
         denied(Action.SAVE_THRESHOLD, bundle=bundle.path.name)
         show_error("Saving a threshold needs the analyst role and a bundle other than the demo.")
         return
@@ -37,16 +37,16 @@ def _save(bundle: Bundle, value: float, method: str, note: str, action: str) -> 
 def threshold_save(bundle: Bundle, value: float, method: str, level: str) -> None:
     """The save button of the threshold page (analysts, not the demo bundle), and the history
     of earlier thresholds with one-click restore."""
-    allowed = can(Action.SAVE_THRESHOLD)
+    may_save = allowed(Action.SAVE_THRESHOLD)
     writable = bundle_writable(bundle.path)
     if st.button(
         f"Save threshold {value:.4f} to the bundle",
         type="primary",
         key="thr_save",
-        disabled=not (allowed and writable),
+        disabled=not (may_save and writable),
     ):
         _save(bundle, value, method, f"chosen on {level} level", "threshold_save")
-    if not allowed:
+    if not may_save:
         st.caption("Viewers explore thresholds; saving one needs the analyst role.")
     elif not writable:
         st.caption("The demo bundle is read-only in the dashboard: save on a bundle you trained.")
@@ -61,7 +61,7 @@ def threshold_save(bundle: Bundle, value: float, method: str, level: str) -> Non
             cols[2].write(plain_markdown(old.chosen) or "-")
             cols[3].write(plain_markdown(old.by or "training run"))
             if cols[4].button(
-                "Restore", key=f"thr_restore_{i}", disabled=not (allowed and writable)
+                "Restore", key=f"thr_restore_{i}", disabled=not (may_save and writable)
             ):
                 note = f"restored the choice of {old.chosen or 'training'}"
                 _save(bundle, old.value, old.method, note, "threshold_restore")
@@ -69,7 +69,7 @@ def threshold_save(bundle: Bundle, value: float, method: str, level: str) -> Non
 
 def bundle_delete() -> None:
     """Admins delete bundles they no longer need (never the demo bundle)."""
-    if not can(Action.DELETE_BUNDLE):
+    if not allowed(Action.DELETE_BUNDLE):
         return
     names = [n for n in list_bundles_df(bundles_dir())["bundle"] if n != config.DEMO_BUNDLE_NAME]
     if not names:
@@ -85,7 +85,7 @@ def bundle_delete() -> None:
         )
         confirmed = name is not None and typed.strip() == name
         if st.button("Delete", key="adm_delete", disabled=not confirmed):
-            if not (confirmed and can(Action.DELETE_BUNDLE)):
+            if not (confirmed and allowed(Action.DELETE_BUNDLE)):
                 denied(Action.DELETE_BUNDLE, bundle=str(name))
                 show_error("Name the bundle to delete and type its name to confirm.")
                 return
@@ -100,7 +100,7 @@ def bundle_delete() -> None:
 
 def bundle_export() -> None:
     """Analysts download a bundle's model as ONNX or LiteRT with its preprocessing.json."""
-    if not can(Action.TRAIN):
+    if not allowed(Action.TRAIN):
         return
     names = list(list_bundles_df(bundles_dir())["bundle"])
     if not names:

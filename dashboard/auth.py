@@ -80,7 +80,7 @@ def identity() -> Identity:
     return Identity(email, role, mode)
 
 
-def can(action: Action) -> bool:
+def allowed(action: Action) -> bool:
     """Whether this session may do ``action`` (its role, and what its mode allows)."""
     me = identity()
     return access.can_in_mode(me.mode, me.role, action)

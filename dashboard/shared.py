@@ -27,7 +27,7 @@ from bcp_core.evaluation.intervals import better_than_chance
 from bcp_core.inference.assessment import evaluate_level
 from bcp_core.model.bundle import Bundle, list_bundles_df, load_bundle, read_bundle_meta
 from bcp_core.output_safety import plain_markdown
-from dashboard.auth import account_box, audit, can, denied, identity
+from dashboard.auth import account_box, allowed, audit, denied, identity
 
 KEY_DATA_ROOT = "data_root"
 KEY_MASK_IDS = "mask_ids"
@@ -62,7 +62,7 @@ def default_data_root() -> str:
 
 def data_root() -> str:
     """The data root chosen in the sidebar, as typed; the server's for those who may not choose."""
-    if not can(Action.CHOOSE_DATA_ROOT):
+    if not allowed(Action.CHOOSE_DATA_ROOT):
         return default_data_root()
     return st.session_state.get(KEY_DATA_ROOT) or default_data_root()
 
@@ -104,7 +104,7 @@ def upload_pixel_limit() -> int:
 
 def masking() -> bool:
     """Whether patient IDs are masked (on unless an analyst turned it off)."""
-    return bool(st.session_state.get(KEY_MASK_IDS, True)) or not can(Action.UNMASK)
+    return bool(st.session_state.get(KEY_MASK_IDS, True)) or not allowed(Action.UNMASK)
 
 
 def shown(df):
@@ -180,7 +180,7 @@ def fixed_bundle_path() -> str | None:
 
 def selected_bundle_path() -> str | None:
     """The bundle chosen in the sidebar (None when there is none)."""
-    if not can(Action.CHOOSE_BUNDLE):
+    if not allowed(Action.CHOOSE_BUNDLE):
         return fixed_bundle_path()
     chosen = st.session_state.get(KEY_BUNDLE)
     if chosen:
@@ -197,7 +197,7 @@ def bundle_version(path: str) -> float:
 def comparable_bundle_paths() -> list[str]:
     """Bundles this session may compare: every bundle for those who may choose one, else only
     the server's bundle (viewers' bundle is fixed, here as in the sidebar)."""
-    if not can(Action.CHOOSE_BUNDLE):
+    if not allowed(Action.CHOOSE_BUNDLE):
         fixed = fixed_bundle_path()
         return [fixed] if fixed else []
     return bundle_paths()
@@ -254,7 +254,7 @@ def current_bundle() -> Bundle | None:
     path = selected_bundle_path()
     if path is None:
         return None
-    if not can(Action.CHOOSE_BUNDLE) and (refusal := viewer_refusal(path)):
+    if not allowed(Action.CHOOSE_BUNDLE) and (refusal := viewer_refusal(path)):
         st.warning(plain_markdown(refusal), icon=":material/block:")
         st.stop()
     try:
@@ -323,11 +323,11 @@ def sidebar() -> None:
     me = identity()
     st.session_state.setdefault(KEY_DATA_ROOT, default_data_root())
     st.session_state.setdefault(KEY_MASK_IDS, True)
-    if not can(Action.CHOOSE_DATA_ROOT):
+    if not allowed(Action.CHOOSE_DATA_ROOT):
         if st.session_state[KEY_DATA_ROOT] != default_data_root():
             _refused_once(Action.CHOOSE_DATA_ROOT, KEY_DATA_ROOT)  # the widget is disabled
         st.session_state[KEY_DATA_ROOT] = default_data_root()
-    if not can(Action.UNMASK):
+    if not allowed(Action.UNMASK):
         if st.session_state[KEY_MASK_IDS] is not True:
             _refused_once(Action.UNMASK, KEY_MASK_IDS)
         st.session_state[KEY_MASK_IDS] = True
@@ -337,20 +337,20 @@ def sidebar() -> None:
         st.text_input(
             "Data root",
             key=KEY_DATA_ROOT,
-            disabled=not can(Action.CHOOSE_DATA_ROOT),
+            disabled=not allowed(Action.CHOOSE_DATA_ROOT),
             help="Folder with datacombined.xlsx, data_validation_x.xlsx and the Cancer / "
             "Non-Cancer image folders: the name of a folder the server allows (the box starts "
             "with one), or a folder inside it (name/sub). Other folders cannot be read.",
         )
         paths = bundle_paths()
-        if not can(Action.CHOOSE_BUNDLE):
+        if not allowed(Action.CHOOSE_BUNDLE):
             fixed = fixed_bundle_path()
             paths = [fixed] if fixed else []
         wanted = st.session_state.pop(KEY_USE_BUNDLE, None)
-        if wanted in paths and can(Action.CHOOSE_BUNDLE):
+        if wanted in paths and allowed(Action.CHOOSE_BUNDLE):
             st.session_state[KEY_BUNDLE] = wanted
         if st.session_state.get(KEY_BUNDLE) not in paths:
-            if st.session_state.get(KEY_BUNDLE) and not can(Action.CHOOSE_BUNDLE):
+            if st.session_state.get(KEY_BUNDLE) and not allowed(Action.CHOOSE_BUNDLE):
                 _refused_once(Action.CHOOSE_BUNDLE, KEY_BUNDLE)
             st.session_state[KEY_BUNDLE] = paths[0] if paths else None
         st.selectbox(
@@ -359,13 +359,13 @@ def sidebar() -> None:
             key=KEY_BUNDLE,
             format_func=lambda p: Path(p).name,
             placeholder="no bundle yet: train one",
-            disabled=not can(Action.CHOOSE_BUNDLE),
+            disabled=not allowed(Action.CHOOSE_BUNDLE),
             help="Bundles found in the server's bundles folder.",
         )
         st.toggle(
             "Mask patient IDs",
             key=KEY_MASK_IDS,
-            disabled=not can(Action.UNMASK),
+            disabled=not allowed(Action.UNMASK),
             help="Patient IDs are masked on every page and in downloads while this is on.",
         )
         if st.button(

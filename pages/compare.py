@@ -6,10 +6,11 @@ import streamlit as st
 
 from bcp_core.access import Action
 from bcp_core.errors import UserError
-from bcp_core.inference.comparison import compare_bundles
+from bcp_core.formatting import defined, interval, number, with_interval
+from bcp_core.inference.bundles_compared import compare_bundles
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_compare_pr, plot_compare_roc
-from dashboard.auth import can, require
+from dashboard.auth import allowed, require
 from dashboard.shared import bundle_version, comparable_bundle_paths, show_error
 from dashboard.views.compare import curves_section, run_choices
 
@@ -19,7 +20,7 @@ paths = comparable_bundle_paths()
 if len(paths) < 2:
     why = (
         ": train another one on the Training page."
-        if can(Action.TRAIN)
+        if allowed(Action.TRAIN)
         else "; viewers see the server's bundle only."
     )
     st.info(f"Comparing needs at least two bundles{why}", icon=":material/info:")
@@ -63,15 +64,12 @@ curves_section(chosen)
 
 
 def pct(value: float, ci: tuple[float, float]) -> str:
-    if value != value:
-        return "n/a"
-    return f"{value:.1%} ({ci[0]:.0%}-{ci[1]:.0%})" if ci[0] == ci[0] else f"{value:.1%}"
+    return with_interval(value, *ci, as_percent=True)
 
 
 def num(value: float, ci: tuple[float, float]) -> str:
-    if value != value:
-        return "n/a"
-    return f"{value:.3f} ({ci[0]:.3f} to {ci[1]:.3f})" if ci[0] == ci[0] else f"{value:.3f}"
+    shown = number(value)
+    return f"{shown} ({interval(ci)})" if defined(value) and defined(ci[0]) else shown
 
 
 st.subheader("At each run's saved threshold")
@@ -94,7 +92,7 @@ pairs = pd.DataFrame(
         "runs": f"{p.a} - {p.b}",
         "ROC-AUC difference (95% CI)": num(p.roc_auc_diff, p.roc_auc_diff_ci),
         "PR-AUC difference (95% CI)": num(p.pr_auc_diff, p.pr_auc_diff_ci),
-        "p (two-sided)": "n/a" if p.p_value != p.p_value else f"{p.p_value:.3f}",
+        "p (two-sided)": number(p.p_value),
     }
     for p in c.pairs
 )

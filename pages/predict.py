@@ -9,13 +9,9 @@ from bcp_core import settings
 from bcp_core.access import Action
 from bcp_core.errors import UserError
 from bcp_core.inference.explain import overlay_heatmap
-from bcp_core.inference.predict import (
-    ShownCache,
-    ShownPrediction,
-    breast_results_df,
-    predict_files,
-    predict_one,
-)
+from bcp_core.inference.predict import predict_files, predict_one
+from bcp_core.inference.results import breast_results_df
+from bcp_core.inference.shown import ShownCache, ShownPrediction
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_probability_gauge
 from dashboard.auth import require

@@ -1,12 +1,16 @@
-"""Shared fixtures: tiny workbooks, JPEGs and demo datasets made on the fly."""
+"""Shared fixtures: tiny workbooks, JPEGs and demo datasets made on the fly, the command lines
+and dashboard forms of a tiny training run, the server's training slot and a Ray cluster."""
 
 from __future__ import annotations
 
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 from PIL import Image
 
 from bcp_core.config import DemoConfig
@@ -14,7 +18,9 @@ from bcp_demo.writer import write_demo_dataset
 
 #: A data-root name with the Turkish dotless i and a space, as on the user's machine.
 NON_ASCII_ROOT = "Mamografi Verilerı"
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+#: The repository's root folder (the working folder of the tests' command lines).
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "streamlit_app.py")
 
 
 def typed_root(data_root) -> str:
@@ -83,6 +89,28 @@ def write_xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
     return path
 
 
+def write_data_root(
+    root: Path,
+    cancer: list[list[object]],
+    non_cancer: list[list[object]],
+    validation: list[list[object]],
+    files: list[str],
+    cancer_dir: str = "Cancer",
+    non_cancer_dir: str = "Non-Cancer",
+) -> Path:
+    """A data root: the combined workbook's two sheets and the validation workbook (each a list
+    of rows, the header first), the two class folders and a JPEG for each of ``files``
+    ("C/..." in the cancer folder, "N/..." in the non-cancer one)."""
+    write_xlsx(root / "datacombined.xlsx", {"Cancer": cancer, "Non-Cancer": non_cancer})
+    write_xlsx(root / "data_validation_x.xlsx", {"Sheet1": validation})
+    for folder in (cancer_dir, non_cancer_dir):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for rel in files:
+        cls, _, rest = rel.partition("/")
+        write_jpeg(root / (cancer_dir if cls == "C" else non_cancer_dir) / rest)
+    return root
+
+
 def write_jpeg(
     path: Path, size: tuple[int, int] = (40, 32), value: int = 128, mode: str = "RGB"
 ) -> Path:
@@ -103,6 +131,39 @@ def small_demo(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("demo") / NON_ASCII_ROOT
     truth = write_demo_dataset(root, DemoConfig(scale="small", seed=7, image_height=96), workers=1)
     return root, truth
+
+
+def edit_workbook(path: Path, edit: Callable[[Workbook], None]) -> Path:
+    """The workbook at ``path`` opened with openpyxl, changed by ``edit`` and saved."""
+    book = load_workbook(path)
+    edit(book)
+    book.save(path)
+    return path
+
+
+def demo_copy(small_demo, dest: Path, edit: Callable[[Workbook], None] | None = None) -> Path:
+    """A copy of the small demo dataset at ``dest``; ``edit`` changes its combined workbook
+    (:func:`edit_workbook`)."""
+    from bcp_core.config import COMBINED_WORKBOOK
+
+    shutil.copytree(small_demo[0], dest)
+    if edit is not None:
+        edit_workbook(dest / COMBINED_WORKBOOK, edit)
+    return dest
+
+
+def cli_command(*argv: str) -> list[str]:
+    """The command that runs ``python -m bcp_core`` with ``argv`` in a process of its own."""
+    return [sys.executable, "-m", "bcp_core", *argv]
+
+
+def tiny_train_argv(data_root, out, *more: str) -> list[str]:
+    """``train``'s arguments for a tiny run (the seed CNN at 64 x 48) from ``data_root`` into
+    ``out``, then ``more``."""
+    return [
+        "train", "--data-root", str(data_root), "--out", str(out),
+        "--model", "seed_cnn", "--image-size", "64", "48", *more,
+    ]  # fmt: skip
 
 
 def blob_image(positive: bool, rng: np.random.Generator, size=(64, 52)) -> np.ndarray:
@@ -181,3 +242,42 @@ def bundles_dir(demo_bundle, tmp_path, monkeypatch):
     viewable_copy(demo_bundle, folder / "demo")
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(folder))
     return folder
+
+
+def fill_tiny_training_form(at, **extra) -> None:
+    """The training page's form set for a tiny run (the seed CNN at 64 x 48, 2 epochs of 8);
+    ``extra``: more select boxes by key."""
+    at.selectbox(key="tr_model").set_value("seed_cnn")
+    at.number_input(key="tr_h").set_value(64)
+    at.number_input(key="tr_w").set_value(48)
+    at.number_input(key="tr_epochs").set_value(2)
+    at.number_input(key="tr_batch").set_value(8)
+    for key, value in extra.items():
+        at.selectbox(key=key).set_value(value)
+
+
+@pytest.fixture
+def idle_jobs():
+    """The server's training slot, empty for the test; a run the test started is stopped after."""
+    from dashboard.jobs import registry
+
+    registry().current = None
+    yield registry()
+    job = registry().current
+    if job is not None and job.thread is not None:
+        job.stop_event.set()
+        job.thread.join(timeout=120)
+    registry().current = None
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A Ray cluster of two CPUs on this machine for the tests of one module; without the scale
+    extra (requirements-scale.txt: Ray Data and Ray Train) the test skips."""
+    missing = "Ray is not installed (pip install -r requirements-scale.txt)"
+    ray = pytest.importorskip("ray", reason=missing)
+    for part in ("ray.data", "ray.train"):
+        pytest.importorskip(part, reason=missing)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

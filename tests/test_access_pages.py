@@ -79,15 +79,6 @@ def roles(monkeypatch, tmp_path, small_demo, bundles_dir):
     return path
 
 
-@pytest.fixture
-def fresh_jobs(monkeypatch, tmp_path):
-    from dashboard.jobs import registry
-
-    registry().current = None
-    yield registry()
-    registry().current = None
-
-
 def running_job(user: str):
     from dashboard.jobs import TrainingJob
 
@@ -112,8 +103,8 @@ def test_demo_viewer_sees_pages_with_ids_masked_and_cannot_unmask_or_choose(demo
     assert ("demo visitor", "unmask") not in audit_actions()
 
 
-def test_demo_viewer_has_no_training_page_and_the_page_itself_refuses(demo_mode, fresh_jobs):
-    fresh_jobs.current = running_job("ana@h.org")
+def test_demo_viewer_has_no_training_page_and_the_page_itself_refuses(demo_mode, idle_jobs):
+    idle_jobs.current = running_job("ana@h.org")
     at = AppTest.from_file(str(Path(APP).parent / "pages" / "training.py"), default_timeout=60)
     at.run()
     assert "Training needs the analyst role" in at.error[0].value
@@ -185,7 +176,7 @@ def test_every_page_run_on_its_own_keeps_to_the_demo_viewers_role(demo_mode, bun
     assert bool(refused) == (page.stem in ("training", "audit")), refused
 
 
-def test_a_signed_in_analyst_may_unmask_choose_and_train(roles, small_demo, fresh_jobs):
+def test_a_signed_in_analyst_may_unmask_choose_and_train(roles, small_demo, idle_jobs):
     root, truth = small_demo
     at = open_as(root, email="ana@h.org")
     assert ("ana@h.org", "sign_in") in audit_actions()
@@ -208,11 +199,9 @@ def test_a_signed_in_analyst_may_unmask_choose_and_train(roles, small_demo, fres
     assert "needs the admin role" in audit_page.error[0].value and not audit_page.dataframe
 
 
-def test_a_non_owner_cannot_stop_a_run_but_the_owner_and_an_admin_can(
-    roles, small_demo, fresh_jobs
-):
+def test_a_non_owner_cannot_stop_a_run_but_the_owner_and_an_admin_can(roles, small_demo, idle_jobs):
     job = running_job("ana@h.org")
-    fresh_jobs.current = job
+    idle_jobs.current = job
     bob = open_as(small_demo[0], "pages/training.py", email="bob@h.org")
     assert bob.button(key="tr_stop").disabled
     assert not job.stop_event.is_set()
@@ -277,7 +266,7 @@ def test_admins_see_the_audit_log_and_no_patient_id_is_in_it(small_demo, bundles
 
 
 def test_an_admin_deletes_a_bundle_but_never_the_demo_and_an_analyst_cannot(
-    roles, small_demo, bundles_dir, fresh_jobs
+    roles, small_demo, bundles_dir, idle_jobs
 ):
     run = bundles_dir / "run-1"
     shutil.copytree(bundles_dir / "demo", run)
@@ -294,7 +283,7 @@ def test_an_admin_deletes_a_bundle_but_never_the_demo_and_an_analyst_cannot(
     assert ("root@h.org", "bundle_delete") in audit_actions()
 
 
-def test_a_forged_delete_never_falls_back_to_a_bundle(roles, small_demo, bundles_dir, fresh_jobs):
+def test_a_forged_delete_never_falls_back_to_a_bundle(roles, small_demo, bundles_dir, idle_jobs):
     """Security row 13: a forged choice reset to the first option, and that bundle was deleted."""
     run = bundles_dir / "run-1"
     shutil.copytree(bundles_dir / "demo", run)
@@ -307,7 +296,7 @@ def test_a_forged_delete_never_falls_back_to_a_bundle(roles, small_demo, bundles
     assert run.exists()
 
 
-def test_refused_actions_are_audited(roles, small_demo, bundles_dir, fresh_jobs):
+def test_refused_actions_are_audited(roles, small_demo, bundles_dir, idle_jobs):
     """Security row 11: forged viewer actions left no trace."""
     viewer = AppTest.from_file(str(Path(APP).parent / "pages" / "training.py"))
     viewer.secrets["auth"] = AUTH

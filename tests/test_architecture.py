@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "bcp_core": 0,  # the package's own __init__ (a docstring and the version)
     "bcp_core.errors": 0,
+    "bcp_core.values": 0,  # what counts as a number, a whole number, a blank cell
     "bcp_core.config": 1,
     "bcp_core.fileio": 1,
     "bcp_core.output_safety": 1,
+    "bcp_core.formatting": 1,  # percentages and intervals for people, "n/a" when undefined
     "bcp_core.access": 1,  # modes, roles and permissions (pure rules)
     "bcp_core.audit": 1,  # the append-only audit log
     "bcp_core.quiet": 1,  # TensorFlow imported without its start-up lines (entry points)
@@ -39,7 +41,13 @@ LAYERS = {
 #: Below them settings arrive as values (docs/architecture.md, "Settings at the edge").
 SETTINGS_READERS = ("bcp_core.settings", "bcp_core.cli", "bcp_core.__main__")
 #: The demo generator sits beside the core and may use only its bottom layers.
-DEMO_MAY_IMPORT = ("bcp_core.errors", "bcp_core.config", "bcp_core.fileio", "bcp_core.data")
+DEMO_MAY_IMPORT = (
+    "bcp_core.errors",
+    "bcp_core.values",
+    "bcp_core.config",
+    "bcp_core.fileio",
+    "bcp_core.data",
+)
 
 
 def module_name(path: Path) -> str:

@@ -43,8 +43,8 @@ from bcp_core.model.bundle import (
 from bcp_core.model.meta import BundleMeta, ThresholdChoice
 from bcp_core.model.training import plan_split
 from bcp_demo import writer as demo
-from tests.conftest import write_jpeg, write_xlsx
-from tests.test_dicom import compressed_junk
+from tests.conftest import write_data_root, write_jpeg, write_xlsx
+from tests.dicom_files import compressed_junk, make_dicom, new_dataset, ramp, to_bytes
 
 KEYS = ["InputFileName", "StudyDate", "StudyTime", "PatientID.x"]
 VAL_HEADER = [*KEYS, "AbsolutePath"]
@@ -64,20 +64,13 @@ def make_root(
     non_cancer: list | None = None,
 ) -> Path:
     """A tiny data root: both workbooks, one cancer and one non-cancer JPEG."""
-    write_xlsx(
-        root / "datacombined.xlsx",
-        {
-            "Cancer": cancer if cancer is not None else [KEYS, CANCER_ROW],
-            "Non-Cancer": non_cancer if non_cancer is not None else [KEYS, NON_CANCER_ROW],
-        },
+    return write_data_root(
+        root,
+        cancer if cancer is not None else [KEYS, CANCER_ROW],
+        non_cancer if non_cancer is not None else [KEYS, NON_CANCER_ROW],
+        validation if validation is not None else [VAL_HEADER, VAL_ROW],
+        ["C/a/FILE0001.jpg", "N/batch_1/FILE0100.jpg"],
     )
-    write_xlsx(
-        root / "data_validation_x.xlsx",
-        {"Sheet1": validation if validation is not None else [VAL_HEADER, VAL_ROW]},
-    )
-    write_jpeg(root / "Cancer" / "a" / "FILE0001.jpg")
-    write_jpeg(root / "Non-Cancer" / "batch_1" / "FILE0100.jpg")
-    return root
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -607,40 +600,10 @@ def test_odd_but_valid_image_is_read_and_preprocessed(tmp_path, make, check):
 # --- DICOM -------------------------------------------------------------------------------------
 
 
-def _dataset(syntax=None):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import (
-        DigitalMammographyXRayImageStorageForPresentation,
-        ExplicitVRLittleEndian,
-        generate_uid,
-    )
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    return ds
-
-
-def _dicom_bytes(ds) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-def _ramp() -> np.ndarray:
-    return np.linspace(0, 4095, 20 * 16).reshape(20, 16).astype(np.uint16)
-
-
 def _no_pixel_data() -> bytes:
-    ds = _dataset()
+    ds = new_dataset()
     ds.Rows, ds.Columns = 20, 16
-    return _dicom_bytes(ds)
+    return to_bytes(ds)
 
 
 def _compressed_without_plugin() -> bytes:
@@ -650,10 +613,10 @@ def _compressed_without_plugin() -> bytes:
 
 
 def _huge_dicom() -> bytes:
-    ds = _dataset()
-    ds.set_pixel_data(_ramp(), photometric_interpretation="MONOCHROME2", bits_stored=12)
+    ds = new_dataset()
+    ds.set_pixel_data(ramp(4095), photometric_interpretation="MONOCHROME2", bits_stored=12)
     ds.Rows, ds.Columns = 60000, 60000
-    return _dicom_bytes(ds)
+    return to_bytes(ds)
 
 
 DICOM_CASES = [
@@ -680,10 +643,8 @@ def test_bad_dicom_is_refused_with_a_sentence(tmp_path, data, message):
 
 
 def test_monochrome1_dicom_is_inverted_not_refused(tmp_path):
-    ds = _dataset()
-    arr = _ramp()
-    ds.set_pixel_data(arr, photometric_interpretation="MONOCHROME1", bits_stored=12)
-    (tmp_path / "mono1.dcm").write_bytes(_dicom_bytes(ds))
+    arr = ramp(4095)
+    (tmp_path / "mono1.dcm").write_bytes(make_dicom(arr, "MONOCHROME1", bits_stored=12))
     gray = read_gray(tmp_path / "mono1.dcm")
     assert gray[arr == arr.max()].max() == 0.0 and gray[arr == 0].min() == 1.0
     assert preprocess_image(tmp_path / "mono1.dcm", SPEC).shape == (64, 48, 1)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bcp_core.cli import main
 from bcp_core.data.datasource import read_data_root
-
-REPO = Path(__file__).resolve().parent.parent
+from bcp_core.model.files import META_FILE, MODEL_FILE
+from tests.conftest import REPO, cli_command, tiny_train_argv
 
 
 def test_match_json_keys_and_counts(small_demo, capsys):
@@ -77,16 +76,7 @@ def test_user_error_is_one_sentence_on_stderr_with_exit_2(tmp_path, capsys):
 
 def test_demo_data_refuses_a_bad_scale_through_argparse(tmp_path):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bcp_core",
-            "demo-data",
-            "--out",
-            str(tmp_path / "x"),
-            "--scale",
-            "xl",
-        ],
+        cli_command("demo-data", "--out", str(tmp_path / "x"), "--scale", "xl"),
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -98,19 +88,9 @@ def test_demo_data_refuses_a_bad_scale_through_argparse(tmp_path):
 def test_module_entry_point_runs_demo_data_and_match(tmp_path):
     out = tmp_path / "demo ı"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bcp_core",
-            "demo-data",
-            "--out",
-            str(out),
-            "--image-height",
-            "64",
-            "--seed",
-            "3",
-            "--json",
-        ],
+        cli_command(
+            "demo-data", "--out", str(out), "--image-height", "64", "--seed", "3", "--json"
+        ),
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -118,7 +98,7 @@ def test_module_entry_point_runs_demo_data_and_match(tmp_path):
     assert proc.returncode == 0, proc.stderr
     made = json.loads(proc.stdout)
     proc = subprocess.run(
-        [sys.executable, "-m", "bcp_core", "match", "--data-root", str(out), "--json"],
+        cli_command("match", "--data-root", str(out), "--json"),
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -131,25 +111,7 @@ def test_module_entry_point_runs_demo_data_and_match(tmp_path):
 def test_train_json_keys_and_zero_patient_overlap(small_demo, tmp_path, capsys):
     root, _ = small_demo
     out = tmp_path / "bundle"
-    code = main(
-        [
-            "train",
-            "--data-root",
-            str(root),
-            "--out",
-            str(out),
-            "--model",
-            "seed_cnn",
-            "--image-size",
-            "64",
-            "48",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--json",
-        ]
-    )
+    code = main(tiny_train_argv(root, out, "--epochs", "2", "--batch-size", "8", "--json"))
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     for key in (
@@ -164,7 +126,7 @@ def test_train_json_keys_and_zero_patient_overlap(small_demo, tmp_path, capsys):
     ):
         assert key in result
     assert result["patient_overlap"] == 0 and result["epochs_run"] == 2
-    assert (out / "model.keras").is_file() and (out / "bundle.json").is_file()
+    assert (out / MODEL_FILE).is_file() and (out / META_FILE).is_file()
 
 
 def test_train_refuses_bad_settings_before_reading_data(tmp_path, capsys):
@@ -184,9 +146,6 @@ def test_train_refuses_bad_settings_before_reading_data(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 @pytest.mark.parametrize(
     "argv",
     [
@@ -198,27 +157,26 @@ REPO = Path(__file__).resolve().parents[1]
     ],
 )
 def test_argument_and_path_errors_are_answered_before_tensorflow_is_imported(argv):
-    """A typo costs no TensorFlow start-up (seconds): the answer comes from the arguments."""
+    """A typo costs no TensorFlow or scikit-learn start-up (seconds; under 0.5 s left): the
+    answer comes from the arguments."""
     code = (
         "import sys; from bcp_core.cli import main; rc = main(sys.argv[1:]); "
-        "print('TF' if 'tensorflow' in sys.modules else 'no TF'); sys.exit(rc)"
+        "heavy = [m for m in ('tensorflow', 'sklearn') if m in sys.modules]; "
+        "print(' '.join(heavy) or 'none'); sys.exit(rc)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2, done.stderr
-    assert done.stdout.strip() == "no TF"
+    assert done.stdout.strip() == "none"
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_a_prediction_prints_no_tensorflow_start_up_lines(demo_bundle, small_demo):
     root, truth = small_demo
     image = next(i for i in truth["images"] if i["on_disk"])
-    done = subprocess.run(
-        [sys.executable, "-m", "bcp_core", "predict", "--bundle", str(demo_bundle),
-         str(root / image["relpath"]), "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    argv = ("predict", "--bundle", str(demo_bundle), str(root / image["relpath"]), "--json")
+    done = subprocess.run(cli_command(*argv), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["probability"] >= 0
     for noise in ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "rebuild TensorFlow"):

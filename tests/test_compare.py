@@ -16,6 +16,7 @@ from bcp_core.errors import UserError
 from bcp_core.evaluation import intervals
 from bcp_core.evaluation.compare import RunInput, compare_runs, differing_settings
 from bcp_core.evaluation.metrics import ranking_metrics
+from bcp_core.model.files import META_FILE
 from bcp_core.plots import plot_compare_pr, plot_compare_roc
 from tests.conftest import open_app
 
@@ -141,10 +142,10 @@ def second_bundle(demo_bundle: Path, where: Path, **meta_changes) -> Path:
     preds["probability"] = np.clip(preds["probability"] + rng.normal(0, 0.2, len(preds)), 0, 1)
     preds = preds[preds["patient_id"] != preds["patient_id"].iloc[0]]
     preds.to_csv(out / "val_predictions.csv", index=False)
-    meta = json.loads((out / "bundle.json").read_text())
+    meta = json.loads((out / META_FILE).read_text())
     meta["training"]["seed"] = 11
     meta.update(meta_changes)
-    (out / "bundle.json").write_text(json.dumps(meta))
+    (out / META_FILE).write_text(json.dumps(meta))
     return out
 
 

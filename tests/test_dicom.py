@@ -8,69 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import (
-    DigitalMammographyXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLSLossless,
-    generate_uid,
-)
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
 
 from bcp_core import config
 from bcp_core.errors import UserError
 from bcp_core.imaging.decode import DICOM_FIELDS, decode_image, read_gray
 from bcp_core.imaging.dicom import looks_like_dicom, read_dicom_gray
-
-
-def new_dataset(syntax=ExplicitVRLittleEndian) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    return ds
-
-
-def to_bytes(ds: Dataset, *, file_format: bool = True) -> bytes:
-    buf = io.BytesIO()
-    if file_format:
-        ds.save_as(buf, enforce_file_format=True)
-    else:
-        ds.save_as(buf, implicit_vr=True, little_endian=True)
-    return buf.getvalue()
-
-
-def make_dicom(
-    arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 16, **attrs
-) -> bytes:
-    """A DICOM file (as bytes) holding ``arr`` with any extra header attributes."""
-    ds = new_dataset()
-    ds.set_pixel_data(arr, photometric_interpretation=photometric, bits_stored=bits_stored)
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    return to_bytes(ds)
-
-
-def ramp(high: int, shape=(20, 16)) -> np.ndarray:
-    return np.linspace(0, high, shape[0] * shape[1]).reshape(shape).round().astype(np.uint16)
-
-
-def compressed_junk(syntax) -> bytes:
-    """A header claiming compressed pixel data, followed by bytes no codec can read."""
-    ds = new_dataset(syntax)
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 20, 16, 1
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = encapsulate([b"not a codestream " * 8])
-    ds["PixelData"].VR = "OB"
-    return to_bytes(ds)
+from tests.dicom_files import compressed_junk, make_dicom, new_dataset, ramp, to_bytes
 
 
 def test_window_maps_center_to_half_and_keeps_16_bit_precision():
@@ -194,12 +140,12 @@ def test_decode_image_keeps_the_header_fields_but_never_the_patient_id():
                       Manufacturer="ACME", PatientID="never-shown")  # fmt: skip
     decoded = decode_image(data)
     np.testing.assert_array_equal(decoded.gray, read_dicom_gray(data)[0])
-    assert tuple(decoded.meta) == DICOM_FIELDS and "never-shown" not in repr(decoded.meta)
-    assert decoded.meta["view"] == "CC" and decoded.meta["laterality"] == "L"
-    assert (decoded.meta["bits_stored"], decoded.meta["manufacturer"]) == (12, "ACME")
+    assert tuple(decoded.header) == DICOM_FIELDS and "never-shown" not in repr(decoded.header)
+    assert decoded.header["view"] == "CC" and decoded.header["laterality"] == "L"
+    assert (decoded.header["bits_stored"], decoded.header["manufacturer"]) == (12, "ACME")
     png = io.BytesIO()
     Image.fromarray(ramp(255).astype(np.uint8)).save(png, format="PNG")
-    assert decode_image(png.getvalue(), name="scan.png").meta == {}  # nothing in the header
+    assert decode_image(png.getvalue(), name="scan.png").header == {}  # nothing in the header
 
 
 def test_headerless_dataset_with_dcm_suffix_is_read(tmp_path: Path):
@@ -213,7 +159,7 @@ def test_headerless_dataset_with_dcm_suffix_is_read(tmp_path: Path):
     np.testing.assert_allclose(read_gray(path), ramp(4095) / 4095.0, atol=1e-6)
     upload = decode_image(path.read_bytes(), name="raw.dcm")  # an upload: its name tells
     np.testing.assert_allclose(upload.gray, ramp(4095) / 4095.0, atol=1e-6)
-    assert tuple(upload.meta) == DICOM_FIELDS
+    assert tuple(upload.header) == DICOM_FIELDS
 
 
 def test_looks_like_dicom(tmp_path: Path):

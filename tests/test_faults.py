@@ -5,57 +5,37 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bcp_core.inference.predict import predict_files
 from bcp_core.model.bundle import load_bundle, read_bundle_meta, save_bundle
-
-REPO = Path(__file__).resolve().parent.parent
+from bcp_core.model.files import META_FILE
+from tests.conftest import REPO, cli_command, tiny_train_argv
 
 
 @pytest.mark.slow
 def test_killing_training_mid_epoch_leaves_the_last_good_bundle_loadable(small_demo, tmp_path):
     root, _ = small_demo
     out = tmp_path / "killed"
+    argv = tiny_train_argv(
+        root, out, "--epochs", "200", "--batch-size", "4", "--patience", "200", "--json"
+    )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bcp_core",
-            "train",
-            "--data-root",
-            str(root),
-            "--out",
-            str(out),
-            "--model",
-            "seed_cnn",
-            "--image-size",
-            "64",
-            "48",
-            "--epochs",
-            "200",
-            "--batch-size",
-            "4",
-            "--patience",
-            "200",
-            "--json",
-        ],
+        cli_command(*argv),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 240
-        while not (out / "bundle.json").exists() and time.monotonic() < deadline:
+        while not (out / META_FILE).exists() and time.monotonic() < deadline:
             assert proc.poll() is None, "training ended before writing a bundle"
             time.sleep(0.2)
-        assert (out / "bundle.json").exists(), "no bundle after the first epoch"
+        assert (out / META_FILE).exists(), "no bundle after the first epoch"
         time.sleep(1.5)  # well inside a later epoch
         assert proc.poll() is None
         proc.send_signal(signal.SIGKILL)

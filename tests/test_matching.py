@@ -10,7 +10,7 @@ import pytest
 from bcp_core import config
 from bcp_core.data.datasource import read_data_root
 from bcp_core.data.matching import MatchStats
-from tests.conftest import NON_ASCII_ROOT, write_jpeg, write_xlsx
+from tests.conftest import NON_ASCII_ROOT, write_data_root, write_jpeg, write_xlsx
 
 KEY_HEADER = [
     "InputFileName",
@@ -34,22 +34,15 @@ def make_root(
     non_cancer_dir="Non-Cancer",
 ) -> Path:
     """A data root with the two workbooks and the listed image files (relative to class dirs)."""
-    root = base / NON_ASCII_ROOT
-    write_xlsx(
-        root / "datacombined.xlsx",
-        {
-            "Cancer": [KEY_HEADER, *cancer_rows],
-            "Non-Cancer": [KEY_HEADER, *non_cancer_rows],
-        },
+    return write_data_root(
+        base / NON_ASCII_ROOT,
+        [KEY_HEADER, *cancer_rows],
+        [KEY_HEADER, *non_cancer_rows],
+        [VAL_HEADER, *validation_rows],
+        files,
+        cancer_dir,
+        non_cancer_dir,
     )
-    write_xlsx(root / "data_validation_x.xlsx", {"Sheet1": [VAL_HEADER, *validation_rows]})
-    for folder in (cancer_dir, non_cancer_dir):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    for rel in files:
-        cls, _, rest = rel.partition("/")
-        folder = cancer_dir if cls == "C" else non_cancer_dir
-        write_jpeg(root / folder / rest)
-    return root
 
 
 @pytest.fixture

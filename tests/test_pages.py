@@ -7,10 +7,10 @@ import io
 from pathlib import Path
 
 import pytest
-from openpyxl import load_workbook
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import open_app, typed_root
+from bcp_core.model.files import META_FILE
+from tests.conftest import edit_workbook, fill_tiny_training_form, open_app, typed_root
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -95,28 +95,10 @@ def test_class_balance_split_slider_reruns_without_error(small_demo, share):
 
 
 @pytest.fixture
-def fresh_jobs(monkeypatch, tmp_path):
+def fresh_jobs(monkeypatch, tmp_path, idle_jobs):
     """An empty training slot and a bundles folder of the test's own."""
-    from dashboard.jobs import registry
-
-    registry().current = None
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
-    yield registry()
-    job = registry().current
-    if job is not None and job.thread is not None:
-        job.stop_event.set()
-        job.thread.join(timeout=120)
-    registry().current = None
-
-
-def fill_tiny_training_form(at: AppTest, **extra) -> None:
-    at.selectbox(key="tr_model").set_value("seed_cnn")
-    at.number_input(key="tr_h").set_value(64)
-    at.number_input(key="tr_w").set_value(48)
-    at.number_input(key="tr_epochs").set_value(2)
-    at.number_input(key="tr_batch").set_value(8)
-    for key, value in extra.items():
-        at.selectbox(key=key).set_value(value)
+    return idle_jobs
 
 
 @pytest.mark.slow
@@ -237,10 +219,11 @@ def hostile_root(tmp_path):
     ]
     files = ["C/FILE0001.jpg", "N/FILE0002.jpg", "N/FILE0003.jpg"]
     root = make_root(tmp_path, cancer, validation, non_cancer, files)
-    # openpyxl stores text starting with "=" as a formula; make it a text cell, as typed.
-    workbook = load_workbook(root / "datacombined.xlsx")
-    workbook["Cancer"]["A3"].data_type = "s"
-    workbook.save(root / "datacombined.xlsx")
+
+    def as_typed(book) -> None:  # openpyxl stores text starting with "=" as a formula
+        book["Cancer"]["A3"].data_type = "s"
+
+    edit_workbook(root / "datacombined.xlsx", as_typed)
     return root
 
 
@@ -407,7 +390,7 @@ def test_training_over_the_memory_budget_or_the_bundle_quota_is_refused_before_i
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     (tmp_path / "bundles" / "old").mkdir(parents=True)
-    (tmp_path / "bundles" / "old" / "bundle.json").write_text("{}")  # counted, not read
+    (tmp_path / "bundles" / "old" / META_FILE).write_text("{}")  # counted, not read
     root, _ = small_demo
     at = open_app(root, "pages/training.py")
     fill_tiny_training_form(at)

@@ -15,19 +15,19 @@ from bcp_core.config import PreprocessSpec, TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.imaging.preparation import preprocess_image
 from bcp_core.inference import predict
-from bcp_core.inference.predict import (
+from bcp_core.inference.inputs import expand_inputs
+from bcp_core.inference.predict import predict_files, predict_one
+from bcp_core.inference.prepared import parse_view_from_name, prepare_image
+from bcp_core.inference.results import (
+    RESULT_COLUMNS,
     Prediction,
     breast_results_df,
-    expand_inputs,
-    parse_view_from_name,
-    predict_files,
-    predict_one,
-    prepare_image,
+    results_df,
 )
 from bcp_core.model.bundle import load_bundle
 from bcp_core.model.training import train_model
 from tests.conftest import blob_image
-from tests.test_dicom import make_dicom
+from tests.dicom_files import make_dicom
 
 SPEC = PreprocessSpec(64, 48)
 
@@ -153,8 +153,8 @@ def test_prediction_json_is_the_command_line_object():
     failed = Prediction("c.jpg", error="Cannot read c.jpg.")
     assert not failed.ok and failed.to_json() == {"file": "c.jpg", "error": "Cannot read c.jpg."}
     assert failed.probability is None and "probability" not in failed.to_json()
-    table = predict.results_df([scored, failed])
-    assert list(table.columns) == list(predict.RESULT_COLUMNS)
+    table = results_df([scored, failed])
+    assert list(table.columns) == list(RESULT_COLUMNS)
     assert table["view"].tolist() == ["CC", ""] and table["error"].tolist() == ["", failed.error]
 
 
@@ -264,7 +264,7 @@ def test_predict_one_gives_a_heatmap_on_the_decoded_image(bundle, tmp_path):
     p = result.prediction
     assert p.probability == pytest.approx(batch.probability, abs=1e-6)
     assert p.label == int(p.probability >= p.threshold)
-    assert result.meta == {"view": "MLO", "laterality": "L"}
+    assert result.header == {"view": "MLO", "laterality": "L"}
     assert result.heatmap.shape == result.gray.shape == (90, 70)
     assert result.input_heatmap.shape == (64, 48)
     assert np.isfinite(result.heatmap).all() and 0 <= result.heatmap.min()
@@ -511,7 +511,7 @@ def test_the_synthetic_demo_films_pass_the_mammogram_check(small_demo):
 
 
 def test_a_shown_prediction_keeps_only_small_8_bit_images(bundle, tmp_path):
-    from bcp_core.inference.predict import ShownPrediction
+    from bcp_core.inference.shown import ShownPrediction
 
     path = tmp_path / "big_L-CC.png"
     Image.fromarray(right_breast((900, 700))).save(path)
@@ -526,7 +526,7 @@ def test_a_shown_prediction_keeps_only_small_8_bit_images(bundle, tmp_path):
 
 
 def test_the_shown_cache_is_bounded_in_bytes_and_drops_the_least_recently_used():
-    from bcp_core.inference.predict import ShownCache, ShownPrediction
+    from bcp_core.inference.shown import ShownCache, ShownPrediction
 
     def item(side: int) -> ShownPrediction:
         image = np.zeros((side, side), np.uint8)

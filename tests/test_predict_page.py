@@ -108,7 +108,7 @@ def test_the_page_caches_only_what_it_shows_within_its_byte_limit(
     small_demo, bundles_dir, monkeypatch
 ):
     """Threat row 6: 64 full-resolution entries held 3.2 GB; now uint8 images within a limit."""
-    from bcp_core.inference.predict import ShownCache
+    from bcp_core.inference.shown import ShownCache
 
     kept: list[ShownCache] = []
     original = ShownCache.get_or_make
@@ -140,7 +140,7 @@ def dicom_breast() -> np.ndarray:
 
 
 def test_dicom_upload_shows_view_and_laterality(small_demo, bundles_dir):
-    from tests.test_dicom import make_dicom  # the DICOM fixture builder
+    from tests.dicom_files import make_dicom  # the DICOM fixture builder
 
     root, _ = small_demo
     breast = dicom_breast()
@@ -205,7 +205,7 @@ def test_an_unreadable_upload_named_like_markdown_gives_a_literal_error(small_de
 
 def test_a_dicom_view_position_holding_markdown_is_shown_as_text(small_demo, bundles_dir):
     """Threat row 13: a DICOM header value reaches the caption literally."""
-    from tests.test_dicom import new_dataset, to_bytes
+    from tests.dicom_files import new_dataset, to_bytes
 
     root, _ = small_demo
     breast = dicom_breast()

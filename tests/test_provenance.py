@@ -10,7 +10,8 @@ from PIL import Image
 
 from bcp_core.data.attributes import known_views
 from bcp_core.data.datasource import read_data_root
-from bcp_core.inference.predict import predict_files, results_df
+from bcp_core.inference.predict import predict_files
+from bcp_core.inference.results import results_df
 from bcp_core.model.bundle import VAL_FILE, load_bundle
 from bcp_core.model.provenance import SPLIT_FILES, file_sha256, split_of
 from tests.conftest import blob_image

@@ -16,6 +16,7 @@ from bcp_core import settings
 from bcp_core.cli import main
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
+from bcp_core.model.files import META_FILE
 from bcp_core.model.resources import (
     TrainingLimits,
     check_bundle_quota,
@@ -35,7 +36,7 @@ HUGE = TrainConfig(image_size=(4096, 4096), batch_size=512)
 def fake_bundles(folder, n):
     for i in range(n):
         (folder / f"run{i}").mkdir(parents=True)
-        (folder / f"run{i}" / "bundle.json").write_text(json.dumps({}))
+        (folder / f"run{i}" / META_FILE).write_text(json.dumps({}))
     return folder
 
 

@@ -15,13 +15,13 @@ import pytest
 
 from bcp_core.cli import main
 from bcp_core.errors import UserError
-from bcp_core.inference.comparison import training_curves
+from bcp_core.inference.bundles_compared import training_curves
 from bcp_core.model.bundle import list_bundles_df, read_bundle_meta, update_label, update_threshold
 from bcp_core.model.files import META_FILE
 from bcp_core.model.meta import MAX_NAME_CHARS, MAX_NOTE_CHARS, BundleMeta, RunLabel
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_run_curves
-from tests.conftest import open_app
+from tests.conftest import open_app, tiny_train_argv
 
 FORMAT1 = Path(__file__).parent / "fixtures" / "bundle_format1" / "bundle"
 
@@ -170,9 +170,9 @@ def test_train_help_names_the_limits(capsys):
 @pytest.mark.slow
 def test_train_writes_the_name_and_note_given(small_demo, tmp_path, capsys):
     out = tmp_path / "bundles" / "named"
-    argv = ["train", "--data-root", str(small_demo[0]), "--out", str(out), "--model", "seed_cnn",
-            "--image-size", "64", "48", "--epochs", "1", "--batch-size", "8",
-            "--name", "Tiny seed CNN", "--note", "one epoch\nto test names", "--json"]  # fmt: skip
+    argv = tiny_train_argv(small_demo[0], out, "--epochs", "1", "--batch-size", "8",
+                           "--name", "Tiny seed CNN", "--note", "one epoch\nto test names",
+                           "--json")  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
     raw = raw_meta(out)
@@ -182,20 +182,6 @@ def test_train_writes_the_name_and_note_given(small_demo, tmp_path, capsys):
 
 
 # --- The dashboard -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def idle_jobs():
-    """The server's training slot, empty for the test."""
-    from dashboard.jobs import registry
-
-    registry().current = None
-    yield registry()
-    job = registry().current
-    if job is not None and job.thread is not None:
-        job.stop_event.set()
-        job.thread.join(timeout=120)
-    registry().current = None
 
 
 def audit_actions() -> list[dict]:

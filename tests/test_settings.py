@@ -6,15 +6,13 @@ import os
 import re
 import subprocess
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from bcp_core import settings
 from bcp_core.errors import UserError
 from bcp_core.model.resources import TrainingLimits, machine_memory_bytes
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
 
 
 def make_run_command(*variables: str) -> str:

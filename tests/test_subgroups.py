@@ -20,7 +20,7 @@ from bcp_core.data.attributes import (
     workbook_columns,
 )
 from bcp_core.data.datasource import read_data_root
-from bcp_core.data.workbooks import file_name_key
+from bcp_core.data.keys import file_name_key
 from bcp_core.errors import UserError
 from bcp_core.evaluation.intervals import bootstrap_auc_intervals, wilson_interval
 from bcp_core.evaluation.subgroups import (
@@ -31,7 +31,8 @@ from bcp_core.evaluation.subgroups import (
     too_small_reason,
 )
 from bcp_core.model.bundle import load_bundle
-from tests.conftest import open_app, write_jpeg, write_xlsx
+from bcp_core.model.files import META_FILE
+from tests.conftest import demo_copy, edit_workbook, open_app, write_jpeg, write_xlsx
 
 # --- Grouping rules (made-up values) --------------------------------------------------------
 
@@ -239,18 +240,16 @@ def _sheet(path, name) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def tagged_root(small_demo, tmp_path_factory):
     """A copy of the small demo whose sheets carry a column ``RowTag``, distinct in every row."""
-    root = tmp_path_factory.mktemp("tagged") / "root"
-    shutil.copytree(small_demo[0], root)
-    book_path = root / config.COMBINED_WORKBOOK
-    book = load_workbook(book_path)
-    for k, name in enumerate((config.SHEET_CANCER, config.SHEET_NON_CANCER)):
-        ws = book[name]
-        col = ws.max_column + 1
-        ws.cell(1, col, "RowTag")
-        for r in range(2, ws.max_row + 1):
-            ws.cell(r, col, f"T{k}-{(r * 7919) % 10007}")
-    book.save(book_path)
-    return root
+
+    def tag_rows(book) -> None:
+        for k, name in enumerate((config.SHEET_CANCER, config.SHEET_NON_CANCER)):
+            ws = book[name]
+            col = ws.max_column + 1
+            ws.cell(1, col, "RowTag")
+            for r in range(2, ws.max_row + 1):
+                ws.cell(r, col, f"T{k}-{(r * 7919) % 10007}")
+
+    return demo_copy(small_demo, tmp_path_factory.mktemp("tagged") / "root", tag_rows)
 
 
 def _expected(book: dict[int, pd.DataFrame], file: str, label: int, patient: str, column: str):
@@ -286,17 +285,18 @@ def test_the_join_picks_each_validation_image_s_own_workbook_row(tagged_root, de
 
 
 def test_a_row_changed_after_the_match_is_not_used(small_demo, tmp_path):
-    root = tmp_path / "root"
-    shutil.copytree(small_demo[0], root)
+    root = demo_copy(small_demo, tmp_path / "root")
     match = read_data_root(root)
     files = match.manifest["path"].tolist()
     victim = match.manifest.iloc[-1]  # a non-cancer row
     assert victim["label"] == config.LABEL_NON_CANCER
-    book = load_workbook(root / config.COMBINED_WORKBOOK)
-    ws = book[victim["sheet"]]
-    col = [c.value for c in ws[1]].index(config.COL_FILE) + 1
-    ws.cell(int(victim["row"]), col, "RENAMED")
-    book.save(root / config.COMBINED_WORKBOOK)
+
+    def rename_victim(book) -> None:
+        ws = book[victim["sheet"]]
+        col = [c.value for c in ws[1]].index(config.COL_FILE) + 1
+        ws.cell(int(victim["row"]), col, "RENAMED")
+
+    edit_workbook(root / config.COMBINED_WORKBOOK, rename_victim)
     got = image_values(root, match, files, "Manufacturer")
     assert not got["found"].iat[-1] and got["value"].iat[-1] is None
     assert got["found"].iloc[:-1].all()
@@ -432,7 +432,6 @@ def test_an_analyst_adds_the_table_to_the_model_card_and_it_survives_a_threshold
     small_demo, bundles_dir
 ):
     import json
-    import shutil
 
     from bcp_core.model.bundle import update_threshold
     from bcp_core.model.card import CARD_FILE
@@ -447,7 +446,7 @@ def test_an_analyst_adds_the_table_to_the_model_card_and_it_survives_a_threshold
     at.button(key="thr_sub_card").click().run()
     assert not at.exception and not at.error, (at.exception, at.error)
     assert any("Added to the model card" in s.value for s in at.success)
-    stored = json.loads((run / "bundle.json").read_text(encoding="utf-8"))["subgroups"]
+    stored = json.loads((run / META_FILE).read_text(encoding="utf-8"))["subgroups"]
     assert list(stored) == ["PatientAge"]
     assert [g["group"] for g in stored["PatientAge"]["groups"]] == shown["PatientAge"].tolist()
     card = (run / CARD_FILE).read_text(encoding="utf-8")

@@ -12,7 +12,9 @@ from bcp_core.cli import main
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.imaging import tta
-from bcp_core.inference.predict import Prediction, predict_files, predict_one, prepare_image
+from bcp_core.inference.predict import predict_files, predict_one
+from bcp_core.inference.prepared import prepare_image
+from bcp_core.inference.results import Prediction
 from bcp_core.model.bundle import load_bundle
 from bcp_core.model.training import train_model
 

@@ -12,6 +12,7 @@ import pytest
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import MAX_REASON_CHARS, approve_for_viewers, read_bundle_meta
 from bcp_core.model.card import CARD_FILE
+from bcp_core.model.files import META_FILE
 from tests.conftest import open_app
 
 FORMAT1 = Path(__file__).parent / "fixtures" / "bundle_format1" / "bundle"
@@ -29,17 +30,17 @@ def test_an_approval_is_kept_with_its_author_time_and_reason(demo_bundle, tmp_pa
     approve_for_viewers(copy, "ana", "demo for\nthe board\x07")
     given = read_bundle_meta(copy).viewer_approval
     assert given is not None and given["by"] == "ana" and given["reason"] == "demo for the board"
-    assert json.loads((copy / "bundle.json").read_text())["viewer_approval"] == given
+    assert json.loads((copy / META_FILE).read_text())["viewer_approval"] == given
     assert "approved for viewers by ana" in (copy / CARD_FILE).read_text()
 
 
 def test_an_older_bundle_has_no_approval_and_keeps_its_keys(tmp_path):
     copy = tmp_path / "old"
     shutil.copytree(FORMAT1, copy)
-    before = json.loads((copy / "bundle.json").read_text())
+    before = json.loads((copy / META_FILE).read_text())
     assert read_bundle_meta(copy).viewer_approval is None
     approve_for_viewers(copy, "ana", "checked by hand")
-    after = json.loads((copy / "bundle.json").read_text())
+    after = json.loads((copy / META_FILE).read_text())
     assert {k: v for k, v in after.items() if k != "viewer_approval"}.keys() >= before.keys()
 
 

@@ -19,18 +19,19 @@ import pandas as pd
 
 from bcp_core import config
 from bcp_core.data.datasource import check_data_root
+from bcp_core.data.keys import key_parts_df
 from bcp_core.data.matching import MatchResult, key_parts_df_lenient
 from bcp_core.data.workbooks import (
     canonical_name,
     excel_row,
     find_entry,
-    key_parts_df,
     pick_sheet,
     read_excel_headers,
     read_excel_sheets,
     read_table,
 )
 from bcp_core.errors import UserError
+from bcp_core.values import is_blank
 
 #: Columns of :func:`image_values`' result.
 VALUE_COLUMNS = ("file", "found", "value")
@@ -217,29 +218,18 @@ def image_values(
                 continue
             found[i] = True
             cell = df[actual].iat[index]
-            values[i] = None if _blank(cell) else cell
+            values[i] = None if is_blank(cell) else cell
     out = rows[["file"]].copy()
     out["found"] = found
     out["value"] = pd.Series(values, dtype=object)
     return out
 
 
-def _blank(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return value.strip() == ""
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
 def metadata_frame(
     data_root: str | Path, match: MatchResult, files: Sequence[str], columns: Sequence[str]
 ) -> pd.DataFrame:
     """The cells of ``columns`` for each image file: the inputs of a model on image plus
-    workbook columns (:mod:`bcp_core.model.metadata`).
+    workbook columns (:mod:`bcp_core.model.columns`).
 
     Returns:
         One row per file, in order, one column per requested column (None where empty or not

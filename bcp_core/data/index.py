@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from bcp_core import config
-from bcp_core.data.workbooks import canonical_name, file_name_key
+from bcp_core.data.keys import file_name_key
+from bcp_core.data.workbooks import canonical_name
 from bcp_core.errors import UserError
 
 

@@ -17,7 +17,8 @@ import pandas as pd
 
 from bcp_core import config
 from bcp_core.data.index import ImageIndex
-from bcp_core.data.workbooks import excel_row, key_parts_df, text_column
+from bcp_core.data.keys import key_parts_df, text_column
+from bcp_core.data.workbooks import excel_row
 
 _LATERALITY = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
 #: Columns of :attr:`MatchResult.fixes`: which table and key column needed a fix, in how many rows.

@@ -150,7 +150,7 @@ class RunCurves:
 
     Attributes:
         name: how the run is shown (its name, else its bundle folder's name; see
-            :func:`bcp_core.inference.comparison.run_titles`).
+            :func:`bcp_core.inference.bundles_compared.run_titles`).
         history: one row per epoch: ``epoch`` and Keras-style columns (``loss``, ``val_loss``,
             ``val_roc_auc``, ``val_pr_auc``, ...); empty when the bundle has none.
         best_epoch: the epoch whose weights the bundle keeps (None when not known).

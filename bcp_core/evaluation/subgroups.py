@@ -48,6 +48,8 @@ from bcp_core.evaluation.intervals import (
     wilson_interval,
 )
 from bcp_core.evaluation.metrics import as_arrays, check_threshold
+from bcp_core.formatting import with_interval
+from bcp_core.values import is_blank
 
 MISSING = "missing"
 OTHER = "other"
@@ -80,19 +82,6 @@ GROUP_COLUMNS = (
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _DICOM_AGE = re.compile(r"(\d{3})([DWMY])")
 _AGE_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
-
-
-def _blank(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return value.strip() == ""
-    if isinstance(value, float):
-        return math.isnan(value)
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def as_number(value: object) -> tuple[float | None, bool]:
@@ -203,7 +192,7 @@ def equal_count_spans(distinct: np.ndarray, counts: np.ndarray, bins: int) -> li
 def _text_groups(
     cells: list[object], patients: Sequence[object], min_images: int, min_patients: int
 ) -> Grouping:
-    keys = [None if _blank(c) else normalised_text(c) for c in cells]
+    keys = [None if is_blank(c) else normalised_text(c) for c in cells]
     frame = pd.DataFrame({"key": keys, "shown": [_shown_text(c) for c in cells], "p": patients})
     frame = frame[frame["key"].notna()]
     sizes = frame.groupby("key").agg(images=("p", "size"), patients=("p", "nunique"))
@@ -241,10 +230,10 @@ def group_labels(
     cells = list(cells)
     if len(patients) != len(cells):
         raise UserError(f"Got {len(patients)} patient IDs for {len(cells)} images.")
-    parsed = [(None, False) if _blank(c) else as_number(c) for c in cells]
-    filled = [c for c in cells if not _blank(c)]
+    parsed = [(None, False) if is_blank(c) else as_number(c) for c in cells]
+    filled = [c for c in cells if not is_blank(c)]
     numeric = bool(filled) and all(
-        n is not None for (n, _), c in zip(parsed, cells) if not _blank(c)
+        n is not None for (n, _), c in zip(parsed, cells) if not is_blank(c)
     )
     if not filled:
         grouping = Grouping([MISSING] * len(cells), [], "every cell is empty")
@@ -339,16 +328,12 @@ class SubgroupTable:
         """The table as the page shows it: counts, and each figure with its interval as text."""
 
         def pct(row, name: str) -> str:
-            value, low, high = row[name], row[f"{name}_low"], row[f"{name}_high"]
-            if value != value:
-                return ""
-            return f"{value:.1%} ({low:.0%}-{high:.0%})"
+            low, high = row[f"{name}_low"], row[f"{name}_high"]
+            return with_interval(row[name], low, high, as_percent=True, undefined="")
 
         def auc(row) -> str:
-            value, low, high = row["roc_auc"], row["roc_auc_low"], row["roc_auc_high"]
-            if value != value:
-                return ""
-            return f"{value:.3f}" + ("" if low != low else f" ({low:.2f}-{high:.2f})")
+            low, high = row["roc_auc_low"], row["roc_auc_high"]
+            return with_interval(row["roc_auc"], low, high, as_percent=False, undefined="")
 
         g = self.groups
         return pd.DataFrame({

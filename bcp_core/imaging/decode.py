@@ -30,7 +30,7 @@ class Decoded:
 
     Attributes:
         gray: float32 (h, w) in [0, 1], bright = dense tissue.
-        meta: what the file says about itself. For DICOM, the header's ``view`` ("CC",
+        header: what the file says about itself. For DICOM, the header's ``view`` ("CC",
             "MLO", ...), ``laterality`` ("L", "R"), ``photometric``, ``bits_stored``,
             ``manufacturer`` and ``frames`` (unknown text values are ""); never the patient
             ID. Empty for the other formats.
@@ -39,7 +39,7 @@ class Decoded:
     """
 
     gray: np.ndarray
-    meta: dict = field(default_factory=dict)
+    header: dict = field(default_factory=dict)
     colour: float = 0.0
 
 

@@ -372,7 +372,7 @@ def decode_and_prepare(
     """Decode one image file (path or bytes) at ``spec``'s decode size and prepare it.
 
     The one path from a file to a network input: :func:`preprocess_image` (training) and
-    :func:`bcp_core.inference.predict.prepare_image` (prediction) both go through it.
+    :func:`bcp_core.inference.prepared.prepare_image` (prediction) both go through it.
 
     Args:
         source: a path or the file's bytes.

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from bcp_core.values import is_whole_number
+
 #: The variants in the order passes take them (``passes=N`` uses the first N).
 VARIANTS: tuple[str, ...] = (
     "as prepared",
@@ -40,7 +42,9 @@ def check_passes(passes: object) -> int:
     Raises:
         ValueError: with one sentence, for anything else.
     """
-    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)):
+    if isinstance(passes, np.integer):  # NumPy's integers count as whole numbers here
+        passes = int(passes)
+    if not is_whole_number(passes):
         raise ValueError(f"Test-time passes must be a whole number, got {passes!r}.")
     if not 1 <= int(passes) <= MAX_PASSES:
         raise ValueError(f"Test-time passes must be from 1 to {MAX_PASSES}, got {passes}.")

@@ -36,6 +36,7 @@ from bcp_core.config import (
 )
 from bcp_core.errors import UserError
 from bcp_core.model import pretrained as packaged
+from bcp_core.values import is_whole_number
 
 # --- Layer names and architecture constants ----------------------------------------------
 
@@ -297,9 +298,7 @@ def build_mil_cnn_model(
     and ``attention`` is the per-patch weight map.
 
     Args:
-        image_size: (height, width) in pixels, at least 32 each.
-        dropout: Dropout rate before the output unit, in [0, 1).
-        output_bias: Initial bias of the output unit (see :func:`initial_bias`).
+        image_size, dropout, output_bias: as for :func:`build_default_cnn_model`.
 
     Returns:
         The uncompiled model, named "mil_cnn".
@@ -645,7 +644,7 @@ def with_metadata(
     model's output, so Grad-CAM finds it) gives the probability. The image layers stay
     top-level layers of the new model, so Grad-CAM works on it as on the image model.
     """
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    if not is_whole_number(width) or width < 1:
         raise UserError(f"The metadata input needs at least one value, got {width!r}.")
     features = image_model.get_layer(OUTPUT_LAYER).input
     values = keras.Input(shape=(width,), name=METADATA_INPUT)
@@ -691,7 +690,8 @@ def _build_image_model(
 # --- The registry: one builder per ``config.MODEL_SPECS`` entry ------------------------------
 
 #: A builder takes ``(name, image_size, *, weights, fine_tune, dropout, output_bias)``; the
-#: CNNs ignore what they do not use. ``tests/test_models.py`` checks that every spec has one.
+#: CNNs ignore what they do not use. ``tests/test_model_architectures.py`` checks that every
+#: spec has one.
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "seed_cnn": lambda name, size, *, output_bias, **_: build_seed_cnn_model(
         size, output_bias=output_bias

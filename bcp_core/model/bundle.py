@@ -36,10 +36,11 @@ from bcp_core.fileio import (
     write_json_atomic,
 )
 from bcp_core.model.card import CARD_FILE, SUBGROUPS_KEY, render_card
+from bcp_core.model.columns import MetadataEncoder
 from bcp_core.model.files import HISTORY_FILE, META_FILE, MODEL_FILE, check_bundle_folder
 from bcp_core.model.meta import BundleMeta, RunLabel, now_iso
-from bcp_core.model.metadata import MetadataEncoder
 from bcp_core.model.provenance import SPLIT_FILES
+from bcp_core.values import is_number
 
 VAL_FILE = "val_predictions.csv"
 VAL_COLUMNS = ("file", "patient_id", "label", "probability", "laterality", "view")
@@ -249,8 +250,7 @@ def update_threshold(
     Raises:
         UserError: for a value outside [0, 1] or an unreadable bundle.
     """
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not 0.0 <= float(value) <= 1.0:
+    if not is_number(value) or not 0.0 <= float(value) <= 1.0:
         raise UserError(f"A threshold must be a number between 0 and 1, got {value!r}.")
     folder = Path(path)
     meta = read_bundle_meta(folder).with_threshold(float(value), method, note, by)

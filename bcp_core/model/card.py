@@ -12,7 +12,6 @@ the bundle's file (model and class names, notes, methods, who saved, settings) p
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +19,7 @@ import pandas as pd
 from bcp_core.config import MODEL_SPECS
 from bcp_core.errors import UserError
 from bcp_core.evaluation.result import EvaluationResult, evaluate
+from bcp_core.formatting import interval, number, percent, with_interval
 from bcp_core.model.meta import BundleMeta, ThresholdChoice
 from bcp_core.output_safety import plain_markdown as md
 
@@ -57,28 +57,6 @@ def _text(value: object) -> str:
     if isinstance(value, (bool, int, float)):
         return str(value)
     return md(value)
-
-
-def _pct(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.1%}"
-
-
-def _num(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.3f}"
-
-
-def _ci(interval: tuple[float, float]) -> str:
-    low, high = interval
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "n/a"
-    return f"{low:.3f} to {high:.3f}"
-
-
-def _pct_ci(interval: tuple[float, float]) -> str:
-    low, high = interval
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "n/a"
-    return f"{low:.1%} to {high:.1%}"
 
 
 def _choice(c: ThresholdChoice) -> str:
@@ -169,7 +147,7 @@ def _metrics(meta: BundleMeta, result: EvaluationResult | None) -> list[str]:
         stored = meta.metrics
         return lines + [
             "The bundle has no validation predictions; the stored scores (no intervals): "
-            f"ROC-AUC {_num(stored.roc_auc)}, PR-AUC {_num(stored.pr_auc)}.",
+            f"ROC-AUC {number(stored.roc_auc)}, PR-AUC {number(stored.pr_auc)}.",
         ]
     m, ci = result.at(t), result.intervals_at(t)
     return lines + [
@@ -179,16 +157,16 @@ def _metrics(meta: BundleMeta, result: EvaluationResult | None) -> list[str]:
         "",
         "| metric | value | 95% interval |",
         "| --- | --- | --- |",
-        f"| Sensitivity | {_pct(m.sensitivity)} ({m.tp} of {m.tp + m.fn}) | "
-        f"{_pct_ci(ci.sensitivity_ci)} |",
-        f"| Specificity | {_pct(m.specificity)} ({m.tn} of {m.tn + m.fp}) | "
-        f"{_pct_ci(ci.specificity_ci)} |",
-        f"| PPV | {_pct(m.precision)} | |",
-        f"| NPV | {_pct(m.npv)} | |",
-        f"| ROC-AUC | {_num(result.roc_auc)} | {_ci(result.roc_auc_ci)} |",
-        f"| PR-AUC | {_num(result.pr_auc)} | {_ci(result.pr_auc_ci)} |",
+        f"| Sensitivity | {percent(m.sensitivity)} ({m.tp} of {m.tp + m.fn}) | "
+        f"{interval(ci.sensitivity_ci, as_percent=True)} |",
+        f"| Specificity | {percent(m.specificity)} ({m.tn} of {m.tn + m.fp}) | "
+        f"{interval(ci.specificity_ci, as_percent=True)} |",
+        f"| PPV | {percent(m.precision)} | |",
+        f"| NPV | {percent(m.npv)} | |",
+        f"| ROC-AUC | {number(result.roc_auc)} | {interval(result.roc_auc_ci)} |",
+        f"| PR-AUC | {number(result.pr_auc)} | {interval(result.pr_auc_ci)} |",
         "",
-        f"Brier score {_num(result.brier)}; balanced accuracy {_pct(m.balanced_accuracy)}. "
+        f"Brier score {number(result.brier)}; balanced accuracy {percent(m.balanced_accuracy)}. "
         "Validation images also chose the threshold, so these figures are optimistic.",
     ]
 
@@ -212,14 +190,9 @@ def _threshold(meta: BundleMeta) -> list[str]:
 SUBGROUPS_KEY = "subgroups"
 
 
-def _figure(row: dict, name: str, percent: bool) -> str:
+def _figure(row: dict, name: str, as_percent: bool) -> str:
     value, low, high = row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high")
-    if not isinstance(value, (int, float)) or value != value:
-        return ""
-    if percent:
-        text = f"{value:.1%}"
-        return text + (f" ({low:.0%}-{high:.0%})" if isinstance(low, (int, float)) else "")
-    return f"{value:.3f}" + (f" ({low:.2f}-{high:.2f})" if isinstance(low, (int, float)) else "")
+    return with_interval(value, low, high, as_percent=as_percent, undefined="")
 
 
 def _subgroups(meta: BundleMeta) -> list[str]:

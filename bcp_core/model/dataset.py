@@ -102,7 +102,7 @@ def image_dataset(
             every worker shuffles the paths alike, so at each step the workers' batches
             together hold the images one process's batch would).
         metadata: float32 (len(paths), k), the encoded workbook columns of each image
-            (:mod:`bcp_core.model.metadata`), for a model that takes them beside the image.
+            (:mod:`bcp_core.model.columns`), for a model that takes them beside the image.
 
     Returns:
         Elements ``(images, labels)`` with images float32 (B, H, W, 1), labels float32 (B,);

@@ -24,6 +24,7 @@ from bcp_core.config import CLASS_NAMES, PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import Metrics
 from bcp_core.model.files import META_FILE
+from bcp_core.values import is_number, is_whole_number
 
 BUNDLE_FORMAT = 1
 #: The format of a bundle whose model also takes workbook values (``metadata``): software that
@@ -79,7 +80,7 @@ class ThresholdChoice:
     @classmethod
     def from_json(cls, data: object, where: str) -> ThresholdChoice:
         value = data.get("value") if isinstance(data, dict) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        if not is_number(value) or not 0 <= value <= 1:
             raise UserError(
                 f"{where} has no valid threshold value (a number from 0 to 1); the bundle is "
                 "damaged: train the model again."
@@ -120,7 +121,7 @@ MAX_THRESHOLD_HISTORY = 100
 
 def _is_choice(data: object) -> bool:
     value = data.get("value") if isinstance(data, dict) else None
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    return is_number(value) and 0 <= value <= 1
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ class ValidationMetrics:
 
 
 def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return math.nan
     return float(value)
 
@@ -291,7 +292,7 @@ class BundleMeta:
         saved: when the bundle was written (ISO 8601, UTC).
         versions: TensorFlow and Keras versions that wrote the model.
         metadata: the encoding of the workbook columns the model takes beside the image
-            (:meth:`bcp_core.model.metadata.MetadataEncoder.to_json`); None for an
+            (:meth:`bcp_core.model.columns.MetadataEncoder.to_json`); None for an
             image-only model.
         label: the run's name and note (``name`` and ``note`` in the file; none by default).
         viewer_approval: who let viewers use this model although its validation ROC-AUC is no
@@ -370,7 +371,7 @@ class BundleMeta:
         if not isinstance(data, dict) or "format_version" not in data:
             raise UserError(f"{where} has no format_version; it is not a bundle.")
         version = data["format_version"]
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        if not is_whole_number(version) or version < 1:
             raise UserError(
                 f"{where} has an invalid format_version {version!r}; it is not a bundle this "
                 "software wrote."

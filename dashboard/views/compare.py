@@ -9,7 +9,7 @@ import streamlit as st
 
 from bcp_core.errors import UserError
 from bcp_core.evaluation.compare import RunCurves
-from bcp_core.inference.comparison import training_curves
+from bcp_core.inference.bundles_compared import training_curves
 from bcp_core.model.bundle import list_bundles_df
 from bcp_core.plots import RUN_CURVES, plot_run_curves
 from dashboard.shared import bundle_version, bundles_dir, show_error

@@ -23,10 +23,11 @@ from bcp_core.data.attributes import known_views
 from bcp_core.errors import UserError
 from bcp_core.imaging.decode import read_gray
 from bcp_core.inference.feedback import MARKS, MAX_NOTE_CHARS, record
-from bcp_core.inference.predict import Prediction, read_metadata_csv, results_df
+from bcp_core.inference.inputs import read_metadata_csv
+from bcp_core.inference.results import Prediction, results_df
 from bcp_core.model.bundle import Bundle
 from bcp_core.output_safety import plain_markdown
-from dashboard.auth import can, denied, identity
+from dashboard.auth import allowed, denied, identity
 from dashboard.shared import load_match, masking, show_error
 from dashboard.widgets import csv_download
 
@@ -70,6 +71,10 @@ def show_batch(table: pd.DataFrame) -> None:
     threshold to 4 decimals, each error in full, the split the model saw a file in; then the CSV
     (without the thumbnails)."""
     table = table.assign(seen_in=table["seen_in"].map(SEEN).fillna(""))
+    # Whether the model saw the file belongs beside its result, before the wide error column.
+    table = table[
+        [*(c for c in table.columns if c not in ("seen_in", "error")), "seen_in", "error"]
+    ]
     st.dataframe(
         table,
         hide_index=True,
@@ -205,7 +210,7 @@ def feedback_form(bundle: Bundle, name: str, data: bytes, probability: float, cu
     The mark goes to the bundle's ``feedback.csv`` (:mod:`bcp_core.inference.feedback`): the
     file name only when this reader sees patient IDs, else the image's hash alone.
     """
-    if not can(Action.FEEDBACK):
+    if not allowed(Action.FEEDBACK):
         if identity().mode == access.MODE_DEMO:
             st.caption("Readings are recorded by signed-in readers, not in the demo.")
         return
@@ -225,7 +230,7 @@ def feedback_form(bundle: Bundle, name: str, data: bytes, probability: float, cu
     if mark is None:
         show_error("Choose your reading of this image first.")
         return
-    if not can(Action.FEEDBACK):
+    if not allowed(Action.FEEDBACK):
         denied(Action.FEEDBACK)
         return
     if not MARK_LIMIT.allow(identity().user):

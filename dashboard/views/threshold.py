@@ -22,11 +22,12 @@ from bcp_core.errors import UserError
 from bcp_core.evaluation.result import EvaluationResult
 from bcp_core.evaluation.subgroups import subgroup_performance
 from bcp_core.evaluation.thresholds import threshold_for_top_percent
+from bcp_core.formatting import percent
 from bcp_core.imaging.decode import read_gray
 from bcp_core.inference.feedback import read_marks, summarise
 from bcp_core.model.bundle import Bundle, bundle_card, record_subgroups
 from bcp_core.output_safety import plain_markdown
-from dashboard.auth import audit, can, identity
+from dashboard.auth import allowed, audit, identity
 from dashboard.shared import (
     allowed_roots,
     bundle_writable,
@@ -132,8 +133,8 @@ def recommendation_rows(recs: pd.DataFrame, on_apply: Callable[[float, str], Non
         cols = st.columns([3, 1.2, 1.2, 1.2, 4, 1])
         cols[0].write(method_label(rec.name) + ("" if rec.met else " (target not reached)"))
         cols[1].write(f"{rec.threshold:.4f}")
-        cols[2].write(_pct(rec.sensitivity))
-        cols[3].write(_pct(rec.specificity))
+        cols[2].write(percent(rec.sensitivity))
+        cols[3].write(percent(rec.specificity))
         cols[4].caption(rec.description)
         cols[5].button(
             "Apply",
@@ -141,10 +142,6 @@ def recommendation_rows(recs: pd.DataFrame, on_apply: Callable[[float, str], Non
             on_click=on_apply,
             args=(float(rec.threshold), str(rec.name)),
         )
-
-
-def _pct(value: float) -> str:
-    return "n/a" if value != value else f"{value:.1%}"
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -242,7 +239,7 @@ def subgroup_section(bundle: Bundle, threshold: float) -> None:
         st.dataframe(table.display_df(), hide_index=True, key="thr_subgroups")
         st.caption(plain_markdown(table.describe()))
         csv_download("Download the table (CSV)", table.export_df(), "subgroups.csv", "thr_sub_csv")
-        if can(Action.SAVE_THRESHOLD) and bundle_writable(bundle.path):
+        if allowed(Action.SAVE_THRESHOLD) and bundle_writable(bundle.path):
             if st.button("Add this table to the model card", key="thr_sub_card"):
                 record_subgroups(bundle.path, table.to_json(), by=identity().user)
                 audit("card_subgroups", bundle=Path(bundle.path).name, what=str(column))

@@ -29,7 +29,7 @@ from bcp_core.model.resources import local_gpu_count
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
 from bcp_core.runs import TrainRequest, read_training_data
-from dashboard.auth import audit, can, denied, identity
+from dashboard.auth import allowed, audit, denied, identity
 from dashboard.jobs import JobRegistry
 from dashboard.shared import (
     KEY_BUNDLE,
@@ -125,7 +125,7 @@ def hand_off(path: str, roc_auc: float) -> None:
             "train longer, on more data, or with another model.",
             icon=":material/warning:",
         )
-    if not can(Action.CHOOSE_BUNDLE):
+    if not allowed(Action.CHOOSE_BUNDLE):
         return
     chosen = st.session_state.get(KEY_BUNDLE) == path
     cols = st.columns([1.4, 2, 2, 3])
@@ -221,7 +221,7 @@ def nameable_bundles(jobs: JobRegistry) -> list[str]:
 def label_editor(jobs: JobRegistry) -> None:
     """Analysts give a past run a name and a note, kept in its ``bundle.json`` (saved by the
     form's callback, before the page above is drawn again, so the runs table shows them)."""
-    if not can(Action.TRAIN):
+    if not allowed(Action.TRAIN):
         return
     bundles = nameable_bundles(jobs)
     if not bundles:
@@ -265,7 +265,7 @@ def _label_form(jobs: JobRegistry, bundle: str) -> None:
 
 def _save_label(jobs: JobRegistry, bundle: str) -> None:
     """The form's callback: the guard again, then the atomic rewrite of ``bundle.json``."""
-    if not can(Action.TRAIN):
+    if not allowed(Action.TRAIN):
         denied(Action.TRAIN, bundle=bundle)
         outcome = (False, "Naming a run needs the analyst role.")
     elif bundle not in nameable_bundles(jobs):
@@ -287,7 +287,7 @@ def viewers_model() -> None:
     """Page 3, for analysts: the model viewers see, and the explicit, audited approval that lets
     them see one that is no better than chance on its validation patients."""
     path = fixed_bundle_path()
-    if path is None or not can(Action.TRAIN):
+    if path is None or not allowed(Action.TRAIN):
         return
     refusal = viewer_refusal(path)
     approval = read_bundle_meta(path).viewer_approval
@@ -317,7 +317,7 @@ def viewers_model() -> None:
 
 
 def _approve(path: str, reason: str, sure: bool) -> None:
-    if not can(Action.TRAIN):
+    if not allowed(Action.TRAIN):
         denied(Action.TRAIN, bundle=Path(path).name)
         show_error("Approving a model for viewers needs the analyst role.")
         return

@@ -128,6 +128,24 @@ def app_url(small_demo, demo_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def demo_app(small_demo, demo_bundle, tmp_path_factory):
+    """The locked clinician demo (``BCP_MODE=demo``: everyone a viewer) on its own server, with
+    a session upload cap of 25 MB that tests can reach; yields (address, its folder)."""
+    here = tmp_path_factory.mktemp("demo-mode")
+    viewable_copy(demo_bundle, here / "bundles" / "demo")
+    env = {
+        "BCP_MODE": "demo",
+        "BCP_MAX_SESSION_UPLOAD_MB": "25",
+        "BCP_DATA_ROOT": str(small_demo[0]),
+        "BCP_ALLOWED_ROOTS": str(small_demo[0].parent),
+        "BCP_BUNDLES_DIR": str(here / "bundles"),
+        "BCP_AUDIT_LOG": str(here / "audit.jsonl"),
+    }
+    with dashboard_server(here, env) as url:
+        yield url, here
+
+
+@pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
 

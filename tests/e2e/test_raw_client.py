@@ -45,21 +45,6 @@ def local_app(small_demo, demo_bundle, tmp_path_factory):
         yield url, here
 
 
-@pytest.fixture(scope="module")
-def demo_app(small_demo, demo_bundle, tmp_path_factory):
-    here = tmp_path_factory.mktemp("raw-demo")
-    env = {
-        "BCP_MODE": "demo",
-        "BCP_MAX_SESSION_UPLOAD_MB": "25",
-        "BCP_DATA_ROOT": str(small_demo[0]),
-        "BCP_ALLOWED_ROOTS": str(small_demo[0].parent),
-        "BCP_BUNDLES_DIR": str(_bundles(here, demo_bundle, "demo")),
-        "BCP_AUDIT_LOG": str(here / "audit.jsonl"),
-    }
-    with dashboard_server(here, env) as url:
-        yield url, here
-
-
 def audit_lines(here) -> list[dict]:
     path = here / "audit.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

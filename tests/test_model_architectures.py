@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from bcp_core.model.architectures import (
     build_transfer_model,
 )
 from bcp_core.model.layers import last_conv_layer_name
-from bcp_core.model.losses import initial_bias, make_loss
+from bcp_core.model.losses import initial_bias
 
 SMALL = (64, 48)
 INCEPTION_SMALL = (75, 75)  # InceptionV3's minimum
@@ -297,7 +296,7 @@ def test_local_weights_file_is_loaded_into_the_backbone(tmp_path):
     np.testing.assert_array_equal(loaded_kernel, source.get_layer("block5_conv4").get_weights()[0])
 
 
-# --- Output bias, losses --------------------------------------------------------------------
+# --- Output bias --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["seed_cnn", "default_cnn", "mil_cnn"])
@@ -305,48 +304,6 @@ def test_output_bias_starts_the_model_at_the_class_prior(name):
     model = build_model(name, SMALL, output_bias=initial_bias(0.02))
     probabilities = predict(model, np.zeros((4, *SMALL, 1), dtype=np.float32))
     assert float(probabilities.mean()) == pytest.approx(0.02, abs=1e-4)
-
-
-def test_initial_bias_is_the_log_odds_of_the_prior():
-    assert initial_bias(0.5) == 0.0
-    assert initial_bias(0.02) == pytest.approx(math.log(0.02 / 0.98))
-    p = 1 / 58  # the hospital's 1:57 ratio
-    assert 1 / (1 + math.exp(-initial_bias(p))) == pytest.approx(p)
-
-
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
-def test_initial_bias_rejects_fractions_outside_zero_one(fraction):
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        initial_bias(fraction)
-
-
-def test_make_loss_returns_the_requested_loss_with_its_settings():
-    bce = make_loss()
-    assert isinstance(bce, keras.losses.BinaryCrossentropy)
-    assert bce.get_config()["label_smoothing"] == 0.0
-
-    smoothed = make_loss("bce", label_smoothing=0.1)
-    assert smoothed.get_config()["label_smoothing"] == pytest.approx(0.1)
-
-    focal = make_loss("focal", label_smoothing=0.05, focal_gamma=1.5)
-    assert isinstance(focal, keras.losses.BinaryFocalCrossentropy)
-    assert focal.get_config()["gamma"] == pytest.approx(1.5)
-    assert focal.get_config()["label_smoothing"] == pytest.approx(0.05)
-    assert not focal.get_config()["from_logits"]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"kind": "hinge"}, "Unknown loss 'hinge'"),
-        ({"label_smoothing": 0.5}, "Label smoothing must be"),
-        ({"label_smoothing": -0.1}, "Label smoothing must be"),
-        ({"kind": "focal", "focal_gamma": -1.0}, "focal gamma"),
-    ],
-)
-def test_make_loss_rejects_bad_settings(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        make_loss(**kwargs)
 
 
 # --- User errors ----------------------------------------------------------------------------

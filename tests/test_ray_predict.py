@@ -23,16 +23,6 @@ pytestmark = pytest.mark.slow
 N_IMAGES = 12
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip(
-        "ray", reason="Ray is not installed (pip install -r requirements-scale.txt)"
-    )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.fixture
 def images(small_demo, tmp_path) -> Path:
     """A folder of a few demo images and one file that is not an image."""
@@ -92,7 +82,7 @@ def test_ray_engine_with_test_time_passes_gives_the_local_results(
 def test_out_folder_holds_shards_a_rerun_resumes_from(
     ray_cluster, images, demo_bundle, tmp_path, capsys
 ):
-    from bcp_core.inference.distributed import SUMMARY_FILE, read_results
+    from bcp_core.inference.ray_predict import SUMMARY_FILE, read_results
 
     out = tmp_path / "results"
     base = ["predict", "--bundle", str(demo_bundle), str(images), "--json", "--engine", "ray"]
@@ -107,7 +97,7 @@ def test_out_folder_holds_shards_a_rerun_resumes_from(
     # The shards hold the local results, row for row.
     local = _json_of(capsys, ["predict", "--bundle", str(demo_bundle), str(images), "--json"])
     table = read_results(out)
-    from bcp_core.inference.distributed import predictions_of
+    from bcp_core.inference.ray_predict import predictions_of
 
     rows = {p.file: p.to_json() for p in predictions_of(table)}
     _assert_same([rows[r["file"]] for r in local], local)
@@ -127,7 +117,7 @@ def test_out_folder_holds_shards_a_rerun_resumes_from(
 
 
 def test_csv_shards_and_a_file_list(ray_cluster, images, demo_bundle, tmp_path, capsys):
-    from bcp_core.inference.distributed import predictions_of, read_results
+    from bcp_core.inference.ray_predict import predictions_of, read_results
 
     listing = tmp_path / "files.txt"
     paths = [str(p) for p in sorted(images.iterdir()) if p.name != "broken.jpg"][:3]
@@ -157,7 +147,7 @@ def test_local_engine_refuses_ray_options(demo_bundle, images, tmp_path, capsys)
 
 
 def test_without_ray_the_user_is_told_what_to_install(monkeypatch):
-    from bcp_core.inference.distributed import import_ray
+    from bcp_core.inference.ray_predict import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(UserError, match="pip install -r requirements-scale.txt"):
@@ -166,7 +156,7 @@ def test_without_ray_the_user_is_told_what_to_install(monkeypatch):
 
 def test_the_base_install_never_imports_ray():
     code = (
-        "import sys, bcp_core.cli, bcp_core.inference.predict, bcp_core.inference.distributed;"
+        "import sys, bcp_core.cli, bcp_core.inference.predict, bcp_core.inference.ray_predict;"
         "assert 'ray' not in sys.modules, 'ray was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -7,7 +7,7 @@ it how this process takes part in a run:
 * ``mirrored``: one process, every local GPU, Keras ``model.fit`` under
   ``tf.distribute.MirroredStrategy`` (the path Keras 3 documents): the pipeline delivers global
   batches and Keras splits them over the GPUs.
-* ``multiworker``: one process per worker (started by :mod:`bcp_core.model.cluster` through Ray
+* ``multiworker``: one process per worker (started by :mod:`bcp_core.model.ray_train` through Ray
   Train, which sets ``TF_CONFIG``), ``tf.distribute.MultiWorkerMirroredStrategy``. Keras 3's
   ``model.fit`` fails under that strategy, so :func:`fit_custom` runs the epochs: the same
   callbacks, the same loss with the same class weights, the same optimiser, one
@@ -86,7 +86,7 @@ def local_distribution(mode: str) -> Distribution:
     """The :class:`Distribution` of a run in this process: ``none`` or ``mirrored``.
 
     ``mirrored`` mirrors over every local GPU (on a machine without one, over the CPU: it runs,
-    but gains nothing). ``multiworker`` runs through :func:`bcp_core.model.cluster.train_on_ray`.
+    but gains nothing). ``multiworker`` runs through :func:`bcp_core.model.ray_train.train_on_ray`.
 
     Raises:
         UserError: for another mode.

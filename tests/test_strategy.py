@@ -1,6 +1,6 @@
 """Training under tf.distribute: the custom step equals Keras' fit, on one replica and on two.
 
-The multi-worker path (Ray Train, several processes) is in test_distributed_train.py; here the
+The multi-worker path (Ray Train, several processes) is in test_ray_train.py; here the
 step it runs is checked against ``model.fit`` on the same global batches, and the pipeline's
 sharding and the settings that a distributed run refuses are checked without Ray.
 """
@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,19 +21,19 @@ from bcp_core.errors import UserError
 from bcp_core.inference.predict import predict_files
 from bcp_core.model.bundle import load_bundle
 from bcp_core.model.dataset import ReadFailures, image_dataset
-from bcp_core.model.distribute import (
+from bcp_core.model.strategy import (
     Distribution,
     local_distribution,
 )
 from bcp_core.model.training import train_model, training_pipeline
+from tests.conftest import REPO
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # A tiny model, data with class weights, and both ways of training it: the script runs as is
 # in this process (one replica) and in a subprocess that splits the CPU into two replicas.
 SCRIPT = textwrap.dedent(
     """
     import keras, numpy as np, tensorflow as tf
-    from bcp_core.model.distribute import Distribution, fit_custom
+    from bcp_core.model.strategy import Distribution, fit_custom
 
     def tiny_model(seed):
         keras.utils.set_random_seed(seed)
@@ -105,7 +104,7 @@ def test_the_custom_step_on_two_replicas_equals_one_process(tmp_path):
         "               for a, b in zip(weights, tiny_model(1).get_weights()))}))\n",
         encoding="utf-8",
     )
-    env = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
     )

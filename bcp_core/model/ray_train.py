@@ -3,7 +3,7 @@
 Ray Train's ``TensorflowTrainer`` starts N worker processes and gives each a ``TF_CONFIG``;
 each worker builds ``MultiWorkerMirroredStrategy`` and runs
 :func:`bcp_core.model.training.train_model`, the one trainer, with its
-:class:`~bcp_core.model.distribute.Distribution` (custom step, sharded pipeline). The chief
+:class:`~bcp_core.model.strategy.Distribution` (custom step, sharded pipeline). The chief
 (worker 0) writes the bundle, atomically as always, and sends its progress events and the final
 result back to the caller through a Ray queue, so the CLI's progress bar and the training
 page's live charts work as in one process.
@@ -18,8 +18,6 @@ Ray is an optional extra (``requirements-scale.txt``): it is imported only insid
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import queue
 import tempfile
@@ -33,9 +31,9 @@ from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
 from bcp_core.model.files import META_FILE
 from bcp_core.model.meta import NO_LABEL, RunLabel
+from bcp_core.model.ray_cluster import SCALE_HINT, ray_connection
 from bcp_core.model.resources import TrainingLimits, check_training_resources
-
-SCALE_HINT = "install the scale extra: pip install -r requirements-scale.txt"
+from bcp_core.values import is_whole_number
 
 
 def _import_ray_train():
@@ -55,7 +53,7 @@ def _worker_main(config: dict) -> None:
     """One worker of the run (runs in a Ray Train worker process)."""
     import ray.train
 
-    from bcp_core.model.distribute import multiworker_distribution
+    from bcp_core.model.strategy import multiworker_distribution
     from bcp_core.model.training import train_model
 
     context = ray.train.get_context()
@@ -125,7 +123,7 @@ def train_on_ray(
     Args:
         manifest: the manifest; its paths must be readable at the same path on every worker.
         cfg: the run's settings (``batch_size`` is the global batch; see
-            :mod:`bcp_core.model.distribute`).
+            :mod:`bcp_core.model.strategy`).
         out_dir: the bundle folder (on storage the chief's node can write and you can read).
         workers: training processes, one CPU (and ``gpus_per_worker`` GPUs) each.
         address: a running cluster (``auto`` or ``HOST:PORT``); None: the cluster this
@@ -148,16 +146,16 @@ def train_on_ray(
         UserError: Ray missing, a bad setting, or a worker that failed or died (the bundle
             folder keeps what was complete before).
     """
-    from bcp_core.model.distribute import Distribution
+    from bcp_core.model.strategy import Distribution
     from bcp_core.model.training import check_writable
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if not is_whole_number(workers) or workers < 1:
         raise UserError(
             f"The number of workers must be a whole number of at least 1, got {workers!r}."
         )
     if not 0 <= float(gpus_per_worker) <= 64:
         raise UserError(f"GPUs per worker must be from 0 to 64, got {gpus_per_worker!r}.")
-    if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int):
+    if not is_whole_number(cpus_per_worker):
         raise UserError(f"CPUs per worker must be a whole number, got {cpus_per_worker!r}.")
     if not 1 <= cpus_per_worker <= 512:
         raise UserError(f"CPUs per worker must be from 1 to 512, got {cpus_per_worker}.")
@@ -175,26 +173,6 @@ def train_on_ray(
     with ray_connection(ray, address):
         data = (manifest, metadata, label, limits)
         return _run(ray, Queue, data, cfg, out, workers, resources, hooks)
-
-
-@contextlib.contextmanager
-def ray_connection(ray, address: str | None):
-    """The Ray cluster for a run: the one this process is connected to, else ``address``
-    (``auto`` or ``HOST:PORT``), else a new one on this machine, stopped after the run."""
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes, not for users
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
-    try:
-        yield
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _run(ray, Queue, data, cfg, out, workers, resources, hooks):

@@ -25,27 +25,18 @@ from bcp_core.errors import UserError
 from bcp_core.inference.predict import predict_files
 from bcp_core.model.bundle import load_bundle
 from bcp_core.model.events import EpochEnded, Finished, Phase, Started
+from bcp_core.model.files import META_FILE
 from bcp_core.model.training import train_model
+from tests.conftest import tiny_train_argv
 
 pytestmark = pytest.mark.slow
 
 #: Every step, the two workers' batches hold the images of one process's batch and the summed
-#: gradients are those of one process (test_distribute.py checks that to 1e-5); what differs is
+#: gradients are those of one process (test_strategy.py checks that to 1e-5); what differs is
 #: the random draws of augmentation and dropout, which each worker makes for its own half. After
 #: one epoch of this tiny model the validation probabilities differ by a mean absolute 0.001 to
 #: 0.011 (max 0.025; seeds 4-6, with and without augmentation): the bound is that, with room.
 AGREEMENT = 0.05
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip(
-        "ray", reason="Ray is not installed (pip install -r requirements-scale.txt)"
-    )
-    pytest.importorskip("ray.train", reason="Ray Train is not installed (requirements-scale.txt)")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def tiny_config(**changes) -> TrainConfig:
@@ -58,7 +49,7 @@ def tiny_config(**changes) -> TrainConfig:
 def test_two_workers_write_a_bundle_that_agrees_with_one_process(
     ray_cluster, tiny_manifest, tmp_path
 ):
-    from bcp_core.model.cluster import train_on_ray
+    from bcp_core.model.ray_train import train_on_ray
 
     events = []
     out = tmp_path / "two-workers"
@@ -85,7 +76,7 @@ def test_two_workers_train_a_model_on_image_plus_workbook_values(
 ):
     import pandas as pd
 
-    from bcp_core.model.cluster import train_on_ray
+    from bcp_core.model.ray_train import train_on_ray
 
     rng = np.random.default_rng(5)
     values = pd.DataFrame({"Site": rng.choice(["north", "south"], len(tiny_manifest))})
@@ -118,7 +109,7 @@ def _train_workers() -> list[int]:
 def test_a_killed_worker_ends_the_run_with_a_sentence_and_no_half_bundle(
     ray_cluster, tiny_manifest, tmp_path
 ):
-    from bcp_core.model.cluster import train_on_ray
+    from bcp_core.model.ray_train import train_on_ray
 
     events, killed = [], []
 
@@ -139,7 +130,7 @@ def test_a_killed_worker_ends_the_run_with_a_sentence_and_no_half_bundle(
     assert killed, "no training worker was found to kill"
     message = str(caught.value)
     assert "Multi-worker training failed" in message and "died" in message
-    if (out / "bundle.json").exists():  # the best epoch before the kill, whole
+    if (out / META_FILE).exists():  # the best epoch before the kill, whole
         assert "best epoch written before the failure" in message
         bundle = load_bundle(out)
         assert predict_files(bundle, [bundle.val_predictions["file"][0]])[0].ok
@@ -151,7 +142,7 @@ def test_a_killed_worker_ends_the_run_with_a_sentence_and_no_half_bundle(
 def test_stop_ends_every_worker_at_the_same_step_and_keeps_the_best(
     ray_cluster, tiny_manifest, tmp_path
 ):
-    from bcp_core.model.cluster import train_on_ray
+    from bcp_core.model.ray_train import train_on_ray
 
     stop, events = threading.Event(), []
 
@@ -173,9 +164,8 @@ def test_cli_trains_on_two_workers(ray_cluster, small_demo, tmp_path, capsys):
 
     root, _ = small_demo
     out = tmp_path / "cli"
-    argv = ["train", "--data-root", str(root), "--out", str(out), "--model", "seed_cnn",
-            "--epochs", "1", "--image-size", "64", "48", "--batch-size", "8",
-            "--distribute", "multiworker", "--workers", "2", "--json"]  # fmt: skip
+    argv = tiny_train_argv(root, out, "--epochs", "1", "--batch-size", "8",
+                           "--distribute", "multiworker", "--workers", "2", "--json")  # fmt: skip
     capsys.readouterr()
     assert main(argv) == 0
     found = json.loads(capsys.readouterr().out)
@@ -185,32 +175,28 @@ def test_cli_trains_on_two_workers(ray_cluster, small_demo, tmp_path, capsys):
     assert "does not divide between 2 workers" in capsys.readouterr().err
 
 
-def test_the_training_page_trains_on_the_cluster(ray_cluster, small_demo, tmp_path, monkeypatch):
-    from dashboard.jobs import registry
-    from tests.conftest import open_app
-    from tests.test_pages import fill_tiny_training_form
+def test_the_training_page_trains_on_the_cluster(
+    ray_cluster, small_demo, tmp_path, monkeypatch, idle_jobs
+):
+    from tests.conftest import fill_tiny_training_form, open_app
 
     root, _ = small_demo
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
     monkeypatch.setenv("BCP_RAY_ADDRESS", "auto")  # the cluster this process is connected to
-    registry().current = None
-    try:
-        at = open_app(root, "pages/training.py")
-        fill_tiny_training_form(at)
-        at.number_input(key="tr_epochs").set_value(1)
-        at.radio(key="tr_distribute").set_value("multiworker")
-        at.button(key="tr_start").click().run()
-        assert not at.error, [e.value for e in at.error]
-        job = registry().current
-        assert job is not None and job.distribute == "multiworker"
-        deadline = time.monotonic() + 300
-        while job.running and time.monotonic() < deadline:
-            time.sleep(1)
-        assert job.status == "completed", job.message
-        assert job.epochs, "the chief's epochs reached the page"
-        assert load_bundle(job.out_dir).meta.training["distribute"]["workers"] == 2
-    finally:
-        registry().current = None
+    at = open_app(root, "pages/training.py")
+    fill_tiny_training_form(at)
+    at.number_input(key="tr_epochs").set_value(1)
+    at.radio(key="tr_distribute").set_value("multiworker")
+    at.button(key="tr_start").click().run()
+    assert not at.error, [e.value for e in at.error]
+    job = idle_jobs.current
+    assert job is not None and job.distribute == "multiworker"
+    deadline = time.monotonic() + 300
+    while job.running and time.monotonic() < deadline:
+        time.sleep(1)
+    assert job.status == "completed", job.message
+    assert job.epochs, "the chief's epochs reached the page"
+    assert load_bundle(job.out_dir).meta.training["distribute"]["workers"] == 2
 
 
 def test_cli_refuses_cluster_options_without_multiworker(small_demo, tmp_path, capsys):

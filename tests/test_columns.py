@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from openpyxl import load_workbook
 
 from bcp_core import config
 from bcp_core.cli import main
@@ -17,16 +16,18 @@ from bcp_core.config import TrainConfig
 from bcp_core.data.attributes import metadata_frame
 from bcp_core.data.datasource import read_data_root
 from bcp_core.errors import UserError
-from bcp_core.inference.predict import predict_files, predict_one, read_metadata_csv
+from bcp_core.inference.inputs import read_metadata_csv
+from bcp_core.inference.predict import predict_files, predict_one
 from bcp_core.model.bundle import load_bundle
-from bcp_core.model.meta import METADATA_BUNDLE_FORMAT, BundleMeta
-from bcp_core.model.metadata import (
+from bcp_core.model.columns import (
     LEAK_AUC,
     MetadataEncoder,
     check_leakage,
     fit_encoder,
 )
+from bcp_core.model.meta import METADATA_BUNDLE_FORMAT, BundleMeta
 from bcp_core.model.training import train_model
+from tests.conftest import demo_copy, tiny_train_argv
 
 COLUMNS = ("PatientAge", "Manufacturer")
 
@@ -98,14 +99,12 @@ def test_the_encoder_learns_numbers_ages_and_text_and_marks_the_missing():
 @pytest.fixture(scope="module")
 def one_sheet_root(small_demo, tmp_path_factory):
     """A copy of the small demo whose Cancer sheet alone has a column ``Recalled``."""
-    root = tmp_path_factory.mktemp("one-sheet") / "root"
-    shutil.copytree(small_demo[0], root)
-    book_path = root / config.COMBINED_WORKBOOK
-    book = load_workbook(book_path)
-    ws = book[config.SHEET_CANCER]
-    ws.cell(1, ws.max_column + 1, "Recalled")
-    book.save(book_path)
-    return root
+
+    def add_recalled(book) -> None:
+        ws = book[config.SHEET_CANCER]
+        ws.cell(1, ws.max_column + 1, "Recalled")
+
+    return demo_copy(small_demo, tmp_path_factory.mktemp("one-sheet") / "root", add_recalled)
 
 
 def test_a_column_of_one_sheet_only_is_refused(one_sheet_root):
@@ -190,9 +189,7 @@ def test_a_leaking_column_stops_training_before_it_starts(small_demo, tmp_path):
 def test_cli_trains_on_columns_and_predicts_with_a_csv(small_demo, demo_values, tmp_path, capsys):
     root, _ = small_demo
     out = tmp_path / "cli"
-    argv = ["train", "--data-root", str(root), "--out", str(out), "--model", "seed_cnn",
-            "--epochs", "1", "--image-size", "64", "48", "--metadata-columns", *COLUMNS,
-            "--json"]  # fmt: skip
+    argv = tiny_train_argv(root, out, "--epochs", "1", "--metadata-columns", *COLUMNS, "--json")
     capsys.readouterr()
     assert main(argv) == 0
     val = load_bundle(out).val_predictions
@@ -245,14 +242,12 @@ def test_page_5_asks_for_the_values_and_predicts_with_them(small_demo, metadata_
     assert f"(probability {val['probability'][0]:.4f})" in text
 
 
-def test_page_3_offers_the_columns_and_starts_a_run_with_their_values(small_demo, tmp_path,
-                                                                     monkeypatch):  # fmt: skip
-    from dashboard.jobs import registry
-    from tests.conftest import open_app
-    from tests.test_pages import fill_tiny_training_form
+def test_page_3_offers_the_columns_and_starts_a_run_with_their_values(
+    small_demo, tmp_path, monkeypatch, idle_jobs
+):
+    from tests.conftest import fill_tiny_training_form, open_app
 
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
-    registry().current = None
     root, _ = small_demo
     at = open_app(root, "pages/training.py")
     offered = at.multiselect(key="tr_metadata").options
@@ -262,16 +257,9 @@ def test_page_3_offers_the_columns_and_starts_a_run_with_their_values(small_demo
     at.multiselect(key="tr_metadata").set_value(["ViewPosition"])
     at.button(key="tr_start").click().run()
     assert not at.exception, at.exception
-    job = registry().current
-    try:
-        assert job is not None and job.cfg.metadata_columns == ("ViewPosition",)
-        assert job.metadata is not None and list(job.metadata.columns) == ["ViewPosition"]
-    finally:
-        if job is not None:
-            job.stop_event.set()
-            if job.thread is not None:
-                job.thread.join(timeout=120)
-        registry().current = None
+    job = idle_jobs.current  # stopped after the test
+    assert job is not None and job.cfg.metadata_columns == ("ViewPosition",)
+    assert job.metadata is not None and list(job.metadata.columns) == ["ViewPosition"]
 
 
 def test_the_model_card_names_the_columns(metadata_bundle):

@@ -250,7 +250,7 @@ def test_the_upload_pixel_cap_is_configurable_and_files_keep_the_bomb_limit(tmp_
     with pytest.raises(UserError, match=r"more than the 20,000 .*BCP_MAX_UPLOAD_PIXELS"):
         read_gray(path.read_bytes(), max_upload_pixels=20_000)
     assert read_gray(path, max_upload_pixels=20_000).shape == (200, 160)  # a file: no upload
-    from tests.test_dicom import make_dicom
+    from tests.dicom_files import make_dicom
 
     dicom = make_dicom(breast(200, 160).astype(np.uint16) * 16, bits_stored=12)
     with pytest.raises(UserError, match=r"declares 160 x 200 pixels, more than the 20,000"):
@@ -267,7 +267,7 @@ def test_an_unusable_upload_setting_stops_uploads_at_the_edge_and_no_other_decod
     naming it (the prediction page: tests/test_predict_page.py)."""
     from bcp_core import settings
     from bcp_core.imaging.preparation import decode_and_prepare
-    from tests.test_dicom import make_dicom
+    from tests.dicom_files import make_dicom
 
     monkeypatch.setenv("BCP_MAX_UPLOAD_PIXELS", "abc")
     path = save(breast(200, 160), tmp_path / "film.png", fmt="PNG")

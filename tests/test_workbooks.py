@@ -1,125 +1,38 @@
-"""Reading workbooks and exports, and normalising the key columns."""
+"""Reading workbooks and exports, and finding their sheets and columns by name."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-import pandas as pd
 import pytest
 
-from bcp_core.data import workbooks as ingest
+from bcp_core.data import workbooks
 from bcp_core.errors import UserError
 from tests.conftest import write_xlsx
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected", "fix"),
-    [
-        (92603, "092603", ingest.FIX_ZERO_PAD),  # Excel dropped the leading zero
-        (112603.0, "112603", ingest.FIX_FLOAT),
-        (92603.0, "092603", ingest.FIX_ZERO_PAD),
-        ("092603", "092603", None),
-        (" 092603 ", "092603", ingest.FIX_STRIPPED),
-        ("9:26:03", "092603", ingest.FIX_DATETIME),
-        ("112603.000", "112603", ingest.FIX_FLOAT),
-        (dt.time(9, 26, 3), "092603", ingest.FIX_DATETIME),
-    ],
-)
-def test_normalise_time(raw, expected, fix):
-    value, fixes = ingest.normalise_time(raw)
-    assert value == expected
-    assert (fix in fixes) if fix else not fixes
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        (20141225, "20141225"),
-        (20141225.0, "20141225"),
-        ("20141225", "20141225"),
-        ("2014-12-25", "20141225"),
-        (dt.datetime(2014, 12, 25), "20141225"),
-        (None, ""),
-        ("  ", ""),
-    ],
-)
-def test_normalise_date(raw, expected):
-    assert ingest.normalise_date(raw)[0] == expected
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected", "fix"),
-    [
-        ("FILE0004.jpg", "FILE0004", ingest.FIX_EXTENSION),
-        ("file0004", "FILE0004", ingest.FIX_CASE),
-        ("FILE0004 ", "FILE0004", ingest.FIX_STRIPPED),
-        ("FILE0004.JPEG", "FILE0004", ingest.FIX_EXTENSION),
-        ("1.2.840.5", "1.2.840.5", None),
-    ],
-)
-def test_normalise_file_name(raw, expected, fix):
-    value, fixes = ingest.normalise_file_name(raw)
-    assert value == expected
-    assert (fix in fixes) if fix else not fixes
-
-
-def test_normalise_patient_numeric_id_loses_float():
-    assert ingest.normalise_patient(439120108.0) == ("439120108", {ingest.FIX_FLOAT})
-    assert ingest.normalise_patient("dit439120108")[0] == "DIT439120108"
-
-
-def test_key_parts_builds_unique_key_and_reports_empty_parts():
-    df = pd.DataFrame(
-        {
-            "InputFileName": ["FILE0004", "FILE0005"],
-            "StudyDate": [20141225, 20141225],
-            "StudyTime": [112603, None],
-            "PatientID.x": ["DIT439120108", "DIT439120108"],
-        }
-    )
-    parts = ingest.key_parts_df(df, "sheet")
-    assert parts.loc[0, "key"] == "FILE0004-20141225-112603-DIT439120108"
-    assert parts.loc[0, "empty"] == ""
-    assert parts.loc[1, "empty"] == "StudyTime"
-
-
-def test_key_parts_accepts_plain_patientid_column_and_spaced_headers():
-    df = pd.DataFrame(
-        {" InputFileName ": ["a"], "StudyDate": [1], "StudyTime": [1], "PatientID": ["p"]}
-    )
-    df.columns = [c.strip() for c in df.columns]
-    assert ingest.key_parts_df(df, "t").loc[0, "patient"] == "P"
-
-
-def test_missing_key_column_names_the_column_and_table():
-    df = pd.DataFrame({"InputFileName": ["a"], "StudyDate": [1], "PatientID.x": ["p"]})
-    with pytest.raises(UserError, match=r"Cancer sheet has no column 'StudyTime'"):
-        ingest.key_parts_df(df, "Cancer sheet")
 
 
 def test_pick_sheet_lists_existing_sheets(tmp_path):
     path = write_xlsx(
         tmp_path / "datacombined.xlsx", {"Kanser": [["a"], [1]], "Normal": [["a"], [2]]}
     )
-    sheets = ingest.read_excel_sheets(path)
+    sheets = workbooks.read_excel_sheets(path)
     with pytest.raises(UserError, match=r"no sheet 'Cancer'; its sheets are: 'Kanser', 'Normal'"):
-        ingest.pick_sheet(sheets, "Cancer", path.name)
+        workbooks.pick_sheet(sheets, "Cancer", path.name)
 
 
 def test_pick_sheet_tolerates_case_and_punctuation(tmp_path):
     path = write_xlsx(tmp_path / "w.xlsx", {"non cancer": [["a"], [1]]})
-    assert ingest.pick_sheet(ingest.read_excel_sheets(path), "Non-Cancer", "w").shape == (1, 1)
+    sheets = workbooks.read_excel_sheets(path)
+    assert workbooks.pick_sheet(sheets, "Non-Cancer", "w").shape == (1, 1)
 
 
 def test_read_table_reads_excel_saved_under_csv_name(tmp_path):
     path = write_xlsx(tmp_path / "NON CANCER.csv", {"Sheet1": [["InputFileName"], ["FILE0001"]]})
-    assert ingest.read_table(path)["InputFileName"].tolist() == ["FILE0001"]
+    assert workbooks.read_table(path)["InputFileName"].tolist() == ["FILE0001"]
 
 
 def test_read_table_csv_keeps_leading_zeros_and_reads_turkish_encoding(tmp_path):
     path = tmp_path / "CANCER.csv"
     path.write_bytes("InputFileName;StudyTime;Site\nFILE0001;092603;Şişli\n".encode("cp1254"))
-    df = ingest.read_table(path)
+    df = workbooks.read_table(path)
     assert df.loc[0, "StudyTime"] == "092603"
     assert df.loc[0, "Site"] == "Şişli"
 
@@ -128,14 +41,14 @@ def test_corrupt_workbook_gives_a_sentence(tmp_path):
     path = tmp_path / "datacombined.xlsx"
     path.write_bytes(b"PK\x03\x04 this is not really a zip file")
     with pytest.raises(UserError, match=r"Cannot read workbook datacombined.xlsx: .*save it again"):
-        ingest.read_excel_sheets(path)
+        workbooks.read_excel_sheets(path)
 
 
 def test_text_file_named_xlsx_is_refused(tmp_path):
     path = tmp_path / "datacombined.xlsx"
     path.write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match=r"not an Excel workbook"):
-        ingest.read_excel_sheets(path)
+        workbooks.read_excel_sheets(path)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +56,7 @@ def test_text_file_named_xlsx_is_refused(tmp_path):
     [("Non-Cancer", "non cancer"), ("NON_CANCER", "noncancer"), ("Verilerı", "VERILERI")],
 )
 def test_canonical_name_folds_spelling(a, b):
-    assert ingest.canonical_name(a) == ingest.canonical_name(b)
+    assert workbooks.canonical_name(a) == workbooks.canonical_name(b)
 
 
 def test_only_the_wanted_columns_are_read_and_numbers_come_back_as_int(tmp_path):
@@ -151,8 +64,8 @@ def test_only_the_wanted_columns_are_read_and_numbers_come_back_as_int(tmp_path)
         tmp_path / "w.xlsx",
         {"S": [["InputFileName", "Noise", "StudyTime"], ["F1", "x", 92603], ["F2", "", None]]},
     )
-    wanted = {ingest.canonical_name("StudyTime"), ingest.canonical_name("inputfilename")}
-    df = ingest.read_excel_sheets(path, wanted)["S"]
+    wanted = {workbooks.canonical_name("StudyTime"), workbooks.canonical_name("inputfilename")}
+    df = workbooks.read_excel_sheets(path, wanted)["S"]
     assert list(df.columns) == ["InputFileName", "StudyTime"]
     assert df["StudyTime"].tolist()[0] == 92603 and isinstance(df["StudyTime"][0], int)
     assert df["StudyTime"][1] is None
@@ -160,7 +73,7 @@ def test_only_the_wanted_columns_are_read_and_numbers_come_back_as_int(tmp_path)
 
 def test_openpyxl_fallback_reads_the_same_columns(tmp_path):
     path = write_xlsx(tmp_path / "w.xlsx", {"S": [["InputFileName", "Noise"], ["F1", "x"]]})
-    df = ingest._read_excel_openpyxl(path, {"inputfilename"})["S"]
+    df = workbooks._read_excel_openpyxl(path, {"inputfilename"})["S"]
     assert list(df.columns) == ["InputFileName"] and df.iloc[0, 0] == "F1"
 
 
@@ -205,7 +118,7 @@ def test_a_workbook_zip_bomb_is_refused_before_parsing(tmp_path):
     assert path.stat().st_size < 2 * 10**6
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(UserError, match=r"sheet1\.xml inflates [\d,]+ times \(a zip bomb\)"):
-        ingest.read_excel_sheets(path)
+        workbooks.read_excel_sheets(path)
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50  # MB
 
 
@@ -217,13 +130,13 @@ def test_a_workbook_declaring_too_many_cells_is_refused(tmp_path, cols, rows, wh
     path = tmp_path / "datacombined.xlsx"
     _xlsx_with_sheet(path, [HEAD.replace(b"{cols}", cols).replace(b"{rows}", rows), TAIL])
     with pytest.raises(UserError, match=f"is refused before reading it: a sheet declares {what}"):
-        ingest.read_excel_sheets(path)
+        workbooks.read_excel_sheets(path)
     with pytest.raises(UserError, match="a sheet declares"):
-        ingest.read_excel_headers(path)
+        workbooks.read_excel_headers(path)
 
 
 def test_a_hospital_sized_workbook_passes_the_size_check(tmp_path):
     path = tmp_path / "datacombined.xlsx"
     _xlsx_with_sheet(path, [HEAD.replace(b"{cols}", b"UO").replace(b"{rows}", b"5000"), TAIL])
-    ingest.check_workbook_size(path)  # 561 columns x 5,000 rows: read as usual
-    assert list(ingest.read_excel_sheets(path)) == ["Sheet"]
+    workbooks.check_workbook_size(path)  # 561 columns x 5,000 rows: read as usual
+    assert list(workbooks.read_excel_sheets(path)) == ["Sheet"]

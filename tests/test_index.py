@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bcp_core.data import index as image_index
-from bcp_core.data.workbooks import normalise_file_name
+from bcp_core.data.keys import normalise_file_name
 from bcp_core.errors import UserError
 from tests.conftest import write_jpeg
 

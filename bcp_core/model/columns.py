@@ -33,6 +33,7 @@ from sklearn.metrics import roc_auc_score
 from bcp_core.data.workbooks import canonical_name
 from bcp_core.errors import UserError
 from bcp_core.evaluation.subgroups import as_number, normalised_text
+from bcp_core.model.files import META_FILE
 
 #: A column whose values alone reach this ROC-AUC on the training split carries the label.
 LEAK_AUC = 0.95
@@ -45,6 +46,8 @@ LEAKY_WORDS = (
     "birads", "finding", "diagnos", "assessment", "patholog", "histolog", "biopsy", "malign",
     "benign", "cancer", "lesion", "tumor", "tumour", "carcinoma", "outcome", "recall",
 )  # fmt: skip
+#: The refusal of a ``metadata`` entry this software did not write.
+_DAMAGED = f"{META_FILE} has a damaged 'metadata' entry; train again."
 
 
 def _text(value: object) -> str:
@@ -204,9 +207,9 @@ class MetadataEncoder:
                 for c in data["columns"]  # type: ignore[index]
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise UserError("bundle.json has a damaged 'metadata' entry; train again.") from exc
+            raise UserError(_DAMAGED) from exc
         if not columns or any(c.kind not in ("numeric", "text") for c in columns):
-            raise UserError("bundle.json has a damaged 'metadata' entry; train again.")
+            raise UserError(_DAMAGED)
         return cls(columns)
 
 

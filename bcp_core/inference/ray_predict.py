@@ -1,8 +1,8 @@
 """Batch prediction on a Ray cluster, with the same preparation and model call as local prediction.
 
 ``predict --engine ray`` (README, "When one machine is not enough"). The driver lists the files
-(folders walked by :func:`bcp_core.inference.predict.expand_inputs`, or a file list read by
-:func:`bcp_core.inference.predict.read_file_list`), leaves out those an earlier run into the same
+(folders walked by :func:`bcp_core.inference.inputs.expand_inputs`, or a file list read by
+:func:`bcp_core.inference.inputs.read_file_list`), leaves out those an earlier run into the same
 output folder already scored, and hands the rest to Ray Data as a dataset of paths: nothing but
 the paths leaves the driver. A pool of actors, each loading the bundle once, reads and predicts
 its batches with :func:`bcp_core.inference.predict.iter_predictions`, so a file gets exactly the
@@ -32,18 +32,17 @@ import pandas as pd
 from bcp_core.errors import UserError
 from bcp_core.fileio import write_json_atomic
 from bcp_core.inference.predict import (
-    Prediction,
     ProgressCallback,
-    _passes,
-    _threshold,
+    checked_passes,
+    decision_threshold,
     iter_predictions,
-    results_df,
 )
+from bcp_core.inference.results import Prediction, results_df
 from bcp_core.model.bundle import load_bundle
-from bcp_core.model.cluster import ray_connection
+from bcp_core.model.ray_cluster import SCALE_HINT, ray_connection
 from bcp_core.output_safety import neutralised_df
+from bcp_core.values import is_whole_number
 
-SCALE_HINT = "install the scale extra: pip install -r requirements-scale.txt"
 SUMMARY_FILE = "summary.json"
 #: What a results folder was made with; a later run into it must use the same.
 RUN_FILE = "run.json"
@@ -237,7 +236,7 @@ def predict_distributed(
 
     Args:
         bundle_dir: the bundle folder; every worker must be able to read it at this path.
-        files: image paths (e.g. from :func:`bcp_core.inference.predict.expand_inputs`); every
+        files: image paths (e.g. from :func:`bcp_core.inference.inputs.expand_inputs`); every
             worker must be able to read them (a shared filesystem).
         out: results folder (created): shards, ``run.json``, ``summary.json``; files with a row
             there already are skipped. None: the results are returned in input order instead.
@@ -256,11 +255,10 @@ def predict_distributed(
     """
     started = time.monotonic()
     for name, value in (("workers", workers), ("batch size", batch_size), ("rows", shard_rows)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_whole_number(value) or value < 1:
             raise UserError(f"The number of {name} must be a whole number of at least 1.")
     if fmt not in FORMATS:
         raise UserError(f"The results format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ notes, not for users
     ray = import_ray()
     bundle_path = Path(bundle_dir).resolve()
     described = load_bundle(bundle_path, with_model=False)
@@ -269,8 +267,8 @@ def predict_distributed(
             "This model also takes workbook values; the ray engine predicts image-only models "
             "so far: use --engine local with --metadata."
         )
-    cut = _threshold(described, threshold)
-    passes = _passes(passes)
+    cut = decision_threshold(described, threshold)
+    passes = checked_passes(passes)
     wanted = list(dict.fromkeys(str(f) for f in files))
     folder = Path(out) if out is not None else None
     done: set[str] = set()

@@ -14,6 +14,7 @@ from bcp_core.evaluation import intervals
 from bcp_core.evaluation.compare import Comparison, RunCurves, RunInput, compare_runs
 from bcp_core.model.bundle import Bundle, load_bundle
 from bcp_core.model.meta import BundleMeta
+from bcp_core.values import is_whole_number
 
 
 def flat_settings(meta: BundleMeta) -> dict[str, Any]:
@@ -78,4 +79,4 @@ def training_curves(paths: Sequence[str | Path]) -> list[RunCurves]:
 
 def _epoch(value: object) -> int | None:
     """An epoch number as stored, or None for anything else."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if is_whole_number(value) else None
