@@ -14,10 +14,17 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
-from sklearn.calibration import calibration_curve
 
 from bcp_core.errors import UserError
+
+
+def _sklearn_metrics():
+    """``sklearn.metrics``, imported on first use: scikit-learn takes most of a second to
+    import, and the command line refuses bad arguments before it needs it."""
+    from sklearn import metrics
+
+    return metrics
+
 
 CALIBRATION_STRATEGIES = ("quantile", "uniform")
 
@@ -161,27 +168,29 @@ def ranking_metrics(y_true, y_prob) -> dict[str, float]:
     if not has_both_classes(y):
         return {"roc_auc": math.nan, "pr_auc": math.nan}
     return {
-        "roc_auc": float(skm.roc_auc_score(y, p)),
-        "pr_auc": float(skm.average_precision_score(y, p)),
+        "roc_auc": float(_sklearn_metrics().roc_auc_score(y, p)),
+        "pr_auc": float(_sklearn_metrics().average_precision_score(y, p)),
     }
+
+
+def _curve(name: str, y_true, y_prob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``sklearn.metrics.<name>(y, p)``, or three empty arrays when only one class is present."""
+    y, p = as_arrays(y_true, y_prob)
+    if not has_both_classes(y):
+        return np.empty(0), np.empty(0), np.empty(0)
+    return getattr(_sklearn_metrics(), name)(y, p)
 
 
 def roc_curve_points(y_true, y_prob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)`` from ``sklearn.metrics.roc_curve`` (its first threshold is inf);
     three empty arrays when only one class is present."""
-    y, p = as_arrays(y_true, y_prob)
-    if not has_both_classes(y):
-        return np.empty(0), np.empty(0), np.empty(0)
-    return skm.roc_curve(y, p)
+    return _curve("roc_curve", y_true, y_prob)
 
 
 def pr_curve_points(y_true, y_prob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(precision, recall, thresholds)`` from ``sklearn.metrics.precision_recall_curve``;
     three empty arrays when only one class is present."""
-    y, p = as_arrays(y_true, y_prob)
-    if not has_both_classes(y):
-        return np.empty(0), np.empty(0), np.empty(0)
-    return skm.precision_recall_curve(y, p)
+    return _curve("precision_recall_curve", y_true, y_prob)
 
 
 def brier_score(y_true, y_prob) -> float:
@@ -203,6 +212,8 @@ def calibration_df(y_true, y_prob, *, n_bins: int = 10, strategy: str = "quantil
         raise UserError(f"The number of bins must be a positive whole number, got {n_bins!r}.")
     if not y.size:
         raise UserError("There are no predictions to calibrate.")
+    from sklearn.calibration import calibration_curve
+
     frac, mean = calibration_curve(y, p, n_bins=int(n_bins), strategy=strategy)
     # The same bin edges as scikit-learn, for the number of images behind each point.
     edges = (

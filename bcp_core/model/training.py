@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -33,8 +34,8 @@ from bcp_core.evaluation.metrics import metrics_at_threshold, ranking_metrics
 from bcp_core.evaluation.thresholds import choose_threshold
 from bcp_core.model.architectures import build_model
 from bcp_core.model.bundle import save_bundle
+from bcp_core.model.columns import check_leakage, fit_encoder
 from bcp_core.model.dataset import ReadFailures, balanced_dataset, class_weights, image_dataset
-from bcp_core.model.distribute import Distribution, fit_custom, global_steps
 from bcp_core.model.events import (
     BatchEnded,
     EpochEnded,
@@ -53,9 +54,9 @@ from bcp_core.model.meta import (
     ValidationMetrics,
     now_iso,
 )
-from bcp_core.model.metadata import check_leakage, fit_encoder
 from bcp_core.model.provenance import split_files_df
 from bcp_core.model.resources import TrainingLimits, check_training_resources
+from bcp_core.model.strategy import Distribution, fit_custom, global_steps
 
 EventSink = Callable[[TrainingEvent], None]
 
@@ -156,11 +157,13 @@ class ValidationScorer(keras.callbacks.Callback):
 class ProgressReporter(keras.callbacks.Callback):
     """Emits :class:`BatchEnded` (throttled) and :class:`EpochEnded` events with an ETA.
 
-    The ETA comes from measured times: once an epoch has ended, the last epoch's whole duration
-    (its steps and its validation scoring) times the epochs left, less the time already spent
-    in the current one; before that, the mean step time after the first step (which builds the
-    graph) over the steps left, plus nothing for scoring yet. Early stopping can end a run
-    sooner: the ETA is for the full number of epochs.
+    The ETA comes from measured times: an epoch's duration (its steps, its validation scoring
+    and, when it improved, the bundle write) times the epochs left, less the time already spent
+    in the current one, plus :attr:`tail_s`, the last bundle write (the run ends with one).
+    An epoch's duration is the median of the epochs after the first; after the first alone,
+    that epoch less the extra time of its first step (which builds the graph); before any, the
+    mean step time after the first step over the steps left. Early stopping can end a run
+    sooner: the ETA is for the full number of epochs (``bench/bench_eta.py`` measures it).
     """
 
     def __init__(self, emit: EventSink, epochs: int, steps: int, interval: float = 0.5) -> None:
@@ -170,14 +173,27 @@ class ProgressReporter(keras.callbacks.Callback):
         self._last = 0.0
         self.epoch = 0
         self.epoch_start = self.start
-        self.last_epoch_s: float | None = None
+        self.epoch_s: list[float] = []
         self.first_step_end: float | None = None
+        self.first_step_excess = 0.0  # the first step's time beyond a typical step's
+        self.last_step_end = self.start
+        #: Seconds of the last bundle write: the run's end adds one more (set by the runner).
+        self.tail_s = 0.0
+
+    def per_epoch_s(self) -> float | None:
+        """The expected duration of one more epoch (None before one has ended)."""
+        if not self.epoch_s:
+            return None
+        if len(self.epoch_s) == 1:
+            return max(self.epoch_s[0] - self.first_step_excess, 0.0)
+        return float(np.median(self.epoch_s[1:]))
 
     def _eta(self, epoch: int, batch_done: int) -> float:
         now = time.monotonic()
-        if self.last_epoch_s is not None:
-            left = self.last_epoch_s * (self.epochs - epoch) - (now - self.epoch_start)
-            return max(left, 0.0)
+        per_epoch = self.per_epoch_s()
+        if per_epoch is not None:
+            left = per_epoch * (self.epochs - epoch) - (now - self.epoch_start)
+            return max(left, 0.0) + self.tail_s
         if self.first_step_end is None or batch_done < 3:
             return float("nan")
         per_step = (now - self.first_step_end) / (batch_done - 1)
@@ -191,6 +207,7 @@ class ProgressReporter(keras.callbacks.Callback):
         now = time.monotonic()
         if self.first_step_end is None:
             self.first_step_end = now
+        self.last_step_end = now
         if now - self._last < self.interval and batch + 1 < self.steps:
             return
         self._last = now
@@ -199,14 +216,19 @@ class ProgressReporter(keras.callbacks.Callback):
         self.emit(BatchEnded(self.epoch + 1, self.epochs, batch + 1, self.steps, loss, eta))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.last_epoch_s = time.monotonic() - self.epoch_start  # steps and validation scoring
+        now = time.monotonic()
+        if not self.epoch_s and self.first_step_end is not None and self.steps > 1:
+            typical = (self.last_step_end - self.first_step_end) / (self.steps - 1)
+            self.first_step_excess = max(self.first_step_end - self.epoch_start - typical, 0.0)
+        self.epoch_s.append(now - self.epoch_start)  # steps, validation scoring, any write
+        per_epoch = self.per_epoch_s() or 0.0
         self.emit(
             EpochEnded(
                 epoch=epoch + 1,
                 epochs=self.epochs,
                 metrics={k: _num(v) for k, v in (logs or {}).items()},
-                eta_s=self.last_epoch_s * (self.epochs - epoch - 1),
-                elapsed_s=time.monotonic() - self.start,
+                eta_s=per_epoch * (self.epochs - epoch - 1) + self.tail_s,
+                elapsed_s=now - self.start,
             )
         )
 
@@ -380,10 +402,10 @@ def train_model(
 
     With ``cfg.metadata_columns``, ``metadata`` holds those workbook columns' cells, one row per
     manifest row in order (:func:`bcp_core.data.attributes.metadata_frame`): they are checked
-    for leaks of the label and encoded on the training split (:mod:`bcp_core.model.metadata`),
+    for leaks of the label and encoded on the training split (:mod:`bcp_core.model.columns`),
     and the model takes them beside the image.
 
-    ``distribution`` (:mod:`bcp_core.model.distribute`) says how this process takes part in a
+    ``distribution`` (:mod:`bcp_core.model.strategy`) says how this process takes part in a
     distributed run; everything else (split, pipelines, imbalance handling, validation scoring,
     early stopping, threshold, bundle) is the same in every mode. Only the chief writes the
     bundle; every worker scores the whole validation split, so all take the same early-stopping
@@ -439,6 +461,7 @@ def train_model(
 
     def write(best_epoch: int, status: str) -> None:
         emit(Phase("writing", best_epoch))
+        began = time.monotonic()
         if status == "running":  # an improving epoch: its predictions are the best so far
             best_preds[:] = [val_predictions_df(val, scorer.indices, scorer.probabilities)]
         preds = best_preds[0]
@@ -450,14 +473,16 @@ def train_model(
         if dist.is_chief:
             save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds, seen)
         written.append(meta)
+        progress.tail_s = time.monotonic() - began  # the run's last write will take about this
 
     tracker = ImprovementTracker(lambda epoch: write(epoch, "running"))
     stopper = StopOnEvent(stop)
     early = keras.callbacks.EarlyStopping(monitor="val_pr_auc", mode="max", patience=cfg.patience)
+    progress = ProgressReporter(emit, cfg.epochs, steps)
     callbacks = [
         scorer,
         tracker,
-        ProgressReporter(emit, cfg.epochs, steps),
+        progress,
         stopper,
         early,
         *extra_callbacks,
@@ -529,37 +554,20 @@ def training_pipeline(
     imbalance method (``metadata``: the encoded workbook values of ``train``'s rows).
 
     ``batch_size`` (default ``cfg.batch_size``) and ``shard`` give one worker's part of a
-    distributed run (:mod:`bcp_core.model.distribute`); steps and class weights are always
+    distributed run (:mod:`bcp_core.model.strategy`); steps and class weights are always
     those of the whole split at ``cfg.batch_size``.
     """
     paths, labels = train["path"].tolist(), train["label"].astype(int).tolist()
     batch = cfg.batch_size if batch_size is None else batch_size
     steps = global_steps(len(paths), cfg.batch_size)
+    common: dict[str, Any] = {
+        "batch_size": batch, "seed": cfg.seed, "augment": cfg.augment, "failures": failures,
+        "shard": shard, "metadata": metadata,
+    }  # fmt: skip
     if cfg.imbalance == "oversample":
-        ds, _ = balanced_dataset(
-            paths,
-            labels,
-            cfg.spec,
-            batch_size=batch,
-            seed=cfg.seed,
-            augment=cfg.augment,
-            failures=failures,
-            shard=shard,
-            metadata=metadata,
-        )
+        ds, _ = balanced_dataset(paths, labels, cfg.spec, **common)
         return ds, steps, None
-    ds = image_dataset(
-        paths,
-        labels,
-        cfg.spec,
-        batch_size=batch,
-        training=True,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        failures=failures,
-        shard=shard,
-        metadata=metadata,
-    )
+    ds = image_dataset(paths, labels, cfg.spec, training=True, **common)
     weights = class_weights(labels) if cfg.imbalance == "class_weight" else None
     return ds.repeat(), steps, weights
 
