@@ -92,3 +92,53 @@ def test_whole_journey(app_url, page, small_demo):
     )
     page.locator(".js-plotly-plot").first.wait_for()
     page.screenshot(path=ARTIFACTS / "journey_6_compare.png", full_page=True)
+
+
+def test_the_clinicians_demo(demo_app, page):
+    """Demo mode: it opens on Prediction; an example film gets a probability, a decision and a
+    heatmap; the threshold explorer is there to look at, not to change; Training is refused."""
+    url, _ = demo_app
+    page.goto(url)
+    page.get_by_role("heading", name="Prediction").wait_for()
+    assert page.get_by_text("Research tool, not a medical device").count() >= 1
+    page.get_by_role("button", name=re.compile(r"^Example: cancer")).click()
+    page.get_by_text(re.compile(r"^Grad-CAM: where the model looked")).wait_for(timeout=120_000)
+    assert page.get_by_text(re.compile(r"at threshold \d\.\d{4} \(probability")).count() >= 1
+    assert page.get_by_text("Record my reading").count() == 0  # no marks in the demo
+    page.locator(".js-plotly-plot").first.wait_for()  # the probability gauge
+    page.wait_for_timeout(1000)
+    page.screenshot(path=ARTIFACTS / "journey_demo_1_prediction.png", full_page=True)
+
+    goto_page(page, "Threshold explorer", "Threshold explorer")
+    page.get_by_text("Recommended thresholds").wait_for()
+    assert page.get_by_role("button", name=re.compile(r"Save threshold")).is_disabled()
+    page.screenshot(path=ARTIFACTS / "journey_demo_2_threshold.png", full_page=True)
+
+    page.goto(url + "/training")
+    page.get_by_text("Training needs the analyst role.").wait_for()
+    assert page.get_by_role("button", name="Start training").count() == 0
+
+
+def test_a_quick_batch_prediction_to_csv(app_url, page, small_demo, tmp_path):
+    """The ad-hoc user: drop several films on Prediction, read the table, take the CSV."""
+    root, truth = small_demo
+    films = [root / i["relpath"] for i in truth["images"] if i["on_disk"]][:3]
+    page.goto(app_url)
+    page.get_by_role("heading", name="Data matching").wait_for()
+    goto_page(page, "Prediction", "Prediction")
+    page.locator('input[type="file"]').set_input_files([str(f) for f in films])
+    page.get_by_text("Show the heatmap of").wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=ARTIFACTS / "journey_batch_1_table.png", full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download results (CSV)").click()
+    path = tmp_path / "predictions.csv"
+    download.value.save_as(path)
+    import pandas as pd
+
+    table = pd.read_csv(path, keep_default_na=False)
+    assert list(table["file"]) == [f.name for f in films]
+    assert table["probability"].between(0, 1).all() and set(table["label"]) <= {0, 1}
+    assert set(table["seen_in"]) <= {"training split", "validation split"}  # demo films
+    assert (table["view"] != "").all()  # from the workbook: the names do not say
