@@ -83,3 +83,22 @@ def test_viewers_get_a_chance_level_model_only_after_an_analysts_approval(
     at = open_app(root, "pages/predict.py")
     assert not any("no better than chance" in w.value for w in at.warning)
     assert at.get("file_uploader")
+
+
+def test_every_run_says_whether_it_beats_chance_where_runs_are_listed(demo_bundle, tmp_path):
+    from bcp_core.model.bundle import list_bundles_df
+    from bcp_core.model.meta import ValidationMetrics
+
+    shutil.copytree(demo_bundle, tmp_path / "tiny")
+    shutil.copytree(FORMAT1, tmp_path / "old")
+    low, high = read_bundle_meta(tmp_path / "tiny").metrics.roc_auc_ci  # kept at training
+    assert low < read_bundle_meta(tmp_path / "tiny").metrics.roc_auc < high
+    runs = list_bundles_df(tmp_path).set_index("bundle")
+    expected = "better than chance" if low > 0.5 else "no better than chance"
+    assert runs.loc["tiny", "vs_chance"] == expected
+    assert runs.loc["old", "vs_chance"] == ""  # written before the interval was kept
+    for interval, said in (
+        ((0.51, 0.7), "better than chance"),
+        ((0.5, 0.9), "no better than chance"),
+    ):
+        assert ValidationMetrics(0.6, 0.5, 1, None, interval).chance == said

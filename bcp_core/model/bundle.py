@@ -368,8 +368,9 @@ def list_bundles_df(root: str | Path, matching: str = "") -> pd.DataFrame:
         line and cut to :data:`NOTE_PREVIEW_CHARS`; "" when none), ``model``, ``status``,
         ``saved``, ``best_epoch`` (the epoch whose weights the bundle keeps), ``epochs`` (asked
         for), ``image_size``, ``learning_rate``, ``batch_size``, ``weights``, ``roc_auc``,
-        ``pr_auc``, ``sensitivity``, ``specificity``, ``threshold``, ``path``; folders that are
-        not readable bundles are left out.
+        ``pr_auc``, ``vs_chance`` (whether the validation ROC-AUC interval lies above 0.5; ""
+        for a bundle that does not record it), ``sensitivity``, ``specificity``, ``threshold``,
+        ``path``; folders that are not readable bundles are left out.
     """
     columns = [
         "bundle",
@@ -382,6 +383,7 @@ def list_bundles_df(root: str | Path, matching: str = "") -> pd.DataFrame:
         *RUN_SETTINGS,
         "roc_auc",
         "pr_auc",
+        "vs_chance",
         "sensitivity",
         "specificity",
         "threshold",
@@ -407,7 +409,8 @@ def list_bundles_df(root: str | Path, matching: str = "") -> pd.DataFrame:
             "bundle": folder.name, "name": label.name, "note": _preview(label.note),
             "model": meta.model_name, "status": meta.status,
             "saved": meta.saved, "best_epoch": m.best_epoch, **shown, "roc_auc": m.roc_auc,
-            "pr_auc": m.pr_auc, "sensitivity": m.sensitivity, "specificity": m.specificity,
+            "pr_auc": m.pr_auc, "vs_chance": m.chance, "sensitivity": m.sensitivity,
+            "specificity": m.specificity,
             "threshold": meta.threshold.value, "path": str(folder),
         })  # fmt: skip
     df = pd.DataFrame(rows, columns=columns)

@@ -159,12 +159,24 @@ class ValidationMetrics:
         best_epoch: the epoch whose weights the bundle holds.
         at_threshold: the metrics at the threshold chosen when training ended, or None for
             a bundle whose file lacks them.
+        roc_auc_ci: the ROC-AUC's 95% interval (patient bootstrap, as on the model card), or
+            None for a bundle written before it was kept.
     """
 
     roc_auc: float
     pr_auc: float
     best_epoch: int | None
     at_threshold: Metrics | None
+    roc_auc_ci: tuple[float, float] | None = None
+
+    @property
+    def chance(self) -> str:
+        """ "better than chance" when the ROC-AUC interval lies above 0.5, "no better than
+        chance" when it does not, "" when the bundle does not record it."""
+        if self.roc_auc_ci is None:
+            return ""
+        low = self.roc_auc_ci[0]
+        return "better than chance" if low == low and low > 0.5 else "no better than chance"
 
     @property
     def sensitivity(self) -> float:
@@ -177,18 +189,31 @@ class ValidationMetrics:
     def to_json(self) -> dict[str, Any]:
         """The flat layout of ``bundle.json``'s ``metrics``: AUCs, then the metrics, then epoch."""
         at = self.at_threshold.to_json() if self.at_threshold else {}
-        return {"roc_auc": self.roc_auc, "pr_auc": self.pr_auc, **at, "best_epoch": self.best_epoch}
+        out: dict[str, Any] = {
+            "roc_auc": self.roc_auc,
+            "pr_auc": self.pr_auc,
+            **at,
+            "best_epoch": self.best_epoch,
+        }
+        if self.roc_auc_ci is not None:
+            out["roc_auc_ci"] = list(self.roc_auc_ci)
+        return out
 
     @classmethod
     def from_json(cls, data: object) -> ValidationMetrics:
         data = data if isinstance(data, dict) else {}
         names = [f.name for f in fields(Metrics)]
         at = Metrics(**{k: data[k] for k in names}) if all(k in data for k in names) else None
+        ci = data.get("roc_auc_ci")
+        interval = None
+        if isinstance(ci, list) and len(ci) == 2 and all(is_number(v) for v in ci):
+            interval = (float(ci[0]), float(ci[1]))
         return cls(
             roc_auc=_number(data.get("roc_auc")),
             pr_auc=_number(data.get("pr_auc")),
             best_epoch=data.get("best_epoch"),
             at_threshold=at,
+            roc_auc_ci=interval,
         )
 
 

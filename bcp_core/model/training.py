@@ -34,6 +34,7 @@ from bcp_core.evaluation.metrics import metrics_at_threshold, ranking_metrics
 from bcp_core.evaluation.thresholds import choose_threshold
 from bcp_core.model.architectures import build_model
 from bcp_core.model.bundle import save_bundle
+from bcp_core.model.card import card_evaluation
 from bcp_core.model.columns import check_leakage, fit_encoder
 from bcp_core.model.dataset import ReadFailures, balanced_dataset, class_weights, image_dataset
 from bcp_core.model.events import (
@@ -322,6 +323,7 @@ def make_bundle_meta(
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     threshold = choose_threshold(y, p, cfg.threshold_method)
     ranks = ranking_metrics(y, p)
+    evaluated = card_evaluation(predictions)  # the card's interval, kept for "vs chance"
     return BundleMeta(
         model_name=cfg.model,
         preprocessing=cfg.spec,
@@ -332,7 +334,11 @@ def make_bundle_meta(
         split=split,
         data_fingerprint=fingerprint,
         metrics=ValidationMetrics(
-            ranks["roc_auc"], ranks["pr_auc"], best_epoch, metrics_at_threshold(y, p, threshold)
+            ranks["roc_auc"],
+            ranks["pr_auc"],
+            best_epoch,
+            metrics_at_threshold(y, p, threshold),
+            roc_auc_ci=evaluated.roc_auc_ci if evaluated is not None else None,
         ),
         status=status,
         label=label,

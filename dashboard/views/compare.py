@@ -16,11 +16,20 @@ from dashboard.shared import bundle_version, bundles_dir, show_error
 
 
 def run_choices(paths: list[str]) -> dict[str, str]:
-    """How each bundle is offered for comparing: its folder's name, and the run's name after it
-    when it has one (shown as plain text by the multiselect)."""
-    runs = list_bundles_df(bundles_dir())
-    names = dict(zip(runs["path"], runs["name"]))
-    return {p: f"{Path(p).name} · {names[p]}" if names.get(p) else Path(p).name for p in paths}
+    """How each bundle is offered for comparing: its folder's name, the run's name after it
+    when it has one, and "no better than chance" when its validation says so (shown as plain
+    text by the multiselect)."""
+    runs = list_bundles_df(bundles_dir()).set_index("path")
+    out = {}
+    for path in paths:
+        known = runs.loc[path] if path in runs.index else None
+        parts = [Path(path).name]
+        if known is not None and known["name"]:
+            parts.append(str(known["name"]))
+        if known is not None and known["vs_chance"] == "no better than chance":
+            parts.append("no better than chance")
+        out[path] = " · ".join(parts)
+    return out
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
