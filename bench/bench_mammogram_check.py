@@ -328,7 +328,9 @@ def check(items: list[Item], spec: PreprocessSpec) -> dict:
             unreadable.append({"file": name, "error": str(exc)})
             continue
         start = time.perf_counter()
-        doubt = mammogram_doubt(decoded.gray, decoded.colour)
+        doubt = mammogram_doubt(
+            decoded.gray, decoded.colour, str(decoded.header.get("photometric", ""))
+        )
         times.append(time.perf_counter() - start)
         (refused if doubt else passed).append({"file": name, "reason": doubt})
     ms = np.array(times) * 1000 if times else np.zeros(1)

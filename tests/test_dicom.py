@@ -226,3 +226,30 @@ def test_a_deflated_dicom_holding_more_than_its_image_needs_is_refused(tmp_path)
     path.write_bytes(deflated_dicom(64 * 2**20))  # within the cap, far beyond 64 x 64 x 2
     with pytest.raises(UserError, match=r"bomb\.dcm inflates to 67 MB though its image needs"):
         read_dicom_gray(path)
+
+
+def test_a_colour_dicom_is_measured_as_colour_and_refused_as_no_mammogram():
+    """A colour DICOM (an ultrasound, a photograph) passed the mammogram check: its colour was
+    never measured, only its grey conversion."""
+    from bcp_core.imaging.preparation import mammogram_doubt
+    from tests.test_predict import _photo_like
+
+    coloured = decode_image(make_dicom(_photo_like(), "RGB", bits_stored=8), name="us.dcm")
+    assert coloured.colour > 0.2
+    assert "colour picture" in mammogram_doubt(coloured.gray, coloured.colour)
+    grey = np.repeat(ramp(255, (40, 32)).astype(np.uint8)[..., None], 3, axis=-1)
+    stored_as_rgb = decode_image(make_dicom(grey, "RGB", bits_stored=8), name="g.dcm")
+    assert stored_as_rgb.colour == 0.0  # grey in colour: the header alone says what it is
+    said = mammogram_doubt(stored_as_rgb.gray, stored_as_rgb.colour, "RGB")
+    assert said.startswith("its DICOM header says it is a colour image (RGB)")
+    assert decode_image(make_dicom(ramp(4095), bits_stored=12), name="m.dcm").colour == 0.0
+
+
+def test_a_colour_dicom_upload_gets_the_sentence_not_a_probability():
+    from bcp_core.config import PreprocessSpec
+    from bcp_core.inference.prepared import prepare_image
+    from tests.test_predict import _photo_like
+
+    data = make_dicom(_photo_like() // 8 + 100, "RGB", bits_stored=8)  # faint colour, as in US
+    with pytest.raises(UserError, match=r"us\.dcm: .*DICOM header says it is a colour image"):
+        prepare_image(data, PreprocessSpec(64, 48), "us.dcm")

@@ -89,7 +89,8 @@ def decode_image(
     """
     if looks_like_dicom(source, name):
         gray, header = read_dicom_gray(source, max_upload_pixels=max_upload_pixels)
-        return Decoded(gray, {key: header[key] for key in DICOM_FIELDS})
+        colour = float(header.get("colour", 0.0))  # a colour DICOM (ultrasound, photo) is none
+        return Decoded(gray, {key: header[key] for key in DICOM_FIELDS}, colour=colour)
     upload_limit = max_upload_pixels if isinstance(source, bytes) else None
     gray, colour = _read_picture(source, min_size, name or _describe(source), upload_limit)
     return Decoded(gray, colour=colour)

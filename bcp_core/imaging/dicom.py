@@ -79,7 +79,8 @@ def read_dicom_gray(
     Returns:
         ``(gray, meta)``: gray is float32 (rows, columns) in [0, 1], bright = dense tissue
         whatever the photometric interpretation. meta (see :func:`dicom_metadata`) also says
-        ``frames`` (the first of several is used) and ``converted_from_colour``.
+        ``frames`` (the first of several is used), ``converted_from_colour`` and, for a colour
+        image, ``colour`` (how coloured it is, as :attr:`bcp_core.imaging.decode.Decoded.colour`).
 
     Raises:
         UserError: one sentence naming the file, for a file that is not DICOM, holds no image,
@@ -99,7 +100,7 @@ def read_dicom_gray(
     if meta["photometric"] in _MONOCHROME:
         gray = _monochrome_to_unit(arr, ds)
     else:
-        gray = _colour_to_unit(arr, ds, meta["photometric"])
+        gray, meta["colour"] = _colour_to_unit(arr, ds, meta["photometric"])
         meta["converted_from_colour"] = True
     return np.clip(np.nan_to_num(gray), 0.0, 1.0).astype(np.float32), meta
 
@@ -330,8 +331,10 @@ def _modality_range(ds) -> tuple[float, float]:
     return low, high
 
 
-def _colour_to_unit(arr: np.ndarray, ds, photometric: str) -> np.ndarray:
-    """Luma of a colour image (RGB, YBR converted by pydicom, or palette colour) in [0, 1]."""
+def _colour_to_unit(arr: np.ndarray, ds, photometric: str) -> tuple[np.ndarray, float]:
+    """Luma of a colour image (RGB, YBR converted by pydicom, or palette colour) in [0, 1], and
+    how coloured it is: the mean of (max - min) over R, G, B in [0, 1], as for a picture file
+    (:attr:`bcp_core.imaging.decode.Decoded.colour`; 0 for grey stored as colour)."""
     from pydicom.pixels import apply_color_lut
 
     if photometric == "PALETTE COLOR":
@@ -348,4 +351,6 @@ def _colour_to_unit(arr: np.ndarray, ds, photometric: str) -> np.ndarray:
             peak = 2 ** (_int(ds, "BitsStored", 0) or arr.dtype.itemsize * 8) - 1
     else:
         peak = float(arr.max()) or 1.0
-    return (arr.astype(np.float64) @ _LUMA) / peak
+    values = arr.astype(np.float64)
+    colour = float(np.mean(values.max(axis=-1) - values.min(axis=-1))) / peak
+    return (values @ _LUMA) / peak, colour

@@ -178,11 +178,13 @@ def looks_inverted(gray: np.ndarray) -> bool:
     return median > _INVERTED_BORDER and float(gray.min()) < median - _INVERTED_CONTRAST
 
 
-def mammogram_doubt(gray: np.ndarray, colour: float = 0.0) -> str:
+def mammogram_doubt(gray: np.ndarray, colour: float = 0.0, photometric: str = "") -> str:
     """Why ``gray`` does not look like a mammogram, in words; "" when it could be one.
 
-    Each reason says what looked wrong and what to do. Refused: an extreme aspect ratio, a blank
-    image (one grey level), a colour picture, noise (neighbouring pixels unrelated), an image
+    Each reason says what looked wrong and what to do. Refused: a DICOM whose header says it is
+    in colour (a mammogram is MONOCHROME1 or MONOCHROME2 by the DICOM standard; an ultrasound
+    or a photograph is not), an extreme aspect ratio, a blank image (one grey level), a colour
+    picture, noise (neighbouring pixels unrelated), an image
     with almost nothing brighter than its background, and then by the shape of what is bright
     (:func:`_shape_doubt`): nothing bright at the left or right edge, where a breast meets the
     chest wall (a blob, a text page, another body part); a flat bright shape without the fine
@@ -193,7 +195,13 @@ def mammogram_doubt(gray: np.ndarray, colour: float = 0.0) -> str:
     Args:
         gray: the decoded image, float32 (h, w) in [0, 1].
         colour: :attr:`bcp_core.imaging.decode.Decoded.colour` of its file.
+        photometric: a DICOM's PhotometricInterpretation ("" for other files).
     """
+    if photometric and not photometric.startswith("MONOCHROME"):
+        return (
+            f"its DICOM header says it is a colour image ({photometric}), and mammograms are "
+            "stored in monochrome; send the mammogram's own DICOM file"
+        )
     h, w = gray.shape
     if max(h, w) > _MAX_ASPECT * max(min(h, w), 1):
         return (

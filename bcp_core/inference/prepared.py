@@ -125,7 +125,8 @@ def prepare_image(
         _check_file(source)
     label = name or (source.name if isinstance(source, Path) else "the uploaded image")
     decoded, prepared = decode_and_prepare(source, spec, name, max_upload_pixels=max_upload_pixels)
-    doubt = mammogram_doubt(decoded.gray, decoded.colour)
+    photometric = str(decoded.header.get("photometric", ""))
+    doubt = mammogram_doubt(decoded.gray, decoded.colour, photometric)
     if doubt:
         raise UserError(f"{label}: this does not look like a mammogram: {doubt}.")
     header = dict(decoded.header)
