@@ -234,11 +234,14 @@ def viewer_refusal(path: str) -> str:
     0.5 and no analyst has approved it for them (:func:`bcp_core.model.bundle.
     approve_for_viewers`); "" when they may."""
     try:
-        low, high = roc_auc_interval(path, bundle_version(path))
-        approved = bool(read_bundle_meta(path).viewer_approval)
+        meta = read_bundle_meta(path)
+        if meta.viewer_approval:
+            return ""
+        # Kept in bundle.json since training keeps it; computed for an older bundle.
+        low, high = meta.metrics.roc_auc_ci or roc_auc_interval(path, bundle_version(path))
     except UserError:
         return ""  # an unreadable bundle: loading it says why
-    if approved or better_than_chance((low, high)):
+    if better_than_chance((low, high)):
         return ""
     return (
         f"The model set for viewers ({Path(path).name}) is no better than chance on its "
