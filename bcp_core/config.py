@@ -6,8 +6,9 @@ needs lives here, so the hospital layout is described in exactly one place.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from bcp_core.errors import UserError
 from bcp_core.values import is_number, is_whole_number
@@ -149,6 +150,71 @@ WEIGHTS_DEFAULT = "default"
 BATCH_NORM_MODES = ("frozen", "train")
 
 
+#: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
+#: films of held-out women (README "Real screening films"): 160 x 128, 320 x 256 and 512 x 416
+#: scored alike at 15 epochs, while training four times longer lifted held-out ROC-AUC; the
+#: smallest input is what makes that affordable on a CPU. `make run` trains the synthetic
+#: demo's model with a quick preset of its own (320 x 256, 15 epochs, patience 6).
+DEFAULT_IMAGE_SIZE = (160, 128)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model trains unless told otherwise: ``train``'s defaults and page 3's starting
+    values for that model. Each figure was chosen on real screening films of held-out women
+    (docs/benchmarks.md); a setting the user gives always wins.
+
+    Attributes:
+        image_size: network input (height, width).
+        epochs: the most epochs a run takes.
+        patience: epochs without a better validation score that end a run.
+        learning_rate: Adam's rate.
+        fine_tune: train a pretrained backbone too (not only the new head).
+        frozen_stages: EfficientNet-Lite fine-tuned: the stem and the first N of its 7 stages
+            keep their ImageNet weights (no gradients there, so epochs are cheaper).
+        batch_norm: a fine-tuned pretrained backbone's batch norm: "frozen" keeps the ImageNet
+            statistics (the Keras transfer-learning guide), "train" lets them learn from the
+            batches, as a PyTorch fine-tune does.
+    """
+
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    epochs: int = 60
+    patience: int = 20
+    learning_rate: float = 1e-3
+    fine_tune: bool = False
+    frozen_stages: int = 0
+    batch_norm: str = "frozen"
+
+    def describe(self) -> str:
+        """One line for ``--help`` and page 3."""
+        h, w = self.image_size
+        text = (
+            f"{h} x {w}, up to {self.epochs} epochs (patience {self.patience}), "
+            f"rate {self.learning_rate:g}"
+        )
+        if self.fine_tune:
+            text += ", fine-tuned"
+            if self.frozen_stages:
+                text += f" with the stem and stages 1-{self.frozen_stages} frozen"
+            text += f", batch norm {'learning' if self.batch_norm == 'train' else 'frozen'}"
+        return text
+
+
+#: The names of the settings a recipe gives.
+RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+#: Models trained from random weights: on real films the default CNN still underfit after 15
+#: epochs, so runs are long and end after 20 epochs without a better validation score; the
+#: smallest input scored like larger ones and makes that affordable on a CPU.
+SCRATCH_RECIPE = Recipe()
+#: EfficientNet-Lite from its ImageNet weights: the whole network but the stem and stages 1-2
+#: fine-tuned at 3e-4 with its batch norm learning (frozen batch norm scored below chance on
+#: held-out women), 320 x 256, the best of 10 epochs. Measured for Lite0; Lite2 takes the same.
+LITE_RECIPE = Recipe(
+    image_size=(320, 256), epochs=10, patience=4, learning_rate=3e-4, fine_tune=True,
+    frozen_stages=2, batch_norm="train",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One architecture: everything the rest of the product derives from its name.
@@ -171,6 +237,7 @@ class ModelSpec:
         licence: the licence of the pretrained weights ("" when there are none).
         weights_m: millions of weights, counted on the built model (``seed_cnn`` grows with
             the image besides: :mod:`bcp_core.model.resources`); sizes a bundle before a run.
+        recipe: how it trains unless told otherwise.
     """
 
     name: str
@@ -181,6 +248,7 @@ class ModelSpec:
     min_side: int = 32
     licence: str = ""
     weights_m: float = 1.0
+    recipe: Recipe = SCRATCH_RECIPE
 
     @property
     def transfer(self) -> bool:
@@ -201,12 +269,12 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec(
             "efficientnet_lite0", "packaged",
             "EfficientNet-Lite0, ImageNet weights (Apache-2.0)", 386, 6026, licence="Apache-2.0",
-            weights_m=3.42,
+            weights_m=3.42, recipe=LITE_RECIPE,
         ),
         ModelSpec(
             "efficientnet_lite2", "packaged",
             "EfficientNet-Lite2, ImageNet weights (Apache-2.0)", 508, 7930, licence="Apache-2.0",
-            weights_m=4.87,
+            weights_m=4.87, recipe=LITE_RECIPE,
         ),
         ModelSpec(
             "seed_cnn", "scratch", "The notebook's 3-layer CNN (baseline)", 423, 12519,
@@ -295,14 +363,6 @@ def method_label(method: str) -> str:
     return THRESHOLD_METHOD_LABELS.get(str(method), str(method))
 
 
-#: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
-#: films of held-out women (README "Real screening films"): 160 x 128, 320 x 256 and 512 x 416
-#: scored alike at 15 epochs, while training four times longer lifted held-out ROC-AUC; the
-#: smallest input is what makes that affordable on a CPU. `make run` trains the synthetic
-#: demo's model with a quick preset of its own (320 x 256, 15 epochs, patience 6).
-DEFAULT_IMAGE_SIZE = (160, 128)
-
-
 @dataclass(frozen=True)
 class PreprocessSpec:
     """How images become network inputs; stored in every bundle.
@@ -373,16 +433,31 @@ def _check_range(name: str, value: object, low: float, high: float, what: str) -
         raise UserError(f"{name} must be {what}, got {value!r}.")
 
 
+class _FromRecipe:
+    """The value of a setting left to the model's recipe (``repr`` for error messages)."""
+
+    def __repr__(self) -> str:
+        return "<the model's recipe>"
+
+
+#: A :class:`TrainConfig` setting not given: the model's :class:`Recipe` fills it in.
+FROM_RECIPE: Any = _FromRecipe()
+
+
 @dataclass
 class TrainConfig:
-    """Settings of one training run (checked by :meth:`validate`, not by the constructor)."""
+    """Settings of one training run (checked by :meth:`validate`, not by the constructor).
+
+    The settings of :class:`Recipe` that are not given come from the model's recipe, so
+    ``TrainConfig(model="efficientnet_lite0")`` trains as measured for that model and
+    ``TrainConfig(model="default_cnn", epochs=5)`` as measured for the CNN, for five epochs.
+    """
 
     model: str = DEFAULT_MODEL
-    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
-    #: Long, because on real films the default CNN still underfits after 15 epochs.
-    epochs: int = 60
+    image_size: tuple[int, int] = FROM_RECIPE
+    epochs: int = FROM_RECIPE
     batch_size: int = 16
-    learning_rate: float = 1e-3
+    learning_rate: float = FROM_RECIPE
     imbalance: str = "oversample"
     label_smoothing: float = 0.0
     val_fraction: float = 0.2
@@ -390,17 +465,10 @@ class TrainConfig:
     #: "none", "imagenet" or a weights file; "default" (or empty) takes the model's own
     #: default (:attr:`ModelSpec.default_weights`): ImageNet for the packaged backbones.
     weights: str = WEIGHTS_DEFAULT
-    fine_tune: bool = False
-    #: EfficientNet-Lite only, when fine-tuning: the stem and the first N of the 7 stages keep
-    #: their ImageNet weights (no gradients there, so epochs are cheaper: 0 trains them all).
-    frozen_stages: int = 0
-    #: Pretrained backbones fine-tuned: "frozen" keeps their batch-norm statistics and runs
-    #: them in inference mode (the Keras transfer-learning guide); "train" lets them learn from
-    #: the batches, as a PyTorch fine-tune does.
-    batch_norm: str = "frozen"
-    #: Validation scores of real films jump between epochs; 20 epochs without a better one end
-    #: a run.
-    patience: int = 20
+    fine_tune: bool = FROM_RECIPE
+    frozen_stages: int = FROM_RECIPE
+    batch_norm: str = FROM_RECIPE
+    patience: int = FROM_RECIPE
     augment: bool = True
     threshold_method: str = "youden"
     #: Workbook columns the model takes beside the image (bcp_core.model.columns); () for
@@ -408,8 +476,12 @@ class TrainConfig:
     metadata_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        spec = MODEL_SPECS.get(self.model) if isinstance(self.model, str) else None
+        recipe = spec.recipe if spec else SCRATCH_RECIPE
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is FROM_RECIPE:
+                setattr(self, name, getattr(recipe, name))
         if str(self.weights).strip().lower() in (WEIGHTS_DEFAULT, ""):
-            spec = MODEL_SPECS.get(self.model)
             self.weights = spec.default_weights if spec else WEIGHTS_NONE
 
     def validate(self) -> TrainConfig:

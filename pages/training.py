@@ -5,7 +5,13 @@ import streamlit as st
 
 from bcp_core import settings
 from bcp_core.access import Action
-from bcp_core.config import IMBALANCE_METHODS, MODEL_NAMES, MODEL_SPECS, TrainConfig
+from bcp_core.config import (
+    BATCH_NORM_MODES,
+    IMBALANCE_METHODS,
+    MODEL_NAMES,
+    MODEL_SPECS,
+    TrainConfig,
+)
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
 from bcp_core.model.meta import MAX_NAME_CHARS, MAX_NOTE_CHARS, RunLabel
@@ -19,6 +25,7 @@ from dashboard.views.training import (
     distribute_choice,
     label_editor,
     live_progress,
+    load_recipe,
     metadata_columns_choice,
     training_inputs,
     viewers_model,
@@ -29,20 +36,31 @@ st.title("Training")
 jobs = registry()
 defaults = TrainConfig()
 
+# Outside the form, so that choosing a model loads its recipe into the form at once.
+model = st.selectbox(
+    "Model", MODEL_NAMES, MODEL_NAMES.index(defaults.model),
+    format_func=lambda name: MODEL_SPECS[name].label, key="tr_model",
+    on_change=load_recipe,
+)  # fmt: skip
+spec = MODEL_SPECS[model]
+load_recipe(only_missing=True)
+st.caption(
+    f"Starts from {model}'s recipe: {spec.recipe.describe()}. Every setting below can be "
+    "changed; what a run used is kept in its bundle."
+)
+
 with st.form("train_form"):
     c1, c2, c3, c4 = st.columns(4)
-    model = c1.selectbox(
-        "Model", MODEL_NAMES, MODEL_NAMES.index(defaults.model),
-        format_func=lambda name: MODEL_SPECS[name].label, key="tr_model",
+    height = c1.number_input("Image height", 32, 4096, step=32, key="tr_h")
+    width = c2.number_input("Image width", 32, 4096, step=32, key="tr_w")
+    epochs = c3.number_input("Epochs", 1, 500, key="tr_epochs")
+    patience = c4.number_input(
+        "Patience", 1, 500, key="tr_patience",
+        help="Epochs without a better validation PR-AUC that end the run; the best epoch is kept.",
     )  # fmt: skip
-    height = c2.number_input("Image height", 32, 4096, defaults.image_size[0], 32, key="tr_h")
-    width = c3.number_input("Image width", 32, 4096, defaults.image_size[1], 32, key="tr_w")
-    epochs = c4.number_input("Epochs", 1, 500, defaults.epochs, key="tr_epochs")
     c1, c2, c3, c4 = st.columns(4)
     batch = c1.number_input("Batch size", 1, 512, defaults.batch_size, key="tr_batch")
-    lr = c2.select_slider(
-        "Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], defaults.learning_rate, key="tr_lr"
-    )
+    lr = c2.select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], key="tr_lr")
     imbalance = c3.selectbox(
         "Imbalance handling",
         IMBALANCE_METHODS,
@@ -64,7 +82,25 @@ with st.form("train_form"):
         "EfficientNetB0 downloads (needs internet); or a file of the server's weights folder "
         "(BCP_WEIGHTS_DIR).",
     )
-    fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
+    fine_tune, frozen_stages, batch_norm = (
+        spec.recipe.fine_tune,
+        spec.recipe.frozen_stages,
+        spec.recipe.batch_norm,
+    )  # shown and changed for pretrained backbones only
+    if spec.transfer:
+        fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
+        c1, c2, _, _ = st.columns(4)
+        batch_norm = c1.selectbox(
+            "Backbone batch norm", BATCH_NORM_MODES, key="tr_bn",
+            help="When fine-tuning: train lets the batch-norm statistics learn from the films "
+            "(measured better on real films); frozen keeps ImageNet's.",
+        )  # fmt: skip
+        if spec.family == "packaged":
+            frozen_stages = c2.number_input(
+                "Frozen stages", 0, 7, key="tr_frozen",
+                help="When fine-tuning: the stem and the first N of the 7 stages keep their "
+                "ImageNet weights (faster epochs).",
+            )  # fmt: skip
     c1, c2 = st.columns([1, 3])
     run_name = c1.text_input(
         "Run name (optional)", max_chars=MAX_NAME_CHARS, key="tr_name",
@@ -86,7 +122,10 @@ if submitted:
         label_smoothing=float(smoothing),
         val_fraction=float(val_fraction),
         seed=int(seed),
-        fine_tune=fine_tune,
+        fine_tune=bool(fine_tune),
+        frozen_stages=int(frozen_stages),
+        batch_norm=batch_norm,
+        patience=int(patience),
         metadata_columns=tuple(columns),
     )
     try:

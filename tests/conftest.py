@@ -247,7 +247,7 @@ def bundles_dir(demo_bundle, tmp_path, monkeypatch):
 def fill_tiny_training_form(at, **extra) -> None:
     """The training page's form set for a tiny run (the seed CNN at 64 x 48, 2 epochs of 8);
     ``extra``: more select boxes by key."""
-    at.selectbox(key="tr_model").set_value("seed_cnn")
+    at.selectbox(key="tr_model").set_value("seed_cnn").run()  # loads the model's recipe
     at.number_input(key="tr_h").set_value(64)
     at.number_input(key="tr_w").set_value(48)
     at.number_input(key="tr_epochs").set_value(2)

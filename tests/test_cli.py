@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from bcp_core import config
 from bcp_core.cli import main
 from bcp_core.data.datasource import read_data_root
 from bcp_core.model.files import META_FILE, MODEL_FILE
@@ -225,7 +226,38 @@ def test_help_shows_defaults_and_an_example_for_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    assert "(default: 60)" in text and "(default: default_cnn)" in text
+    assert "(default: 16)" in text and f"(default: {config.DEFAULT_MODEL})" in text
+    assert "(default: the model's recipe)" in text
+    recipes = text.split("recipes (the settings a run takes unless given):")[1]
+    assert "efficientnet_lite0, efficientnet_lite2: 320 x 256, up to 10 epochs" in recipes
+    assert "default_cnn" in recipes and "160 x 128, up to 60 epochs" in " ".join(recipes.split())
+
+
+def test_settings_not_given_come_from_the_models_recipe(tmp_path):
+    """``train --model efficientnet_lite0`` alone trains as measured for Lite0; what is given
+    wins, and ``--no-fine-tune`` turns the recipe's fine-tuning off."""
+    from bcp_core.cli import _train_config, build_parser
+
+    def cfg(*extra):
+        args = build_parser().parse_args(
+            ["train", "--data-root", str(tmp_path), "--out", str(tmp_path / "b"), *extra]
+        )
+        return _train_config(args)
+
+    lite = cfg("--model", "efficientnet_lite0")
+    assert (lite.image_size, lite.epochs, lite.patience, lite.learning_rate) == (
+        (320, 256), 10, 4, 3e-4,
+    )  # fmt: skip
+    assert (lite.fine_tune, lite.frozen_stages, lite.batch_norm) == (True, 2, "train")
+    cnn = cfg("--model", "default_cnn")
+    assert (cnn.image_size, cnn.epochs, cnn.patience, cnn.fine_tune) == ((160, 128), 60, 20, False)
+    mine = cfg("--model", "efficientnet_lite0", "--epochs", "3", "--image-size", "64", "48",
+               "--no-fine-tune", "--batch-norm", "frozen")  # fmt: skip
+    assert (mine.epochs, mine.image_size, mine.fine_tune, mine.batch_norm) == (
+        3, (64, 48), False, "frozen",
+    )  # fmt: skip
+    assert mine.frozen_stages == 2 and mine.patience == 4  # the rest still the recipe's
+    assert cfg() == config.TrainConfig().validate()
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,48 @@ def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jo
     # Clicking it is checked in the browser journey: AppTest keeps the sidebar's first values.
 
 
+@pytest.mark.slow
+def test_choosing_a_model_fills_the_form_with_its_recipe_and_the_run_keeps_it(
+    small_demo, fresh_jobs
+):
+    import time
+
+    from bcp_core.config import MODEL_SPECS
+    from bcp_core.model.bundle import load_bundle
+
+    at = open_app(small_demo[0], "pages/training.py")
+    at.selectbox(key="tr_model").set_value("default_cnn").run()
+    assert (at.number_input(key="tr_h").value, at.number_input(key="tr_epochs").value) == (160, 60)
+    # a network trained from scratch has no backbone to fine-tune or freeze
+    assert "tr_frozen" not in [w.key for w in at.number_input]
+    assert not {"tr_bn", "tr_finetune"} & {w.key for w in [*at.selectbox, *at.checkbox]}
+    at.selectbox(key="tr_model").set_value("efficientnet_lite0").run()
+    recipe = MODEL_SPECS["efficientnet_lite0"].recipe
+    form = {key: at.number_input(key=key).value for key in ("tr_h", "tr_w", "tr_epochs")}
+    assert form == {"tr_h": 320, "tr_w": 256, "tr_epochs": recipe.epochs}
+    assert at.number_input(key="tr_patience").value == recipe.patience == 4
+    assert (
+        at.number_input(key="tr_frozen").value == 2 and at.selectbox(key="tr_bn").value == "train"
+    )
+    assert at.checkbox(key="tr_finetune").value is True
+    assert at.select_slider(key="tr_lr").value == 3e-4
+    assert "320 x 256, up to 10 epochs" in " ".join(c.value for c in at.caption)
+    # A tiny run keeps the recipe's fine-tuning settings in its bundle; what was changed wins.
+    for key, value in (("tr_h", 64), ("tr_w", 48), ("tr_epochs", 1), ("tr_batch", 8)):
+        at.number_input(key=key).set_value(value)
+    at.button(key="tr_start").click().run()
+    assert not at.error, [e.value for e in at.error]
+    job = fresh_jobs.current
+    deadline = time.monotonic() + 300
+    while job.running and time.monotonic() < deadline:
+        time.sleep(1)
+    assert job.status == "completed", job.message
+    kept = load_bundle(job.out_dir).meta.training
+    assert kept["model"] == "efficientnet_lite0" and kept["image_size"] == [64, 48]
+    assert (kept["fine_tune"], kept["frozen_stages"], kept["batch_norm"]) == (True, 2, "train")
+    assert (kept["learning_rate"], kept["patience"], kept["epochs"]) == (3e-4, 4, 1)
+
+
 def test_training_page_offers_a_cluster_only_when_one_is_configured(
     small_demo, fresh_jobs, monkeypatch
 ):

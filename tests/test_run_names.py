@@ -234,7 +234,7 @@ def test_a_run_started_on_the_page_is_written_with_its_name_and_note(
 ):
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
     at = open_app(small_demo[0], "pages/training.py")
-    at.selectbox(key="tr_model").set_value("seed_cnn")
+    at.selectbox(key="tr_model").set_value("seed_cnn").run()  # loads the model's recipe
     for key, value in (("tr_h", 64), ("tr_w", 48), ("tr_epochs", 1), ("tr_batch", 8)):
         at.number_input(key=key).set_value(value)
     at.text_input(key="tr_name").input("From the page")

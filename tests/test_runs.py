@@ -59,3 +59,22 @@ def test_bundles_are_named_by_start_time_and_model():
     assert bundle_name(TrainConfig(model="efficientnet_lite0"), when) == (
         "20261202-071128-efficientnet_lite0"
     )
+
+
+def test_a_models_recipe_gives_what_is_not_given_and_every_setting_travels_whole():
+    from dataclasses import asdict
+
+    from bcp_core.config import LITE_RECIPE, MODEL_SPECS, SCRATCH_RECIPE
+
+    lite = TrainConfig(model="efficientnet_lite0", epochs=3)
+    assert lite.epochs == 3 and lite.image_size == LITE_RECIPE.image_size == (320, 256)
+    assert (lite.fine_tune, lite.frozen_stages, lite.batch_norm) == (True, 2, "train")
+    cnn = TrainConfig(model="default_cnn")
+    assert (cnn.image_size, cnn.epochs, cnn.learning_rate) == ((160, 128), 60, 1e-3)
+    assert MODEL_SPECS["resnet50"].recipe == SCRATCH_RECIPE  # no fine-tuning unless asked
+    # Settings sent elsewhere whole (a Ray worker) come back the same: a Lite run without frozen
+    # stages and with frozen batch norm stays so, not the recipe's 2 stages and learning norm.
+    mine = TrainConfig(model="efficientnet_lite0", frozen_stages=0, batch_norm="frozen")
+    assert TrainConfig(**asdict(mine)) == mine
+    # The bundle's form leaves out settings at their old defaults: never rebuild a run from it.
+    assert TrainConfig(**mine.to_dict()).frozen_stages == 2

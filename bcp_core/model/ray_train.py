@@ -22,6 +22,7 @@ import os
 import queue
 import tempfile
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,7 @@ def _run(ray, Queue, data, cfg, out, workers, resources, hooks):
                 "metadata": data[1],
                 "label": data[2],
                 "limits": data[3],
-                "cfg": cfg.to_dict(),
+                "cfg": asdict(cfg),  # every setting: a missing one would take the recipe's
                 "out": str(out),
                 "events": events,
                 "control": control,

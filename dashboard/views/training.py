@@ -6,6 +6,7 @@ word when it is no better than chance; and the editor of a past run's name and n
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ import streamlit as st
 
 from bcp_core import settings
 from bcp_core.access import Action, can_stop
+from bcp_core.config import DEFAULT_MODEL, MODEL_SPECS
 from bcp_core.data.roots import hide_root
 from bcp_core.errors import UserError
 from bcp_core.evaluation.intervals import better_than_chance
@@ -46,6 +48,30 @@ from dashboard.shared import (
     viewer_refusal,
     workbook_column_names,
 )
+
+#: Page 3's form fields that a model's recipe fills: widget key -> recipe setting.
+RECIPE_KEYS = {
+    "tr_h": "height",
+    "tr_w": "width",
+    "tr_epochs": "epochs",
+    "tr_patience": "patience",
+    "tr_lr": "learning_rate",
+    "tr_finetune": "fine_tune",
+    "tr_frozen": "frozen_stages",
+    "tr_bn": "batch_norm",
+}
+
+
+def load_recipe(only_missing: bool = False) -> None:
+    """Fill the training form with the chosen model's recipe (``only_missing``: only the
+    fields not set yet, as on the page's first run)."""
+    model = st.session_state.get("tr_model", DEFAULT_MODEL)
+    recipe = MODEL_SPECS.get(model, MODEL_SPECS[DEFAULT_MODEL]).recipe
+    values = {**asdict(recipe), "height": recipe.image_size[0], "width": recipe.image_size[1]}
+    for key, name in RECIPE_KEYS.items():
+        if not only_missing or key not in st.session_state:
+            st.session_state[key] = values[name]
+
 
 #: The bundle chosen in the name-and-note editor, and the outcome of its last save.
 KEY_LABEL_PICK, KEY_LABEL_SAVED = "tr_label_pick", "tr_label_saved"

@@ -47,6 +47,7 @@ def test_whole_journey(app_url, page, small_demo):
     # 3. Training: a tiny run, watched to the end.
     goto_page(page, "Training", "Training")
     choose(page, "Model", "notebook's 3-layer CNN")
+    page.get_by_text("Starts from seed_cnn's recipe").wait_for()  # the form refilled
     set_number(page, "Image height", "64")
     set_number(page, "Image width", "48")
     set_number(page, "Epochs", "2")
