@@ -280,3 +280,157 @@ def test_batch_norm_of_a_fine_tuned_backbone_is_frozen_or_learns_as_asked(mode, 
     moved = not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), before)
     assert moved is learns
     assert bool(bn.trainable_weights) is learns
+
+
+@pytest.mark.slow
+def test_test_time_passes_of_a_lite_bundle_average_its_variants_and_keep_the_heatmap(
+    lite_bundle, tiny_manifest
+):
+    from bcp_core.imaging import tta
+    from bcp_core.inference.predict import predict_files, predict_one
+    from bcp_core.inference.prepared import prepare_image
+    from bcp_core.model.bundle import load_bundle
+
+    bundle = load_bundle(lite_bundle)
+    paths = list(tiny_manifest["path"][:3])
+    plain = predict_files(bundle, paths)
+    several = predict_files(bundle, paths, passes=4, batch_size=2)
+    for path, single, result in zip(paths, plain, several, strict=True):
+        net_input = prepare_image(path, bundle.spec).net_input
+        each = keras.ops.convert_to_numpy(bundle.model(tta.variants(net_input, 4), training=False))
+        each = each.reshape(-1)
+        assert np.isfinite(each).all() and ((each >= 0.0) & (each <= 1.0)).all()
+        assert single.passes == 1 and result.passes == 4
+        assert result.probability == pytest.approx(float(each.mean()), abs=1e-6)
+        assert result.probability_low == pytest.approx(float(each.min()), abs=1e-6)
+        assert result.probability_high == pytest.approx(float(each.max()), abs=1e-6)
+        assert float(each[0]) == pytest.approx(single.probability, abs=1e-6)  # pass 1: as is
+        assert result.label == int(result.probability >= bundle.threshold)
+    # the variants do move the pretrained network: the passes are not one score four times
+    assert any(r.probability_low < r.probability_high for r in several)
+
+    once, passes = (predict_one(bundle, paths[0], passes=n) for n in (1, 4))
+    assert passes.prediction.probability == pytest.approx(several[0].probability, abs=1e-6)
+    assert passes.heatmap is not None and np.isfinite(passes.input_heatmap).all()
+    assert passes.input_heatmap.shape == (96, 80) and passes.input_heatmap.max() > 0
+    np.testing.assert_allclose(passes.input_heatmap, once.input_heatmap, atol=1e-6)
+    np.testing.assert_allclose(passes.heatmap, once.heatmap, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_lite_bundle_exports_to_litert_and_passes_the_self_check(
+    lite_bundle, tiny_manifest, tmp_path
+):
+    from bcp_core.imaging.preparation import preprocess_image
+    from bcp_core.model.bundle import load_bundle
+    from bcp_core.model.export import PREPROCESSING_FILE, TOLERANCE, export_bundle, run_litert
+
+    out = tmp_path / "litert"
+    result = export_bundle(lite_bundle, "litert", out)
+    assert result.model_file == str(out / "model.tflite")
+    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", PREPROCESSING_FILE]
+    assert result.checked_max_abs_difference is not None
+    assert result.checked_max_abs_difference <= TOLERANCE
+    # and on prepared mammograms, not only the self-check's random probe
+    bundle = load_bundle(lite_bundle)
+    paths = tiny_manifest["path"][:5]
+    batch = np.stack([preprocess_image(p, bundle.spec) for p in paths]).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(bundle.model(batch, training=False))
+    np.testing.assert_allclose(run_litert(out / "model.tflite", batch), expected, atol=TOLERANCE)
+
+
+@pytest.mark.slow
+def test_the_card_of_a_lite_bundle_names_the_backbone_its_weights_licence_and_fine_tuning(
+    lite_bundle,
+):
+    from bcp_core.config import TrainConfig
+    from bcp_core.model.bundle import load_bundle
+    from bcp_core.model.card import CARD_FILE
+
+    lines = (lite_bundle / CARD_FILE).read_text(encoding="utf-8").splitlines()
+    assert "- Architecture: efficientnet\\_lite0" in lines
+    assert (
+        "- Starting weights: ImageNet-1k, EfficientNet\\-Lite0, ImageNet weights "
+        "(Apache\\-2\\.0\\); licence Apache\\-2\\.0 (see NOTICE): a model trained from them is "
+        "a derivative of them"
+    ) in lines
+    for row in ("| weights | imagenet |", "| fine\\_tune | True |", "| frozen\\_stages | 2 |"):
+        assert row in lines
+    # the batch norm of the run (the fixture takes the model's default): a row when it learns,
+    # none when frozen (bundle.json leaves the default out, so bundles read as before)
+    mode = load_bundle(lite_bundle, with_model=False).meta.training.get("batch_norm", "frozen")
+    assert mode == TrainConfig(model="efficientnet_lite0").batch_norm
+    rows = [line for line in lines if line.startswith("| batch\\_norm |")]
+    assert rows == (["| batch\\_norm | train |"] if mode == "train" else [])
+
+
+# --- The pretrained model on Ray: multi-worker training and batch prediction ------------------
+
+
+@pytest.mark.slow
+def test_two_ray_workers_fine_tune_lite0_into_a_bundle_that_loads_and_predicts(
+    ray_cluster, tiny_manifest, tmp_path
+):
+    from bcp_core.config import TrainConfig
+    from bcp_core.inference.predict import predict_files
+    from bcp_core.model.bundle import load_bundle
+    from bcp_core.model.card import CARD_FILE
+    from bcp_core.model.ray_train import train_on_ray
+
+    cfg = TrainConfig(
+        model="efficientnet_lite0", image_size=(64, 48), epochs=1, batch_size=8,
+        val_fraction=0.3, seed=4, fine_tune=True, frozen_stages=2, batch_norm="train",
+        learning_rate=1e-3,
+    )  # fmt: skip
+    out = tmp_path / "lite-two-workers"
+    result = train_on_ray(tiny_manifest, cfg, out, workers=2)
+    assert result.bundle == out and result.epochs_run == 1 and result.split.patient_overlap == 0
+    bundle = load_bundle(out)
+    training = bundle.meta.training
+    assert training["distribute"] == {"mode": "multiworker", "workers": 2}
+    assert (training["model"], training["weights"]) == ("efficientnet_lite0", "imagenet")
+    assert (training["frozen_stages"], training["batch_norm"]) == (2, "train")
+    val = bundle.val_predictions
+    again = predict_files(bundle, val["file"].tolist())
+    assert all(r.ok for r in again)
+    np.testing.assert_allclose([r.probability for r in again], val["probability"], atol=1e-5)
+
+    # The settings reached the workers: the stem kept its ImageNet weights and statistics, the
+    # head convolution learned and the head's batch norm followed the mammograms.
+    imagenet = pretrained.keras_weights("efficientnet_lite0")
+    backbone = bundle.model.get_layer(BACKBONE_LAYER)
+
+    def now(layer: str, weight: str) -> np.ndarray:
+        return keras.ops.convert_to_numpy(getattr(backbone.get_layer(layer), weight))
+
+    np.testing.assert_array_equal(now("stem_conv", "kernel"), imagenet["stem_conv/kernel"])
+    np.testing.assert_array_equal(now("stem_bn", "moving_mean"), imagenet["stem_bn/moving_mean"])
+    assert not np.allclose(now("head_conv", "kernel"), imagenet["head_conv/kernel"])
+    assert not np.allclose(now("head_bn", "moving_mean"), imagenet["head_bn/moving_mean"])
+
+    lines = (out / CARD_FILE).read_text(encoding="utf-8").splitlines()
+    assert any(line.startswith("- Starting weights: ImageNet-1k, EfficientNet") for line in lines)
+    assert "| frozen\\_stages | 2 |" in lines and "| batch\\_norm | train |" in lines
+
+
+@pytest.mark.slow
+def test_ray_batch_prediction_of_a_lite_bundle_gives_the_local_probabilities(
+    ray_cluster, lite_bundle, tiny_manifest
+):
+    from bcp_core.inference.predict import predict_files
+    from bcp_core.inference.ray_predict import predict_distributed
+    from bcp_core.model.bundle import load_bundle
+
+    bundle = load_bundle(lite_bundle)
+    paths = [str(p) for p in tiny_manifest["path"][:7]]
+    for passes in (1, 4):
+        local = predict_files(bundle, paths, passes=passes)
+        run = predict_distributed(lite_bundle, paths, workers=2, batch_size=3, passes=passes)
+        assert run.summary.ok == len(paths) and run.summary.errors == 0
+        assert run.results is not None
+        assert [r.file for r in run.results] == [r.file for r in local]
+        for mine, theirs in zip(run.results, local, strict=True):
+            assert mine.passes == theirs.passes == passes
+            for key in ("probability", "probability_low", "probability_high"):
+                assert getattr(mine, key) == pytest.approx(getattr(theirs, key), abs=1e-5)
+            assert (mine.label, mine.threshold) == (theirs.label, theirs.threshold)
