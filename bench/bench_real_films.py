@@ -41,7 +41,9 @@ Method.
      (probability and decision at the bundle's saved threshold);
    * candidates (``--candidate NAME=ARGS``): the same with extra ``train`` arguments, so a new
      product model is benchmarked without editing this script. The product is driven through
-     its CLI only (``--product-root`` sets the subprocesses' cwd and PYTHONPATH).
+     its CLI only (``--product-root`` sets the subprocesses' cwd and PYTHONPATH);
+   * rescored models (``--rescore NAME=BASE:ARGS``): BASE's bundles score the held-out films
+     again with extra ``predict`` arguments (``--tta 4``: test-time augmentation), no training.
 
 4. Each (fold, model) result is cached as ``WORK/folds/fold_K/MODEL.json``: per held-out image
    its file, woman, label, probability and decision; threshold; wall times; the ``train --json``
@@ -416,8 +418,25 @@ def parse_candidates(values: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def parse_rescores(values: list[str], candidates: dict[str, list[str]]) -> dict[str, tuple]:
+    """``NAME=BASE:ARGS`` strings as {name: (base model, extra predict arguments)}."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        base, colon, extra = rest.partition(":")
+        if not (sep and colon) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise SystemExit(f"--rescore {value!r}: write NAME=BASE:PREDICT_ARGS.")
+        if name in BUILTIN_MODELS or name in candidates or base == BASELINE:
+            raise SystemExit(f"--rescore {value!r}: NAME must be new, BASE a product model.")
+        out[name] = (base, shlex.split(extra))
+    return out
+
+
 def model_spec(model: str, args: argparse.Namespace) -> dict:
     """What defines a model's training: compared with a cached result before it is reused."""
+    if model in args.rescores:
+        base, extra = args.rescores[model]
+        return {"kind": "rescore", "of": base, "base": model_spec(base, args), "predict": extra}
     if model == BASELINE:
         return {"kind": "recipe", "epochs": args.epochs or RECIPE_EPOCHS, "seed": args.seed}
     extra = [] if model == "default" else list(args.candidates[model])
@@ -494,6 +513,27 @@ def run_product_model(k: int, model: str, spec: dict, root: Path, test: list, ct
     train_json, train_s = train_product(root, bundle, spec["train_args"], ctx, f"{model} f{k}")
     log(f"fold {k} {model}: trained in {train_s:.0f} s: {json.dumps(train_json)}")
     entries, predict_s = predict_held_out(bundle, test, ctx)
+    return scored(entries, test, train_json, train_s, predict_s)
+
+
+def rescore_product_model(k: int, model: str, spec: dict, test: list, ctx: dict) -> dict:
+    """Score fold ``k``'s held-out films again with the bundle of ``spec["of"]`` and more
+    predict arguments (test-time augmentation, say): no training; its training is the base's."""
+    folder = ctx["work"] / "folds" / f"fold_{k}"
+    base_path, bundle = folder / f"{spec['of']}.json", folder / "bundles" / spec["of"]
+    if not base_path.is_file() or not bundle.is_dir():
+        raise SystemExit(f"fold {k} {model}: run {spec['of']} on this fold first (no bundle).")
+    base = read_json(base_path)
+    if base.get("spec") != spec["base"]:
+        raise SystemExit(f"{base_path} was trained as {base.get('spec')}, not {spec['base']}.")
+    entries, predict_s = predict_held_out(bundle, test, ctx, spec["predict"])
+    result = scored(entries, test, base["train_json"], base["train_wall_s"], predict_s)
+    result["decision"] += f" ({' '.join(spec['predict'])}, the bundle of {spec['of']})"
+    return result
+
+
+def scored(entries: list[dict], test: list, train_json: dict, train_s: float, predict_s: float):
+    """A result file's content from ``predict --json`` entries of the held-out films."""
     by_file = {e["file"]: e for e in entries}
     images, refused = [], []
     for film in test:
@@ -515,9 +555,13 @@ def run_product_model(k: int, model: str, spec: dict, root: Path, test: list, ct
     }
 
 
-def predict_held_out(bundle: Path, test: list[dict], ctx: dict) -> tuple[list[dict], float]:
-    """Per-film entries of ``predict --json`` (``file`` is the path as given) and wall time."""
+def predict_held_out(
+    bundle: Path, test: list[dict], ctx: dict, extra: list[str] = ()
+) -> tuple[list[dict], float]:
+    """Per-film entries of ``predict --json`` (``file`` is the path as given; ``extra``: more
+    predict arguments) and wall time."""
     cmd = [*NICE, sys.executable, "-m", "bcp_core", "predict", "--bundle", str(bundle), "--json"]
+    cmd += list(extra)
     log(f"$ {' '.join(cmd)} <{len(test)} held-out films>")
     start = time.perf_counter()
     proc = subprocess.run(
@@ -627,12 +671,16 @@ def run_piece(k: int, model: str, args: argparse.Namespace, ctx: dict) -> None:
         log(f"fold {k} {model}: cached, skipped")
         return
     train, test = fold_films(ctx["films"], ctx["folds"], k)
-    root = ensure_fold_root(ctx["work"], k, train, ctx["product_root"])
-    log(f"fold {k} {model}: training on {counts(train)}, held out {counts(test)}")
-    if model == BASELINE:
-        result = run_recipe(k, spec, root, train, test, ctx)
+    if spec["kind"] == "rescore":
+        log(f"fold {k} {model}: {spec['of']}'s bundle, predict {spec['predict']} on {counts(test)}")
+        result = rescore_product_model(k, model, spec, test, ctx)
     else:
-        result = run_product_model(k, model, spec, root, test, ctx)
+        root = ensure_fold_root(ctx["work"], k, train, ctx["product_root"])
+        log(f"fold {k} {model}: training on {counts(train)}, held out {counts(test)}")
+        if model == BASELINE:
+            result = run_recipe(k, spec, root, train, test, ctx)
+        else:
+            result = run_product_model(k, model, spec, root, test, ctx)
     result.update(
         fold=k,
         model=model,
@@ -863,6 +911,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--folds", type=int, nargs="+", help="folds to run (default: all)")
     p.add_argument("--models", nargs="+", help="recipe, default and candidate names (default all)")
     p.add_argument("--candidate", action="append", default=[], metavar="NAME=ARGS")
+    p.add_argument(
+        "--rescore",
+        action="append",
+        default=[],
+        metavar="NAME=BASE:ARGS",
+        help="score BASE's bundles again with more predict arguments, no training (e.g. "
+        "lite0_tta4=lite0:--tta 4); run after BASE",
+    )
     p.add_argument("--product-root", type=Path, default=REPO, help="repository the CLI runs from")
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42, help="folds, recipe, bootstrap")
@@ -884,7 +940,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.work = args.work.expanduser().resolve()
     args.product_root = args.product_root.expanduser().resolve()
     args.candidates = parse_candidates(args.candidate)
-    known = [*BUILTIN_MODELS, *args.candidates]
+    args.rescores = parse_rescores(args.rescore, args.candidates)
+    known = [*BUILTIN_MODELS, *args.candidates, *args.rescores]
     args.models = args.models or known
     unknown = [m for m in args.models if m not in known]
     if unknown and not args.summary:
