@@ -60,6 +60,24 @@ def test_all_zero_map_gives_zeros_without_dividing_by_zero():
     assert heat.shape == SMALL and not heat.any()
 
 
+def test_the_traced_gradient_step_follows_the_weights_and_goes_with_its_model():
+    import gc
+
+    from bcp_core.inference import explain
+
+    model = build_model("seed_cnn", SMALL, seed=1)
+    image = breast()[..., None]
+    first = gradcam_heatmap(model, image)
+    assert first.any() and len(explain._TRACED[model]) == 1
+    conv3 = model.get_layer("conv3")  # weights changed after the first heatmap are read anew
+    conv3.set_weights([np.zeros_like(w) for w in conv3.get_weights()])
+    assert not gradcam_heatmap(model, image).any()
+    before = len(explain._TRACED)
+    del model, conv3
+    gc.collect()
+    assert len(explain._TRACED) == before - 1  # no model is kept alive by its traced step
+
+
 def test_bad_arguments_are_refused():
     model = build_model("seed_cnn", SMALL, seed=1)
     with pytest.raises(ValueError, match="one"):

@@ -240,9 +240,11 @@ def _probabilities(
         batch = np.concatenate([tta.variants(x, passes) for x in inputs])
     if values is not None:
         rows = np.repeat(np.stack(values).astype(np.float32), passes, axis=0)
-        scores = np.asarray(model([batch, rows], training=False), dtype=np.float32)
+        scores = np.asarray(model.predict_on_batch([batch, rows]), dtype=np.float32)
     else:
-        scores = np.asarray(model(batch, training=False), dtype=np.float32)
+        # Keras' traced predict step, without the dataset ``predict`` builds per call: a
+        # pretrained backbone's ~150 layers called eagerly cost 4.7x as much (189 vs 40 ms).
+        scores = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
     return scores.reshape(len(inputs), passes)
 
 
