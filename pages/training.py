@@ -6,7 +6,6 @@ import streamlit as st
 from bcp_core import settings
 from bcp_core.access import Action
 from bcp_core.config import (
-    BATCH_NORM_MODES,
     IMBALANCE_METHODS,
     MODEL_NAMES,
     MODEL_SPECS,
@@ -22,6 +21,7 @@ from dashboard.auth import audit, identity, require
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, chosen_root, session_token, show_error
 from dashboard.views.training import (
+    backbone_choices,
     distribute_choice,
     label_editor,
     live_progress,
@@ -82,25 +82,7 @@ with st.form("train_form"):
         "EfficientNetB0 downloads (needs internet); or a file of the server's weights folder "
         "(BCP_WEIGHTS_DIR).",
     )
-    fine_tune, frozen_stages, batch_norm = (
-        spec.recipe.fine_tune,
-        spec.recipe.frozen_stages,
-        spec.recipe.batch_norm,
-    )  # shown and changed for pretrained backbones only
-    if spec.transfer:
-        fine_tune = c4.checkbox("Fine-tune backbone", key="tr_finetune")
-        c1, c2, _, _ = st.columns(4)
-        batch_norm = c1.selectbox(
-            "Backbone batch norm", BATCH_NORM_MODES, key="tr_bn",
-            help="When fine-tuning: train lets the batch-norm statistics learn from the films "
-            "(measured better on real films); frozen keeps ImageNet's.",
-        )  # fmt: skip
-        if spec.family == "packaged":
-            frozen_stages = c2.number_input(
-                "Frozen stages", 0, 7, key="tr_frozen",
-                help="When fine-tuning: the stem and the first N of the 7 stages keep their "
-                "ImageNet weights (faster epochs).",
-            )  # fmt: skip
+    fine_tune, frozen_stages, batch_norm = backbone_choices(spec, c4)
     c1, c2 = st.columns([1, 3])
     run_name = c1.text_input(
         "Run name (optional)", max_chars=MAX_NAME_CHARS, key="tr_name",
@@ -122,8 +104,8 @@ if submitted:
         label_smoothing=float(smoothing),
         val_fraction=float(val_fraction),
         seed=int(seed),
-        fine_tune=bool(fine_tune),
-        frozen_stages=int(frozen_stages),
+        fine_tune=fine_tune,
+        frozen_stages=frozen_stages,
         batch_norm=batch_norm,
         patience=int(patience),
         metadata_columns=tuple(columns),

@@ -14,7 +14,7 @@ import streamlit as st
 
 from bcp_core import settings
 from bcp_core.access import Action, can_stop
-from bcp_core.config import DEFAULT_MODEL, MODEL_SPECS
+from bcp_core.config import BATCH_NORM_MODES, DEFAULT_MODEL, MODEL_SPECS, ModelSpec
 from bcp_core.data.roots import hide_root
 from bcp_core.errors import UserError
 from bcp_core.evaluation.intervals import better_than_chance
@@ -71,6 +71,30 @@ def load_recipe(only_missing: bool = False) -> None:
     for key, name in RECIPE_KEYS.items():
         if not only_missing or key not in st.session_state:
             st.session_state[key] = values[name]
+
+
+def backbone_choices(spec: ModelSpec, column) -> tuple[bool, int, str]:
+    """In the form, for a pretrained backbone: fine-tune (in ``column``), batch norm and, for
+    EfficientNet-Lite, frozen stages; (fine_tune, frozen_stages, batch_norm), the recipe's for
+    a network trained from scratch."""
+    recipe = spec.recipe
+    if not spec.transfer:
+        return recipe.fine_tune, recipe.frozen_stages, recipe.batch_norm
+    fine_tune = column.checkbox("Fine-tune backbone", key="tr_finetune")
+    c1, c2, _, _ = st.columns(4)
+    batch_norm = c1.selectbox(
+        "Backbone batch norm", BATCH_NORM_MODES, key="tr_bn",
+        help="When fine-tuning: train lets the batch-norm statistics learn from the films "
+        "(measured better on real films); frozen keeps ImageNet's.",
+    )  # fmt: skip
+    frozen_stages = 0
+    if spec.family == "packaged":
+        frozen_stages = c2.number_input(
+            "Frozen stages", 0, 7, key="tr_frozen",
+            help="When fine-tuning: the stem and the first N of the 7 stages keep their "
+            "ImageNet weights (faster epochs).",
+        )  # fmt: skip
+    return bool(fine_tune), int(frozen_stages), str(batch_norm)
 
 
 #: The bundle chosen in the name-and-note editor, and the outcome of its last save.
