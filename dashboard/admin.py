@@ -131,7 +131,8 @@ def bundle_export() -> None:
 
 
 def export_zip(bundle: Path, fmt: str) -> bytes:
-    """The export of ``bundle`` as ``fmt``, zipped in memory (model file + preprocessing.json)."""
+    """The export of ``bundle`` as ``fmt``, zipped in memory (model file, preprocessing.json and
+    the NOTICE of pretrained weights when the model started from them)."""
     import io
     import tempfile
     import zipfile

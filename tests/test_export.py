@@ -18,6 +18,7 @@ from bcp_core.errors import UserError
 from bcp_core.imaging.preparation import preprocess_image
 from bcp_core.model.bundle import load_bundle
 from bcp_core.model.export import PREPROCESSING_FILE, TOLERANCE, export_bundle, run_litert
+from bcp_core.model.files import META_FILE, NOTICE_FILE
 from bcp_core.model.training import train_model
 
 
@@ -66,6 +67,17 @@ def test_litert_export_runs_in_the_interpreter_as_the_model_does(
     batch = prepared_batch(bundle, tiny_manifest["path"][:5])
     expected = np.asarray(bundle.model(batch, training=False))
     np.testing.assert_allclose(run_litert(out / "model.tflite", batch), expected, atol=1e-4)
+
+
+def test_a_model_from_scratch_gets_no_notice_and_no_pretrained_record(bundle_dir, tmp_path):
+    """Only a model that started from packaged pretrained weights carries their NOTICE."""
+    assert not (bundle_dir / NOTICE_FILE).exists()
+    assert "pretrained" not in json.loads((bundle_dir / META_FILE).read_text(encoding="utf-8"))
+    assert load_bundle(bundle_dir, with_model=False).meta.pretrained is None
+    out = tmp_path / "litert"
+    export_bundle(bundle_dir, "litert", out)
+    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", PREPROCESSING_FILE]
+    assert "pretrained" not in json.loads((out / PREPROCESSING_FILE).read_text(encoding="utf-8"))
 
 
 def test_export_refuses_what_it_cannot_do_and_leaves_nothing(bundle_dir, tmp_path):

@@ -7,11 +7,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from bcp_core.config import TrainConfig
 from bcp_core.model.bundle import bundle_card, load_bundle, update_threshold
-from bcp_core.model.card import CARD_FILE, NOTICE
+from bcp_core.model.card import CARD_FILE, NOTICE, render_card
 from bcp_core.model.files import META_FILE
+from bcp_core.model.meta import BundleMeta, ThresholdChoice
 from tests.conftest import open_app
 
 FORMAT1 = Path(__file__).parent / "fixtures" / "bundle_format1" / "bundle"
@@ -139,3 +142,46 @@ def test_a_card_that_cannot_be_written_leaves_the_threshold_unsaved(bundle_copy,
     with pytest.raises(UserError, match="free some disk space"):
         update_threshold(bundle_copy, 0.3, "manual")
     assert {p.name: p.read_bytes() for p in bundle_copy.iterdir()} == before  # no temp file left
+
+
+@pytest.mark.parametrize(
+    ("settings", "shown"),
+    [
+        ({"model": "efficientnet_lite0", "fine_tune": True, "batch_norm": "frozen"}, "frozen"),
+        (
+            {
+                "model": "efficientnet_lite2",
+                "fine_tune": True,
+                "batch_norm": "frozen",
+                "frozen_stages": 2,
+            },
+            "frozen",
+        ),
+        ({"model": "efficientnet_lite0", "fine_tune": True, "batch_norm": "train"}, "train"),
+        ({"model": "resnet50", "weights": "imagenet", "fine_tune": True}, "frozen"),
+        ({"model": "efficientnet_lite0", "fine_tune": False, "batch_norm": "frozen"}, None),
+        (
+            {
+                "model": "efficientnet_lite0",
+                "weights": "none",
+                "fine_tune": True,
+                "batch_norm": "frozen",
+            },
+            None,
+        ),
+        ({"model": "default_cnn", "fine_tune": True}, None),
+    ],
+)
+def test_the_card_says_the_batch_norm_of_a_fine_tuned_pretrained_backbone(settings, shown):
+    """bundle.json leaves out a frozen batch norm (older bundles read as before); the card of a
+    backbone fine-tuned from pretrained weights says it all the same."""
+    cfg = TrainConfig(**{"frozen_stages": 0, **settings}).validate()
+    training = cfg.to_dict()
+    meta = BundleMeta(cfg.model, cfg.spec, ThresholdChoice(0.5), training=training)
+    lines = render_card(meta, pd.DataFrame()).splitlines()
+    rows = [line for line in lines if line.startswith("| batch\\_norm |")]
+    assert rows == ([f"| batch\\_norm | {shown} |"] if shown else [])
+    if shown == "frozen":
+        assert "batch_norm" not in training
+        before = "| frozen\\_stages | 2 |" if cfg.frozen_stages else "| fine\\_tune | True |"
+        assert lines.index(rows[0]) == lines.index(before) + 1

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import importlib.metadata
 import io
+import json
 import pickle
 import struct
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,6 +20,10 @@ from sklearn.datasets import load_sample_image
 from bcp_core.errors import UserError
 from bcp_core.model import pretrained
 from bcp_core.model.architectures import BACKBONE_LAYER, FEATURE_MAP_LAYER, build_model
+from bcp_core.model.files import META_FILE, NOTICE_FILE
+from bcp_core.output_safety import plain_markdown as md
+
+REPOSITORY_NOTICE = Path(__file__).parents[1] / "NOTICE"
 
 #: ImageNet-1k classes of a temple photo: bell cote, church, dome, monastery, palace.
 TEMPLE_CLASSES = {442, 497, 538, 663, 698}
@@ -177,6 +184,75 @@ def test_a_missing_package_names_the_pip_line(monkeypatch):
         pretrained.weights_file("efficientnet_lite0")
 
 
+# --- The attribution a model keeps, and the record of the weights it started from -----------
+
+
+def _bundle_json(folder: Path) -> dict:
+    return json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.PACKAGES))
+def test_the_repository_notice_holds_the_attribution_a_bundle_notice_carries(name):
+    source = pretrained.PACKAGES[name]
+    block = pretrained.attribution(name)
+    repository = REPOSITORY_NOTICE.read_text(encoding="utf-8")
+    assert block in repository and pretrained.KEEP_NOTICE in repository
+    for fact in (
+        source.title, source.distribution, source.version, source.file_name, source.sha256,
+        "Apache License, Version 2.0", "ML Illustrated", "Google",
+    ):  # fmt: skip
+        assert fact in block
+    notice = pretrained.notice_text(name)
+    assert block in notice and "derivative" in notice
+
+
+@pytest.mark.parametrize(
+    ("model", "weights", "noticed"),
+    [
+        ("efficientnet_lite0", "imagenet", True),
+        ("efficientnet_lite2", "imagenet", True),
+        ("efficientnet_lite0", "none", False),
+        ("resnet50", "imagenet", False),
+        ("default_cnn", "none", False),
+    ],
+)
+def test_only_a_model_from_packaged_weights_gets_their_notice(model, weights, noticed):
+    from bcp_core.config import PreprocessSpec
+    from bcp_core.model.bundle import notice_for
+    from bcp_core.model.meta import BundleMeta, ThresholdChoice
+
+    training = {"model": model, "weights": weights}
+    meta = BundleMeta(model, PreprocessSpec(), ThresholdChoice(0.5), training=training)
+    assert meta.from_packaged_weights is noticed
+    assert notice_for(meta) == (pretrained.notice_text(model) if noticed else None)
+
+
+@pytest.mark.slow
+def test_a_lite_bundle_records_the_packaged_weights_it_started_from_and_keeps_their_notice(
+    lite_bundle,
+):
+    from bcp_core.model.bundle import load_bundle
+
+    source = pretrained.PACKAGES["efficientnet_lite0"]
+    raw = _bundle_json(lite_bundle)
+    assert raw["pretrained"] == {
+        "package": source.distribution,
+        "version": importlib.metadata.version(source.distribution),
+        "file": source.file_name,
+        "sha256": source.sha256,
+        "licence": "Apache-2.0",
+    }
+    assert raw["format_version"] == 1  # an optional key, which format-1 readers keep
+    meta = load_bundle(lite_bundle, with_model=False).meta
+    assert meta.pretrained is not None and meta.pretrained.to_json() == raw["pretrained"]
+    notice = (lite_bundle / NOTICE_FILE).read_text(encoding="utf-8")
+    assert notice == pretrained.notice_text("efficientnet_lite0")
+    assert pretrained.attribution("efficientnet_lite0") in notice
+    assert source.sha256 in notice and "EfficientNet-Lite2" not in notice
+    # written with the rest of the bundle: nothing staged is left beside it
+    assert [p.name for p in lite_bundle.parent.iterdir()] == [lite_bundle.name]
+
+
 def test_the_stand_ins_build_an_ordered_dict():
     assert (
         pretrained.RestrictedUnpickler(io.BytesIO(b"")).find_class("collections", "OrderedDict")
@@ -260,11 +336,20 @@ def test_a_lite_bundle_records_its_weights_loads_in_safe_mode_and_explains(
 def test_a_lite_bundle_exports_to_onnx_and_matches_keras(lite_bundle, tmp_path):
     pytest.importorskip("onnxruntime", reason="the export extra is not installed")
     pytest.importorskip("tf2onnx", reason="the export extra is not installed")
-    from bcp_core.model.export import TOLERANCE, export_bundle
+    from bcp_core.model.export import PREPROCESSING_FILE, TOLERANCE, export_bundle
 
-    result = export_bundle(lite_bundle, "onnx", tmp_path / "onnx")
+    out = tmp_path / "onnx"
+    result = export_bundle(lite_bundle, "onnx", out)
     assert result.checked_max_abs_difference is not None
     assert result.checked_max_abs_difference <= TOLERANCE
+    # the export carries the weights' NOTICE and the bundle's record of them
+    assert sorted(p.name for p in out.iterdir()) == [NOTICE_FILE, "model.onnx", PREPROCESSING_FILE]
+    assert (out / NOTICE_FILE).read_text(encoding="utf-8") == (lite_bundle / NOTICE_FILE).read_text(
+        encoding="utf-8"
+    )
+    described = json.loads((out / PREPROCESSING_FILE).read_text(encoding="utf-8"))
+    assert described["pretrained"] == _bundle_json(lite_bundle)["pretrained"]
+    assert described["pretrained"]["sha256"] == pretrained.PACKAGES["efficientnet_lite0"].sha256
 
 
 @pytest.mark.parametrize(("mode", "learns"), [("frozen", False), ("train", True)])
@@ -328,7 +413,11 @@ def test_a_lite_bundle_exports_to_litert_and_passes_the_self_check(
     out = tmp_path / "litert"
     result = export_bundle(lite_bundle, "litert", out)
     assert result.model_file == str(out / "model.tflite")
-    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", PREPROCESSING_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [
+        NOTICE_FILE,
+        "model.tflite",
+        PREPROCESSING_FILE,
+    ]
     assert result.checked_max_abs_difference is not None
     assert result.checked_max_abs_difference <= TOLERANCE
     # and on prepared mammograms, not only the self-check's random probe
@@ -349,19 +438,22 @@ def test_the_card_of_a_lite_bundle_names_the_backbone_its_weights_licence_and_fi
 
     lines = (lite_bundle / CARD_FILE).read_text(encoding="utf-8").splitlines()
     assert "- Architecture: efficientnet\\_lite0" in lines
+    source = pretrained.PACKAGES["efficientnet_lite0"]
+    version = importlib.metadata.version(source.distribution)
     assert (
         "- Starting weights: ImageNet-1k, EfficientNet\\-Lite0, ImageNet weights "
         "(Apache\\-2\\.0\\); licence Apache\\-2\\.0 (see NOTICE): a model trained from them is "
-        "a derivative of them"
+        f"a derivative of them; from the package {md(source.distribution)} {md(version)}, file "
+        f"{md(source.file_name)}, sha256 {source.sha256}"
     ) in lines
     for row in ("| weights | imagenet |", "| fine\\_tune | True |", "| frozen\\_stages | 2 |"):
         assert row in lines
-    # the batch norm of the run (the fixture takes the model's default): a row when it learns,
-    # none when frozen (bundle.json leaves the default out, so bundles read as before)
+    # the batch norm of the run (the fixture takes the model's default), in its row also when
+    # frozen, which bundle.json leaves out (so bundles read as before)
     mode = load_bundle(lite_bundle, with_model=False).meta.training.get("batch_norm", "frozen")
     assert mode == TrainConfig(model="efficientnet_lite0").batch_norm
     rows = [line for line in lines if line.startswith("| batch\\_norm |")]
-    assert rows == (["| batch\\_norm | train |"] if mode == "train" else [])
+    assert rows == [f"| batch\\_norm | {mode} |"]
 
 
 # --- The pretrained model on Ray: multi-worker training and batch prediction ------------------

@@ -9,6 +9,10 @@
     MODEL_CARD.md          the model card (bcp_core.model.card): intended use, data, metrics with
                            intervals, the threshold and its history, known limits; rewritten
                            with every threshold save
+    split_files.csv        the SHA-256 of every training and validation file (provenance)
+    NOTICE                 only for a model that started from packaged pretrained weights: their
+                           attribution and licence (bcp_core.model.pretrained.notice_text),
+                           which a model trained from them must keep
 
 Every write goes to a temporary name first and is renamed into place, so a crash never leaves
 half a bundle: the folder holds either the previous bundle or the new one.
@@ -37,7 +41,13 @@ from bcp_core.fileio import (
 )
 from bcp_core.model.card import CARD_FILE, SUBGROUPS_KEY, render_card
 from bcp_core.model.columns import MetadataEncoder
-from bcp_core.model.files import HISTORY_FILE, META_FILE, MODEL_FILE, check_bundle_folder
+from bcp_core.model.files import (
+    HISTORY_FILE,
+    META_FILE,
+    MODEL_FILE,
+    NOTICE_FILE,
+    check_bundle_folder,
+)
 from bcp_core.model.meta import BundleMeta, RunLabel, now_iso
 from bcp_core.model.provenance import SPLIT_FILES
 from bcp_core.values import is_number
@@ -90,6 +100,17 @@ def _write_error(target: Path, exc: OSError) -> UserError:
     return UserError(f"Cannot write the bundle to {target} ({reason}); {advice}.")
 
 
+def notice_for(meta: BundleMeta) -> str | None:
+    """The ``NOTICE`` a bundle and its export carry: the attribution of the packaged pretrained
+    weights its model started from (:attr:`BundleMeta.from_packaged_weights`); None for a model
+    from scratch or from other weights."""
+    from bcp_core.model.pretrained import PACKAGES, notice_text
+
+    if not meta.from_packaged_weights or meta.model_name not in PACKAGES:
+        return None
+    return notice_text(meta.model_name)
+
+
 def save_bundle(
     path: str | Path,
     model,
@@ -109,6 +130,9 @@ def save_bundle(
         split_files: the hashes of the files of the training and validation splits
             (:mod:`bcp_core.model.provenance`); none written when None.
 
+    A model that started from packaged pretrained weights also gets their ``NOTICE``
+    (:func:`notice_for`), written with the rest.
+
     Raises:
         UserError: when the parent folder cannot be written (missing, read-only, disk full).
     """
@@ -121,6 +145,9 @@ def save_bundle(
             val_predictions.reindex(columns=list(VAL_COLUMNS)).to_csv(tmp / VAL_FILE, index=False)
             if split_files is not None:
                 split_files.to_csv(tmp / SPLIT_FILES, index=False)
+            notice = notice_for(meta)
+            if notice is not None:
+                (tmp / NOTICE_FILE).write_text(notice, encoding="utf-8")
             write_json_atomic(tmp / META_FILE, meta.to_json())
             # From the file as read back, so the card equals the one shown for the bundle.
             card = render_card(meta, _read_csv(tmp / VAL_FILE), name=target.name)

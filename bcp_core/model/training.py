@@ -32,6 +32,7 @@ from bcp_core.data.split import patient_overlap, split_patients
 from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import metrics_at_threshold, ranking_metrics
 from bcp_core.evaluation.thresholds import choose_threshold
+from bcp_core.model import pretrained as packaged
 from bcp_core.model.architectures import build_model
 from bcp_core.model.bundle import save_bundle
 from bcp_core.model.card import card_evaluation
@@ -318,13 +319,14 @@ def make_bundle_meta(
     status: str,
     label: RunLabel = NO_LABEL,
 ) -> BundleMeta:
-    """The bundle's metadata: the threshold chosen on validation and the metrics there, and the
-    run's name and note (``label``)."""
+    """The bundle's metadata: the threshold chosen on validation and the metrics there, the
+    run's name and note (``label``), and which packaged pretrained weights the model started
+    from, when it did."""
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     threshold = choose_threshold(y, p, cfg.threshold_method)
     ranks = ranking_metrics(y, p)
     evaluated = card_evaluation(predictions)  # the card's interval, kept for "vs chance"
-    return BundleMeta(
+    meta = BundleMeta(
         model_name=cfg.model,
         preprocessing=cfg.spec,
         threshold=ThresholdChoice(
@@ -343,6 +345,9 @@ def make_bundle_meta(
         status=status,
         label=label,
     )
+    if meta.from_packaged_weights:
+        meta = replace(meta, pretrained=packaged.installed_source(cfg.model))
+    return meta
 
 
 # --- The run ---------------------------------------------------------------------------------
