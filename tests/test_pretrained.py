@@ -386,16 +386,16 @@ def test_test_time_passes_of_a_lite_bundle_average_its_variants_and_keep_the_hea
         each = each.reshape(-1)
         assert np.isfinite(each).all() and ((each >= 0.0) & (each <= 1.0)).all()
         assert single.passes == 1 and result.passes == 4
-        assert result.probability == pytest.approx(float(each.mean()), abs=1e-6)
-        assert result.probability_low == pytest.approx(float(each.min()), abs=1e-6)
-        assert result.probability_high == pytest.approx(float(each.max()), abs=1e-6)
-        assert float(each[0]) == pytest.approx(single.probability, abs=1e-6)  # pass 1: as is
+        assert result.probability == pytest.approx(float(each.mean()), abs=1e-5)
+        assert result.probability_low == pytest.approx(float(each.min()), abs=1e-5)
+        assert result.probability_high == pytest.approx(float(each.max()), abs=1e-5)
+        assert float(each[0]) == pytest.approx(single.probability, abs=1e-5)  # pass 1: as is
         assert result.label == int(result.probability >= bundle.threshold)
     # the variants do move the pretrained network: the passes are not one score four times
     assert any(r.probability_low < r.probability_high for r in several)
 
     once, passes = (predict_one(bundle, paths[0], passes=n) for n in (1, 4))
-    assert passes.prediction.probability == pytest.approx(several[0].probability, abs=1e-6)
+    assert passes.prediction.probability == pytest.approx(several[0].probability, abs=1e-5)
     assert passes.heatmap is not None and np.isfinite(passes.input_heatmap).all()
     assert passes.input_heatmap.shape == (96, 80) and passes.input_heatmap.max() > 0
     np.testing.assert_allclose(passes.input_heatmap, once.input_heatmap, atol=1e-6)

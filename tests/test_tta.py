@@ -96,12 +96,12 @@ def test_passes_give_the_mean_and_range_of_the_model_on_the_variants(bundle, tin
         net_input = prepare_image(path, bundle.spec).net_input
         each = np.asarray(bundle.model(tta.variants(net_input, 4), training=False)).reshape(-1)
         assert result.passes == 4
-        assert result.probability == pytest.approx(float(each.mean()), abs=1e-6)
-        assert result.probability_low == pytest.approx(float(each.min()), abs=1e-6)
-        assert result.probability_high == pytest.approx(float(each.max()), abs=1e-6)
+        assert result.probability == pytest.approx(float(each.mean()), abs=1e-5)
+        assert result.probability_low == pytest.approx(float(each.min()), abs=1e-5)
+        assert result.probability_high == pytest.approx(float(each.max()), abs=1e-5)
         assert result.label == int(result.probability >= bundle.threshold)
         first = predict_files(bundle, [path])[0].probability
-        assert float(each[0]) == pytest.approx(first, abs=1e-6)  # pass 1 is the plain input
+        assert float(each[0]) == pytest.approx(first, abs=1e-5)  # pass 1 is the plain input
 
 
 def test_uncertain_when_the_passes_straddle_the_threshold(bundle, tiny_manifest):
