@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -30,7 +31,9 @@ from bcp_core.model.resources import (
 )
 from bcp_core.runs import TrainRequest
 
-HUGE = TrainConfig(image_size=(4096, 4096), batch_size=512)
+#: The CNN at its recipe: the figures below are its.
+CNN = TrainConfig(model="default_cnn")
+HUGE = TrainConfig(model="default_cnn", image_size=(4096, 4096), batch_size=512)
 
 
 def fake_bundles(folder, n):
@@ -67,9 +70,9 @@ def test_the_estimate_lies_above_every_measured_peak_and_not_far_above(run, peak
 
 
 def test_the_estimate_grows_with_batch_pixels_and_weights():
-    base = estimate_training_bytes(TrainConfig())
-    assert estimate_training_bytes(TrainConfig(batch_size=32)) > base
-    assert estimate_training_bytes(TrainConfig(image_size=(320, 256))) > base
+    base = estimate_training_bytes(CNN)
+    assert estimate_training_bytes(replace(CNN, batch_size=32)) > base
+    assert estimate_training_bytes(replace(CNN, image_size=(320, 256))) > base
     assert estimate_training_bytes(HUGE) > 1e12  # one input batch alone is 32 GiB
     # seed_cnn's Dense weights grow with the image even at batch 1
     small = estimate_training_bytes(TrainConfig(model="seed_cnn", batch_size=1))
@@ -98,7 +101,7 @@ def test_a_run_over_the_memory_budget_is_refused_with_the_estimate():
 def test_the_budget_is_the_limits_and_the_entry_points_read_it_from_the_setting(monkeypatch):
     one_gb = TrainingLimits(memory_bytes=10**9)
     with pytest.raises(UserError, match=r"needs about 1\.6 GB of memory, more than the 1\.0 GB"):
-        check_training_memory(TrainConfig(image_size=(320, 256)), one_gb)
+        check_training_memory(replace(CNN, image_size=(320, 256)), one_gb)
     assert check_training_memory(HUGE, TrainingLimits(memory_bytes=2000 * 10**9)) > 1e12
     monkeypatch.setenv("BCP_TRAIN_MEMORY_GB", "1")
     assert settings.training_limits().memory_bytes == 10**9
@@ -187,7 +190,11 @@ def test_train_model_refuses_before_anything_is_written(tiny_manifest, tmp_path)
 @pytest.mark.parametrize(
     ("extra", "env", "message"),
     [
-        (["--image-size", "4096", "4096", "--batch-size", "512"], {}, "needs about 1,8"),
+        (
+            ["--model", "default_cnn", "--image-size", "4096", "4096", "--batch-size", "512"],
+            {},
+            "needs about 1,8",
+        ),
         ([], {"BCP_MAX_BUNDLES": "1"}, "The bundles folder already holds 1 bundles"),
     ],
 )

@@ -134,7 +134,7 @@ def test_default_cnn_trains_and_saves(tiny_manifest, tmp_path):
         ({"image_size": (16, 16)}, "Image height must be a whole number from 32 to 4096"),
         ({"label_smoothing": 0.7}, "Label smoothing must be from 0 to 0.49"),
         ({"val_fraction": 0.9}, "Validation fraction must be from 0.05 to 0.5"),
-        ({"weights": "imagenet"}, "Pretrained weights apply to"),
+        ({"model": "default_cnn", "weights": "imagenet"}, "Pretrained weights apply to"),
     ],
 )
 def test_bad_settings_are_refused_before_training(tiny_manifest, tmp_path, changes, message):
