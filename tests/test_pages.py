@@ -199,11 +199,15 @@ def test_training_page_offers_a_cluster_only_when_one_is_configured(
 def test_training_page_refuses_bad_settings_before_starting(small_demo, fresh_jobs):
     root, _ = small_demo
     at = open_app(root, "pages/training.py")
-    fill_tiny_training_form(at, tr_weights="imagenet")
-    at.selectbox(key="tr_model").set_value("default_cnn")
+    fill_tiny_training_form(at)
+    at.selectbox(key="tr_model").set_value("inceptionv3").run()
+    assert "tr_weights" in [w.key for w in at.selectbox]  # a backbone: its weights are offered
+    at.number_input(key="tr_h").set_value(64)
     at.button(key="tr_start").click().run()
-    assert "Pretrained weights apply to" in at.error[0].value
+    assert at.error[0].value.startswith("The inceptionv3 model needs images of at least 75x75")
     assert fresh_jobs.current is None
+    at.selectbox(key="tr_model").set_value("default_cnn").run()  # nothing to fine-tune here
+    assert not {"tr_weights", "tr_bn"} & {w.key for w in at.selectbox}
 
 
 def test_a_second_training_request_is_refused_politely(small_demo, fresh_jobs):
@@ -407,6 +411,7 @@ def test_backbone_weights_are_chosen_from_the_weights_folder_not_typed(
     root, _ = small_demo
     at = open_app(root, "pages/training.py")
     assert not [t for t in at.text_input if t.label == "Backbone weights"]
+    at.selectbox(key="tr_model").set_value("resnet50").run()
     choice = at.selectbox(key="tr_weights")
     assert choice.options == ["default", "none", "imagenet", "resnet50_notop.h5"]
 

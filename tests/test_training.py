@@ -135,6 +135,7 @@ def test_default_cnn_trains_and_saves(tiny_manifest, tmp_path):
         ({"label_smoothing": 0.7}, "Label smoothing must be from 0 to 0.49"),
         ({"val_fraction": 0.9}, "Validation fraction must be from 0.05 to 0.5"),
         ({"model": "default_cnn", "weights": "imagenet"}, "Pretrained weights apply to"),
+        ({"model": "inceptionv3"}, "The inceptionv3 model needs images of at least 75x75"),
     ],
 )
 def test_bad_settings_are_refused_before_training(tiny_manifest, tmp_path, changes, message):

@@ -14,7 +14,13 @@ import streamlit as st
 
 from bcp_core import settings
 from bcp_core.access import Action, can_stop
-from bcp_core.config import BATCH_NORM_MODES, DEFAULT_MODEL, MODEL_SPECS, ModelSpec
+from bcp_core.config import (
+    BATCH_NORM_MODES,
+    DEFAULT_MODEL,
+    MODEL_SPECS,
+    WEIGHTS_DEFAULT,
+    ModelSpec,
+)
 from bcp_core.data.roots import hide_root
 from bcp_core.errors import UserError
 from bcp_core.evaluation.intervals import better_than_chance
@@ -27,7 +33,7 @@ from bcp_core.model.bundle import (
     update_label,
 )
 from bcp_core.model.meta import MAX_NAME_CHARS, MAX_NOTE_CHARS
-from bcp_core.model.resources import local_gpu_count
+from bcp_core.model.resources import local_gpu_count, weight_files
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
 from bcp_core.runs import TrainRequest, read_training_data
@@ -73,14 +79,24 @@ def load_recipe(only_missing: bool = False) -> None:
             st.session_state[key] = values[name]
 
 
-def backbone_choices(spec: ModelSpec, column) -> tuple[bool, int, str]:
-    """In the form, for a pretrained backbone: fine-tune (in ``column``), batch norm and, for
-    EfficientNet-Lite, frozen stages; (fine_tune, frozen_stages, batch_norm), the recipe's for
-    a network trained from scratch."""
+def backbone_choices(spec: ModelSpec, left, right) -> tuple[str, bool, int, str]:
+    """In the form, for a pretrained backbone only: its weights (in ``left``), fine-tuning (in
+    ``right``), batch norm and, for EfficientNet-Lite, frozen stages. Returns (weights choice,
+    fine_tune, frozen_stages, batch_norm); a network trained from scratch has none of them and
+    gets its recipe's."""
     recipe = spec.recipe
     if not spec.transfer:
-        return recipe.fine_tune, recipe.frozen_stages, recipe.batch_norm
-    fine_tune = column.checkbox("Fine-tune backbone", key="tr_finetune")
+        return WEIGHTS_DEFAULT, recipe.fine_tune, recipe.frozen_stages, recipe.batch_norm
+    weights = left.selectbox(
+        "Backbone weights",
+        [WEIGHTS_DEFAULT, "none", "imagenet", *weight_files(settings.weights_dir())],
+        key="tr_weights",
+        help="default: the model's own (ImageNet for EfficientNet-Lite, installed with the "
+        "product; none for the others); imagenet for ResNet50, VGG19, InceptionV3 and "
+        "EfficientNetB0 downloads (needs internet); or a file of the server's weights folder "
+        "(BCP_WEIGHTS_DIR).",
+    )
+    fine_tune = right.checkbox("Fine-tune backbone", key="tr_finetune")
     c1, c2, _, _ = st.columns(4)
     batch_norm = c1.selectbox(
         "Backbone batch norm", BATCH_NORM_MODES, key="tr_bn",
@@ -94,7 +110,7 @@ def backbone_choices(spec: ModelSpec, column) -> tuple[bool, int, str]:
             help="When fine-tuning: the stem and the first N of the 7 stages keep their "
             "ImageNet weights (faster epochs).",
         )  # fmt: skip
-    return bool(fine_tune), int(frozen_stages), str(batch_norm)
+    return str(weights), bool(fine_tune), int(frozen_stages), str(batch_norm)
 
 
 #: The bundle chosen in the name-and-note editor, and the outcome of its last save.
