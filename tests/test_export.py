@@ -26,7 +26,9 @@ from bcp_core.model.training import train_model
 def bundle_dir(tiny_manifest, tmp_path_factory):
     """The default CNN (BatchNorm, dropout, the invert-aware preparation) after one epoch."""
     out = tmp_path_factory.mktemp("export") / "tiny"
-    cfg = TrainConfig(epochs=1, image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=6)
+    cfg = TrainConfig(
+        model="default_cnn", epochs=1, image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=6
+    )
     train_model(tiny_manifest, cfg, out)
     return out
 

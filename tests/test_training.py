@@ -117,7 +117,7 @@ def test_each_imbalance_method_trains(tiny_manifest, tmp_path, imbalance):
 
 @pytest.mark.slow
 def test_default_cnn_trains_and_saves(tiny_manifest, tmp_path):
-    cfg = TrainConfig(epochs=2, **TINY)
+    cfg = TrainConfig(model="default_cnn", epochs=2, **TINY)
     result = train_model(tiny_manifest, cfg, tmp_path / "d")
     assert load_bundle(tmp_path / "d").meta.model_name == "default_cnn"
     assert result.epochs_run == 2
