@@ -524,10 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--tta",
         type=int,
-        default=config.DEFAULT_TTA_PASSES,
         metavar="N",
-        help="test-time passes per image (1-8): the mean probability and its range "
-        f"(default {config.DEFAULT_TTA_PASSES})",
+        help="test-time passes per image (1-8): the mean probability and its range (default: "
+        "the bundle's, those its threshold was chosen with; 1 for bundles that do not say)",
     )
     pr.add_argument(
         "--metadata",
@@ -623,6 +622,13 @@ def _add_train_parser(sub) -> None:
         choices=config.BATCH_NORM_MODES,
         help="a fine-tuned pretrained backbone's batch norm: frozen (ImageNet statistics) or "
         f"train (learns from the batches) {recipe}",
+    )
+    train.add_argument(
+        "--tta-passes",
+        type=int,
+        metavar="N",
+        help="test-time passes (1-8) the finished model's validation images are scored with: "
+        f"the threshold is chosen on those scores and prediction takes as many {recipe}",
     )
     train.add_argument(
         "--metadata-columns",

@@ -74,7 +74,7 @@ def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int, 
     )
 
 
-passes = test_time_passes()
+passes = test_time_passes(bundle.meta.passes)
 uploads = st.file_uploader(
     "Mammograms (JPG, PNG, TIFF, DICOM)",
     accept_multiple_files=True,

@@ -23,7 +23,9 @@ from bcp_core.model.training import train_model
 def bundle(tiny_manifest, tmp_path_factory):
     """The default CNN trained for one epoch on the 40 tiny JPEGs."""
     out = tmp_path_factory.mktemp("tta") / "tiny"
-    cfg = TrainConfig(epochs=1, image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=3)
+    cfg = TrainConfig(
+        model="default_cnn", epochs=1, image_size=(64, 48), batch_size=8, val_fraction=0.3, seed=3
+    )
     train_model(tiny_manifest, cfg, out)
     return load_bundle(out)
 
@@ -138,3 +140,52 @@ def test_cli_predict_tta_adds_the_range(bundle, tiny_manifest, capsys):
     assert "over 4 passes" in text and Path(path).name in text
     assert main(["predict", "--bundle", str(bundle.path), path, "--tta", "0"]) == 2
     assert "Test-time passes must be from 1 to 8" in capsys.readouterr().err
+
+
+# --- A model whose threshold was chosen on test-time passes -----------------------------------
+
+
+def test_a_run_with_passes_scores_validation_as_prediction_does_and_chooses_its_threshold_there(
+    tiny_manifest, tmp_path
+):
+    from bcp_core.evaluation.thresholds import choose_threshold
+    from bcp_core.model.card import CARD_FILE
+    from bcp_core.model.files import META_FILE
+
+    cfg = TrainConfig(
+        model="default_cnn", epochs=1, image_size=(64, 48), batch_size=8, val_fraction=0.3,
+        seed=3, tta_passes=4,
+    )  # fmt: skip
+    train_model(tiny_manifest, cfg, tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.meta.passes == 4 and bundle.meta.training["tta_passes"] == 4
+    assert json.loads((tmp_path / "b" / META_FILE).read_text())["passes"] == 4
+    val = bundle.val_predictions
+    # prediction, unless told otherwise, takes the bundle's passes and gives the same scores
+    again = predict_files(bundle, val["file"].tolist())
+    assert {r.passes for r in again} == {4}
+    np.testing.assert_allclose([r.probability for r in again], val["probability"], atol=1e-5)
+    one = predict_files(bundle, val["file"].tolist(), passes=1)
+    assert not np.allclose([r.probability for r in one], val["probability"], atol=1e-5)
+    y, p = val["label"].to_numpy(), val["probability"].to_numpy()
+    assert bundle.threshold == pytest.approx(choose_threshold(y, p, "youden"))
+    card = (tmp_path / "b" / CARD_FILE).read_text(encoding="utf-8")
+    assert "- Probabilities are the mean of 4 test-time passes" in card
+    # the model's own recipe gives the passes: 4 for EfficientNet-Lite, 1 for the CNN
+    assert TrainConfig(model="efficientnet_lite0").tta_passes == 4
+    assert TrainConfig(model="default_cnn").tta_passes == 1
+
+
+def test_the_passes_a_bundle_records_are_read_back_and_a_bad_value_is_kept_as_it_was(bundle):
+    from bcp_core.config import MAX_TTA_PASSES
+    from bcp_core.model.meta import BundleMeta
+
+    assert MAX_TTA_PASSES == tta.MAX_PASSES
+    base = bundle.meta.to_json()
+    assert BundleMeta.from_json(base).passes == 1  # bundles from before: one pass
+    assert BundleMeta.from_json({**base, "passes": 4}).passes == 4
+    assert BundleMeta.from_json({**base, "passes": 4}).to_json()["passes"] == 4
+    assert "passes" not in BundleMeta.from_json(base).to_json()
+    for bad in (0, 9, 2.5, "4"):
+        meta = BundleMeta.from_json({**base, "passes": bad})
+        assert meta.passes == 1 and meta.to_json()["passes"] == bad

@@ -83,14 +83,15 @@ def predict_one(
     *,
     threshold: float | None = None,
     with_heatmap: bool = True,
-    passes: int = 1,
+    passes: int | None = None,
     metadata: Mapping[str, object] | None = None,
     max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> ExplainedPrediction:
     """Predict one image for the dashboard, with its Grad-CAM heatmap on the decoded image.
 
     With ``passes`` > 1 the probability is the mean over that many test-time variants
-    (:mod:`bcp_core.imaging.tta`) and the result carries their range; the heatmap is always
+    (:mod:`bcp_core.imaging.tta`; None: as many as the bundle's validation images were scored
+    with) and the result carries their range; the heatmap is always
     that of the input as prepared. A model on image plus workbook columns needs ``metadata``,
     the image's cells by column name (an absent or empty cell counts as missing).
     ``max_upload_pixels``: see :func:`~bcp_core.inference.prepared.prepare_image`.
@@ -105,7 +106,7 @@ def predict_one(
             passes.
     """
     cut = decision_threshold(bundle, threshold)
-    passes = checked_passes(passes)
+    passes = checked_passes(passes, bundle)
     encoder = bundle.metadata_encoder
     if encoder is not None and metadata is None:
         raise UserError(_needs_metadata(encoder, "this image"))
@@ -138,7 +139,7 @@ def iter_predictions(
     batch_size: int = 16,
     threshold: float | None = None,
     on_progress: ProgressCallback | None = None,
-    passes: int = 1,
+    passes: int | None = None,
     metadata: Mapping[str, Mapping[str, object]] | None = None,
     max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
 ) -> Iterator[Prediction]:
@@ -146,7 +147,7 @@ def iter_predictions(
     if not is_whole_number(batch_size) or batch_size < 1:
         raise UserError(f"Batch size must be a whole number of at least 1, got {batch_size!r}.")
     cut = decision_threshold(bundle, threshold)
-    passes = checked_passes(passes)
+    passes = checked_passes(passes, bundle)
     items = list(sources)
     model, spec = _model(bundle), bundle.spec
     encoder = bundle.metadata_encoder
@@ -170,7 +171,7 @@ class BatchOptions(TypedDict, total=False):
     batch_size: int
     threshold: float | None
     on_progress: ProgressCallback | None
-    passes: int
+    passes: int | None
     metadata: Mapping[str, Mapping[str, object]] | None
     max_upload_pixels: int
 
@@ -187,7 +188,8 @@ def predict_files(
         batch_size: images decoded and predicted together (16); memory holds one batch.
         threshold: decision threshold; default the bundle's saved one.
         on_progress: called as ``on_progress(done, total)`` after each batch.
-        passes: test-time variants scored per image (:mod:`bcp_core.imaging.tta`; 1); the
+        passes: test-time variants scored per image (:mod:`bcp_core.imaging.tta`; default
+            the bundle's, those its validation images and threshold were scored with); the
             probability is their mean, ``probability_low`` / ``probability_high`` their range.
         metadata: for a model on image plus workbook columns, each file's cells by column name,
             keyed by the file as given or by its name (see
@@ -273,8 +275,12 @@ def _with_values(chunk, encoder: MetadataEncoder, metadata: Mapping[str, Mapping
     return out, values
 
 
-def checked_passes(passes: object) -> int:
-    """``passes`` as a number of test-time passes, or a one-sentence :class:`UserError`."""
+def checked_passes(passes: object, bundle: Bundle | None = None) -> int:
+    """``passes`` as a number of test-time passes (None: ``bundle``'s, those its validation
+    images and threshold were scored with; 1 without a bundle), or a one-sentence
+    :class:`UserError`."""
+    if passes is None:
+        passes = bundle.meta.passes if bundle is not None else 1
     try:
         return tta.check_passes(passes)
     except ValueError as exc:

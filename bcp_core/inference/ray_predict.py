@@ -230,7 +230,7 @@ def predict_distributed(
     fmt: str = "parquet",
     shard_rows: int = 1000,
     on_progress: ProgressCallback | None = None,
-    passes: int = 1,
+    passes: int | None = None,
 ) -> DistributedRun:
     """Predict ``files`` on a Ray cluster with an actor pool of ``workers``.
 
@@ -248,7 +248,7 @@ def predict_distributed(
         fmt: shard format, ``parquet`` or ``csv``.
         shard_rows: rows per shard (the work a crash can lose).
         on_progress: ``on_progress(done, total)`` as results arrive.
-        passes: test-time variants per image, as in local prediction.
+        passes: test-time variants per image, as in local prediction (None: the bundle's).
 
     Raises:
         UserError: Ray missing, a bad setting, an output folder made with other settings.
@@ -268,7 +268,7 @@ def predict_distributed(
             "so far: use --engine local with --metadata."
         )
     cut = decision_threshold(described, threshold)
-    passes = checked_passes(passes)
+    passes = checked_passes(passes, described)
     wanted = list(dict.fromkeys(str(f) for f in files))
     folder = Path(out) if out is not None else None
     done: set[str] = set()

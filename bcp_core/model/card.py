@@ -216,6 +216,11 @@ def _threshold(meta: BundleMeta) -> list[str]:
         "",
         f"- Now: {_choice(meta.threshold)}",
     ]
+    if meta.passes > 1:
+        lines.append(
+            f"- Probabilities are the mean of {meta.passes} test-time passes (the validation "
+            "images were scored so, and prediction scores so unless told otherwise)."
+        )
     past = meta.threshold.past()
     if past:
         lines += ["", f"Earlier thresholds ({len(past)}, newest first):", ""]

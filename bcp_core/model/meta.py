@@ -12,9 +12,10 @@ packaged pretrained weights, naming them exactly.
 
 The JSON layout (format version 1) is unchanged from the first bundles; a bundle written before
 these types existed loads as it is. An optional key that software reading format 1 may ignore
-(``name``, ``note``, ``viewer_approval``, ``pretrained``) keeps format 1: such software keeps it
-as an unknown key. Only a key without which prediction would go wrong raises the format
-(``metadata``: :data:`METADATA_BUNDLE_FORMAT`).
+(``name``, ``note``, ``viewer_approval``, ``pretrained``, ``passes``) keeps format 1: such
+software keeps it as an unknown key (and without ``passes`` predicts in one pass, at a threshold
+chosen on a few more: about the same decisions). Only a key without which prediction would go
+wrong raises the format (``metadata``: :data:`METADATA_BUNDLE_FORMAT`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from bcp_core.config import CLASS_NAMES, MODEL_SPECS, WEIGHTS_IMAGENET, PreprocessSpec
+from bcp_core.config import (
+    CLASS_NAMES,
+    MAX_TTA_PASSES,
+    MODEL_SPECS,
+    WEIGHTS_IMAGENET,
+    PreprocessSpec,
+)
 from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import Metrics
 from bcp_core.model.files import META_FILE
@@ -362,6 +369,9 @@ class BundleMeta:
         viewer_approval: who let viewers use this model although its validation ROC-AUC is no
             better than chance, when and why (``by``, ``time``, ``reason``); None when nobody
             did.
+        passes: the test-time passes the validation predictions (and so the threshold and
+            the metrics) were scored with, and prediction takes unless told otherwise
+            (``passes`` in ``bundle.json``, absent when 1: older bundles read as 1).
         pretrained: the packaged pretrained weights the model started from; None for a model
             from scratch or other weights, and for a bundle written before it was recorded.
         extra: keys this version does not know, kept as they were (a ``name`` or ``note`` that
@@ -387,6 +397,7 @@ class BundleMeta:
     label: RunLabel = NO_LABEL
     viewer_approval: dict[str, str] | None = None
     pretrained: PretrainedSource | None = None
+    passes: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -429,6 +440,8 @@ class BundleMeta:
             out["metadata"] = self.metadata
         if self.pretrained is not None:
             out["pretrained"] = self.pretrained.to_json()
+        if self.passes != 1:
+            out["passes"] = self.passes
         out.update(self.label.to_json())
         if self.viewer_approval:
             out["viewer_approval"] = dict(self.viewer_approval)
@@ -477,6 +490,11 @@ class BundleMeta:
         pretrained = PretrainedSource.from_json(data.get("pretrained"))
         if pretrained is None and "pretrained" in data:
             extra["pretrained"] = data["pretrained"]
+        passes = data.get("passes", 1)
+        if not (is_whole_number(passes) and 1 <= int(passes) <= MAX_TTA_PASSES):
+            if "passes" in data:  # kept as it was, like a key this version does not know
+                extra["passes"] = data["passes"]
+            passes = 1
         training = data.get("training")
         approval = data.get("viewer_approval")
         if isinstance(approval, dict):
@@ -499,5 +517,6 @@ class BundleMeta:
             label=RunLabel.from_json(data),
             viewer_approval=approval or None,
             pretrained=pretrained,
+            passes=int(passes),
             extra=extra,
         )

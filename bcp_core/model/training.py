@@ -32,6 +32,7 @@ from bcp_core.data.split import patient_overlap, split_patients
 from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import metrics_at_threshold, ranking_metrics
 from bcp_core.evaluation.thresholds import choose_threshold
+from bcp_core.imaging import tta
 from bcp_core.model import pretrained as packaged
 from bcp_core.model.architectures import build_model
 from bcp_core.model.bundle import save_bundle
@@ -126,12 +127,17 @@ class ValidationScorer(keras.callbacks.Callback):
         self.indices = np.array([], dtype=int)
         self.epoch = 0
 
-    def score(self) -> None:
-        """Predict the validation split with the model's current weights."""
+    def score(self, passes: int = 1) -> None:
+        """Predict the validation split with the model's current weights; with ``passes`` > 1
+        each image's probability is the mean over that many test-time variants
+        (:mod:`bcp_core.imaging.tta`), as prediction computes it."""
         probs, idx = [], []
         self.emit(Phase("scoring", self.epoch, 0, self.batches))
-        for images, index in self.val_ds:
-            probs.append(np.asarray(self.model(images, training=False)).reshape(-1))
+        for inputs, index in self.val_ds:
+            if passes > 1:
+                inputs = _variants(inputs, passes)
+            scores = np.asarray(self.model(inputs, training=False)).reshape(-1, passes)
+            probs.append(scores.mean(axis=1))
             idx.append(index.numpy().astype(int))
             self.emit(Phase("scoring", self.epoch, len(probs), self.batches))
         # float64 so that the CSV round-trips exactly: a threshold equal to a stored
@@ -292,6 +298,16 @@ def data_fingerprint(manifest: pd.DataFrame) -> str:
     return hashlib.sha256(repr(rows).encode("utf-8")).hexdigest()[:16]
 
 
+def _variants(inputs, passes: int):
+    """A validation batch as ``passes`` test-time variants of each image, in order (the
+    workbook values of a model that takes them repeated alongside)."""
+    images, values = inputs if isinstance(inputs, tuple) else (inputs, None)
+    batch = np.concatenate([tta.variants(x, passes) for x in np.asarray(images)])
+    if values is None:
+        return batch
+    return batch, np.repeat(np.asarray(values), passes, axis=0)
+
+
 def val_predictions_df(
     val: pd.DataFrame, indices: np.ndarray, probabilities: np.ndarray
 ) -> pd.DataFrame:
@@ -318,10 +334,11 @@ def make_bundle_meta(
     best_epoch: int,
     status: str,
     label: RunLabel = NO_LABEL,
+    passes: int = 1,
 ) -> BundleMeta:
-    """The bundle's metadata: the threshold chosen on validation and the metrics there, the
-    run's name and note (``label``), and which packaged pretrained weights the model started
-    from, when it did."""
+    """The bundle's metadata: the threshold chosen on validation and the metrics there (the
+    ``predictions`` scored with ``passes`` test-time passes), the run's name and note
+    (``label``), and which packaged pretrained weights the model started from, when it did."""
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     threshold = choose_threshold(y, p, cfg.threshold_method)
     ranks = ranking_metrics(y, p)
@@ -344,6 +361,7 @@ def make_bundle_meta(
         ),
         status=status,
         label=label,
+        passes=passes,
     )
     if meta.from_packaged_weights:
         meta = replace(meta, pretrained=packaged.installed_source(cfg.model))
@@ -473,10 +491,19 @@ def train_model(
     def write(best_epoch: int, status: str) -> None:
         emit(Phase("writing", best_epoch))
         began = time.monotonic()
+        passes = 1
         if status == "running":  # an improving epoch: its predictions are the best so far
             best_preds[:] = [val_predictions_df(val, scorer.indices, scorer.probabilities)]
+        elif cfg.tta_passes > 1 and status != "stopped":
+            # The finished model, scored as prediction will score it: the threshold is chosen
+            # on those scores. A stopped run keeps its one-pass scores (Stop ends it now).
+            scorer.score(cfg.tta_passes)
+            best_preds[:] = [val_predictions_df(val, scorer.indices, scorer.probabilities)]
+            passes = cfg.tta_passes
         preds = best_preds[0]
-        meta = make_bundle_meta(cfg, info, fingerprint, preds, best_epoch, status, label)
+        meta = make_bundle_meta(
+            cfg, info, fingerprint, preds, best_epoch, status, label, passes=passes
+        )
         if encoder is not None:
             meta = replace(meta, metadata=encoder.to_json())
         if dist.mode != "none":

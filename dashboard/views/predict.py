@@ -95,18 +95,20 @@ def show_batch(table: pd.DataFrame) -> None:
     )
 
 
-def test_time_passes() -> int:
-    """Page 5's choice of test-time passes (bcp_core.imaging.tta)."""
+def test_time_passes(default: int = DEFAULT_TTA_PASSES) -> int:
+    """Page 5's choice of test-time passes (bcp_core.imaging.tta), starting at ``default``:
+    the bundle's, those its threshold was chosen with."""
     return int(
         st.select_slider(
             "Test-time passes",
-            options=[1, 2, 4, 8],
-            value=DEFAULT_TTA_PASSES,
+            options=sorted({1, 2, 4, 8, int(default)}),
+            value=int(default),
             key="pred_passes",
             help="Score each image this many times on slightly changed copies (flipped "
             "up-down, shifted, zoomed) and report the mean probability with the range the "
             "passes spanned; a decision is called uncertain when that range crosses the "
-            "threshold. Each pass costs one more model call.",
+            "threshold. Each pass costs one more model call. It starts at the passes the "
+            "model's threshold was chosen with.",
         )
     )
 
