@@ -378,8 +378,13 @@ def test_test_time_passes_of_a_lite_bundle_average_its_variants_and_keep_the_hea
 
     bundle = load_bundle(lite_bundle)
     paths = list(tiny_manifest["path"][:3])
-    plain = predict_files(bundle, paths)
+    plain = predict_files(bundle, paths, passes=1)
     several = predict_files(bundle, paths, passes=4, batch_size=2)
+    # the Lite recipe scores with 4 passes, so prediction does unless told otherwise
+    assert bundle.meta.passes == 4
+    assert [r.probability for r in predict_files(bundle, paths)] == pytest.approx(
+        [r.probability for r in several], abs=1e-6
+    )
     for path, single, result in zip(paths, plain, several, strict=True):
         net_input = prepare_image(path, bundle.spec).net_input
         each = keras.ops.convert_to_numpy(bundle.model(tta.variants(net_input, 4), training=False))
