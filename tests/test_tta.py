@@ -156,7 +156,12 @@ def test_a_run_with_passes_scores_validation_as_prediction_does_and_chooses_its_
         model="default_cnn", epochs=1, image_size=(64, 48), batch_size=8, val_fraction=0.3,
         seed=3, tta_passes=4,
     )  # fmt: skip
-    train_model(tiny_manifest, cfg, tmp_path / "b")
+    events: list = []
+    train_model(tiny_manifest, cfg, tmp_path / "b", on_event=events.append)
+    # the rescoring shows as a scoring phase after the last epoch, before the final write
+    names = [type(e).__name__ + ":" + getattr(e, "name", "") for e in events]
+    last_epoch = max(i for i, n in enumerate(names) if n.startswith("EpochEnded"))
+    assert "Phase:scoring" in names[last_epoch:]
     bundle = load_bundle(tmp_path / "b")
     assert bundle.meta.passes == 4 and bundle.meta.training["tta_passes"] == 4
     assert json.loads((tmp_path / "b" / META_FILE).read_text())["passes"] == 4

@@ -126,12 +126,14 @@ class ValidationScorer(keras.callbacks.Callback):
         self.probabilities = np.array([])
         self.indices = np.array([], dtype=int)
         self.epoch = 0
+        self.seconds = 0.0  # the last scoring's duration
 
     def score(self, passes: int = 1) -> None:
         """Predict the validation split with the model's current weights; with ``passes`` > 1
         each image's probability is the mean over that many test-time variants
         (:mod:`bcp_core.imaging.tta`), as prediction computes it."""
         probs, idx = [], []
+        began = time.monotonic()
         self.emit(Phase("scoring", self.epoch, 0, self.batches))
         for inputs, index in self.val_ds:
             if passes > 1:
@@ -144,6 +146,7 @@ class ValidationScorer(keras.callbacks.Callback):
         # probability must classify that image the same way after reloading (>= convention).
         self.probabilities = (np.concatenate(probs) if probs else np.array([])).astype(np.float64)
         self.indices = np.concatenate(idx) if idx else np.array([], dtype=int)
+        self.seconds = time.monotonic() - began
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1
@@ -511,7 +514,10 @@ def train_model(
         if dist.is_chief:
             save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds, seen)
         written.append(meta)
-        progress.tail_s = time.monotonic() - began  # the run's last write will take about this
+        # The run's last write will take about this, and scoring with test-time passes first.
+        progress.tail_s = time.monotonic() - began
+        if cfg.tta_passes > 1:
+            progress.tail_s += scorer.seconds * cfg.tta_passes
 
     tracker = ImprovementTracker(lambda epoch: write(epoch, "running"))
     stopper = StopOnEvent(stop)
