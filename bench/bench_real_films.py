@@ -39,8 +39,9 @@ Method.
    * ``default``: ``python -m bcp_core train --data-root ROOT --out BUNDLE --json`` with the
      product's defaults (the default model and its recipe: EfficientNet-Lite0 since it beat the
      compact CNN here; a cached ``default`` result from before that is the CNN's, so name
-     models by their arguments, as ``cnn160`` and ``lite0_bn`` in the records), then ``python -m bcp_core predict --bundle BUNDLE FILES --json``
-     (probability and decision at the bundle's saved threshold);
+     models by their arguments, as ``cnn160`` and ``lite0_bn`` in the records), then
+     ``python -m bcp_core predict --bundle BUNDLE FILES --json`` (probability and decision at
+     the bundle's saved threshold, with the bundle's test-time passes);
    * candidates (``--candidate NAME=ARGS``): the same with extra ``train`` arguments, so a new
      product model is benchmarked without editing this script. The product is driven through
      its CLI only (``--product-root`` sets the subprocesses' cwd and PYTHONPATH);
