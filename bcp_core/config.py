@@ -336,6 +336,13 @@ def model_spec(name: str) -> ModelSpec:
         ) from None
 
 
+def recipe_of(name: object) -> Recipe:
+    """How ``name`` trains unless told otherwise: its spec's recipe, or the from-scratch one
+    for a name not in :data:`MODEL_SPECS` (``validate`` reports that name, not this)."""
+    spec = MODEL_SPECS.get(name) if isinstance(name, str) else None
+    return spec.recipe if spec else SCRATCH_RECIPE
+
+
 #: Label smoothing above this pulls every target to about 0.5 and nothing is learnt.
 MAX_LABEL_SMOOTHING = 0.49
 #: Oversampling is the default: at the hospital's 1:57 imbalance, class weights (a cancer image
@@ -490,7 +497,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         spec = MODEL_SPECS.get(self.model) if isinstance(self.model, str) else None
-        recipe = spec.recipe if spec else SCRATCH_RECIPE
+        recipe = recipe_of(self.model)
         for name in RECIPE_FIELDS:
             if getattr(self, name) is FROM_RECIPE:
                 setattr(self, name, getattr(recipe, name))

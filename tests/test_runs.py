@@ -64,7 +64,7 @@ def test_bundles_are_named_by_start_time_and_model():
 def test_a_models_recipe_gives_what_is_not_given_and_every_setting_travels_whole():
     from dataclasses import asdict
 
-    from bcp_core.config import LITE_RECIPE, MODEL_SPECS, SCRATCH_RECIPE
+    from bcp_core.config import LITE_RECIPE, MODEL_SPECS, SCRATCH_RECIPE, recipe_of
 
     lite = TrainConfig(model="efficientnet_lite0", epochs=3)
     assert lite.epochs == 3 and lite.image_size == LITE_RECIPE.image_size == (320, 256)
@@ -72,6 +72,11 @@ def test_a_models_recipe_gives_what_is_not_given_and_every_setting_travels_whole
     cnn = TrainConfig(model="default_cnn")
     assert (cnn.image_size, cnn.epochs, cnn.learning_rate) == ((160, 128), 60, 1e-3)
     assert MODEL_SPECS["resnet50"].recipe == SCRATCH_RECIPE  # no fine-tuning unless asked
+    assert recipe_of("efficientnet_lite2") == LITE_RECIPE
+    # An unknown name gets the from-scratch recipe here and its sentence from validate().
+    assert recipe_of("no_such_net") == recipe_of(None) == SCRATCH_RECIPE
+    with pytest.raises(UserError, match="Unknown model 'no_such_net'"):
+        TrainConfig(model="no_such_net").validate()
     # Settings sent elsewhere whole (a Ray worker) come back the same: a Lite run without frozen
     # stages and with frozen batch norm stays so, not the recipe's 2 stages and learning norm.
     mine = TrainConfig(model="efficientnet_lite0", frozen_stages=0, batch_norm="frozen")

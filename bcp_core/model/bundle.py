@@ -118,6 +118,7 @@ def save_bundle(
     history: pd.DataFrame,
     val_predictions: pd.DataFrame,
     split_files: pd.DataFrame | None = None,
+    card_result: EvaluationResult | None = None,
 ) -> Path:
     """Write a bundle atomically and return its path.
 
@@ -129,6 +130,8 @@ def save_bundle(
         val_predictions: columns ``VAL_COLUMNS``.
         split_files: the hashes of the files of the training and validation splits
             (:mod:`bcp_core.model.provenance`); none written when None.
+        card_result: the card's evaluation of ``val_predictions`` when already made (saves
+            its bootstrap); made from the file as read back otherwise.
 
     A model that started from packaged pretrained weights also gets their ``NOTICE``
     (:func:`notice_for`), written with the rest.
@@ -150,7 +153,9 @@ def save_bundle(
                 (tmp / NOTICE_FILE).write_text(notice, encoding="utf-8")
             write_json_atomic(tmp / META_FILE, meta.to_json())
             # From the file as read back, so the card equals the one shown for the bundle.
-            card = render_card(meta, _read_csv(tmp / VAL_FILE), name=target.name)
+            card = render_card(
+                meta, _read_csv(tmp / VAL_FILE), result=card_result, name=target.name
+            )
             (tmp / CARD_FILE).write_text(card, encoding="utf-8")
     except OSError as exc:
         raise _write_error(target, exc) from exc

@@ -31,6 +31,7 @@ from bcp_core.config import TrainConfig
 from bcp_core.data.split import patient_overlap, split_patients
 from bcp_core.errors import UserError
 from bcp_core.evaluation.metrics import metrics_at_threshold, ranking_metrics
+from bcp_core.evaluation.result import EvaluationResult
 from bcp_core.evaluation.thresholds import choose_threshold
 from bcp_core.imaging import tta
 from bcp_core.model import pretrained as packaged
@@ -323,7 +324,8 @@ def val_predictions_df(
         "file": val.loc[indices, "path"].to_numpy(),
         "patient_id": val.loc[indices, "patient_id"].to_numpy(),
         "label": val.loc[indices, "label"].astype(int).to_numpy(),
-        "probability": probabilities,
+        # float64, so the file holds every digit and reads back as the values scored here.
+        "probability": np.asarray(probabilities, dtype=np.float64),
         "laterality": val.loc[indices, "laterality"].to_numpy(),
         "view": val.loc[indices, "view"].to_numpy(),
     })  # fmt: skip
@@ -338,14 +340,18 @@ def make_bundle_meta(
     status: str,
     label: RunLabel = NO_LABEL,
     passes: int = 1,
+    evaluated: EvaluationResult | None = None,
 ) -> BundleMeta:
     """The bundle's metadata: the threshold chosen on validation and the metrics there (the
     ``predictions`` scored with ``passes`` test-time passes), the run's name and note
-    (``label``), and which packaged pretrained weights the model started from, when it did."""
+    (``label``), and which packaged pretrained weights the model started from, when it did.
+    ``evaluated``: the card's evaluation of ``predictions`` when already made (its ROC-AUC
+    interval is kept for "vs chance")."""
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     threshold = choose_threshold(y, p, cfg.threshold_method)
     ranks = ranking_metrics(y, p)
-    evaluated = card_evaluation(predictions)  # the card's interval, kept for "vs chance"
+    if evaluated is None:
+        evaluated = card_evaluation(predictions)
     meta = BundleMeta(
         model_name=cfg.model,
         preprocessing=cfg.spec,
@@ -504,15 +510,16 @@ def train_model(
             best_preds[:] = [val_predictions_df(val, scorer.indices, scorer.probabilities)]
             passes = cfg.tta_passes
         preds = best_preds[0]
+        evaluated = card_evaluation(preds)  # one bootstrap for bundle.json and the card
         meta = make_bundle_meta(
-            cfg, info, fingerprint, preds, best_epoch, status, label, passes=passes
+            cfg, info, fingerprint, preds, best_epoch, status, label, passes, evaluated
         )
         if encoder is not None:
             meta = replace(meta, metadata=encoder.to_json())
         if dist.mode != "none":
             meta.training["distribute"] = {"mode": dist.mode, "workers": dist.workers}
         if dist.is_chief:
-            save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds, seen)
+            save_bundle(out_dir, model, meta, pd.DataFrame(tracker.history), preds, seen, evaluated)
         written.append(meta)
         # The run's last write will take about this, and scoring with test-time passes first.
         progress.tail_s = time.monotonic() - began

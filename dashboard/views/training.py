@@ -20,6 +20,7 @@ from bcp_core.config import (
     MODEL_SPECS,
     WEIGHTS_DEFAULT,
     ModelSpec,
+    recipe_of,
 )
 from bcp_core.data.roots import hide_root
 from bcp_core.errors import UserError
@@ -72,7 +73,7 @@ def load_recipe(only_missing: bool = False) -> None:
     """Fill the training form with the chosen model's recipe (``only_missing``: only the
     fields not set yet, as on the page's first run)."""
     model = st.session_state.get("tr_model", DEFAULT_MODEL)
-    recipe = MODEL_SPECS.get(model, MODEL_SPECS[DEFAULT_MODEL]).recipe
+    recipe = recipe_of(model if model in MODEL_SPECS else DEFAULT_MODEL)
     values = {**asdict(recipe), "height": recipe.image_size[0], "width": recipe.image_size[1]}
     for key, name in RECIPE_KEYS.items():
         if not only_missing or key not in st.session_state:
