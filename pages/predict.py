@@ -74,7 +74,8 @@ def predict_many_cached(bundle_key: str, files: tuple, cut: float, passes: int, 
     )
 
 
-passes = test_time_passes(bundle.meta.passes)
+bundle_key = f"{bundle.path}:{bundle.meta.saved}"
+passes = test_time_passes(bundle.meta.passes, bundle_key)
 uploads = st.file_uploader(
     "Mammograms (JPG, PNG, TIFF, DICOM)",
     accept_multiple_files=True,
@@ -98,7 +99,6 @@ if not files:
     st.stop()
 pixels = upload_pixel_limit()  # BCP_MAX_UPLOAD_PIXELS, read only when there are files
 
-bundle_key = f"{bundle.path}:{bundle.meta.saved}"
 if len(files) > 1:
     results = predict_many_cached(bundle_key, tuple(files), threshold, passes, values, pixels)
     results = with_workbook_views(results, files)

@@ -265,6 +265,31 @@ def test_test_time_passes_show_the_range_and_the_uncertain_column(small_demo, bu
     assert (table["passes"] == 4).all()
 
 
+def test_the_passes_start_at_each_chosen_bundles_own(small_demo, bundles_dir):
+    """A choice made for one model does not carry over to another: a bundle scored with 4
+    passes (its threshold chosen on them) starts at 4 after one with 1 pass was set to 2."""
+    import json
+    import shutil
+
+    from dashboard.shared import KEY_BUNDLE
+
+    root, _ = small_demo
+    four = bundles_dir / "four-passes"
+    shutil.copytree(bundles_dir / "demo", four)
+    meta = json.loads((four / "bundle.json").read_text(encoding="utf-8"))
+    (four / "bundle.json").write_text(json.dumps({**meta, "passes": 4}), encoding="utf-8")
+    at = open_predict_page(root)
+    at.session_state[KEY_BUNDLE] = str(bundles_dir / "demo")
+    at.run()
+    assert at.select_slider(key="pred_passes").value == 1
+    at.select_slider(key="pred_passes").set_value(2).run()
+    assert at.select_slider(key="pred_passes").value == 2  # kept while the bundle stays
+    at.session_state[KEY_BUNDLE] = str(four)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.select_slider(key="pred_passes").value == 4
+
+
 def test_a_file_that_is_not_an_image_gets_a_sentence_in_the_results(small_demo, bundles_dir):
     """The uploader takes any file, so the server (not a MIME-type chip) says what is wrong."""
     root, truth = small_demo

@@ -18,7 +18,6 @@ from PIL import Image
 
 from bcp_core import access
 from bcp_core.access import Action
-from bcp_core.config import DEFAULT_TTA_PASSES
 from bcp_core.data.attributes import known_views
 from bcp_core.errors import UserError
 from bcp_core.imaging.decode import read_gray
@@ -32,6 +31,8 @@ from dashboard.shared import load_match, masking, show_error
 from dashboard.widgets import csv_download
 
 #: How page 5 names the split a file was seen in (``Prediction.seen_in``).
+#: Page 5's test-time passes, and the bundle they were set for.
+KEY_PASSES, KEY_PASSES_FOR = "pred_passes", "pred_passes_bundle"
 SEEN = {"train": "training split", "val": "validation split"}
 
 
@@ -95,15 +96,18 @@ def show_batch(table: pd.DataFrame) -> None:
     )
 
 
-def test_time_passes(default: int = DEFAULT_TTA_PASSES) -> int:
+def test_time_passes(default: int, bundle_key: str) -> int:
     """Page 5's choice of test-time passes (bcp_core.imaging.tta), starting at ``default``:
-    the bundle's, those its threshold was chosen with."""
+    the bundle's, those its threshold was chosen with. Choosing another bundle (``bundle_key``)
+    starts it again at that bundle's, so one model's choice never carries over to another."""
+    if st.session_state.get(KEY_PASSES_FOR) != bundle_key:
+        st.session_state[KEY_PASSES] = int(default)
+        st.session_state[KEY_PASSES_FOR] = bundle_key
     return int(
         st.select_slider(
             "Test-time passes",
             options=sorted({1, 2, 4, 8, int(default)}),
-            value=int(default),
-            key="pred_passes",
+            key=KEY_PASSES,
             help="Score each image this many times on slightly changed copies (flipped "
             "up-down, shifted, zoomed) and report the mean probability with the range the "
             "passes spanned; a decision is called uncertain when that range crosses the "
