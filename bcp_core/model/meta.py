@@ -136,8 +136,15 @@ def _is_choice(data: object) -> bool:
     return is_number(value) and 0 <= value <= 1
 
 
+class _FlatRecord:
+    """A dataclass written to ``bundle.json`` as one object of its fields, as they are."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class SplitInfo:
+class SplitInfo(_FlatRecord):
     """How the patients were split for training and validation (overlap must be 0)."""
 
     seed: int
@@ -149,9 +156,6 @@ class SplitInfo:
     val_images: int
     val_patients: int
     val_positives: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: object) -> SplitInfo | None:
@@ -311,7 +315,7 @@ NO_LABEL = RunLabel()
 
 
 @dataclass(frozen=True)
-class PretrainedSource:
+class PretrainedSource(_FlatRecord):
     """The packaged pretrained weights a model started from (``bundle.json``'s ``pretrained``;
     :func:`bcp_core.model.pretrained.installed_source` makes it).
 
@@ -328,9 +332,6 @@ class PretrainedSource:
     file: str
     sha256: str
     licence: str
-
-    def to_json(self) -> dict[str, str]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: object) -> PretrainedSource | None:
