@@ -217,7 +217,7 @@ SCRATCH_RECIPE = Recipe()
 #: EfficientNet-Lite from its ImageNet weights: the whole network but the stem and stages 1-2
 #: fine-tuned at 3e-4 with its batch norm learning (frozen batch norm scored below chance on
 #: held-out women), 320 x 256, the best of 10 epochs. Measured for Lite0; Lite2 takes the same.
-#: Scored with 4 test-time passes: +0.012 ROC-AUC [0.002, 0.022] over one on held-out women.
+#: Scored with 4 test-time passes: +0.011 ROC-AUC [0.004, 0.018] over one on held-out women.
 LITE_RECIPE = Recipe(
     image_size=(320, 256), epochs=10, patience=4, learning_rate=3e-4, fine_tune=True,
     frozen_stages=2, batch_norm="train", tta_passes=4,
@@ -316,9 +316,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }  # fmt: skip
 MODEL_NAMES = tuple(MODEL_SPECS)
 TRANSFER_MODELS = tuple(name for name, spec in MODEL_SPECS.items() if spec.transfer)
-#: The model a run trains unless told otherwise: on real films of held-out women (folds 1-3,
-#: 578 women) the pretrained Lite0 by its recipe ranked better than the compact CNN by its own on
-#: every fold, +0.049 ROC-AUC [0.004, 0.089] paired (docs/benchmarks.md, "Pretrained backbones").
+#: The model a run trains unless told otherwise: on real films of held-out women (5 folds, 963
+#: women) the pretrained Lite0 by its recipe ranked better than the compact CNN by its own on 4
+#: folds of 5, +0.046 ROC-AUC [0.015, 0.079] paired (docs/benchmarks.md, "Pretrained backbones").
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
