@@ -30,9 +30,9 @@ from dashboard.auth import allowed, denied, identity
 from dashboard.shared import load_match, masking, show_error
 from dashboard.widgets import csv_download
 
-#: How page 5 names the split a file was seen in (``Prediction.seen_in``).
 #: Page 5's test-time passes, and the bundle they were set for.
 KEY_PASSES, KEY_PASSES_FOR = "pred_passes", "pred_passes_bundle"
+#: How page 5 names the split a file was seen in (``Prediction.seen_in``).
 SEEN = {"train": "training split", "val": "validation split"}
 
 
