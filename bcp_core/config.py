@@ -217,7 +217,8 @@ SCRATCH_RECIPE = Recipe()
 #: EfficientNet-Lite from its ImageNet weights: the whole network but the stem and stages 1-2
 #: fine-tuned at 3e-4 with its batch norm learning (frozen batch norm scored below chance on
 #: held-out women), 320 x 256, the best of 10 epochs. Measured for Lite0; Lite2 takes the same
-#: (on fold 0 it scored below Lite0, 0.610 against 0.657, as did Lite0 with nothing frozen: 0.602).
+#: (on fold 0 it scored below Lite0, 0.610 against 0.657, as did Lite0 with nothing frozen, 0.602,
+#: and Lite0 at 384 x 320, 0.582).
 #: Scored with 4 test-time passes: +0.011 ROC-AUC [0.004, 0.018] over one on held-out women.
 LITE_RECIPE = Recipe(
     image_size=(320, 256), epochs=10, patience=4, learning_rate=3e-4, fine_tune=True,
