@@ -192,6 +192,7 @@ def _train_request(args: argparse.Namespace):
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker,
         weights_cache=settings.weights_dir(),
+        image_cache=settings.image_cache(),
         limits=settings.training_limits(),
         label=RunLabel(args.name or "", args.note or ""),
     )

@@ -3,9 +3,10 @@
 ``python -m bcp_core train`` and the training page are two thin adapters over this module: each
 turns its inputs into a :class:`TrainRequest` and calls :func:`run_training`, so the choice of
 engine (this process, the GPUs of this machine, a Ray cluster), the workbook values a model
-takes, the leakage check, the converted-weights cache and the bundle's name are decided in one
-place, and the run's name and note reach its bundle. The dashboard passes the data it has
-already read (its cached match); the CLI lets :func:`read_training_data` read it.
+takes, the leakage check, the converted-weights and prepared-image caches and the bundle's name
+are decided in one place, and the run's name and note reach its bundle. The dashboard passes
+the data it has already read (its cached match); the CLI lets :func:`read_training_data` read
+it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from bcp_core.config import DISTRIBUTE_MODES, TrainConfig
 from bcp_core.errors import UserError
+from bcp_core.imaging.cache import CacheSettings
 from bcp_core.model.events import TrainingEvent
 from bcp_core.model.meta import NO_LABEL, RunLabel
 from bcp_core.model.resources import TrainingLimits, check_training_resources
@@ -44,6 +46,8 @@ class TrainRequest:
         distribute: one of ``config.DISTRIBUTE_MODES``.
         workers, ray_address, gpus_per_worker, cpus_per_worker: ``multiworker`` only.
         weights_cache: where converted pretrained weights are cached (None: not cached).
+        image_cache: where prepared images are kept between epochs and runs
+            (:mod:`bcp_core.imaging.cache`; None: every read decodes the file).
         limits: what the server lets the run take (the entry points pass
             :func:`bcp_core.settings.training_limits`; default: the defaults).
         label: the run's name and note, written with its bundle from the first epoch kept
@@ -59,6 +63,7 @@ class TrainRequest:
     gpus_per_worker: float | None = None
     cpus_per_worker: int | None = None
     weights_cache: Path | None = None
+    image_cache: CacheSettings | None = None
     limits: TrainingLimits = field(default_factory=TrainingLimits)
     label: RunLabel = NO_LABEL
 
@@ -155,6 +160,7 @@ def run_training(
             metadata=metadata,
             label=request.label,
             limits=request.limits,
+            image_cache=request.image_cache,
         )
     from bcp_core.model.strategy import local_distribution
     from bcp_core.model.training import train_model
@@ -169,6 +175,7 @@ def run_training(
         metadata=metadata,
         label=request.label,
         limits=request.limits,
+        image_cache=request.image_cache,
     )
 
 

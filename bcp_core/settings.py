@@ -20,6 +20,9 @@ variable (:class:`~bcp_core.errors.UserError`).
   ``os.pathsep`` (default: the data root above and nothing else);
 * ``BCP_WEIGHTS_DIR``: the backbone weight files the training page offers (default:
   ``weights/``);
+* ``BCP_IMAGE_CACHE``, ``BCP_IMAGE_CACHE_GB``: where training keeps prepared images between
+  epochs and runs (default: ``image_cache/``; ``off`` turns it off) and the most GB it may take
+  (10);
 * ``BCP_TRAIN_MEMORY_GB``: the most memory a training run may need by its estimate (default:
   60% of the machine's memory);
 * ``BCP_MAX_BUNDLES``, ``BCP_MAX_BUNDLES_GB``: the most bundles a bundles folder may hold
@@ -44,8 +47,9 @@ variable (:class:`~bcp_core.errors.UserError`).
   number of workers (default 2).
 
 Folders are relative to the repository. The CLI, run by the person who owns the files, reads
-only the training limits (``BCP_TRAIN_MEMORY_GB``, ``BCP_MAX_BUNDLES``, ``BCP_MAX_BUNDLES_GB``)
-and ``BCP_WEIGHTS_DIR`` (where converted pretrained weights are cached), and only to train.
+only the training limits (``BCP_TRAIN_MEMORY_GB``, ``BCP_MAX_BUNDLES``, ``BCP_MAX_BUNDLES_GB``),
+``BCP_WEIGHTS_DIR`` (where converted pretrained weights are cached) and the image cache
+(``BCP_IMAGE_CACHE``, ``BCP_IMAGE_CACHE_GB``), and only to train.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ from pathlib import Path
 
 from bcp_core.data.roots import ENV_ALLOWED_ROOTS
 from bcp_core.errors import UserError
+from bcp_core.imaging.cache import (
+    DEFAULT_MAX_GB,
+    ENV_IMAGE_CACHE,
+    ENV_IMAGE_CACHE_GB,
+    CacheSettings,
+)
 from bcp_core.imaging.limits import DEFAULT_MAX_UPLOAD_PIXELS, ENV_MAX_UPLOAD_PIXELS
 from bcp_core.model.resources import (
     DEFAULT_MAX_BUNDLES,
@@ -83,6 +93,10 @@ DEFAULT_DEMO_DIR = REPO_DIR / "demo_data"
 DEFAULT_BUNDLES_DIR = REPO_DIR / "bundles"
 #: Where the training page looks for backbone weight files (git-ignored).
 DEFAULT_WEIGHTS_DIR = REPO_DIR / "weights"
+#: Where training keeps prepared images between epochs and runs (git-ignored).
+DEFAULT_IMAGE_CACHE_DIR = REPO_DIR / "image_cache"
+#: The values of BCP_IMAGE_CACHE that turn the cache off.
+CACHE_OFF = ("off", "none", "no", "0", "false")
 DEFAULT_ROLES_FILE = REPO_DIR / "roles.toml"
 #: The audit log (git-ignored).
 DEFAULT_AUDIT_LOG = REPO_DIR / "audit" / "audit.jsonl"
@@ -156,6 +170,16 @@ def training_limits() -> TrainingLimits:
     """What one training run may take: $BCP_TRAIN_MEMORY_GB, $BCP_MAX_BUNDLES and
     $BCP_MAX_BUNDLES_GB, read once (for :class:`bcp_core.runs.TrainRequest`)."""
     return TrainingLimits(train_memory_budget_bytes(), max_bundles(), max_bundles_bytes())
+
+
+def image_cache() -> CacheSettings | None:
+    """Where training keeps prepared images: $BCP_IMAGE_CACHE (a folder; "off" for none), else
+    ``image_cache/``, holding at most $BCP_IMAGE_CACHE_GB (GB), else 10 GB."""
+    text = _env(ENV_IMAGE_CACHE)
+    if text.lower() in CACHE_OFF:
+        return None
+    folder = Path(text or DEFAULT_IMAGE_CACHE_DIR).expanduser()
+    return CacheSettings(folder, _whole_number(ENV_IMAGE_CACHE_GB, DEFAULT_MAX_GB) * GB)
 
 
 def mode() -> str:

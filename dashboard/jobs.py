@@ -60,7 +60,8 @@ class TrainingJob:
             cfg=self.cfg, data_root=self.data_root, out_dir=self.out_dir,
             distribute=self.distribute, workers=settings.ray_workers() if multi else None,
             ray_address=settings.ray_address() if multi else None,
-            weights_cache=settings.weights_dir(), limits=settings.training_limits(),
+            weights_cache=settings.weights_dir(), image_cache=settings.image_cache(),
+            limits=settings.training_limits(),
             label=self.label,
         )  # fmt: skip
 

@@ -76,6 +76,14 @@ def _audit_log_in_tmp(monkeypatch, tmp_path):
     monkeypatch.setenv("BCP_ROLES_FILE", str(tmp_path / "roles.toml"))
 
 
+@pytest.fixture(autouse=True)
+def _image_cache_in_tmp(monkeypatch, tmp_path):
+    """Training runs of a test keep prepared images in its own folder (never the repository's
+    image_cache/), so no test reads another's inputs."""
+    monkeypatch.setenv("BCP_IMAGE_CACHE", str(tmp_path / "image_cache"))
+    monkeypatch.delenv("BCP_IMAGE_CACHE_GB", raising=False)
+
+
 def write_xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
     """Write a workbook whose sheets are lists of rows (the first row is the header)."""
     wb = Workbook()

@@ -11,6 +11,7 @@ import pytest
 
 from bcp_core import settings
 from bcp_core.errors import UserError
+from bcp_core.imaging.cache import CacheSettings
 from bcp_core.model.resources import TrainingLimits, machine_memory_bytes
 from tests.conftest import REPO
 
@@ -86,10 +87,25 @@ def test_the_training_limits_are_read_together_for_the_entry_points(monkeypatch)
     assert settings.training_limits() == TrainingLimits(int(1.5e9), 3, 7 * 10**9)
 
 
+def test_the_image_cache_is_on_by_default_moves_with_its_setting_and_turns_off(
+    monkeypatch, tmp_path
+):
+    for name in ("BCP_IMAGE_CACHE", "BCP_IMAGE_CACHE_GB"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings.image_cache() == CacheSettings(REPO / "image_cache", 10 * 10**9)
+    monkeypatch.setenv("BCP_IMAGE_CACHE", str(tmp_path / "prepared"))
+    monkeypatch.setenv("BCP_IMAGE_CACHE_GB", "3")
+    assert settings.image_cache() == CacheSettings(tmp_path / "prepared", 3 * 10**9)
+    for off in ("off", "OFF", " none "):
+        monkeypatch.setenv("BCP_IMAGE_CACHE", off)
+        assert settings.image_cache() is None
+
+
 #: Unusable values of each numeric setting, and the sentence that names it.
 UNUSABLE = {
     "BCP_TRAIN_MEMORY_GB": (["lots", "-1", "0", "nan", "inf"], "must be a positive number of GB"),
     "BCP_MAX_BUNDLES": (["0", "2.5", "-3", "many"], "must be a whole number of at least 1"),
+    "BCP_IMAGE_CACHE_GB": (["0", "1.5", "big"], "must be a whole number of at least 1"),
 }
 
 
@@ -101,6 +117,7 @@ def test_unusable_settings_end_in_a_sentence_naming_them(monkeypatch, name, valu
     read = {
         "BCP_TRAIN_MEMORY_GB": settings.train_memory_budget_bytes,
         "BCP_MAX_BUNDLES": settings.max_bundles,
+        "BCP_IMAGE_CACHE_GB": settings.image_cache,
     }[name]
     with pytest.raises(UserError, match=re.escape(f"{name} {UNUSABLE[name][1]}, got {value!r}.")):
         read()

@@ -3,7 +3,9 @@
 Images are read from disk batch by batch, through
 :func:`bcp_core.imaging.preparation.preprocess_image` (decoding and
 :func:`~bcp_core.imaging.preparation.prepare`, the path prediction takes as well), in parallel,
-with prefetching; memory holds a few batches, never the dataset. Augmentation is applied to the
+with prefetching; memory holds a few batches, never the dataset. With a
+:class:`~bcp_core.imaging.cache.PreparedCache`, a file prepared once is read back from disk
+instead. Augmentation is applied to the
 training split only.
 """
 
@@ -22,6 +24,7 @@ import pandas as pd
 import tensorflow as tf
 
 from bcp_core.errors import UserError
+from bcp_core.imaging.cache import PreparedCache
 from bcp_core.imaging.preparation import PreprocessSpec, preprocess_image
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -39,13 +42,17 @@ class ReadFailures:
             self.messages[path] = message
 
 
-def _loader(spec: PreprocessSpec, failures: ReadFailures | None):
-    """A numpy function for tf.data: path bytes -> (H, W, 1) float32, raising on bad files."""
+def _loader(spec: PreprocessSpec, failures: ReadFailures | None, cache: PreparedCache | None):
+    """A numpy function for tf.data: path bytes -> (H, W, 1) float32, raising on bad files;
+    through ``cache`` (of the same spec) when given."""
+    if cache is not None and cache.spec != spec:
+        raise ValueError("The cache of prepared images holds another preprocessing.")
+    prepared = cache.load if cache is not None else (lambda path: preprocess_image(path, spec))
 
     def load(path: bytes) -> np.ndarray:
         text = path.decode("utf-8")
         try:
-            return preprocess_image(text, spec)
+            return prepared(text)
         except UserError as exc:
             if failures is not None:
                 failures.add(text, str(exc))
@@ -85,6 +92,7 @@ def image_dataset(
     failures: ReadFailures | None = None,
     shard: tuple[int, int] = (0, 1),
     metadata: np.ndarray | None = None,
+    cache: PreparedCache | None = None,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of preprocessed images (and labels when given).
 
@@ -103,6 +111,8 @@ def image_dataset(
             together hold the images one process's batch would).
         metadata: float32 (len(paths), k), the encoded workbook columns of each image
             (:mod:`bcp_core.model.columns`), for a model that takes them beside the image.
+        cache: prepared images kept on disk (:mod:`bcp_core.imaging.cache`), of ``spec``;
+            None: every read decodes and prepares the file.
 
     Returns:
         Elements ``(images, labels)`` with images float32 (B, H, W, 1), labels float32 (B,);
@@ -119,7 +129,7 @@ def image_dataset(
         ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
     ds = _sharded(ds, shard)  # after the shuffle: the workers' batches make up one-process ones
     kind = (labels is not None, metadata is not None)
-    return _finish(ds, spec, batch_size, training and augment, seed, failures, kind)
+    return _finish(ds, spec, batch_size, training and augment, seed, failures, kind, cache)
 
 
 def _sharded(ds: tf.data.Dataset, shard: tuple[int, int]) -> tf.data.Dataset:
@@ -127,10 +137,10 @@ def _sharded(ds: tf.data.Dataset, shard: tuple[int, int]) -> tf.data.Dataset:
     return ds if count == 1 else ds.shard(count, index)
 
 
-def _finish(ds, spec, batch_size, augment, seed, failures, kind: tuple[bool, bool]):
+def _finish(ds, spec, batch_size, augment, seed, failures, kind: tuple[bool, bool], cache):
     """Read, batch, augment (images only) and prefetch; ``kind`` is (labelled, with metadata)."""
     labelled, with_metadata = kind
-    load = _loader(spec, failures)
+    load = _loader(spec, failures, cache)
     shape = (spec.height, spec.width, 1)
 
     def read(path):
@@ -175,12 +185,13 @@ def balanced_dataset(
     failures: ReadFailures | None = None,
     shard: tuple[int, int] = (0, 1),
     metadata: np.ndarray | None = None,
+    cache: PreparedCache | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """Oversampled training data: each image is a cancer image with ``positive_share`` odds.
 
     The top systems fed about one positive per seven images; the default here is one in four.
-    ``shard`` is as :func:`image_dataset`'s, applied to the mixed stream of paths; so is
-    ``metadata``.
+    ``shard`` is as :func:`image_dataset`'s, applied to the mixed stream of paths; so are
+    ``metadata`` and ``cache``.
 
     Returns:
         ``(dataset, steps_per_epoch)``; the dataset repeats forever, an epoch being as many
@@ -203,7 +214,8 @@ def balanced_dataset(
         parts, weights=[positive_share, 1.0 - positive_share], seed=seed
     )
     mixed = _sharded(mixed, shard)
-    ds = _finish(mixed, spec, batch_size, augment, seed, failures, (True, metadata is not None))
+    kind = (True, metadata is not None)
+    ds = _finish(mixed, spec, batch_size, augment, seed, failures, kind, cache)
     return ds, max(1, math.ceil(len(paths) / batch_size))
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
+from bcp_core.imaging.cache import CacheSettings
 from bcp_core.model.files import META_FILE
 from bcp_core.model.meta import NO_LABEL, RunLabel
 from bcp_core.model.ray_cluster import SCALE_HINT, ray_connection
@@ -82,6 +83,7 @@ def _worker_main(config: dict) -> None:
             metadata=config["metadata"],
             label=config["label"],
             limits=config["limits"],
+            image_cache=config["image_cache"],
         )
     finally:
         stop.set()  # ends the waiting thread
@@ -118,6 +120,7 @@ def train_on_ray(
     metadata: pd.DataFrame | None = None,
     label: RunLabel = NO_LABEL,
     limits: TrainingLimits | None = None,
+    image_cache: CacheSettings | None = None,
 ):
     """Train on ``workers`` Ray workers; the chief writes the bundle to ``out_dir``.
 
@@ -139,6 +142,8 @@ def train_on_ray(
         label: the run's name and note, written with the bundle.
         limits: what the server lets the run take (see ``train_model``; None: the defaults),
             checked here and again by the chief with the same values.
+        image_cache: where every worker keeps prepared images (see ``train_model``): a
+            folder at the same path on each node (workers on one node share it).
 
     Returns:
         The chief's :class:`bcp_core.model.training.TrainResult`.
@@ -172,7 +177,7 @@ def train_on_ray(
     if gpus_per_worker:
         resources["GPU"] = float(gpus_per_worker)
     with ray_connection(ray, address):
-        data = (manifest, metadata, label, limits)
+        data = (manifest, metadata, label, limits, image_cache)
         return _run(ray, Queue, data, cfg, out, workers, resources, hooks)
 
 
@@ -208,6 +213,7 @@ def _run(ray, Queue, data, cfg, out, workers, resources, hooks):
                 "metadata": data[1],
                 "label": data[2],
                 "limits": data[3],
+                "image_cache": data[4],
                 "cfg": asdict(cfg),  # every setting: a missing one would take the recipe's
                 "out": str(out),
                 "events": events,

@@ -34,6 +34,7 @@ from bcp_core.evaluation.metrics import metrics_at_threshold, ranking_metrics
 from bcp_core.evaluation.result import EvaluationResult
 from bcp_core.evaluation.thresholds import choose_threshold
 from bcp_core.imaging import tta
+from bcp_core.imaging.cache import CacheSettings, PreparedCache
 from bcp_core.model import pretrained as packaged
 from bcp_core.model.architectures import build_model
 from bcp_core.model.bundle import save_bundle
@@ -434,6 +435,7 @@ def train_model(
     metadata: pd.DataFrame | None = None,
     label: RunLabel = NO_LABEL,
     limits: TrainingLimits | None = None,
+    image_cache: CacheSettings | None = None,
 ) -> TrainResult:
     """Train a model on ``manifest`` and write the best one as a bundle in ``out_dir``, with the
     run's name and note (``label``) from its first write.
@@ -451,6 +453,10 @@ def train_model(
 
     ``limits`` is what the server lets the run take, which the entry points read from the
     settings (:class:`~bcp_core.model.resources.TrainingLimits`; None: the defaults).
+
+    ``image_cache`` keeps each image's prepared input on disk after its first read, so later
+    epochs (and validation scoring) decode nothing (:mod:`bcp_core.imaging.cache`; None: every
+    read decodes the file).
 
     Raises:
         UserError: for invalid settings or data, a run that needs more memory than the server
@@ -472,6 +478,7 @@ def train_model(
     seen = split_files_df(manifest["path"], split) if dist.is_chief else None
     keras.utils.set_random_seed(cfg.seed)
     failures = ReadFailures()
+    cache = PreparedCache(image_cache, cfg.spec) if image_cache is not None else None
     train = manifest[split == "train"]
     val = manifest[split == "val"].reset_index(drop=True)
     encoder, train_values, val_values = _metadata_inputs(cfg, metadata, split, train["label"])
@@ -484,6 +491,7 @@ def train_model(
         batch_size=cfg.batch_size,
         failures=failures,
         metadata=val_values,
+        cache=cache,
     )
     val_ds = val_ds.map(lambda x, i: (x, keras.ops.cast(i, "int32")))
     with dist.scope():
@@ -545,8 +553,9 @@ def train_model(
             per_replica = context.get_per_replica_batch_size(cfg.batch_size)
             shard = (context.input_pipeline_id, context.num_input_pipelines)
             return training_pipeline(
-                train, cfg, failures, batch_size=per_replica, shard=shard, metadata=train_values
-            )[0]
+                train, cfg, failures, batch_size=per_replica, shard=shard, metadata=train_values,
+                cache=cache,
+            )[0]  # fmt: skip
 
         epochs_run = fit_custom(
             model,
@@ -558,7 +567,7 @@ def train_model(
             callbacks=callbacks,
         )
     else:
-        train_ds = training_pipeline(train, cfg, failures, metadata=train_values)[0]
+        train_ds = training_pipeline(train, cfg, failures, metadata=train_values, cache=cache)[0]
         history = model.fit(
             train_ds,
             epochs=cfg.epochs,
@@ -600,9 +609,11 @@ def training_pipeline(
     batch_size: int | None = None,
     shard: tuple[int, int] = (0, 1),
     metadata: np.ndarray | None = None,
+    cache: PreparedCache | None = None,
 ):
     """Training pipeline (repeating), steps per epoch and class weights for the chosen
-    imbalance method (``metadata``: the encoded workbook values of ``train``'s rows).
+    imbalance method (``metadata``: the encoded workbook values of ``train``'s rows;
+    ``cache``: prepared images kept on disk, see :func:`image_dataset`).
 
     ``batch_size`` (default ``cfg.batch_size``) and ``shard`` give one worker's part of a
     distributed run (:mod:`bcp_core.model.strategy`); steps and class weights are always
@@ -613,7 +624,7 @@ def training_pipeline(
     steps = global_steps(len(paths), cfg.batch_size)
     common: dict[str, Any] = {
         "batch_size": batch, "seed": cfg.seed, "augment": cfg.augment, "failures": failures,
-        "shard": shard, "metadata": metadata,
+        "shard": shard, "metadata": metadata, "cache": cache,
     }  # fmt: skip
     if cfg.imbalance == "oversample":
         ds, _ = balanced_dataset(paths, labels, cfg.spec, **common)
