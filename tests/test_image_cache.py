@@ -71,6 +71,34 @@ def test_a_kept_input_equals_the_one_prepared_afresh_and_is_read_without_decodin
         np.testing.assert_array_equal(b, c)  # every epoch sees the same input
 
 
+def test_a_cache_folder_that_cannot_be_made_is_named_in_one_sentence(tmp_path, tiny_manifest):
+    from bcp_core.model.training import train_model
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings = CacheSettings(blocker / "cache")
+    with pytest.raises(
+        UserError,
+        match=r"image cache folder .*a-file/cache cannot be used.*"
+        r"set BCP_IMAGE_CACHE to a folder this server may write, or to off\.",
+    ):
+        PreparedCache(settings, SPEC)
+    cfg = TrainConfig(model="seed_cnn", epochs=1, image_size=(64, 48), batch_size=8)
+    with pytest.raises(UserError, match="image cache folder"):
+        train_model(tiny_manifest, cfg, tmp_path / "bundle", image_cache=settings)
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_the_cache_is_readable_by_its_owner_only(tmp_path):
+    path = films(tmp_path / "films", n=1)[0]
+    cache = PreparedCache(CacheSettings(tmp_path / "cache"), SPEC)
+    cache.load(path)
+    entry = cache.entry(path)
+    for folder in (tmp_path / "cache", cache.folder, entry.parent):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    assert entry.stat().st_mode & 0o777 == 0o600
+
+
 def test_a_replaced_file_is_prepared_again(tmp_path):
     path = films(tmp_path / "films", n=1)[0]
     cache = PreparedCache(CacheSettings(tmp_path / "cache"), SPEC)

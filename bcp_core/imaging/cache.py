@@ -22,7 +22,8 @@ the :class:`~bcp_core.config.PreprocessSpec` and the preparation code, so
   images are prepared afresh each time and not kept (:attr:`PreparedCache.full`).
 
 A file that cannot be read is not cached: every read of it fails with the same sentence, as
-without the cache. The cache holds derived patient images: it belongs where the films do.
+without the cache. The cache holds derived patient images: it belongs where the films do, and
+the folders it makes are readable by their owner only.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import PIL
 from PIL import Image
 
 from bcp_core.config import PreprocessSpec
+from bcp_core.errors import UserError
 from bcp_core.fileio import write_bytes_atomic, write_json_atomic
 
 #: The modules whose code makes a prepared image; their source is part of the cache's key.
@@ -59,6 +61,8 @@ DEFAULT_MAX_GB = 10
 DEFAULT_MAX_BYTES = DEFAULT_MAX_GB * 10**9
 #: Levels of the stored grey values (16 bits).
 _LEVELS = 65535
+#: Folders the cache makes are its owner's alone (its files are, as every atomic write's).
+_PRIVATE = 0o700
 #: Written into each spec folder: what it holds.
 _SPEC_FILE = "spec.json"
 #: The name of a spec folder (spec_folder_name).
@@ -109,20 +113,33 @@ class PreparedCache:
     """
 
     def __init__(self, settings: CacheSettings, spec: PreprocessSpec):
+        """Open (or start) the cache's folder for ``spec``, evicting other specs' to fit.
+
+        Raises:
+            UserError: the folder cannot be made or written (it names the setting to change).
+        """
         from bcp_core.imaging.preparation import preprocess_image
 
         self._prepare = preprocess_image
         self.spec = spec
         self.max_bytes = int(settings.max_bytes)
         root = Path(settings.folder)
-        self.folder = root / spec_folder_name(spec, code_fingerprint())
-        self.folder.mkdir(parents=True, exist_ok=True)
-        marker = self.folder / _SPEC_FILE
-        if marker.exists():
-            os.utime(marker)  # opened now: the last folder to be evicted
-        else:
-            write_json_atomic(marker, {"spec": spec.to_dict(), "code": code_fingerprint()})
-        self._bytes = _evict(root, keep=self.folder, max_bytes=self.max_bytes)
+        code = code_fingerprint()
+        self.folder = root / spec_folder_name(spec, code)
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE)
+            self.folder.mkdir(exist_ok=True, mode=_PRIVATE)
+            marker = self.folder / _SPEC_FILE
+            if marker.exists():
+                os.utime(marker)  # opened now: the last folder to be evicted
+            else:
+                write_json_atomic(marker, {"spec": spec.to_dict(), "code": code})
+            self._bytes = _evict(root, keep=self.folder, max_bytes=self.max_bytes)
+        except OSError as exc:
+            raise UserError(
+                f"The image cache folder {root} cannot be used ({exc.strerror or exc}): set "
+                f"{ENV_IMAGE_CACHE} to a folder this server may write, or to off."
+            ) from None
         self._lock = threading.Lock()
         self.hits = self.misses = 0
         self.full = self._bytes >= self.max_bytes
@@ -189,7 +206,7 @@ class PreparedCache:
                 return
             self._bytes += len(data)
         try:
-            where.parent.mkdir(exist_ok=True)
+            where.parent.mkdir(exist_ok=True, mode=_PRIVATE)
             write_bytes_atomic(where, data)
         except OSError:  # a full disk or a read-only folder: train on, without keeping it
             with self._lock:
