@@ -92,28 +92,10 @@ def hospital_files(n: int, size: tuple[int, int]) -> dict[str, list[tuple[str, i
 
 
 def dicom_bytes(pixels: np.ndarray) -> bytes:
-    """An uncompressed 12-bit MONOCHROME2 mammogram (MG) holding ``pixels``."""
-    import io
+    """An uncompressed 12-bit MONOCHROME2 mammogram (MG) holding ``pixels`` (the tests' writer)."""
+    from tests.dicom_files import make_dicom
 
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import (
-        DigitalMammographyXRayImageStorageForPresentation,
-        ExplicitVRLittleEndian,
-        generate_uid,
-    )
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
-    ds.Modality = "MG"
-    ds.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=12)
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return make_dicom(pixels, bits_stored=12)
 
 
 def pipeline(files, spec, batch: int, cache):
