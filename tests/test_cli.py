@@ -129,7 +129,7 @@ def test_train_json_keys_and_zero_patient_overlap(small_demo, tmp_path, capsys):
     assert result["patient_overlap"] == 0 and result["epochs_run"] == 2
     assert (out / MODEL_FILE).is_file() and (out / META_FILE).is_file()
     # The prepared images were kept where $BCP_IMAGE_CACHE says, one per image read.
-    kept = list((tmp_path / "image_cache").glob("64x48-*/*/*.png"))
+    kept = list((tmp_path / "image_cache").glob("64x48-*/*/*.npy"))
     assert len(kept) == result["train_images"] + result["val_images"]
 
 

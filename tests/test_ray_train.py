@@ -171,7 +171,7 @@ def test_cli_trains_on_two_workers(ray_cluster, small_demo, tmp_path, capsys):
     found = json.loads(capsys.readouterr().out)
     assert found["bundle"] == str(out.resolve()) and found["epochs_run"] == 1
     assert load_bundle(out).meta.training["distribute"]["workers"] == 2
-    assert list((tmp_path / "image_cache").glob("64x48-*/*/*.png"))  # the workers kept theirs
+    assert list((tmp_path / "image_cache").glob("64x48-*/*/*.npy"))  # the workers kept theirs
     assert main([*argv[:-5], "--batch-size", "9", "--distribute", "multiworker"]) == 2
     assert "does not divide between 2 workers" in capsys.readouterr().err
 
