@@ -129,7 +129,7 @@ def bench_kind(name: str, files, cfg, model, args) -> dict:
         full = PreparedCache(CacheSettings(Path(tmp) / "warm"), spec)
         seconds, n = timed_epoch(pipeline(files, spec, cfg.batch_size, full))
         rates.setdefault("pipeline, first epoch (prepare and keep)", []).append(n / seconds)
-        kept = sorted(full.folder.glob("*/*.png"))
+        kept = sorted(full.folder.glob("*/*.npy"))
         bytes_per_image = sum(p.stat().st_size for p in kept) / max(1, len(kept))
         for r in range(args.repeats):
             for label, cache in (("pipeline, no cache", None), ("pipeline, later epochs", full)):
