@@ -5,8 +5,7 @@ Images are read from disk batch by batch, through
 :func:`~bcp_core.imaging.preparation.prepare`, the path prediction takes as well), in parallel,
 with prefetching; memory holds a few batches, never the dataset. With a
 :class:`~bcp_core.imaging.cache.PreparedCache`, a file prepared once is read back from disk
-instead. Augmentation is applied to the
-training split only.
+instead. Augmentation is applied to the training split only.
 """
 
 from __future__ import annotations
