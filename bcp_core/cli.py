@@ -625,6 +625,19 @@ def _add_train_parser(sub) -> None:
         f"train (learns from the batches) {recipe}",
     )
     train.add_argument(
+        "--head-epochs",
+        type=int,
+        metavar="N",
+        help="a pretrained backbone with --fine-tune: the first N epochs (of --epochs) train "
+        f"the new head alone, the backbone frozen {recipe}",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=config.SCHEDULES,
+        help="the learning rate while the network is fine-tuned: constant, or cosine (from "
+        f"--learning-rate down to zero over the epochs after the head's) {recipe}",
+    )
+    train.add_argument(
         "--tta-passes",
         type=int,
         metavar="N",

@@ -150,6 +150,10 @@ WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_DEFAULT = "default"
 #: How a fine-tuned pretrained backbone's batch norm behaves (``TrainConfig.batch_norm``).
 BATCH_NORM_MODES = ("frozen", "train")
+#: How the learning rate moves while the network is fine-tuned: "constant", or "cosine" (from
+#: the recipe's rate down to zero along half a cosine, by step, over the epochs after the
+#: head's warm-up).
+SCHEDULES = ("constant", "cosine")
 
 
 #: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
@@ -180,6 +184,12 @@ class Recipe:
         tta_passes: test-time passes (:mod:`bcp_core.imaging.tta`) the finished model's
             validation images are scored with, so the threshold is chosen on the scores
             prediction gives; prediction then takes as many unless told otherwise.
+        head_epochs: a pretrained backbone fine-tuned: the first N epochs train the new head
+            alone (the backbone frozen, its batch norm on the ImageNet statistics), so that
+            the backbone's first gradients come through a head that already points somewhere.
+            Counted in ``epochs``; a run of fewer epochs keeps at least one for the whole
+            network. Ignored for backbones that are not fine-tuned or start from random weights.
+        schedule: one of :data:`SCHEDULES`.
     """
 
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
@@ -190,6 +200,8 @@ class Recipe:
     frozen_stages: int = 0
     batch_norm: str = "frozen"
     tta_passes: int = 1
+    head_epochs: int = 0
+    schedule: str = "constant"
 
     def describe(self) -> str:
         """One line for ``--help`` and page 3."""
@@ -203,6 +215,10 @@ class Recipe:
             if self.frozen_stages:
                 text += f" with the stem and stages 1-{self.frozen_stages} frozen"
             text += f", batch norm {'learning' if self.batch_norm == 'train' else 'frozen'}"
+            if self.head_epochs:
+                text += f", after {self.head_epochs} epoch(s) of the head alone"
+        if self.schedule != "constant":
+            text += f", {self.schedule}-decayed rate"
         if self.tta_passes > 1:
             text += f"; scored with {self.tta_passes} test-time passes"
         return text
@@ -491,6 +507,8 @@ class TrainConfig:
     batch_norm: str = FROM_RECIPE
     patience: int = FROM_RECIPE
     tta_passes: int = FROM_RECIPE
+    head_epochs: int = FROM_RECIPE
+    schedule: str = FROM_RECIPE
     augment: bool = True
     threshold_method: str = "youden"
     #: Workbook columns the model takes beside the image (bcp_core.model.columns); () for
@@ -526,6 +544,12 @@ class TrainConfig:
         _check_int("Seed", self.seed, 0, 2**31 - 1)
         _check_int("Frozen stages", self.frozen_stages, 0, 7)
         _check_int("Test-time passes", self.tta_passes, 1, MAX_TTA_PASSES)
+        _check_int("Head epochs", self.head_epochs, 0, 500)
+        if self.schedule not in SCHEDULES:
+            raise UserError(
+                f"The learning-rate schedule must be one of {', '.join(SCHEDULES)}, "
+                f"got {self.schedule!r}."
+            )
         if self.batch_norm not in BATCH_NORM_MODES:
             raise UserError(
                 f"Batch norm must be one of {', '.join(BATCH_NORM_MODES)}, got {self.batch_norm!r}."
@@ -580,9 +604,19 @@ class TrainConfig:
     def spec(self) -> PreprocessSpec:
         return PreprocessSpec(height=int(self.image_size[0]), width=int(self.image_size[1]))
 
+    @property
+    def warm_up_epochs(self) -> int:
+        """Epochs of the head alone this run takes first (:attr:`Recipe.head_epochs`, where
+        it applies, leaving the whole network at least one epoch)."""
+        spec = MODEL_SPECS.get(self.model)
+        pretrained = str(self.weights).strip().lower() != WEIGHTS_NONE
+        if spec is None or not spec.transfer or not self.fine_tune or not pretrained:
+            return 0
+        return max(0, min(int(self.head_epochs), int(self.epochs) - 1))
+
     def to_dict(self) -> dict:
-        """The ``training`` object of ``bundle.json`` (``metadata_columns`` and
-        ``frozen_stages`` only when used, so other runs read as before)."""
+        """The ``training`` object of ``bundle.json`` (settings added since the first bundles
+        only when used, so other runs read as before)."""
         out = asdict(self)
         out["image_size"] = list(self.image_size)
         if not self.frozen_stages:
@@ -591,6 +625,10 @@ class TrainConfig:
             del out["batch_norm"]
         if self.tta_passes == 1:
             del out["tta_passes"]
+        if not self.head_epochs:
+            del out["head_epochs"]
+        if self.schedule == "constant":
+            del out["schedule"]
         if self.metadata_columns:
             out["metadata_columns"] = list(self.metadata_columns)
         else:

@@ -122,6 +122,7 @@ def fit_custom(
     steps: int,
     class_weight: dict[int, float] | None,
     callbacks: list[keras.callbacks.Callback],
+    initial_epoch: int = 0,
 ) -> int:
     """Train like ``model.fit`` where it cannot run: a custom loop under the strategy.
 
@@ -131,7 +132,8 @@ def fit_custom(
         make_dataset: ``f(input_context) -> tf.data.Dataset`` of this worker's ``(images,
             labels)`` batches, repeating (``distribute_datasets_from_function``).
         distribution: the run's :class:`Distribution`.
-        epochs, steps: as ``model.fit``'s ``epochs`` and ``steps_per_epoch``.
+        epochs, steps, initial_epoch: as ``model.fit``'s ``epochs``, ``steps_per_epoch`` and
+            ``initial_epoch`` (the loop runs epochs ``initial_epoch`` to ``epochs - 1``).
         class_weight: as ``model.fit``'s (a sample weight per label), or None.
         callbacks: Keras callbacks, called as ``model.fit`` calls them (train begin and end,
             epoch begin and end, batch end with the running ``loss``), ``model.stop_training``
@@ -176,7 +178,7 @@ def fit_custom(
         callback.set_model(model)
         callback.on_train_begin()
     epochs_run = 0
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, epochs):
         for callback in callbacks:
             callback.on_epoch_begin(epoch)
         total = 0.0

@@ -13,6 +13,7 @@ turns (settings, split, validation predictions) into the bundle's metadata, and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import tempfile
@@ -36,7 +37,7 @@ from bcp_core.evaluation.thresholds import choose_threshold
 from bcp_core.imaging import tta
 from bcp_core.imaging.cache import CacheSettings, PreparedCache
 from bcp_core.model import pretrained as packaged
-from bcp_core.model.architectures import build_model
+from bcp_core.model.architectures import BACKBONE_LAYER, build_model
 from bcp_core.model.bundle import save_bundle
 from bcp_core.model.card import card_evaluation
 from bcp_core.model.columns import check_leakage, fit_encoder
@@ -547,37 +548,51 @@ def train_model(
         *extra_callbacks,
     ]
     emit(Started(epochs=cfg.epochs, steps=steps, split=info, config=cfg.to_dict()))
-    if dist.custom_loop:
+    train_ds = None
+    epochs_run = 0
+    for first, end, head_only in fit_phases(cfg):
+        if stopper.stopped or model.stop_training:
+            break  # stopped, or stopped early, before the phase began
+        with dist.scope(), backbone_frozen(model, head_only):
+            # Each phase trains other weights (and may decay its rate): compiled for it.
+            recompile(model, cfg, steps * (end - first), head_only=head_only)
+        with backbone_frozen(model, head_only):
+            if dist.custom_loop:
 
-        def worker_data(context):
-            per_replica = context.get_per_replica_batch_size(cfg.batch_size)
-            shard = (context.input_pipeline_id, context.num_input_pipelines)
-            return training_pipeline(
-                train, cfg, failures, batch_size=per_replica, shard=shard, metadata=train_values,
-                cache=cache,
-            )[0]  # fmt: skip
+                def worker_data(context):
+                    per_replica = context.get_per_replica_batch_size(cfg.batch_size)
+                    shard = (context.input_pipeline_id, context.num_input_pipelines)
+                    return training_pipeline(
+                        train, cfg, failures, batch_size=per_replica, shard=shard,
+                        metadata=train_values, cache=cache,
+                    )[0]  # fmt: skip
 
-        epochs_run = fit_custom(
-            model,
-            worker_data,
-            distribution=dist,
-            epochs=cfg.epochs,
-            steps=steps,
-            class_weight=weights,
-            callbacks=callbacks,
-        )
-    else:
-        train_ds = training_pipeline(train, cfg, failures, metadata=train_values, cache=cache)[0]
-        history = model.fit(
-            train_ds,
-            epochs=cfg.epochs,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            class_weight=weights,
-            shuffle=False,  # the pipeline shuffles
-            verbose=0,
-        )
-        epochs_run = len(history.epoch)
+                epochs_run += fit_custom(
+                    model,
+                    worker_data,
+                    distribution=dist,
+                    epochs=end,
+                    initial_epoch=first,
+                    steps=steps,
+                    class_weight=weights,
+                    callbacks=callbacks,
+                )
+            else:
+                if train_ds is None:
+                    train_ds = training_pipeline(
+                        train, cfg, failures, metadata=train_values, cache=cache
+                    )[0]
+                history = model.fit(
+                    train_ds,
+                    epochs=end,
+                    initial_epoch=first,
+                    steps_per_epoch=steps,
+                    callbacks=callbacks,
+                    class_weight=weights,
+                    shuffle=False,  # the pipeline shuffles
+                    verbose=0,
+                )
+                epochs_run += len(history.epoch)
     status = (
         "stopped"
         if stopper.stopped
@@ -679,11 +694,25 @@ def compile_model(
         frozen_stages=cfg.frozen_stages,
         batch_norm=cfg.batch_norm,
     )
+    recompile(model, cfg)
+    return model
+
+
+def recompile(
+    model: keras.Model, cfg: TrainConfig, decay_steps: int = 0, *, head_only: bool = False
+) -> None:
+    """Compile ``model`` with the run's loss, metrics and a fresh Adam: at the recipe's rate
+    for the head alone or a constant schedule, else decaying along ``cfg.schedule`` over
+    ``decay_steps`` steps. A phase that changes the trainable weights compiles again, so
+    its optimiser and train step cover exactly those weights."""
+    rate: Any = cfg.learning_rate
+    if cfg.schedule == "cosine" and not head_only and decay_steps > 0:
+        rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps)
     loss = make_loss(
         "focal" if cfg.imbalance == "focal" else "bce", label_smoothing=cfg.label_smoothing
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        optimizer=keras.optimizers.Adam(rate),
         loss=loss,
         metrics=[
             keras.metrics.AUC(name="roc_auc"),
@@ -692,4 +721,32 @@ def compile_model(
             keras.metrics.Precision(name="precision"),
         ],
     )
-    return model
+
+
+def fit_phases(cfg: TrainConfig) -> list[tuple[int, int, bool]]:
+    """The run's phases as (first epoch, end epoch, head alone): the head's warm-up
+    (:attr:`TrainConfig.warm_up_epochs`), if any, then the rest of the epochs."""
+    head = cfg.warm_up_epochs
+    return ([(0, head, True)] if head else []) + [(head, cfg.epochs, False)]
+
+
+@contextlib.contextmanager
+def backbone_frozen(model: keras.Model, frozen: bool = True):
+    """Within the block, the pretrained backbone of ``model`` is frozen: no gradients, and its
+    batch norm runs on its stored statistics. On leaving, every layer's own setting (stages
+    frozen by the recipe, batch norm frozen or learning) is as it was. Does nothing when
+    ``frozen`` is False or the model has no backbone."""
+    names = [layer.name for layer in model.layers]
+    if not frozen or BACKBONE_LAYER not in names:
+        yield
+        return
+    backbone = model.get_layer(BACKBONE_LAYER)
+    before = [(layer, layer.trainable) for layer in backbone.layers]
+    was = backbone.trainable
+    backbone.trainable = False
+    try:
+        yield
+    finally:
+        backbone.trainable = was  # propagates to every layer: now each one's own setting
+        for layer, trainable in before:
+            layer.trainable = trainable
