@@ -260,6 +260,8 @@ def test_settings_not_given_come_from_the_models_recipe(tmp_path):
         3, (64, 48), False, "frozen",
     )  # fmt: skip
     assert mine.frozen_stages == 2 and mine.patience == 4  # the rest still the recipe's
+    phased = cfg("--model", "efficientnet_lite0", "--head-epochs", "2", "--schedule", "cosine")
+    assert (phased.head_epochs, phased.schedule, phased.epochs) == (2, "cosine", 10)
     assert cfg() == config.TrainConfig().validate()
 
 

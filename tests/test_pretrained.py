@@ -474,19 +474,21 @@ def test_two_ray_workers_fine_tune_lite0_into_a_bundle_that_loads_and_predicts(
     from bcp_core.model.card import CARD_FILE
     from bcp_core.model.ray_train import train_on_ray
 
+    # The head alone first, then the network with a decaying rate: both phases on the workers.
     cfg = TrainConfig(
-        model="efficientnet_lite0", image_size=(64, 48), epochs=1, batch_size=8,
+        model="efficientnet_lite0", image_size=(64, 48), epochs=2, batch_size=8,
         val_fraction=0.3, seed=4, fine_tune=True, frozen_stages=2, batch_norm="train",
-        learning_rate=1e-3,
+        learning_rate=1e-3, head_epochs=1, schedule="cosine", patience=2,
     )  # fmt: skip
     out = tmp_path / "lite-two-workers"
     result = train_on_ray(tiny_manifest, cfg, out, workers=2)
-    assert result.bundle == out and result.epochs_run == 1 and result.split.patient_overlap == 0
+    assert result.bundle == out and result.epochs_run == 2 and result.split.patient_overlap == 0
     bundle = load_bundle(out)
     training = bundle.meta.training
     assert training["distribute"] == {"mode": "multiworker", "workers": 2}
     assert (training["model"], training["weights"]) == ("efficientnet_lite0", "imagenet")
     assert (training["frozen_stages"], training["batch_norm"]) == (2, "train")
+    assert (training["head_epochs"], training["schedule"]) == (1, "cosine")
     val = bundle.val_predictions
     again = predict_files(bundle, val["file"].tolist())
     assert all(r.ok for r in again)

@@ -87,6 +87,23 @@ def test_the_custom_step_on_one_replica_is_keras_fit():
     assert max_difference(weights, reference) <= 1e-6
 
 
+def test_the_custom_loop_starts_at_the_initial_epoch():
+    space: dict = {}
+    exec(SCRIPT, space)  # noqa: S102
+    model = space["tiny_model"](1)
+    data = tf.data.Dataset.from_tensor_slices((space["X"], space["Y"]))
+    seen: list[int] = []
+    logger = space["keras"].callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs=None: seen.append(epoch)
+    )
+    epochs = space["fit_custom"](
+        model, lambda context: data.batch(8).repeat(),
+        distribution=Distribution("multiworker", tf.distribute.get_strategy()),
+        epochs=3, initial_epoch=1, steps=4, class_weight=None, callbacks=[logger],
+    )  # fmt: skip
+    assert epochs == 2 and seen == [1, 2]
+
+
 @pytest.mark.slow
 def test_the_custom_step_on_two_replicas_equals_one_process(tmp_path):
     script = tmp_path / "two_replicas.py"
