@@ -59,7 +59,10 @@ Method.
    brackets plugs in the Wilson limits, it is not a coverage interval), training wall time,
    and each model against ``recipe`` on the same women: a paired patient bootstrap of the
    ROC-AUC difference (both models scored on the same resamples of women). Pooled figures put
-   the held-out predictions of the five fold models together. Written to ``WORK/summary.json``.
+   the held-out predictions of the five fold models together. ``--ensemble NAME=A+B`` adds
+   the mean probability of recorded models A and B (e.g. one recipe trained with two seeds)
+   as one more model, on the folds both ran, decided at the mean of their thresholds.
+   Written to ``WORK/summary.json``.
 
 Run (from the repository root):
 
@@ -831,9 +834,49 @@ def model_summary(
     return out
 
 
+def parse_ensembles(values: list[str]) -> dict[str, list[str]]:
+    """``NAME=A+B[+C...]`` strings as {name: [member models]}."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        members = [m for m in rest.split("+") if m]
+        if not sep or len(members) < 2 or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise SystemExit(f"--ensemble {value!r}: write NAME=MODEL+MODEL[+MODEL...].")
+        out[name] = members
+    return out
+
+
+def ensemble_results(results: dict[str, dict[int, dict]], members: list[str]) -> dict[int, dict]:
+    """The members' mean probability per film, on the folds every member scored: decided at the
+    mean of their saved thresholds; training time the sum of theirs."""
+    out: dict[int, dict] = {}
+    folds = set.intersection(*(set(results.get(m, {})) for m in members))
+    for k in sorted(folds):
+        records = [results[m][k] for m in members]
+        by_file = [{i["file"]: i for i in r["images"]} for r in records]
+        threshold = float(np.mean([r["threshold"] for r in records]))
+        images = []
+        for first in records[0]["images"]:
+            scores = [b[first["file"]]["probability"] for b in by_file if first["file"] in b]
+            if len(scores) == len(members):
+                probability = float(np.mean(scores))
+                images.append({**first, "probability": probability,
+                               "decision": int(probability >= threshold)})  # fmt: skip
+        out[k] = {
+            "images": images,
+            "threshold": threshold,
+            "train_wall_s": sum(r["train_wall_s"] for r in records),
+            "refused": [],
+        }
+    return out
+
+
 def summarise(args: argparse.Namespace) -> dict:
-    """Score every cached result; write ``WORK/summary.json``."""
+    """Score every cached result (and the asked-for ensembles of them); write
+    ``WORK/summary.json``."""
     results = load_results(args.work)
+    for name, members in args.ensembles.items():
+        results[name] = ensemble_results(results, members)
     base = results.get(BASELINE, {})
     against = results.get(args.against, {}) if args.against else {}
     order = [m for m in BUILTIN_MODELS if m in results] + sorted(set(results) - set(BUILTIN_MODELS))
@@ -922,6 +965,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="score BASE's bundles again with more predict arguments, no training (e.g. "
         "lite0_tta4=lite0:--tta 4); run after BASE",
     )
+    p.add_argument(
+        "--ensemble",
+        action="append",
+        default=[],
+        metavar="NAME=A+B",
+        help="in the summary, also score the mean probability of these recorded models, on "
+        "the folds all of them ran (e.g. two seeds of a recipe)",
+    )
     p.add_argument("--product-root", type=Path, default=REPO, help="repository the CLI runs from")
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42, help="folds, recipe, bootstrap")
@@ -944,6 +995,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.product_root = args.product_root.expanduser().resolve()
     args.candidates = parse_candidates(args.candidate)
     args.rescores = parse_rescores(args.rescore, args.candidates)
+    args.ensembles = parse_ensembles(args.ensemble)
     known = [*BUILTIN_MODELS, *args.candidates, *args.rescores]
     args.models = args.models or known
     unknown = [m for m in args.models if m not in known]
