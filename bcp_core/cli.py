@@ -146,10 +146,15 @@ def _recipes_text() -> str:
 
 
 class _TrainProgress:
-    """Prints a progress bar per epoch and one line of validation metrics after each."""
+    """Prints a progress bar per epoch and one line of validation metrics after each (the
+    first ``head_epochs`` marked as the head's alone)."""
 
-    def __init__(self) -> None:
+    def __init__(self, head_epochs: int = 0) -> None:
         self.bar: ProgressBar | None = None
+        self.head_epochs = head_epochs
+
+    def _head(self, epoch: int) -> str:
+        return " (head alone)" if epoch <= self.head_epochs else ""
 
     def __call__(self, event: TrainingEvent) -> None:
         if isinstance(event, Started):
@@ -162,12 +167,15 @@ class _TrainProgress:
             )
         elif isinstance(event, BatchEnded):
             if self.bar is None:
-                self.bar = ProgressBar(f"Epoch {event.epoch}/{event.epochs}")
+                self.bar = ProgressBar(
+                    f"Epoch {event.epoch}/{event.epochs}{self._head(event.epoch)}"
+                )
             self.bar(event.batch, event.steps, f"loss {event.loss or 0:.3f}")
         elif isinstance(event, EpochEnded):
             self.bar = None
             print(
-                f"  epoch {event.epoch}: loss {event.value('loss') or 0:.3f}  "
+                f"  epoch {event.epoch}{self._head(event.epoch)}: "
+                f"loss {event.value('loss') or 0:.3f}  "
                 f"val ROC-AUC {event.value('val_roc_auc') or 0:.3f}  "
                 f"val PR-AUC {event.value('val_pr_auc') or 0:.3f}  "
                 f"val recall@0.5 {event.value('val_recall') or 0:.2f}",
@@ -203,7 +211,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     request = _train_request(args)  # checked by _precheck, before any data is read
     manifest, metadata = read_training_data(request)
-    progress = None if args.json else _TrainProgress()
+    progress = None if args.json else _TrainProgress(request.cfg.warm_up_epochs)
     result = run_training(request, manifest, metadata, on_event=progress)
     if args.json:
         print(json.dumps(result.to_json()))

@@ -109,6 +109,20 @@ def test_module_entry_point_runs_demo_data_and_match(tmp_path):
 
 
 @pytest.mark.slow
+def test_train_progress_marks_the_epochs_of_the_head_alone(small_demo, tmp_path, capsys):
+    root, _ = small_demo
+    argv = [
+        "train", "--data-root", str(root), "--out", str(tmp_path / "b"),
+        "--model", "efficientnet_lite0", "--image-size", "64", "48", "--epochs", "2",
+        "--batch-size", "8", "--head-epochs", "1", "--tta-passes", "1",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    lines = [line.strip() for line in capsys.readouterr().err.splitlines()]
+    assert any(line.startswith("epoch 1 (head alone): loss") for line in lines), lines
+    assert any(line.startswith("epoch 2: loss") for line in lines), lines
+
+
+@pytest.mark.slow
 def test_train_json_keys_and_zero_patient_overlap(small_demo, tmp_path, capsys):
     root, _ = small_demo
     out = tmp_path / "bundle"
