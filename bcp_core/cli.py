@@ -122,6 +122,7 @@ def _train_config(args: argparse.Namespace) -> config.TrainConfig:
         label_smoothing=args.label_smoothing,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        split_seed=args.split_seed,
         weights=args.weights,
         metadata_columns=tuple(args.metadata_columns or ()),
         **{name: value for name, value in given.items() if value is not None},
@@ -607,7 +608,20 @@ def _add_train_parser(sub) -> None:
         type=int,
         help=f"epochs without a better validation score that end a run {recipe}",
     )
-    train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seeds the weights' start, shuffling and augmentation, and the patient split "
+        "unless --split-seed is given (default: %(default)s)",
+    )
+    train.add_argument(
+        "--split-seed",
+        type=int,
+        metavar="N",
+        help="seeds the patient split alone (default: --seed); runs with different --seed "
+        "and the same --split-seed are validated on the same patients",
+    )
     train.add_argument(
         "--weights",
         default=config.WEIGHTS_DEFAULT,  # resolved per model, not for the default model

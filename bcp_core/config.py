@@ -498,7 +498,12 @@ class TrainConfig:
     imbalance: str = "oversample"
     label_smoothing: float = 0.0
     val_fraction: float = 0.2
+    #: Seeds the weights' start, the shuffling and the augmentation, and (unless
+    #: ``split_seed`` is given) which patients go to validation.
     seed: int = DEFAULT_SEED
+    #: Seeds the patient split alone; None: ``seed``. Runs that differ in ``seed`` but share
+    #: ``split_seed`` (and the validation share) are validated on the same patients.
+    split_seed: int | None = None
     #: "none", "imagenet" or a weights file; "default" (or empty) takes the model's own
     #: default (:attr:`ModelSpec.default_weights`): ImageNet for the packaged backbones.
     weights: str = WEIGHTS_DEFAULT
@@ -542,6 +547,8 @@ class TrainConfig:
         _check_int("Batch size", self.batch_size, 1, 512)
         _check_int("Patience", self.patience, 1, 500)
         _check_int("Seed", self.seed, 0, 2**31 - 1)
+        if self.split_seed is not None:
+            _check_int("Split seed", self.split_seed, 0, 2**31 - 1)
         _check_int("Frozen stages", self.frozen_stages, 0, 7)
         _check_int("Test-time passes", self.tta_passes, 1, MAX_TTA_PASSES)
         _check_int("Head epochs", self.head_epochs, 0, 500)
@@ -605,6 +612,11 @@ class TrainConfig:
         return PreprocessSpec(height=int(self.image_size[0]), width=int(self.image_size[1]))
 
     @property
+    def patient_split_seed(self) -> int:
+        """The seed of the patient split: ``split_seed``, or ``seed`` when not given."""
+        return self.seed if self.split_seed is None else int(self.split_seed)
+
+    @property
     def warm_up_epochs(self) -> int:
         """Epochs of the head alone this run takes first (:attr:`Recipe.head_epochs`, where
         it applies, leaving the whole network at least one epoch)."""
@@ -629,6 +641,8 @@ class TrainConfig:
             del out["head_epochs"]
         if self.schedule == "constant":
             del out["schedule"]
+        if self.split_seed is None:
+            del out["split_seed"]
         if self.metadata_columns:
             out["metadata_columns"] = list(self.metadata_columns)
         else:

@@ -276,6 +276,9 @@ def test_settings_not_given_come_from_the_models_recipe(tmp_path):
     assert mine.frozen_stages == 2 and mine.patience == 4  # the rest still the recipe's
     phased = cfg("--model", "efficientnet_lite0", "--head-epochs", "2", "--schedule", "cosine")
     assert (phased.head_epochs, phased.schedule, phased.epochs) == (2, "cosine", 10)
+    seeded = cfg("--seed", "43", "--split-seed", "42")
+    assert (seeded.seed, seeded.split_seed, seeded.patient_split_seed) == (43, 42, 42)
+    assert cfg("--seed", "43").patient_split_seed == 43
     assert cfg() == config.TrainConfig().validate()
 
 

@@ -151,6 +151,29 @@ def test_a_split_without_positives_is_refused(tiny_manifest):
         plan_split(negatives, TrainConfig(**TINY))
 
 
+def test_split_seed_alone_decides_the_validation_patients(tiny_manifest):
+    """Runs of other training seeds and one split seed validate on the same women; the
+    split seed (not the training seed) is what the split records."""
+
+    def val_women(**settings):
+        split, info = plan_split(tiny_manifest, TrainConfig(**{**TINY, **settings}))
+        return set(tiny_manifest.loc[split == "val", "patient_id"]), info.seed
+
+    base, seed = val_women(seed=1)
+    assert seed == 1
+    assert val_women(seed=7, split_seed=1) == (base, 1)
+    others = {frozenset(val_women(seed=1, split_seed=s)[0]) for s in range(2, 8)}
+    assert others - {frozenset(base)}, "the split seed changed no split"
+
+
+def test_split_seed_is_checked_and_recorded_only_when_given():
+    assert "split_seed" not in TrainConfig(**TINY).to_dict()
+    assert TrainConfig(**TINY, split_seed=3).to_dict()["split_seed"] == 3
+    assert TrainConfig(**TINY, split_seed=3).patient_split_seed == 3
+    with pytest.raises(UserError, match="Split seed"):
+        TrainConfig(**TINY, split_seed=-1).validate()
+
+
 def test_saved_metrics_equal_the_metrics_recomputed_from_the_csv(trained):
     from bcp_core.evaluation.metrics import metrics_at_threshold
 

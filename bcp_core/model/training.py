@@ -403,7 +403,7 @@ def plan_split(manifest: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.Series, Spl
     """Split by patient and check that both classes are on both sides."""
     if manifest.empty:
         raise UserError("The manifest has no usable images; check the data-matching page.")
-    split = split_patients(manifest, cfg.val_fraction, seed=cfg.seed)
+    split = split_patients(manifest, cfg.val_fraction, seed=cfg.patient_split_seed)
     counts: dict[str, int] = {}
     for part in ("train", "val"):
         sel = manifest[split == part]
@@ -416,7 +416,7 @@ def plan_split(manifest: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.Series, Spl
                 "images; more patients of each class are needed (or a larger validation share)."
             )
     info = SplitInfo(
-        seed=cfg.seed,
+        seed=cfg.patient_split_seed,
         val_fraction=cfg.val_fraction,
         patient_overlap=patient_overlap(manifest, split),
         **counts,
