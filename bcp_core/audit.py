@@ -32,6 +32,7 @@ ACTIONS = (
     "export",
     "bundle_delete",
     "bundle_export",
+    "bundle_average",
     "bundle_label",
     "viewer_override",
     "card_subgroups",

@@ -9,6 +9,7 @@
     python -m bcp_core predict   --bundle BUNDLE_DIR FILE_OR_DIR... [--tta N] [--metadata CSV]
                                  [--json]
                                  [--engine local|ray] [--ray-address A] [--workers N] [--out DIR]
+    python -m bcp_core ensemble  BUNDLE_DIR BUNDLE_DIR... --out BUNDLE_DIR [--json]
     python -m bcp_core feedback  --bundle BUNDLE_DIR [--disagree-only] [--json]
     python -m bcp_core export    --bundle BUNDLE_DIR --format onnx|litert --out DIR [--json]
 
@@ -419,6 +420,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from bcp_core.model.ensemble import combine_bundles
+    from bcp_core.model.meta import RunLabel
+    from bcp_core.settings import training_limits
+
+    label = RunLabel(args.name, args.note) if args.name or args.note else None
+    result = combine_bundles(args.bundles, args.out, label=label, limits=training_limits())
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    m = result.metrics
+    print(f"Bundle written to {result.bundle}: the mean of {len(result.members)} runs.")
+    for member in result.members:
+        auc = number(member.val_roc_auc)
+        print(f"  {member.bundle}: seed {member.seed}, validation ROC-AUC {auc}")
+    print(f"  the mean: validation ROC-AUC {number(m.roc_auc)}, PR-AUC {number(m.pr_auc)}")
+    print(
+        f"  at threshold {result.threshold:.3f}: sensitivity {number(m.sensitivity)}, "
+        f"specificity {number(m.specificity)}"
+    )
+    return 0
+
+
 def _cmd_feedback(args: argparse.Namespace) -> int:
     from bcp_core.inference.feedback import MARKS, read_marks, summarise
 
@@ -468,6 +492,7 @@ EXAMPLES = {
     "evaluate": "python -m bcp_core evaluate --bundle bundles/run1 --level patient",
     "compare": "python -m bcp_core compare bundles/demo bundles/run1",
     "predict": "python -m bcp_core predict --bundle bundles/run1 films/ --out results.csv",
+    "ensemble": "python -m bcp_core ensemble bundles/seed42 bundles/seed43 --out bundles/mean",
     "feedback": "python -m bcp_core feedback --bundle bundles/run1 --disagree-only",
     "export": "python -m bcp_core export --bundle bundles/run1 --format onnx --out exported/",
 }
@@ -554,6 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)
+
+    en = _sub_parser(
+        sub, "ensemble", "average runs of one model on one patient split into one bundle"
+    )
+    en.add_argument("bundles", nargs="+", metavar="BUNDLE_DIR", help="2 to 5 runs")
+    en.add_argument("--out", required=True, help="the new bundle's folder")
+    en.add_argument("--name", default="", help='its name (default "Mean of N runs")')
+    en.add_argument("--note", default="", help="its note (default: the runs' folders)")
+    en.add_argument("--json", action="store_true")
+    en.set_defaults(func=_cmd_ensemble)
 
     fb = _sub_parser(sub, "feedback", "readers' marks on predictions, to review or relabel")
     fb.add_argument("--bundle", required=True)
@@ -696,6 +731,8 @@ def _precheck(args: argparse.Namespace) -> None:
     the bundle folder, the training settings and the data root."""
     if getattr(args, "bundle", None) is not None:
         check_bundle_folder(args.bundle)
+    for path in getattr(args, "bundles", None) or ():
+        check_bundle_folder(path)
     if args.func is _cmd_train:
         _train_request(args).check()
     if getattr(args, "data_root", None) is not None:

@@ -1,7 +1,8 @@
-"""Guarded widgets: saving and restoring thresholds, deleting bundles."""
+"""Guarded widgets: saving and restoring thresholds, deleting, exporting and averaging bundles."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import streamlit as st
@@ -127,6 +128,53 @@ def bundle_export() -> None:
                 file_name=f"{Path(str(name)).name}-{fmt}.zip",
                 mime="application/zip",
                 key="exp_download",
+            )
+
+
+def bundle_average() -> None:
+    """Analysts average runs of one model on one patient split into one bundle
+    (:func:`bcp_core.model.ensemble.combine_bundles`, as ``python -m bcp_core ensemble``)."""
+    if not allowed(Action.TRAIN):
+        return
+    from bcp_core.model.ensemble import MAX_MEMBERS, MIN_MEMBERS, combine_bundles
+    from bcp_core.settings import training_limits
+
+    names = list(list_bundles_df(bundles_dir())["bundle"])
+    if len(names) < MIN_MEMBERS:
+        return
+    with st.expander("Average runs into one model"):
+        st.caption(
+            "Runs of one model that differ only in their seed rank the films differently; "
+            "their mean ranks more steadily than one run. Choose runs trained on the same data "
+            "with the same split seed (so validated on the same patients); the new bundle "
+            "decides at a threshold chosen on their mean, as a run's is."
+        )
+        picked = st.multiselect(
+            "Runs", names, max_selections=MAX_MEMBERS, key="avg_pick",
+            placeholder=f"Choose {MIN_MEMBERS} to {MAX_MEMBERS} runs",
+        )  # fmt: skip
+        chosen = [Path(str(n)).name for n in picked]
+        if st.button("Average", key="avg_go", disabled=len(chosen) < MIN_MEMBERS):
+            if not allowed(Action.TRAIN) or not set(chosen) <= set(names):
+                denied(Action.TRAIN, bundle=",".join(chosen))
+                show_error("Averaging runs needs the analyst role and runs of this server.")
+                return
+            out = bundles_dir() / f"{datetime.now():%Y%m%d-%H%M%S}-mean-of-{len(chosen)}-runs"
+            try:
+                with st.spinner("Averaging..."):
+                    result = combine_bundles(
+                        [bundles_dir() / n for n in chosen], out, limits=training_limits()
+                    )
+            except UserError as exc:
+                show_error(exc)
+                return
+            audit("bundle_average", bundle=out.name, what=",".join(chosen))
+            auc = result.metrics.roc_auc
+            st.success(
+                f"Wrote {plain_markdown(out.name)}: validation ROC-AUC {auc:.3f} (the runs: "
+                + ", ".join(f"{m.val_roc_auc:.3f}" for m in result.members)
+                + "). Choose it on the threshold and prediction pages.",
+                icon=":material/check:",
             )
 
 

@@ -16,7 +16,7 @@ from bcp_core.model.bundle import list_bundles_df
 from bcp_core.model.meta import MAX_NAME_CHARS, MAX_NOTE_CHARS, RunLabel
 from bcp_core.model.resources import weights_setting
 from bcp_core.runs import bundle_name
-from dashboard.admin import bundle_delete, bundle_export
+from dashboard.admin import bundle_average, bundle_delete, bundle_export
 from dashboard.auth import audit, identity, require
 from dashboard.jobs import TrainingJob, registry
 from dashboard.shared import bundles_dir, chosen_root, session_token, show_error
@@ -69,17 +69,26 @@ with st.form("train_form"):
         help="oversample: every batch about one cancer image in four (default); class_weight: "
         "both classes weigh the same in the loss; focal: focal loss.",
     )
-    seed = c4.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="tr_seed")
+    seed = c4.number_input(
+        "Seed", 0, 2**31 - 1, defaults.seed, key="tr_seed",
+        help="Seeds the start of the weights, the shuffling, the augmentation and, unless a "
+        "split seed is given below, which patients are held out for validation.",
+    )  # fmt: skip
     c1, c2, c3, c4 = st.columns(4)
     smoothing = c1.number_input("Label smoothing", 0.0, 0.49, 0.0, 0.05, key="tr_smooth")
     val_fraction = c2.slider("Validation share of patients", 0.05, 0.5, 0.2, 0.05, key="tr_val")
     weights, fine_tune, frozen_stages, batch_norm = backbone_choices(spec, c3, c4)
-    c1, c2 = st.columns([1, 3])
+    c1, c2, c3 = st.columns([1, 2, 1])
     run_name = c1.text_input(
         "Run name (optional)", max_chars=MAX_NAME_CHARS, key="tr_name",
         help="A short title to find the run again; it can be changed later, below.",
     )  # fmt: skip
     run_note = c2.text_input("Note (optional)", max_chars=MAX_NOTE_CHARS, key="tr_note")
+    split_seed = c3.number_input(
+        "Split seed (optional)", 0, 2**31 - 1, None, key="tr_split_seed", placeholder="the seed",
+        help="Seeds the patient split alone: runs with other seeds and this split seed are "
+        "validated on the same patients, so they can be compared and averaged (below).",
+    )  # fmt: skip
     columns = metadata_columns_choice()  # workbook columns beside the image (optional)
     distribute = distribute_choice()  # shown only where a run can be spread
     submitted = st.form_submit_button("Start training", type="primary", key="tr_start")
@@ -95,6 +104,7 @@ if submitted:
         label_smoothing=float(smoothing),
         val_fraction=float(val_fraction),
         seed=int(seed),
+        split_seed=None if split_seed is None else int(split_seed),
         fine_tune=fine_tune,
         frozen_stages=frozen_stages,
         batch_norm=batch_norm,
@@ -131,4 +141,5 @@ if wanted.strip() and runs.empty:
 label_editor(jobs)
 viewers_model()
 bundle_export()
+bundle_average()
 bundle_delete()

@@ -333,6 +333,42 @@ def test_a_lite_bundle_records_its_weights_loads_in_safe_mode_and_explains(
 
 
 @pytest.mark.slow
+def test_two_lite_runs_average_into_a_bundle_that_keeps_the_notice_and_explains(
+    lite_bundle, tiny_manifest, tmp_path
+):
+    """The mean of two Lite0 starts on one split: the weights' NOTICE and record stay, the
+    loaded model (safe mode) gives the mean, and Grad-CAM reads both backbones."""
+    from bcp_core.config import TrainConfig
+    from bcp_core.inference.predict import predict_one
+    from bcp_core.model.bundle import load_bundle
+    from bcp_core.model.ensemble import combine_bundles
+    from bcp_core.model.files import NOTICE_FILE
+    from bcp_core.model.layers import last_conv_layer_name, member_models
+    from bcp_core.model.training import train_model
+
+    cfg = TrainConfig(
+        model="efficientnet_lite0", image_size=(96, 80), epochs=1, batch_size=8,
+        val_fraction=0.3, seed=5, split_seed=4, fine_tune=True, frozen_stages=2,
+        learning_rate=1e-4,
+    )  # fmt: skip
+    train_model(tiny_manifest, cfg, tmp_path / "second")
+    combine_bundles([lite_bundle, tmp_path / "second"], tmp_path / "mean")
+    mean = load_bundle(tmp_path / "mean")
+    assert (tmp_path / "mean" / NOTICE_FILE).read_bytes() == (
+        lite_bundle / NOTICE_FILE
+    ).read_bytes()
+    assert mean.meta.pretrained == load_bundle(lite_bundle, with_model=False).meta.pretrained
+    members = member_models(mean.model)
+    assert [last_conv_layer_name(m) for m in members] == ["feature_map", "feature_map"]
+    image = tiny_manifest["path"].iloc[0]
+    one = predict_one(mean, image, passes=1)
+    own = [predict_one(load_bundle(p), image, passes=1, with_heatmap=False).prediction.probability
+           for p in (lite_bundle, tmp_path / "second")]  # fmt: skip
+    assert one.prediction.probability == pytest.approx(np.mean(own), abs=1e-5)
+    assert one.input_heatmap is not None and one.input_heatmap.max() == pytest.approx(1.0)
+
+
+@pytest.mark.slow
 def test_a_lite_bundle_exports_to_onnx_and_matches_keras(lite_bundle, tmp_path):
     pytest.importorskip("onnxruntime", reason="the export extra is not installed")
     pytest.importorskip("tf2onnx", reason="the export extra is not installed")

@@ -160,3 +160,27 @@ def test_the_base_install_never_imports_ray():
         "assert 'ray' not in sys.modules, 'ray was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@pytest.fixture(scope="module")
+def mean_of_runs(small_demo, demo_bundle, tmp_path_factory) -> Path:
+    """The tiny demo bundle averaged with a second start of its recipe on its split."""
+    from bcp_core.config import TrainConfig
+    from bcp_core.data.datasource import read_data_root
+    from bcp_core.model.ensemble import combine_bundles
+    from bcp_core.model.training import train_model
+
+    folder = tmp_path_factory.mktemp("mean")
+    cfg = TrainConfig(
+        model="seed_cnn", image_size=(64, 48), epochs=2, batch_size=16, seed=4, split_seed=3
+    )
+    train_model(read_data_root(small_demo[0]).manifest, cfg, folder / "second")
+    return combine_bundles([demo_bundle, folder / "second"], folder / "mean").bundle
+
+
+def test_ray_engine_predicts_a_mean_of_runs_as_locally(ray_cluster, images, mean_of_runs, capsys):
+    base = ["predict", "--bundle", str(mean_of_runs), str(images), "--json", "--tta", "2"]
+    local = _json_of(capsys, base)
+    on_ray = _json_of(capsys, [*base, "--engine", "ray", "--workers", "2", "--batch-size", "5"])
+    assert sum("error" not in r for r in local) == N_IMAGES
+    _assert_same(on_ray, local)

@@ -65,16 +65,23 @@ def run_titles(bundles: Sequence[Bundle]) -> list[str]:
 
 def training_curves(paths: Sequence[str | Path]) -> list[RunCurves]:
     """The per-epoch history of the bundles at ``paths`` (``history.csv``; no model loaded),
-    each named by :func:`run_titles` and with the epoch it keeps.
+    each named by :func:`run_titles` and with the epoch it keeps; a model averaging runs
+    (:mod:`bcp_core.model.ensemble`) gives one history per run, titled with the run.
 
     Raises:
         UserError: a bundle that cannot be read.
     """
     bundles = [load_bundle(p, with_model=False) for p in paths]
-    return [
-        RunCurves(title, b.history, _epoch(b.meta.metrics.best_epoch))
-        for title, b in zip(run_titles(bundles), bundles)
-    ]
+    out: list[RunCurves] = []
+    for title, b in zip(run_titles(bundles), bundles):
+        if b.meta.members and "member" in b.history:
+            # a model averaging runs: each run's own curves, and the epoch it contributes
+            for k, member in enumerate(b.meta.members, start=1):
+                own = b.history[b.history["member"] == k].drop(columns="member")
+                out.append(RunCurves(f"{title}: {member.bundle}", own, member.best_epoch))
+        else:
+            out.append(RunCurves(title, b.history, _epoch(b.meta.metrics.best_epoch)))
+    return out
 
 
 def _epoch(value: object) -> int | None:

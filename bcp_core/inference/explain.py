@@ -23,7 +23,7 @@ from PIL import Image
 
 from bcp_core.imaging.preparation import Geometry
 from bcp_core.model.architectures import OUTPUT_LAYER
-from bcp_core.model.layers import LAYER_PATH_SEPARATOR, last_conv_layer_name
+from bcp_core.model.layers import LAYER_PATH_SEPARATOR, last_conv_layer_name, member_models
 
 #: Colour stops of the built-in "jet"-like map: position in [0, 1] -> RGB in [0, 1].
 _JET_STOPS = (
@@ -54,6 +54,10 @@ def gradcam_heatmap(
             (float32 (k,)); the heatmap is of the same probability, its gradient taken through
             the image alone.
 
+    For a model that averages several runs (:mod:`bcp_core.model.ensemble`) it is the mean of
+    the runs' own heatmaps, each scaled to [0, 1] first, so that each run weighs as much in
+    the map as in the probability (``layer_name`` then names a layer of each run).
+
     Returns:
         float32 (H, W) in [0, 1], at the network input size; all zeros when nothing in the
         feature map raised the score.
@@ -64,6 +68,12 @@ def gradcam_heatmap(
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[-1] != 1:
         raise ValueError(f"Grad-CAM needs one (H, W, 1) image; got shape {image.shape}.")
+    members = member_models(model)
+    if members:
+        if metadata is not None:
+            raise ValueError("A model that averages runs takes the image alone.")
+        maps = [gradcam_heatmap(m, image, layer_name=layer_name) for m in members]
+        return _normalise(np.mean(maps, axis=0))
     name = layer_name or last_conv_layer_name(model)
     if LAYER_PATH_SEPARATOR in name:
         raise ValueError(

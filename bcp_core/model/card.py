@@ -12,6 +12,7 @@ the bundle's file (model and class names, notes, methods, who saved, settings) p
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -111,6 +112,7 @@ def _settings(meta: BundleMeta) -> list[str]:
         *_starting_weights(meta),
         f"- Status: {md(meta.status) or 'not recorded'}",
         f"- Best epoch: {_text(meta.metrics.best_epoch) if meta.metrics.best_epoch else 'n/a'}",
+        *_members(meta),
     ]
     for column in (meta.metadata or {}).get("columns", []):
         mean, sd = column.get("mean", 0.0), column.get("std", 1.0)
@@ -153,6 +155,22 @@ def _training_rows(meta: BundleMeta) -> dict:
         if key == after:
             rows["batch_norm"] = "frozen"
     return rows
+
+
+def _members(meta: BundleMeta) -> list[str]:
+    """The runs an averaging model takes the mean of (none for a single run)."""
+    if not meta.members:
+        return []
+    lines = [
+        f"- Averages {len(meta.members)} runs of this model, validated on the same patients: "
+        "its probability is the mean of theirs (the settings below are the first run's)"
+    ]
+    for m in meta.members:
+        seed = f"seed {_text(m.seed)}" if m.seed is not None else "seed not recorded"
+        epoch = f"epoch {_text(m.best_epoch)}" if m.best_epoch is not None else "epoch n/a"
+        auc = f"{m.val_roc_auc:.3f}" if math.isfinite(m.val_roc_auc) else "n/a"
+        lines.append(f"  - {md(m.bundle)}: {seed}, {epoch}, validation ROC-AUC {auc}")
+    return lines
 
 
 def _starting_weights(meta: BundleMeta) -> list[str]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import keras
 
+#: How a model that averages several runs names each run's network
+#: (:mod:`bcp_core.model.ensemble`): ``member_1``, ``member_2``, ...
+MEMBER_PREFIX = "member_"
+
 #: Separates nested model names in the paths returned by :func:`last_conv_layer_name`.
 LAYER_PATH_SEPARATOR = "/"
 
@@ -54,3 +58,13 @@ def last_conv_layer_name(model: keras.Model) -> str:
     if path is None:
         raise ValueError(f"The model {model.name!r} has no layer with a 4-D output.")
     return LAYER_PATH_SEPARATOR.join(path)
+
+
+def member_models(model: keras.Model) -> list[keras.Model]:
+    """The runs' networks of a model that averages several (:mod:`bcp_core.model.ensemble`),
+    in order; [] for any other model."""
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.Model) and layer.name.startswith(MEMBER_PREFIX)
+    ]

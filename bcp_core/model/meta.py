@@ -12,9 +12,10 @@ packaged pretrained weights, naming them exactly.
 
 The JSON layout (format version 1) is unchanged from the first bundles; a bundle written before
 these types existed loads as it is. An optional key that software reading format 1 may ignore
-(``name``, ``note``, ``viewer_approval``, ``pretrained``, ``passes``) keeps format 1: such
-software keeps it as an unknown key (and without ``passes`` predicts in one pass, at a threshold
-chosen on a few more: about the same decisions). Only a key without which prediction would go
+(``name``, ``note``, ``viewer_approval``, ``pretrained``, ``passes``, ``members``) keeps
+format 1: such software keeps it as an unknown key (and without ``passes`` predicts in one pass,
+at a threshold chosen on a few more: about the same decisions; an averaging model's file holds
+the averaging, so it predicts the same mean). Only a key without which prediction would go
 wrong raises the format (``metadata``: :data:`METADATA_BUNDLE_FORMAT`).
 """
 
@@ -346,6 +347,49 @@ class PretrainedSource(_FlatRecord):
 
 
 @dataclass(frozen=True)
+class MemberInfo(_FlatRecord):
+    """One run of a model that averages several (``bundle.json``'s ``members``; made by
+    :func:`bcp_core.model.ensemble.combine_bundles`).
+
+    Attributes:
+        bundle: the run's bundle folder, by name (beside the combined one when it was made).
+        seed: its training seed.
+        best_epoch: the epoch whose weights it contributes (None when not recorded).
+        val_roc_auc: its own validation ROC-AUC (NaN when not recorded).
+    """
+
+    bundle: str
+    seed: int | None
+    best_epoch: int | None
+    val_roc_auc: float
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out["val_roc_auc"] = self.val_roc_auc if math.isfinite(self.val_roc_auc) else None
+        return out
+
+    @classmethod
+    def from_json(cls, data: object) -> MemberInfo | None:
+        """The member, or None unless ``data`` is an object of these keys with a text bundle."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(data, dict) or set(data) != set(names):
+            return None
+        if not isinstance(data["bundle"], str):
+            return None
+
+        def whole(value):
+            return int(value) if is_whole_number(value) else None
+
+        auc = data["val_roc_auc"]
+        return cls(
+            data["bundle"],
+            whole(data["seed"]),
+            whole(data["best_epoch"]),
+            float(auc) if is_number(auc) else math.nan,
+        )
+
+
+@dataclass(frozen=True)
 class BundleMeta:
     """Everything ``bundle.json`` says about a trained model.
 
@@ -375,6 +419,9 @@ class BundleMeta:
             (``passes`` in ``bundle.json``, absent when 1: older bundles read as 1).
         pretrained: the packaged pretrained weights the model started from; None for a model
             from scratch or other weights, and for a bundle written before it was recorded.
+        members: for a model that averages several runs of one model on one split
+            (:mod:`bcp_core.model.ensemble`), those runs; empty for a single run (``members``
+            in ``bundle.json``, absent then).
         extra: keys this version does not know, kept as they were (a ``name`` or ``note`` that
             is not text among them).
     """
@@ -399,6 +446,7 @@ class BundleMeta:
     viewer_approval: dict[str, str] | None = None
     pretrained: PretrainedSource | None = None
     passes: int = 1
+    members: tuple[MemberInfo, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -443,6 +491,8 @@ class BundleMeta:
             out["pretrained"] = self.pretrained.to_json()
         if self.passes != 1:
             out["passes"] = self.passes
+        if self.members:
+            out["members"] = [m.to_json() for m in self.members]
         out.update(self.label.to_json())
         if self.viewer_approval:
             out["viewer_approval"] = dict(self.viewer_approval)
@@ -496,6 +546,9 @@ class BundleMeta:
             if "passes" in data:  # kept as it was, like a key this version does not know
                 extra["passes"] = data["passes"]
             passes = 1
+        members = _members(data.get("members"))
+        if members is None:  # kept as it was, like a key this version does not know
+            extra["members"] = data["members"]
         training = data.get("training")
         approval = data.get("viewer_approval")
         if isinstance(approval, dict):
@@ -519,5 +572,16 @@ class BundleMeta:
             viewer_approval=approval or None,
             pretrained=pretrained,
             passes=int(passes),
+            members=members or (),
             extra=extra,
         )
+
+
+def _members(data: object) -> tuple[MemberInfo, ...] | None:
+    """``members`` as read: () when absent, None when not a list of valid members."""
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        return None
+    members = tuple(MemberInfo.from_json(item) for item in data)
+    return None if any(m is None for m in members) else members  # type: ignore[return-value]

@@ -195,11 +195,16 @@ def folder_bytes(folder: Path) -> int:
 
 
 def check_bundle_quota(
-    out_dir: str | Path, limits: TrainingLimits, cfg: TrainConfig | None = None
+    out_dir: str | Path,
+    limits: TrainingLimits,
+    cfg: TrainConfig | None = None,
+    *,
+    need_bytes: float | None = None,
 ) -> None:
     """Refuse a new bundle at ``out_dir`` when its folder already holds ``limits.max_bundles``
-    bundles, or when the bundle ``cfg`` would write does not fit in the bytes the folder may
-    hold (``limits.max_bundles_bytes``; not checked without ``cfg``).
+    bundles, or when the bundle does not fit in the bytes the folder may hold
+    (``limits.max_bundles_bytes``): ``need_bytes`` when given, else about what a run of ``cfg``
+    writes (not checked without either).
 
     Replacing an existing bundle takes no new room and is allowed.
 
@@ -210,12 +215,14 @@ def check_bundle_quota(
     limit = limits.max_bundles
     if (out_dir / META_FILE).is_file():
         return
-    if cfg is not None:
-        allowed = limits.max_bundles_bytes
-        need, held_bytes = estimate_bundle_bytes(cfg), folder_bytes(out_dir.parent)
+    if need_bytes is None and cfg is not None:
+        need_bytes = estimate_bundle_bytes(cfg)
+    if need_bytes is not None:
+        allowed, need = limits.max_bundles_bytes, need_bytes
+        held_bytes = folder_bytes(out_dir.parent)
         if held_bytes + need > allowed:
             raise UserError(
-                f"This run's bundle would take about {_gb(need)} GB and the bundles folder "
+                f"This bundle would take about {_gb(need)} GB and the bundles folder "
                 f"already holds {_gb(held_bytes)} GB of the {_gb(allowed)} GB this server keeps "
                 f"({ENV_MAX_BUNDLES_GB}); choose a smaller model or image size, or "
                 "delete the bundles of runs you no longer need, then start again."

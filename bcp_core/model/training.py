@@ -349,27 +349,17 @@ def make_bundle_meta(
     (``label``), and which packaged pretrained weights the model started from, when it did.
     ``evaluated``: the card's evaluation of ``predictions`` when already made (its ROC-AUC
     interval is kept for "vs chance")."""
-    y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
-    threshold = choose_threshold(y, p, cfg.threshold_method)
-    ranks = ranking_metrics(y, p)
-    if evaluated is None:
-        evaluated = card_evaluation(predictions)
+    threshold, metrics = scored_on_validation(
+        predictions, cfg.threshold_method, best_epoch, evaluated
+    )
     meta = BundleMeta(
         model_name=cfg.model,
         preprocessing=cfg.spec,
-        threshold=ThresholdChoice(
-            threshold, cfg.threshold_method, now_iso(), on="validation images"
-        ),
+        threshold=threshold,
         training=cfg.to_dict(),
         split=split,
         data_fingerprint=fingerprint,
-        metrics=ValidationMetrics(
-            ranks["roc_auc"],
-            ranks["pr_auc"],
-            best_epoch,
-            metrics_at_threshold(y, p, threshold),
-            roc_auc_ci=evaluated.roc_auc_ci if evaluated is not None else None,
-        ),
+        metrics=metrics,
         status=status,
         label=label,
         passes=passes,
@@ -377,6 +367,30 @@ def make_bundle_meta(
     if meta.from_packaged_weights:
         meta = replace(meta, pretrained=packaged.installed_source(cfg.model))
     return meta
+
+
+def scored_on_validation(
+    predictions: pd.DataFrame,
+    method: str,
+    best_epoch: int | None,
+    evaluated: EvaluationResult | None = None,
+) -> tuple[ThresholdChoice, ValidationMetrics]:
+    """The threshold ``method`` chooses on the validation ``predictions`` (columns ``label``,
+    ``probability``) and the metrics there; ``evaluated``: their card evaluation, when made
+    (its ROC-AUC interval is kept for "vs chance")."""
+    y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
+    threshold = choose_threshold(y, p, method)
+    ranks = ranking_metrics(y, p)
+    if evaluated is None:
+        evaluated = card_evaluation(predictions)
+    metrics = ValidationMetrics(
+        ranks["roc_auc"],
+        ranks["pr_auc"],
+        best_epoch,
+        metrics_at_threshold(y, p, threshold),
+        roc_auc_ci=evaluated.roc_auc_ci if evaluated is not None else None,
+    )
+    return ThresholdChoice(threshold, method, now_iso(), on="validation images"), metrics
 
 
 # --- The run ---------------------------------------------------------------------------------
