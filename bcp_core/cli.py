@@ -682,6 +682,13 @@ def _add_train_parser(sub) -> None:
         f"train (learns from the batches) {recipe}",
     )
     train.add_argument(
+        "--keep-from-epoch",
+        type=int,
+        metavar="N",
+        help="the first epoch the run may keep: the best epoch is chosen among N and later, "
+        f"early stopping counts from N {recipe}",
+    )
+    train.add_argument(
         "--head-epochs",
         type=int,
         metavar="N",

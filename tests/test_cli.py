@@ -279,6 +279,8 @@ def test_settings_not_given_come_from_the_models_recipe(tmp_path):
     seeded = cfg("--seed", "43", "--split-seed", "42")
     assert (seeded.seed, seeded.split_seed, seeded.patient_split_seed) == (43, 42, 42)
     assert cfg("--seed", "43").patient_split_seed == 43
+    assert lite.keep_from_epoch == 3 and cnn.keep_from_epoch == 1
+    assert cfg("--model", "efficientnet_lite0", "--keep-from-epoch", "1").keep_from_epoch == 1
     assert cfg() == config.TrainConfig().validate()
 
 

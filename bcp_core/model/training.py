@@ -265,12 +265,15 @@ class ImprovementTracker(keras.callbacks.Callback):
     """Keeps the history and the best weights by validation PR-AUC; says when an epoch improved.
 
     ``on_improved(epoch)`` (1-based) is called after each improving epoch; what to do then
-    (write the bundle) is the runner's business.
+    (write the bundle) is the runner's business. Epochs before ``keep_from`` (1-based) are
+    kept only until it: that epoch counts as an improvement whatever its score, so the best
+    is chosen among it and the later ones.
     """
 
-    def __init__(self, on_improved: Callable[[int], None]) -> None:
+    def __init__(self, on_improved: Callable[[int], None], keep_from: int = 1) -> None:
         super().__init__()
         self.on_improved = on_improved
+        self.keep_from = keep_from
         self.best = -math.inf
         self.best_epoch = 0
         self.best_weights: list | None = None
@@ -281,6 +284,8 @@ class ImprovementTracker(keras.callbacks.Callback):
         self.history.append({"epoch": epoch + 1, **{k: _num(v) for k, v in logs.items()}})
         score = logs.get("val_pr_auc", float("nan"))
         score = -1.0 if score is None or math.isnan(score) else score
+        if epoch + 1 == self.keep_from:
+            self.best = -math.inf  # the earlier epochs were kept only until now
         if score > self.best:
             self.best, self.best_epoch = score, epoch + 1
             self.best_weights = self.model.get_weights()
@@ -549,9 +554,12 @@ def train_model(
         if cfg.tta_passes > 1:
             progress.tail_s += scorer.seconds * cfg.tta_passes
 
-    tracker = ImprovementTracker(lambda epoch: write(epoch, "running"))
+    keep_from = cfg.first_kept_epoch
+    tracker = ImprovementTracker(lambda epoch: write(epoch, "running"), keep_from)
     stopper = StopOnEvent(stop)
-    early = keras.callbacks.EarlyStopping(monitor="val_pr_auc", mode="max", patience=cfg.patience)
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_pr_auc", mode="max", patience=cfg.patience, start_from_epoch=keep_from - 1
+    )
     progress = ProgressReporter(emit, cfg.epochs, steps)
     callbacks = [
         scorer,
