@@ -243,10 +243,10 @@ SCRATCH_RECIPE = Recipe()
 #: (on fold 0 it scored below Lite0, 0.610 against 0.657, as did Lite0 with nothing frozen, 0.602,
 #: and Lite0 at 384 x 320, 0.582).
 #: Scored with 4 test-time passes: +0.011 ROC-AUC [0.004, 0.018] over one on held-out women.
-#: Keeps an epoch from the third on: its batch norm learns, and after one epoch (about 170
-#: steps) its moving statistics still hold about a sixth of ImageNet's (momentum 0.99); a run
-#: that kept its first epoch scored 0.446 on held-out women (docs/benchmarks.md), while the ten
-#: runs measured otherwise kept epochs 5-10.
+#: Keeps an epoch from the third on: its batch norm learns, and after one epoch (about 140
+#: steps of 16 films) its moving statistics still hold about a quarter of ImageNet's, after two
+#: about 6% (momentum 0.99); a run that kept its first epoch scored 0.446 on held-out women
+#: (docs/benchmarks.md), while the nine others measured kept epochs 5-10.
 LITE_RECIPE = Recipe(
     image_size=(320, 256), epochs=10, patience=4, learning_rate=3e-4, fine_tune=True,
     frozen_stages=2, batch_norm="train", tta_passes=4, keep_from_epoch=3,
