@@ -785,6 +785,49 @@ def paired_auc_delta(model: list[dict], base: list[dict], n_boot: int, seed: int
     }
 
 
+def per_woman(images: list[dict]) -> list[dict]:
+    """One score per woman, by the product's patient level
+    (:func:`bcp_core.evaluation.aggregation.aggregate_predictions_df`; these films carry no
+    laterality, so it is the mean of her films); her label: any malignant film. Shaped as
+    result images (``file`` and ``patient`` her id; no decision: 0)."""
+    import pandas as pd
+
+    from bcp_core.evaluation.aggregation import aggregate_predictions_df
+
+    frame = pd.DataFrame({
+        "patient_id": [i["patient"] for i in images],
+        "label": [i["label"] for i in images],
+        "probability": [i["probability"] for i in images],
+    })  # fmt: skip
+    women = aggregate_predictions_df(frame, level="patient")
+    return [
+        {"file": w, "patient": w, "label": int(y), "probability": float(p), "decision": 0}
+        for w, y, p in zip(women["patient_id"], women["label"], women["probability"])
+    ]
+
+
+def woman_scores(images: list[dict], pair: tuple[list, list] | None, args) -> dict:
+    """ROC-AUC and PR-AUC per woman (:func:`per_woman`) with bootstrap intervals over women,
+    and with ``pair`` (this model's and another's images on the same women) the paired ROC-AUC
+    difference per woman (``vs_against``)."""
+    women = per_woman(images)
+    y, p, _, w = arrays(women)
+    boot = bootstrap_auc_intervals(y, p, w, n_boot=args.n_boot, seed=args.seed)
+    out = {
+        "women": len(women),
+        "positive_women": int(y.sum()),
+        **ranking_metrics(y, p),
+        "roc_auc_ci": boot["roc_auc"],
+        "pr_auc_ci": boot["pr_auc"],
+    }
+    if pair is not None:
+        mine, theirs = pair
+        out["vs_against"] = paired_auc_delta(
+            per_woman(mine), per_woman(theirs), args.n_boot, args.seed
+        )
+    return out
+
+
 # --- Summary ------------------------------------------------------------------------------------
 
 
@@ -831,6 +874,8 @@ def model_summary(
     for key, (mine, theirs) in pooled_refs.items():
         if theirs:
             out["pooled"][key] = paired_auc_delta(mine, theirs, args.n_boot, args.seed)
+    pair = pooled_refs["vs_against"]
+    out["pooled"]["per_woman"] = woman_scores(pooled, pair if pair[1] else None, args)
     return out
 
 
@@ -935,6 +980,16 @@ def format_table(summary: dict) -> str:
         for k, s in m["folds"].items():
             lines.append(table_row(model, str(k), s, bool(against)))
         lines.append(table_row(model, "all", m["pooled"], bool(against)))
+    lines += ["", f"{'per woman (mean of her films)':<32} {'women':>5} {'ROC-AUC [95% CI]':>20}"
+              + (f" {'dROC vs ' + against + ' [CI]':>23}" if against else "")]  # fmt: skip
+    for model, m in summary["models"].items():
+        s = m["pooled"].get("per_woman")
+        if s:
+            other = s.get("vs_against", {})
+            lines.append(
+                f"{model:<32} {s['women']:>5} {fmt(s['roc_auc'], s['roc_auc_ci']):>20}"
+                + (f" {fmt(other.get('roc_auc_delta'), other.get('ci')):>23}" if against else "")
+            )
     lines += [
         "",
         "AUC intervals: patient bootstrap; sens/spec at each model's own decision (bundle "
