@@ -31,7 +31,13 @@ import numpy as np
 import pandas as pd
 
 from bcp_core.errors import UserError
-from bcp_core.model.bundle import VAL_COLUMNS, Bundle, load_bundle, save_bundle
+from bcp_core.model.bundle import (
+    VAL_COLUMNS,
+    Bundle,
+    load_bundle,
+    load_keras_model,
+    save_bundle,
+)
 from bcp_core.model.files import MODEL_FILE
 from bcp_core.model.layers import MEMBER_PREFIX
 from bcp_core.model.meta import MemberInfo, RunLabel, ValidationMetrics
@@ -227,7 +233,7 @@ def combine_bundles(
         members=members,
         extra={},
     )
-    model = average_model([load_bundle(b.path).model for b in bundles])
+    model = average_model([load_keras_model(b.path / MODEL_FILE) for b in bundles])
     split_file = first.path / SPLIT_FILES
     split_files = pd.read_csv(split_file, dtype=str) if split_file.is_file() else None
     save_bundle(out, model, meta, combined_history(bundles), predictions, split_files)
