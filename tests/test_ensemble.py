@@ -177,6 +177,11 @@ def test_other_preprocessing_or_data_is_refused(runs, tmp_path):
         (copy / META_FILE).write_text(json.dumps(data), encoding="utf-8")
         with pytest.raises(UserError, match=message):
             combine_bundles([runs / "a", copy], tmp_path / "out")
+    copy = tmp_path / "no-model"
+    shutil.copytree(runs / "b", copy)
+    (copy / "model.keras").unlink()
+    with pytest.raises(UserError, match="is not a model bundle"):
+        combine_bundles([runs / "a", copy], tmp_path / "out")
     with pytest.raises(UserError, match="one of the runs"):
         combine_bundles([runs / "a", runs / "b"], runs / "a")
     assert not (tmp_path / "out").exists()
