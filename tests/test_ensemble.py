@@ -177,6 +177,12 @@ def test_other_preprocessing_or_data_is_refused(runs, tmp_path):
         (copy / META_FILE).write_text(json.dumps(data), encoding="utf-8")
         with pytest.raises(UserError, match=message):
             combine_bundles([runs / "a", copy], tmp_path / "out")
+    running = tmp_path / "running"
+    shutil.copytree(runs / "b", running)
+    data = json.loads((running / META_FILE).read_text(encoding="utf-8"))
+    (running / META_FILE).write_text(json.dumps({**data, "status": "running"}), encoding="utf-8")
+    with pytest.raises(UserError, match="has not finished"):
+        combine_bundles([runs / "a", running], tmp_path / "out")
     copy = tmp_path / "no-model"
     shutil.copytree(runs / "b", copy)
     (copy / "model.keras").unlink()

@@ -98,6 +98,11 @@ def check_members(bundles: list[Bundle]) -> None:
             raise UserError(
                 f"{name} also takes workbook columns; only image-only runs can be averaged."
             )
+        if b.meta.status == "running":
+            raise UserError(
+                f"{name} is a run that has not finished (still training, or interrupted); "
+                "average finished runs."
+            )
         if b.val_predictions.empty:
             raise UserError(f"{name} has no validation predictions; train it again.")
     for name, b in zip(names[1:], bundles[1:]):
