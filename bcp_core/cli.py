@@ -30,7 +30,13 @@ from pathlib import Path
 from bcp_core import config
 from bcp_core.errors import UserError
 from bcp_core.formatting import defined, number, percent
-from bcp_core.model.events import BatchEnded, EpochEnded, Started, TrainingEvent
+from bcp_core.model.events import (
+    BatchEnded,
+    EpochEnded,
+    MemberStarted,
+    Started,
+    TrainingEvent,
+)
 from bcp_core.model.files import check_bundle_folder
 
 
@@ -159,7 +165,9 @@ class _TrainProgress:
         return " (head alone)" if epoch <= self.head_epochs else ""
 
     def __call__(self, event: TrainingEvent) -> None:
-        if isinstance(event, Started):
+        if isinstance(event, MemberStarted):
+            print(f"Run {event.member} of {event.members} (seed {event.seed}):", file=sys.stderr)
+        elif isinstance(event, Started):
             s = event.split
             print(
                 f"Training on {s.train_images} images of {s.train_patients} patients, "
@@ -218,10 +226,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
-    print(
-        f"Bundle written to {result.bundle} ({result.status}, best epoch {result.best_epoch} "
-        f"of {result.epochs_run})."
-    )
+    if result.members:
+        print(f"Bundle written to {result.bundle} ({result.status}): the mean of these runs,")
+        for member in result.members:
+            print(
+                f"  {member.bundle}: seed {member.seed}, best epoch {member.best_epoch}, "
+                f"validation ROC-AUC {member.val_roc_auc:.3f}"
+            )
+    else:
+        print(
+            f"Bundle written to {result.bundle} ({result.status}, best epoch "
+            f"{result.best_epoch} of {result.epochs_run})."
+        )
     m = result.metrics
     if m is not None:
         print(f"  validation ROC-AUC {m.roc_auc:.3f}, PR-AUC {m.pr_auc:.3f}")
@@ -687,6 +703,14 @@ def _add_train_parser(sub) -> None:
         metavar="N",
         help="the first epoch the run may keep: the best epoch is chosen among N and later, "
         f"early stopping counts from N {recipe}",
+    )
+    train.add_argument(
+        "--members",
+        type=int,
+        metavar="N",
+        help=f"train N runs ({config.MAX_MEMBERS} at most), seeded --seed, --seed + 1, ..., on "
+        "one patient split, one after another, and save their mean probability as one model "
+        f"(N times the training time; image-only models) {recipe}",
     )
     train.add_argument(
         "--head-epochs",

@@ -6,7 +6,7 @@ needs lives here, so the hospital layout is described in exactly one place.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ MIN_BOMB_PART_BYTES = 10 * 10**6
 DEFAULT_TTA_PASSES = 1
 #: The most test-time passes there are variants for (bcp_core.imaging.tta.VARIANTS).
 MAX_TTA_PASSES = 8
+#: The most runs one model may average (``train --members``, ``ensemble``).
+MAX_MEMBERS = 5
 #: How training is spread (bcp_core.model.strategy): one process, one machine's GPUs, or the
 #: workers of a Ray cluster.
 DISTRIBUTE_MODES = ("none", "mirrored", "multiworker")
@@ -194,6 +196,9 @@ class Recipe:
             it ends (so a run stopped before it still leaves a bundle); from it on, the best
             epoch is chosen among it and later ones, and early stopping's patience counts from
             it. 1: every epoch may be kept.
+        members: runs of this recipe trained one after another with seeds ``seed``,
+            ``seed + 1``, ... on one patient split, whose mean probability is the model
+            (:func:`bcp_core.runs.run_training`; :mod:`bcp_core.model.ensemble`). 1: one run.
     """
 
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
@@ -207,6 +212,7 @@ class Recipe:
     head_epochs: int = 0
     schedule: str = "constant"
     keep_from_epoch: int = 1
+    members: int = 1
 
     def describe(self) -> str:
         """One line for ``--help`` and page 3."""
@@ -228,6 +234,8 @@ class Recipe:
             text += f", the best epoch from epoch {self.keep_from_epoch} on"
         if self.tta_passes > 1:
             text += f"; scored with {self.tta_passes} test-time passes"
+        if self.members > 1:
+            text += f"; the mean of {self.members} runs of other seeds"
         return text
 
 
@@ -526,6 +534,7 @@ class TrainConfig:
     head_epochs: int = FROM_RECIPE
     schedule: str = FROM_RECIPE
     keep_from_epoch: int = FROM_RECIPE
+    members: int = FROM_RECIPE
     augment: bool = True
     threshold_method: str = "youden"
     #: Workbook columns the model takes beside the image (bcp_core.model.columns); () for
@@ -565,6 +574,13 @@ class TrainConfig:
         _check_int("Test-time passes", self.tta_passes, 1, MAX_TTA_PASSES)
         _check_int("Head epochs", self.head_epochs, 0, 500)
         _check_int("Keep-from epoch", self.keep_from_epoch, 1, 500)
+        _check_int("Runs to average", self.members, 1, MAX_MEMBERS)
+        if self.members > 1:
+            _check_int("Seed", self.seed, 0, 2**31 - self.members)
+            if self.metadata_columns:
+                raise UserError(
+                    "Only image-only runs can be averaged: choose one run, or no workbook columns."
+                )
         if self.schedule not in SCHEDULES:
             raise UserError(
                 f"The learning-rate schedule must be one of {', '.join(SCHEDULES)}, "
@@ -629,6 +645,17 @@ class TrainConfig:
         """The seed of the patient split: ``split_seed``, or ``seed`` when not given."""
         return self.seed if self.split_seed is None else int(self.split_seed)
 
+    def member_configs(self) -> list[TrainConfig]:
+        """The runs this run is made of: itself, or for ``members`` > 1 one run per seed
+        (``seed``, ``seed + 1``, ...), all on the split of :attr:`patient_split_seed`."""
+        if self.members == 1:
+            return [self]
+        split = self.patient_split_seed
+        return [
+            replace(self, members=1, seed=self.seed + k, split_seed=split)
+            for k in range(self.members)
+        ]
+
     @property
     def first_kept_epoch(self) -> int:
         """The first epoch (1-based) this run may keep: :attr:`Recipe.keep_from_epoch`, or
@@ -664,6 +691,8 @@ class TrainConfig:
             del out["split_seed"]
         if self.keep_from_epoch == 1:
             del out["keep_from_epoch"]
+        if self.members == 1:
+            del out["members"]
         if self.metadata_columns:
             out["metadata_columns"] = list(self.metadata_columns)
         else:

@@ -11,8 +11,9 @@ it.
 
 from __future__ import annotations
 
+import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,8 +22,9 @@ import pandas as pd
 
 from bcp_core.config import DISTRIBUTE_MODES, TrainConfig
 from bcp_core.errors import UserError
+from bcp_core.fileio import replace_dir
 from bcp_core.imaging.cache import CacheSettings
-from bcp_core.model.events import TrainingEvent
+from bcp_core.model.events import MemberStarted, Phase, TrainingEvent
 from bcp_core.model.meta import NO_LABEL, RunLabel
 from bcp_core.model.resources import TrainingLimits, check_training_resources
 
@@ -144,6 +146,19 @@ def run_training(
     request.check()
     pretrained.set_cache_dir(request.weights_cache)
     sink = on_event or _ignore
+    if request.cfg.members > 1:
+        return _train_members(request, manifest, sink, stop_event)
+    return _train_one(request, manifest, metadata, sink, stop_event)
+
+
+def _train_one(
+    request: TrainRequest,
+    manifest: pd.DataFrame,
+    metadata: pd.DataFrame | None,
+    sink,
+    stop_event: threading.Event | None,
+) -> TrainResult:
+    """One run, in this process or on the Ray cluster."""
     if request.distribute == "multiworker":
         from bcp_core.model.ray_train import train_on_ray
 
@@ -181,3 +196,78 @@ def run_training(
 
 def _ignore(event: TrainingEvent) -> None:
     return None
+
+
+def member_dir(out_dir: Path, member: int) -> Path:
+    """Where the ``member``-th run of an averaging run writes its bundle: the run's own
+    folder for the first (so a stopped or failed run still leaves one model there), a hidden
+    folder beside it for the others (not listed as bundles; removed when the run ends)."""
+    return out_dir if member == 1 else out_dir.with_name(f".{out_dir.name}.member-{member}")
+
+
+def _remove_members(out_dir: Path, members: int) -> None:
+    for member in range(2, members + 1):
+        shutil.rmtree(member_dir(out_dir, member), ignore_errors=True)
+
+
+def _train_members(
+    request: TrainRequest,
+    manifest: pd.DataFrame,
+    sink,
+    stop_event: threading.Event | None,
+) -> TrainResult:
+    """An averaging run (``cfg.members`` > 1): the runs of :meth:`TrainConfig.member_configs`
+    one after another, then their mean written over the first one's bundle.
+
+    Stopped during a later run, the runs finished before it are averaged (two or more) or the
+    first is kept alone; a failure leaves the first run's bundle, if it was written. The hidden
+    folders of the other runs are removed either way.
+    """
+    from bcp_core.model.bundle import load_bundle
+    from bcp_core.model.ensemble import check_members, write_average
+    from bcp_core.model.training import TrainResult
+
+    cfg, out = request.cfg, request.out_dir
+    configs = cfg.member_configs()
+    _remove_members(out, len(configs))  # left by a killed process
+    results: list[TrainResult] = []
+    try:
+        for k, member_cfg in enumerate(configs, start=1):
+            sink(MemberStarted(k, len(configs), member_cfg.seed))
+            one = replace(request, cfg=member_cfg, out_dir=member_dir(out, k))
+            result = _train_one(one, manifest, None, sink, stop_event)
+            if result.status == "stopped" or result.bundle is None:
+                if k == 1:
+                    return result
+                break
+            results.append(result)
+        stopped = len(results) < len(configs)
+        if len(results) == 1:
+            return replace(results[0], status="stopped")
+        paths = [member_dir(out, k) for k in range(1, len(results) + 1)]
+        bundles = [load_bundle(path, with_model=False) for path in paths]
+        check_members(bundles)
+        staging = out.with_name(f".{out.name}.mean")
+        label = request.label if request.label != NO_LABEL else None
+        names = [f"run {k} of {len(configs)}" for k in range(1, len(results) + 1)]
+        training = {**cfg.to_dict(), "members": len(results)}
+        status = "stopped" if stopped else "completed"
+        sink(Phase("writing"))
+        combined = write_average(
+            bundles, staging, label=label, names=names, training=training, status=status
+        )
+        replace_dir(staging, out)
+    finally:
+        _remove_members(out, len(configs))
+        shutil.rmtree(out.with_name(f".{out.name}.mean"), ignore_errors=True)
+    return TrainResult(
+        bundle=out,
+        epochs_run=sum(r.epochs_run for r in results),
+        best_epoch=0,
+        status=status,
+        metrics=combined.metrics,
+        threshold=combined.threshold,
+        split=results[0].split,
+        read_failures={k: v for r in results for k, v in r.read_failures.items()},
+        members=combined.members,
+    )

@@ -19,7 +19,15 @@ import pandas as pd
 
 from bcp_core.config import TrainConfig
 from bcp_core.errors import UserError
-from bcp_core.model.events import BatchEnded, EpochEnded, Phase, Started, TrainingEvent
+from bcp_core.model.events import (
+    BatchEnded,
+    EpochEnded,
+    Finished,
+    MemberStarted,
+    Phase,
+    Started,
+    TrainingEvent,
+)
 from bcp_core.model.meta import NO_LABEL, RunLabel, SplitInfo
 from bcp_core.runs import TrainRequest
 
@@ -49,6 +57,9 @@ class TrainingJob:
     metadata: pd.DataFrame | None = None  # workbook values of cfg.metadata_columns, per image
     data_root: Path = Path(".")  # the resolved data root the run reads
     label: RunLabel = NO_LABEL  # the run's name and note, written with its bundle
+    member: int = 1  # a run averaging several (cfg.members): the one training now
+    member_seeds: dict[int, int] = field(default_factory=dict)  # member -> its seed
+    kept: dict[int, int] = field(default_factory=dict)  # finished member -> its kept epoch
 
     @property
     def request(self) -> TrainRequest:
@@ -71,36 +82,72 @@ class TrainingJob:
 
     def on_event(self, event: TrainingEvent) -> None:
         """Receives the runner's progress events (called from the training thread)."""
-        if isinstance(event, Started):
+        if isinstance(event, MemberStarted):
+            self.member, self.last_batch, self.phase = event.member, None, Phase("preparing")
+            self.member_seeds[event.member] = event.seed
+        elif isinstance(event, Finished):
+            self.kept[self.member] = event.best_epoch
+        elif isinstance(event, Started):
             self.status, self.split, self.phase = "running", event.split, None
         elif isinstance(event, Phase):
             self.phase = event
         elif isinstance(event, BatchEnded):
             self.last_batch, self.phase = event, None
         elif isinstance(event, EpochEnded):
-            self.epochs.append({"epoch": event.epoch, **event.metrics, "eta_s": event.eta_s})
+            self.epochs.append({
+                "member": self.member, "epoch": event.epoch, **event.metrics,
+                "eta_s": event.eta_s,
+            })  # fmt: skip
+
+    @property
+    def members(self) -> int:
+        """How many runs this run averages (1: a single run)."""
+        return int(self.cfg.members)
+
+    @property
+    def total_epochs(self) -> int:
+        """The most epochs the whole run takes (every member's)."""
+        return int(self.cfg.epochs) * self.members
+
+    def epochs_done(self) -> float:
+        """Epochs finished so far, over every member, with the running one's share."""
+        b = self.last_batch
+        running = (b.batch / max(b.steps, 1)) if b is not None and self.running else 0.0
+        own = sum(1 for row in self.epochs if row["member"] == self.member)
+        return (self.member - 1) * int(self.cfg.epochs) + own + running
 
     def progress_text(self) -> str:
         """One line that says what the run is doing now, never a silent bar."""
-        b = self.last_batch
-        epoch = b.epoch if b else 0
         if not self.running:
             return self.status.replace("_", " ")
+        if self.members == 1:
+            return self._member_text()
+        seed = self.member_seeds.get(self.member)
+        seed_text = f" (seed {seed})" if seed is not None else ""
+        return f"run {self.member} of {self.members}{seed_text}: {self._member_text()}"
+
+    def _member_text(self) -> str:
+        b = self.last_batch
+        epoch = b.epoch if b else 0
         if self.phase is not None and self.phase.name == "preparing":
             return "preparing the data and the model"
         if self.phase is not None and self.phase.name == "scoring":
             done, total = self.phase.done, self.phase.total
             return f"epoch {self.phase.epoch}: scoring the validation images ({done}/{total})"
         if self.phase is not None and self.phase.name == "writing":
+            if not self.phase.epoch:  # the mean of an averaging run's members
+                return "writing the averaged model"
             return f"writing the bundle (best epoch so far: {self.phase.epoch})"
         if b is None:
             return "starting the first epoch"
         eta = _duration(b.eta_s)
         return f"epoch {epoch}/{self.cfg.epochs}: training, batch {b.batch}/{b.steps} · {eta}"
 
-    def history_df(self) -> pd.DataFrame:
-        """Per-epoch metrics so far (columns ``epoch``, ``loss``, ``val_pr_auc``, ...)."""
-        return pd.DataFrame(self.epochs)
+    def history_df(self, member: int | None = None) -> pd.DataFrame:
+        """Per-epoch metrics so far (columns ``member``, ``epoch``, ``loss``, ``val_pr_auc``,
+        ...); ``member``: that run's alone."""
+        rows = self.epochs if member is None else [r for r in self.epochs if r["member"] == member]
+        return pd.DataFrame(rows)
 
     def run(self, manifest: pd.DataFrame) -> None:
         """The thread's body: train, and record how it ended."""
@@ -153,10 +200,10 @@ class JobRegistry:
         with self.lock:
             other = self.current
             if other is not None and other.running:
-                done = len(other.epochs)
+                done = int(other.epochs_done())
                 raise UserError(
                     f"Another training run is in progress (epoch {done + 1} of "
-                    f"{other.cfg.epochs}, model {other.cfg.model}); only one run at a time fits "
+                    f"{other.total_epochs}, model {other.cfg.model}); only one run at a time fits "
                     "this server. Try again when it has finished."
                 )
             job.thread = threading.Thread(

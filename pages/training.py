@@ -7,6 +7,7 @@ from bcp_core import settings
 from bcp_core.access import Action
 from bcp_core.config import (
     IMBALANCE_METHODS,
+    MAX_MEMBERS,
     MODEL_NAMES,
     MODEL_SPECS,
     TrainConfig,
@@ -78,7 +79,7 @@ with st.form("train_form"):
     smoothing = c1.number_input("Label smoothing", 0.0, 0.49, 0.0, 0.05, key="tr_smooth")
     val_fraction = c2.slider("Validation share of patients", 0.05, 0.5, 0.2, 0.05, key="tr_val")
     weights, fine_tune, frozen_stages, batch_norm = backbone_choices(spec, c3, c4)
-    c1, c2, c3 = st.columns([1, 2, 1])
+    c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
     run_name = c1.text_input(
         "Run name (optional)", max_chars=MAX_NAME_CHARS, key="tr_name",
         help="A short title to find the run again; it can be changed later, below.",
@@ -88,6 +89,12 @@ with st.form("train_form"):
         "Split seed (optional)", 0, 2**31 - 1, None, key="tr_split_seed", placeholder="the seed",
         help="Seeds the patient split alone: runs with other seeds and this split seed are "
         "validated on the same patients, so they can be compared and averaged (below).",
+    )  # fmt: skip
+    members = c4.number_input(
+        "Runs to average", 1, MAX_MEMBERS, key="tr_members",
+        help="Trains this many runs one after another (seeds: the seed, the seed + 1, ...) on "
+        "one patient split and keeps their mean probability as one model: steadier than one "
+        "run, at that many times the training time. Image-only models.",
     )  # fmt: skip
     columns = metadata_columns_choice()  # workbook columns beside the image (optional)
     distribute = distribute_choice()  # shown only where a run can be spread
@@ -110,6 +117,7 @@ if submitted:
         batch_norm=batch_norm,
         patience=int(patience),
         metadata_columns=tuple(columns),
+        members=int(members),
     )
     try:
         # a file of the server's weights folder, never a typed path

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from bcp_core.config import MAX_MEMBERS
 from bcp_core.errors import UserError
 from bcp_core.model.bundle import (
     VAL_COLUMNS,
@@ -45,7 +46,7 @@ from bcp_core.model.provenance import SPLIT_FILES
 from bcp_core.model.resources import TrainingLimits, check_bundle_quota
 from bcp_core.model.training import scored_on_validation
 
-MIN_MEMBERS, MAX_MEMBERS = 2, 5
+MIN_MEMBERS = 2
 #: The validation predictions' columns that name an image (the members must agree on them).
 _IMAGE_KEYS = ["file", "patient_id"]
 
@@ -168,12 +169,12 @@ def average_model(models: list[keras.Model]) -> keras.Model:
     return keras.Model(image, mean, name="mean_of_runs")
 
 
-def member_info(bundle: Bundle) -> MemberInfo:
-    """How the combined bundle names one of its runs."""
+def member_info(bundle: Bundle, name: str | None = None) -> MemberInfo:
+    """How the combined bundle names one of its runs (``name``, default its folder's)."""
     seed = (bundle.meta.training or {}).get("seed")
     epoch = bundle.meta.metrics.best_epoch
     return MemberInfo(
-        bundle=bundle.path.name,
+        bundle=bundle.path.name if name is None else name,
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         best_epoch=epoch if isinstance(epoch, int) else None,
         val_roc_auc=float(bundle.meta.metrics.roc_auc),
@@ -218,11 +219,34 @@ def combine_bundles(
     check_members(bundles)
     need = sum((b.path / MODEL_FILE).stat().st_size for b in bundles)
     check_bundle_quota(out, limits or TrainingLimits(), need_bytes=need)
+    return write_average(bundles, out, label=label)
+
+
+def write_average(
+    bundles: list[Bundle],
+    out: Path,
+    *,
+    label: RunLabel | None = None,
+    names: list[str] | None = None,
+    training: dict | None = None,
+    status: str = "completed",
+) -> CombineResult:
+    """Write the mean of ``bundles`` (checked by :func:`check_members`; room already checked)
+    as one bundle at ``out``.
+
+    Args:
+        label: its name and note; default "Mean of N runs" and the runs' names.
+        names: how ``members`` names the runs; default their folder names.
+        training: the settings ``bundle.json`` records; default the first run's.
+        status: how the run that made it ended (``bundle.json``'s ``status``).
+    """
     predictions = mean_predictions(bundles)
     first = bundles[0]
     method = str((first.meta.training or {}).get("threshold_method", first.meta.threshold.method))
     threshold, metrics = scored_on_validation(predictions, method, None)
-    members = tuple(member_info(b) for b in bundles)
+    members = tuple(
+        member_info(b, None if names is None else names[k]) for k, b in enumerate(bundles)
+    )
     if label is None:
         label = RunLabel(
             f"Mean of {len(bundles)} runs",
@@ -232,10 +256,11 @@ def combine_bundles(
         first.meta,
         threshold=threshold,
         metrics=metrics,
-        status="completed",
+        status=status,
         label=label,
         viewer_approval=None,
         members=members,
+        training=first.meta.training if training is None else training,
         extra={},
     )
     model = average_model([load_keras_model(b.path / MODEL_FILE) for b in bundles])

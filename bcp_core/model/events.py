@@ -75,6 +75,17 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class MemberStarted:
+    """A run that averages several (``TrainConfig.members``) begins its ``member``-th of
+    ``members`` runs, with its own ``seed``; the events up to the next one are that run's
+    (its epochs count from 1 again, and a ``Finished`` ends it)."""
+
+    member: int
+    members: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class Finished:
     """The run ended: how, with which epoch's weights, and where the bundle is."""
 
@@ -84,4 +95,4 @@ class Finished:
     bundle: str | None
 
 
-TrainingEvent = Started | BatchEnded | EpochEnded | Phase | Finished
+TrainingEvent = Started | BatchEnded | EpochEnded | Phase | MemberStarted | Finished

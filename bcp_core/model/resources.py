@@ -158,9 +158,12 @@ def check_training_memory(cfg: TrainConfig, limits: TrainingLimits) -> float:
 
 
 def count_bundles(folder: Path) -> int:
-    """Bundles (sub-folders holding a ``bundle.json``) directly below ``folder``."""
+    """Bundles (sub-folders holding a ``bundle.json``) directly below ``folder``; hidden
+    folders (the runs of an averaging run while it trains) are not counted, nor listed."""
     try:
-        return sum(1 for p in folder.iterdir() if (p / META_FILE).is_file())
+        return sum(
+            1 for p in folder.iterdir() if not p.name.startswith(".") and (p / META_FILE).is_file()
+        )
     except OSError:
         return 0
 
@@ -172,11 +175,14 @@ SEED_CNN_WEIGHTS_PER_PIXEL = 256
 
 
 def estimate_bundle_bytes(cfg: TrainConfig) -> float:
-    """About how many bytes the bundle of a run of ``cfg`` takes (its model file dominates)."""
+    """About how many bytes the bundle of a run of ``cfg`` takes (its model file dominates);
+    for a run averaging ``cfg.members`` runs, the most it holds at once: each run's bundle and
+    the averaged one, which nests them all."""
     weights = model_spec(cfg.model).weights_m * 1e6
     if cfg.model == "seed_cnn":
         weights += int(cfg.image_size[0]) * int(cfg.image_size[1]) * SEED_CNN_WEIGHTS_PER_PIXEL
-    return weights * BUNDLE_BYTES_PER_WEIGHT
+    members = int(cfg.members)
+    return weights * BUNDLE_BYTES_PER_WEIGHT * (1 if members == 1 else 2 * members)
 
 
 def folder_bytes(folder: Path) -> int:

@@ -54,6 +54,7 @@ from bcp_core.model.losses import initial_bias, make_loss
 from bcp_core.model.meta import (
     NO_LABEL,
     BundleMeta,
+    MemberInfo,
     RunLabel,
     SplitInfo,
     ThresholdChoice,
@@ -79,14 +80,18 @@ class TrainResult:
     threshold: float
     split: SplitInfo
     read_failures: dict[str, str] = field(default_factory=dict)
+    #: A run averaging several (``TrainConfig.members``): its runs (``best_epoch`` is then 0,
+    #: ``epochs_run`` their epochs together).
+    members: tuple[MemberInfo, ...] = ()
 
     def to_json(self) -> dict:
         """The ``train --json`` object."""
         m = self.metrics
+        members = {"members": [x.to_json() for x in self.members]} if self.members else {}
         return {
             "bundle": str(self.bundle) if self.bundle else None,
             "epochs_run": self.epochs_run,
-            "best_epoch": self.best_epoch,
+            "best_epoch": self.best_epoch or None,
             "status": self.status,
             "val_roc_auc": m.roc_auc if m else None,
             "val_pr_auc": m.pr_auc if m else None,
@@ -99,6 +104,7 @@ class TrainResult:
             "train_images": self.split.train_images,
             "val_images": self.split.val_images,
             "unreadable_images": len(self.read_failures),
+            **members,
         }
 
 

@@ -39,7 +39,7 @@ from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
 from bcp_core.runs import TrainRequest, read_training_data
 from dashboard.auth import allowed, audit, denied, identity
-from dashboard.jobs import JobRegistry
+from dashboard.jobs import JobRegistry, TrainingJob
 from dashboard.shared import (
     KEY_BUNDLE,
     allowed_roots,
@@ -66,6 +66,7 @@ RECIPE_KEYS = {
     "tr_finetune": "fine_tune",
     "tr_frozen": "frozen_stages",
     "tr_bn": "batch_norm",
+    "tr_members": "members",
 }
 
 
@@ -234,28 +235,39 @@ def _live(jobs: JobRegistry) -> None:
         return
     mine = "" if job.owner == session_token() else " (started by another session)"
     st.subheader(f"Run {plain_markdown(job.out_dir.name)}{mine}")
-    b = job.last_batch
-    done = len(job.epochs) + ((b.batch / max(b.steps, 1)) if b and job.running else 0)
-    st.progress(min(done / job.cfg.epochs, 1.0), text=job.progress_text())
+    st.progress(min(job.epochs_done() / job.total_epochs, 1.0), text=job.progress_text())
     me = identity()
     if job.running and st.button(
         "Stop", key="tr_stop", disabled=not can_stop(me.role, me.user, job.user),
-        help="Ends at the next batch; the best bundle so far is kept. Only whoever started the "
-        "run, or an admin, can stop it.",
+        help="Ends at the next batch; the best bundle so far is kept (of a run averaging "
+        "several, the runs finished before it are averaged). Only whoever started the run, or "
+        "an admin, can stop it.",
     ):  # fmt: skip
         if can_stop(identity().role, identity().user, job.user):
             job.stop_event.set()
             audit("train_stop", run=job.out_dir.name)
-    if job.epochs:
-        history = job.history_df()
-        best = job.result.best_epoch if job.result else best_epoch(history)
+    _finished_members(job)
+    history = job.history_df(job.member)
+    if not history.empty:
+        best: int | None = None
+        if job.result and not job.result.members:
+            best = job.result.best_epoch
+        else:
+            best = job.kept.get(job.member) or best_epoch(history)
+        if job.members > 1:
+            seed = job.member_seeds.get(job.member)
+            st.caption(f"Run {job.member} of {job.members} (seed {seed}), epoch by epoch:")
         st.plotly_chart(plot_training_curves(history, job.cfg.epochs, best), key="tr_curves")
     if job.status == "failed":
         show_error(job.message)
     elif not job.running and job.result and job.result.metrics:
         r, metrics = job.result, job.result.metrics
+        if r.members:
+            what = f"the mean of {len(r.members)} runs"
+        else:
+            what = f"best epoch {r.best_epoch} of {r.epochs_run}"
         st.success(
-            f"{job.status.replace('_', ' ')}: best epoch {r.best_epoch} of {r.epochs_run}; "
+            f"{job.status.replace('_', ' ')}: {what}; "
             f"validation ROC-AUC {metrics.roc_auc:.3f}, PR-AUC {metrics.pr_auc:.3f}; "
             f"bundle {plain_markdown(job.out_dir.name)}.",
             icon=":material/check:",
@@ -264,6 +276,22 @@ def _live(jobs: JobRegistry) -> None:
         if st.session_state.get("tr_seen_done") != job.out_dir.name:
             st.session_state["tr_seen_done"] = job.out_dir.name
             st.rerun()  # once, to stop polling and refresh the table of runs
+
+
+def _finished_members(job: TrainingJob) -> None:
+    """A run averaging several: one line per run it has finished (its kept epoch and its own
+    validation ROC-AUC there)."""
+    if job.members == 1:
+        return
+    for member, kept in sorted(job.kept.items()):
+        history = job.history_df(member)
+        at = history[history["epoch"] == kept] if "epoch" in history else history
+        auc = at["val_roc_auc"].iloc[0] if "val_roc_auc" in at and len(at) else None
+        auc_text = f"{auc:.3f}" if isinstance(auc, float) and auc == auc else "n/a"
+        st.caption(
+            f"Run {member} of {job.members} (seed {job.member_seeds.get(member)}): "
+            f"kept epoch {kept}, validation ROC-AUC {auc_text}."
+        )
 
 
 def label_keys(bundle: str) -> tuple[str, str]:
