@@ -148,11 +148,11 @@ def plot_training_curves(
     if best_epoch:
         for i in range(len(_CURVES)):
             row, col = divmod(i, 2)
+            # one "kept" label, on the first chart (an annotation without text reads "new text")
+            label = dict(annotation_text="kept", annotation_position="top") if i == 0 else {}
             fig.add_vline(
                 x=best_epoch, line=dict(color="#b03a63", dash="dash", width=1),
-                row=row + 1, col=col + 1,
-                annotation_text="kept" if i == 0 else None, annotation_position="top",
-                exclude_empty_subplots=False,
+                row=row + 1, col=col + 1, exclude_empty_subplots=False, **label,
             )  # fmt: skip
     if epochs:
         fig.update_xaxes(range=[0.5, epochs + 0.5], dtick=max(1, epochs // 10))

@@ -255,7 +255,9 @@ def test_stop_ends_the_run_at_the_next_batch_without_scoring_again(tiny_manifest
 def test_the_training_charts_mark_the_epoch_kept():
     import pandas as pd
 
-    from bcp_core.plots import plot_training_curves
+    from bcp_core.plots import _CURVES, plot_training_curves
+
+    SUBPLOT_TITLES = {title for _, title in _CURVES}
 
     history = pd.DataFrame(
         {"epoch": [1, 2, 3], "loss": [0.7, 0.6, 0.65], "val_pr_auc": [0.3, 0.4, 0.35]}
@@ -263,4 +265,6 @@ def test_the_training_charts_mark_the_epoch_kept():
     marked = plot_training_curves(history, 5, best_epoch=2)
     lines = [s for s in marked.layout.shapes if s.type == "line"]
     assert len(lines) == 4 and {s.x0 for s in lines} == {2}  # one per chart, at epoch 2
+    labels = [a.text for a in marked.layout.annotations if a.text not in SUBPLOT_TITLES]
+    assert labels == ["kept"], "one label, and no plotly placeholder text on the others"
     assert not plot_training_curves(history, 5).layout.shapes

@@ -247,16 +247,18 @@ def _live(jobs: JobRegistry) -> None:
             job.stop_event.set()
             audit("train_stop", run=job.out_dir.name)
     _finished_members(job)
-    history = job.history_df(job.member)
+    # the run training now, or until its first epoch ends the one before it
+    shown = job.member if not job.history_df(job.member).empty else max(job.kept, default=1)
+    history = job.history_df(shown)
     if not history.empty:
         best: int | None = None
         if job.result and not job.result.members:
             best = job.result.best_epoch
         else:
-            best = job.kept.get(job.member) or best_epoch(history)
+            best = job.kept.get(shown) or best_epoch(history)
         if job.members > 1:
-            seed = job.member_seeds.get(job.member)
-            st.caption(f"Run {job.member} of {job.members} (seed {seed}), epoch by epoch:")
+            seed = job.member_seeds.get(shown)
+            st.caption(f"Run {shown} of {job.members} (seed {seed}), epoch by epoch:")
         st.plotly_chart(plot_training_curves(history, job.cfg.epochs, best), key="tr_curves")
     if job.status == "failed":
         show_error(job.message)
