@@ -168,7 +168,10 @@ def _finish(ds, spec, batch_size, augment, seed, failures, kind: tuple[bool, boo
         def apply(x, y):
             return ((augmented(x[0]), x[1]) if with_metadata else augmented(x)), y
 
-        ds = ds.map(apply, num_parallel_calls=AUTOTUNE)
+        # One batch after another: the layers draw from their random state in call order, so
+        # batches augmented in parallel took whichever draws came first and a seed's run did
+        # not repeat. Augmenting a batch of 16 at 320 x 256 takes ~25 ms of a 1-2 s step.
+        ds = ds.map(apply)
     return ds.prefetch(AUTOTUNE)
 
 
