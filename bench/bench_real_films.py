@@ -46,7 +46,12 @@ Method.
      product model is benchmarked without editing this script. The product is driven through
      its CLI only (``--product-root`` sets the subprocesses' cwd and PYTHONPATH);
    * rescored models (``--rescore NAME=BASE:ARGS``): BASE's bundles score the held-out films
-     again with extra ``predict`` arguments (``--tta 4``: test-time augmentation), no training.
+     again with extra ``predict`` arguments (``--tta 4``: test-time augmentation), no training;
+   * combined models (``--combine NAME=A+B[:ARGS]``): ``python -m bcp_core ensemble`` averages
+     the fold's bundles of A and B (runs of one split: ``train --split-seed``) into one bundle,
+     which scores the held-out films as any model, with extra ``predict`` arguments: the
+     product's own average, its threshold chosen on the runs' mean validation predictions;
+     its training time is the runs' together.
 
 4. Each (fold, model) result is cached as ``WORK/folds/fold_K/MODEL.json``: per held-out image
    its file, woman, label, probability and decision; threshold; wall times; the ``train --json``
@@ -438,8 +443,27 @@ def parse_rescores(values: list[str], candidates: dict[str, list[str]]) -> dict[
     return out
 
 
+def parse_combines(values: list[str], taken: list[str]) -> dict[str, tuple]:
+    """``NAME=A+B[:ARGS]`` strings as {name: (member models, extra predict arguments)}."""
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        members_text, _, extra = rest.partition(":")
+        members = [m for m in members_text.split("+") if m]
+        if not sep or len(members) < 2 or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise SystemExit(f"--combine {value!r}: write NAME=MODEL+MODEL[:PREDICT_ARGS].")
+        if name in taken or BASELINE in members:
+            raise SystemExit(f"--combine {value!r}: NAME must be new, the runs product models.")
+        out[name] = (members, shlex.split(extra))
+    return out
+
+
 def model_spec(model: str, args: argparse.Namespace) -> dict:
     """What defines a model's training: compared with a cached result before it is reused."""
+    if model in args.combines:
+        members, extra = args.combines[model]
+        bases = [model_spec(m, args) for m in members]
+        return {"kind": "combine", "of": members, "bases": bases, "predict": extra}
     if model in args.rescores:
         base, extra = args.rescores[model]
         return {"kind": "rescore", "of": base, "base": model_spec(base, args), "predict": extra}
@@ -535,6 +559,33 @@ def rescore_product_model(k: int, model: str, spec: dict, test: list, ctx: dict)
     entries, predict_s = predict_held_out(bundle, test, ctx, spec["predict"])
     result = scored(entries, test, base["train_json"], base["train_wall_s"], predict_s)
     result["decision"] += f" ({' '.join(spec['predict'])}, the bundle of {spec['of']})"
+    return result
+
+
+def combine_product_model(k: int, model: str, spec: dict, test: list, ctx: dict) -> dict:
+    """Average fold ``k``'s bundles of ``spec["of"]`` with the product's ``ensemble`` and score
+    the held-out films with the new bundle (and ``spec["predict"]``)."""
+    folder = ctx["work"] / "folds" / f"fold_{k}"
+    runs = []
+    for member, base_spec in zip(spec["of"], spec["bases"]):
+        record, bundle = folder / f"{member}.json", folder / "bundles" / member
+        if not record.is_file() or not bundle.is_dir():
+            raise SystemExit(f"fold {k} {model}: run {member} on this fold first (no bundle).")
+        if read_json(record).get("spec") != base_spec:
+            raise SystemExit(f"{record} was trained as another {member}; name the runs anew.")
+        runs.append((read_json(record), bundle))
+    bundle = folder / "bundles" / model
+    shutil.rmtree(bundle, ignore_errors=True)
+    cmd = [*NICE, sys.executable, "-m", "bcp_core", "ensemble", *(str(b) for _, b in runs)]
+    proc, combine_s = run_logged(
+        [*cmd, "--out", str(bundle), "--json"], ctx["product_root"], ctx["env"]
+    )
+    combine_json = last_json(proc.stdout)
+    log(f"fold {k} {model}: averaged in {combine_s:.0f} s: {json.dumps(combine_json)}")
+    entries, predict_s = predict_held_out(bundle, test, ctx, spec["predict"])
+    train_s = sum(record["train_wall_s"] for record, _ in runs) + combine_s
+    result = scored(entries, test, combine_json, train_s, predict_s)
+    result["decision"] += f" ({' '.join(spec['predict'])}, the product's average of {spec['of']})"
     return result
 
 
@@ -680,6 +731,9 @@ def run_piece(k: int, model: str, args: argparse.Namespace, ctx: dict) -> None:
     if spec["kind"] == "rescore":
         log(f"fold {k} {model}: {spec['of']}'s bundle, predict {spec['predict']} on {counts(test)}")
         result = rescore_product_model(k, model, spec, test, ctx)
+    elif spec["kind"] == "combine":
+        log(f"fold {k} {model}: the average of {spec['of']}, predict on {counts(test)}")
+        result = combine_product_model(k, model, spec, test, ctx)
     else:
         root = ensure_fold_root(ctx["work"], k, train, ctx["product_root"])
         log(f"fold {k} {model}: training on {counts(train)}, held out {counts(test)}")
@@ -1021,6 +1075,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "lite0_tta4=lite0:--tta 4); run after BASE",
     )
     p.add_argument(
+        "--combine",
+        action="append",
+        default=[],
+        metavar="NAME=A+B[:ARGS]",
+        help="average the fold bundles of A and B with the product's ensemble command and "
+        "score the held-out films with it (e.g. mean2=lite0_bn+lite0_s43_split42:--tta 4); "
+        "run after A and B",
+    )
+    p.add_argument(
         "--ensemble",
         action="append",
         default=[],
@@ -1051,7 +1114,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.candidates = parse_candidates(args.candidate)
     args.rescores = parse_rescores(args.rescore, args.candidates)
     args.ensembles = parse_ensembles(args.ensemble)
-    known = [*BUILTIN_MODELS, *args.candidates, *args.rescores]
+    args.combines = parse_combines(
+        args.combine, [*BUILTIN_MODELS, *args.candidates, *args.rescores]
+    )
+    known = [*BUILTIN_MODELS, *args.candidates, *args.rescores, *args.combines]
     args.models = args.models or known
     unknown = [m for m in args.models if m not in known]
     if unknown and not args.summary:

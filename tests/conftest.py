@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -262,6 +263,20 @@ def fill_tiny_training_form(at, **extra) -> None:
     at.number_input(key="tr_batch").set_value(8)
     for key, value in extra.items():
         at.selectbox(key=key).set_value(value)
+
+
+def watch_job(job, at=None, timeout: float = 300) -> None:
+    """Wait until the training ``job`` ends (at most ``timeout`` seconds); with ``at``, rerun
+    that page every second as its polling would, failing on any exception, and once more at
+    the end."""
+    deadline = time.monotonic() + timeout
+    while job.running and time.monotonic() < deadline:
+        time.sleep(1)
+        if at is not None:
+            at.run()
+            assert not at.exception
+    if at is not None:
+        at.run()
 
 
 @pytest.fixture

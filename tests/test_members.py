@@ -183,9 +183,7 @@ def test_the_jobs_progress_names_the_run_and_counts_every_runs_epochs(tmp_path):
 def test_the_training_page_runs_an_averaging_run_to_the_end(
     small_demo, idle_jobs, tmp_path, monkeypatch
 ):
-    import time
-
-    from tests.conftest import fill_tiny_training_form, open_app
+    from tests.conftest import fill_tiny_training_form, open_app, watch_job
 
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
     at = open_app(small_demo[0], "pages/training.py")
@@ -197,12 +195,7 @@ def test_the_training_page_runs_an_averaging_run_to_the_end(
     assert not at.error, [e.value for e in at.error]
     job = idle_jobs.current
     assert job is not None and job.cfg.members == 2
-    deadline = time.monotonic() + 300
-    while job.running and time.monotonic() < deadline:
-        time.sleep(1)
-        at.run()
-        assert not at.exception
-    at.run()
+    watch_job(job, at)
     assert job.status == "completed", job.message
     assert any("the mean of 2 runs" in s.value for s in at.success), [s.value for s in at.success]
     captions = [c.value for c in at.caption]

@@ -10,7 +10,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from bcp_core.model.files import META_FILE
-from tests.conftest import edit_workbook, fill_tiny_training_form, open_app, typed_root
+from tests.conftest import (
+    edit_workbook,
+    fill_tiny_training_form,
+    open_app,
+    typed_root,
+    watch_job,
+)
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -103,7 +109,6 @@ def fresh_jobs(monkeypatch, tmp_path, idle_jobs):
 
 @pytest.mark.slow
 def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jobs, tmp_path):
-    import time
 
     from bcp_core.model.bundle import load_bundle
 
@@ -115,12 +120,7 @@ def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jo
     assert not at.error, [e.value for e in at.error]
     job = fresh_jobs.current
     assert job is not None and job.cfg.model == "seed_cnn"
-    deadline = time.monotonic() + 300
-    while job.running and time.monotonic() < deadline:
-        time.sleep(1)
-        at.run()
-        assert not at.exception
-    at.run()
+    watch_job(job, at)
     assert job.status == "completed", job.message
     assert any("best epoch" in s.value for s in at.success)
     assert at.get("plotly_chart"), "the per-epoch charts are drawn"
@@ -145,7 +145,6 @@ def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jo
 def test_choosing_a_model_fills_the_form_with_its_recipe_and_the_run_keeps_it(
     small_demo, fresh_jobs
 ):
-    import time
 
     from bcp_core.config import MODEL_SPECS
     from bcp_core.model.bundle import load_bundle
@@ -173,9 +172,7 @@ def test_choosing_a_model_fills_the_form_with_its_recipe_and_the_run_keeps_it(
     at.button(key="tr_start").click().run()
     assert not at.error, [e.value for e in at.error]
     job = fresh_jobs.current
-    deadline = time.monotonic() + 300
-    while job.running and time.monotonic() < deadline:
-        time.sleep(1)
+    watch_job(job)
     assert job.status == "completed", job.message
     kept = load_bundle(job.out_dir).meta.training
     assert kept["model"] == "efficientnet_lite0" and kept["image_size"] == [64, 48]

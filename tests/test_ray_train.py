@@ -179,7 +179,7 @@ def test_cli_trains_on_two_workers(ray_cluster, small_demo, tmp_path, capsys):
 def test_the_training_page_trains_on_the_cluster(
     ray_cluster, small_demo, tmp_path, monkeypatch, idle_jobs
 ):
-    from tests.conftest import fill_tiny_training_form, open_app
+    from tests.conftest import fill_tiny_training_form, open_app, watch_job
 
     root, _ = small_demo
     monkeypatch.setenv("BCP_BUNDLES_DIR", str(tmp_path / "bundles"))
@@ -192,9 +192,7 @@ def test_the_training_page_trains_on_the_cluster(
     assert not at.error, [e.value for e in at.error]
     job = idle_jobs.current
     assert job is not None and job.distribute == "multiworker"
-    deadline = time.monotonic() + 300
-    while job.running and time.monotonic() < deadline:
-        time.sleep(1)
+    watch_job(job)
     assert job.status == "completed", job.message
     assert job.epochs, "the chief's epochs reached the page"
     assert load_bundle(job.out_dir).meta.training["distribute"]["workers"] == 2
