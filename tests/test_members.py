@@ -202,5 +202,5 @@ def test_the_training_page_runs_an_averaging_run_to_the_end(
     assert any(c.startswith("Run 1 of 2 (seed 11): kept epoch 1") for c in captions), captions
     assert any(c.startswith("Run 2 of 2 (seed 12): kept epoch 1") for c in captions), captions
     runs = next(d.value for d in at.dataframe if "bundle" in d.value.columns)
-    assert runs["bundle"].tolist() == [job.out_dir.name]
+    assert runs["bundle"].tolist() == [job.out_dir.name] and runs["runs"].tolist() == [2]
     assert [m.seed for m in read_bundle_meta(job.out_dir).members] == [11, 12]

@@ -398,11 +398,12 @@ def list_bundles_df(root: str | Path, matching: str = "") -> pd.DataFrame:
     Returns:
         DataFrame with columns ``bundle``, ``name`` and ``note`` (the run's, the note on one
         line and cut to :data:`NOTE_PREVIEW_CHARS`; "" when none), ``model``, ``status``,
-        ``saved``, ``best_epoch`` (the epoch whose weights the bundle keeps), ``epochs`` (asked
-        for), ``image_size``, ``learning_rate``, ``batch_size``, ``weights``, ``roc_auc``,
-        ``pr_auc``, ``vs_chance`` (whether the validation ROC-AUC interval lies above 0.5; ""
-        for a bundle that does not record it), ``sensitivity``, ``specificity``, ``threshold``,
-        ``path``; folders that are not readable bundles are left out.
+        ``saved``, ``best_epoch`` (the epoch whose weights the bundle keeps; none for a model
+        averaging runs), ``runs`` (how many runs its model averages: 1 for a single run),
+        ``epochs`` (asked for), ``image_size``, ``learning_rate``, ``batch_size``, ``weights``,
+        ``roc_auc``, ``pr_auc``, ``vs_chance`` (whether the validation ROC-AUC interval lies
+        above 0.5; "" for a bundle that does not record it), ``sensitivity``, ``specificity``,
+        ``threshold``, ``path``; folders that are not readable bundles are left out.
     """
     columns = [
         "bundle",
@@ -412,6 +413,7 @@ def list_bundles_df(root: str | Path, matching: str = "") -> pd.DataFrame:
         "status",
         "saved",
         "best_epoch",
+        "runs",
         *RUN_SETTINGS,
         "roc_auc",
         "pr_auc",
@@ -440,7 +442,8 @@ def list_bundles_df(root: str | Path, matching: str = "") -> pd.DataFrame:
         rows.append({
             "bundle": folder.name, "name": label.name, "note": _preview(label.note),
             "model": meta.model_name, "status": meta.status,
-            "saved": meta.saved, "best_epoch": m.best_epoch, **shown, "roc_auc": m.roc_auc,
+            "saved": meta.saved, "best_epoch": m.best_epoch, "runs": len(meta.members) or 1,
+            **shown, "roc_auc": m.roc_auc,
             "pr_auc": m.pr_auc, "vs_chance": m.chance, "sensitivity": m.sensitivity,
             "specificity": m.specificity,
             "threshold": meta.threshold.value, "path": str(folder),
