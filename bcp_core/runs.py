@@ -250,7 +250,11 @@ def _train_members(
         staging = out.with_name(f".{out.name}.mean")
         label = request.label if request.label != NO_LABEL else None
         names = [f"run {k} of {len(configs)}" for k in range(1, len(results) + 1)]
-        training = {**cfg.to_dict(), "members": len(results)}
+        # the run's own settings (its seed, its split seed if given), with what the runner
+        # added to the first run's (how it was spread)
+        settings = set(TrainConfig.__dataclass_fields__)
+        added = {k: v for k, v in (bundles[0].meta.training or {}).items() if k not in settings}
+        training = {**cfg.to_dict(), **added, "members": len(results)}
         status = "stopped" if stopped else "completed"
         sink(Phase("writing"))
         combined = write_average(
