@@ -7,7 +7,6 @@ from bcp_core import settings
 from bcp_core.access import Action
 from bcp_core.config import (
     IMBALANCE_METHODS,
-    MAX_MEMBERS,
     MODEL_NAMES,
     MODEL_SPECS,
     TrainConfig,
@@ -28,6 +27,7 @@ from dashboard.views.training import (
     live_progress,
     load_recipe,
     metadata_columns_choice,
+    split_and_members,
     training_inputs,
     viewers_model,
 )
@@ -85,17 +85,7 @@ with st.form("train_form"):
         help="A short title to find the run again; it can be changed later, below.",
     )  # fmt: skip
     run_note = c2.text_input("Note (optional)", max_chars=MAX_NOTE_CHARS, key="tr_note")
-    split_seed = c3.number_input(
-        "Split seed (optional)", 0, 2**31 - 1, None, key="tr_split_seed", placeholder="the seed",
-        help="Seeds the patient split alone: runs with other seeds and this split seed are "
-        "validated on the same patients, so they can be compared and averaged (below).",
-    )  # fmt: skip
-    members = c4.number_input(
-        "Runs to average", 1, MAX_MEMBERS, key="tr_members",
-        help="Trains this many runs one after another (seeds: the seed, the seed + 1, ...) on "
-        "one patient split and keeps their mean probability as one model: steadier than one "
-        "run, at that many times the training time. Image-only models.",
-    )  # fmt: skip
+    split_seed, members = split_and_members(c3, c4)  # runs on one split, averaged
     columns = metadata_columns_choice()  # workbook columns beside the image (optional)
     distribute = distribute_choice()  # shown only where a run can be spread
     submitted = st.form_submit_button("Start training", type="primary", key="tr_start")
@@ -111,13 +101,13 @@ if submitted:
         label_smoothing=float(smoothing),
         val_fraction=float(val_fraction),
         seed=int(seed),
-        split_seed=None if split_seed is None else int(split_seed),
+        split_seed=split_seed,
         fine_tune=fine_tune,
         frozen_stages=frozen_stages,
         batch_norm=batch_norm,
         patience=int(patience),
         metadata_columns=tuple(columns),
-        members=int(members),
+        members=members,
     )
     try:
         # a file of the server's weights folder, never a typed path

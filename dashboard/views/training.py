@@ -17,6 +17,7 @@ from bcp_core.access import Action, can_stop
 from bcp_core.config import (
     BATCH_NORM_MODES,
     DEFAULT_MODEL,
+    MAX_MEMBERS,
     MODEL_SPECS,
     WEIGHTS_DEFAULT,
     ModelSpec,
@@ -113,6 +114,23 @@ def backbone_choices(spec: ModelSpec, left, right) -> tuple[str, bool, int, str]
             "ImageNet weights (faster epochs).",
         )  # fmt: skip
     return str(weights), bool(fine_tune), int(frozen_stages), str(batch_norm)
+
+
+def split_and_members(left, right) -> tuple[int | None, int]:
+    """In the form: the optional split seed (in ``left``) and how many runs to average (in
+    ``right``; the recipe's by default). Returns (split seed or None, runs)."""
+    split_seed = left.number_input(
+        "Split seed (optional)", 0, 2**31 - 1, None, key="tr_split_seed", placeholder="the seed",
+        help="Seeds the patient split alone: runs with other seeds and this split seed are "
+        "validated on the same patients, so they can be compared and averaged (below).",
+    )  # fmt: skip
+    members = right.number_input(
+        "Runs to average", 1, MAX_MEMBERS, key="tr_members",
+        help="Trains this many runs one after another (seeds: the seed, the seed + 1, ...) on "
+        "one patient split and keeps their mean probability as one model: steadier than one "
+        "run, at that many times the training time. Image-only models.",
+    )  # fmt: skip
+    return (None if split_seed is None else int(split_seed)), int(members)
 
 
 #: The bundle chosen in the name-and-note editor, and the outcome of its last save.
