@@ -544,9 +544,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         spec = MODEL_SPECS.get(self.model) if isinstance(self.model, str) else None
         recipe = recipe_of(self.model)
+        members_given = self.members is not FROM_RECIPE
         for name in RECIPE_FIELDS:
             if getattr(self, name) is FROM_RECIPE:
                 setattr(self, name, getattr(recipe, name))
+        if not members_given and self.metadata_columns:
+            self.members = 1  # a recipe averages image-only runs; one on workbook columns is one
         if str(self.weights).strip().lower() in (WEIGHTS_DEFAULT, ""):
             self.weights = spec.default_weights if spec else WEIGHTS_NONE
 

@@ -56,6 +56,21 @@ def test_impossible_averaging_runs_are_refused_in_one_sentence(settings, message
         TrainConfig(**{**TINY, **settings}).validate()
 
 
+def test_a_recipes_averaging_gives_way_to_workbook_columns(monkeypatch):
+    from dataclasses import replace
+
+    from bcp_core import config
+
+    spec = config.MODEL_SPECS["default_cnn"]
+    averaging = replace(spec, recipe=replace(spec.recipe, members=3))
+    monkeypatch.setitem(config.MODEL_SPECS, "default_cnn", averaging)
+    assert TrainConfig(model="default_cnn").members == 3
+    with_columns = TrainConfig(model="default_cnn", metadata_columns=("age",))
+    assert with_columns.members == 1 and with_columns.validate() is with_columns
+    with pytest.raises(UserError, match="Only image-only runs can be averaged"):
+        TrainConfig(model="default_cnn", metadata_columns=("age",), members=2).validate()
+
+
 def test_an_averaging_run_reserves_room_for_its_runs_and_their_mean():
     one = estimate_bundle_bytes(TrainConfig(**TINY))
     assert estimate_bundle_bytes(TrainConfig(**TINY, members=3)) == pytest.approx(6 * one)
