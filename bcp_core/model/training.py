@@ -484,12 +484,15 @@ def train_model(
     epochs (and validation scoring) decode nothing (:mod:`bcp_core.imaging.cache`; None: every
     read decodes the file).
 
+    This is one run: ``cfg.members`` is not read (:func:`bcp_core.runs.run_training` trains
+    the runs of an averaging run one by one through here, and averages them).
+
     Raises:
         UserError: for invalid settings or data, a run that needs more memory than the server
             allows or a full bundles folder (:mod:`bcp_core.model.resources`), before anything
             is trained.
     """
-    cfg.validate()
+    cfg = replace(cfg, members=1).validate()
     dist = distribution or Distribution()
     dist.worker_batch(cfg.batch_size)  # refuses a batch that does not divide between workers
     out_dir = Path(out_dir)
