@@ -267,6 +267,15 @@ class StopOnEvent(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class ScoredEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping, on epochs that were scored: an epoch ended by Stop has no
+    validation scores, and Keras would warn on the terminal that its metric is missing."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.monitor in logs:
+            super().on_epoch_end(epoch, logs)
+
+
 class ImprovementTracker(keras.callbacks.Callback):
     """Keeps the history and the best weights by validation PR-AUC; says when an epoch improved.
 
@@ -566,7 +575,7 @@ def train_model(
     keep_from = cfg.first_kept_epoch
     tracker = ImprovementTracker(lambda epoch: write(epoch, "running"), keep_from)
     stopper = StopOnEvent(stop)
-    early = keras.callbacks.EarlyStopping(
+    early = ScoredEarlyStopping(
         monitor="val_pr_auc", mode="max", patience=cfg.patience, start_from_epoch=keep_from - 1
     )
     progress = ProgressReporter(emit, cfg.epochs, steps)
