@@ -22,7 +22,6 @@ import pandas as pd
 
 from bcp_core.config import DISTRIBUTE_MODES, TrainConfig
 from bcp_core.errors import UserError
-from bcp_core.fileio import replace_dir
 from bcp_core.imaging.cache import CacheSettings
 from bcp_core.model.events import MemberStarted, Phase, TrainingEvent
 from bcp_core.model.meta import NO_LABEL, RunLabel
@@ -247,7 +246,6 @@ def _train_members(
         paths = [member_dir(out, k) for k in range(1, len(results) + 1)]
         bundles = [load_bundle(path, with_model=False) for path in paths]
         check_members(bundles)
-        staging = out.with_name(f".{out.name}.mean")
         label = request.label if request.label != NO_LABEL else None
         names = [f"run {k} of {len(configs)}" for k in range(1, len(results) + 1)]
         # the run's own settings (its seed, its split seed if given), with what the runner
@@ -257,13 +255,12 @@ def _train_members(
         training = {**cfg.to_dict(), **added, "members": len(results)}
         status = "stopped" if stopped else "completed"
         sink(Phase("writing"))
+        # over run 1's bundle, atomically: its files are read before the mean is written
         combined = write_average(
-            bundles, staging, label=label, names=names, training=training, status=status
+            bundles, out, label=label, names=names, training=training, status=status
         )
-        replace_dir(staging, out)
     finally:
         _remove_members(out, len(configs))
-        shutil.rmtree(out.with_name(f".{out.name}.mean"), ignore_errors=True)
     return TrainResult(
         bundle=out,
         epochs_run=sum(r.epochs_run for r in results),
