@@ -140,7 +140,7 @@ class TrainingJob:
             return f"writing the bundle (best epoch so far: {self.phase.epoch})"
         if b is None:
             return "starting the first epoch"
-        eta = _duration(b.eta_s)
+        eta = _duration(b.eta_s) + (" in this run" if self.members > 1 else "")
         return f"epoch {epoch}/{self.cfg.epochs}: training, batch {b.batch}/{b.steps} · {eta}"
 
     def history_df(self, member: int | None = None) -> pd.DataFrame:

@@ -188,7 +188,9 @@ def test_the_jobs_progress_names_the_run_and_counts_every_runs_epochs(tmp_path):
     job.on_event(MemberStarted(2, 2, 43))
     assert job.progress_text() == "run 2 of 2 (seed 43): preparing the data and the model"
     job.on_event(BatchEnded(1, 2, 3, 4, 0.5, 60.0))
-    assert job.progress_text().startswith("run 2 of 2 (seed 43): epoch 1/2: training, batch 3/4")
+    assert job.progress_text() == (
+        "run 2 of 2 (seed 43): epoch 1/2: training, batch 3/4 · about 1 min left in this run"
+    )
     assert job.epochs_done() == pytest.approx(2.75) and job.total_epochs == 4
     assert job.history_df(2).empty and job.history_df(1)["epoch"].tolist() == [1, 2]
     assert job.kept == {1: 2}
