@@ -81,6 +81,11 @@ class TrainRequest:
                 f"Unknown way to spread training {self.distribute!r}; choose one of: "
                 f"{', '.join(DISTRIBUTE_MODES)}."
             )
+        if self.distribute == "multiworker" and self.cfg.members > 1:
+            raise UserError(
+                "An averaging run (more than one run) cannot train on the Ray cluster yet; "
+                "choose one run, or train the runs here and average them."
+            )
         if self.distribute != "multiworker":
             for option in ("workers", "ray_address", "gpus_per_worker", "cpus_per_worker"):
                 if getattr(self, option) is not None:

@@ -71,6 +71,14 @@ def test_a_recipes_averaging_gives_way_to_workbook_columns(monkeypatch):
         TrainConfig(model="default_cnn", metadata_columns=("age",), members=2).validate()
 
 
+def test_an_averaging_run_is_refused_on_the_ray_cluster(tmp_path):
+    request = TrainRequest(
+        TrainConfig(**TINY, members=2), tmp_path, tmp_path / "b", distribute="multiworker"
+    )
+    with pytest.raises(UserError, match="cannot train on the Ray cluster yet"):
+        request.check()
+
+
 def test_an_averaging_run_reserves_room_for_its_runs_and_their_mean():
     one = estimate_bundle_bytes(TrainConfig(**TINY))
     assert estimate_bundle_bytes(TrainConfig(**TINY, members=3)) == pytest.approx(6 * one)

@@ -176,21 +176,6 @@ def test_cli_trains_on_two_workers(ray_cluster, small_demo, tmp_path, capsys):
     assert "does not divide between 2 workers" in capsys.readouterr().err
 
 
-def test_an_averaging_run_trains_each_of_its_runs_on_the_cluster(
-    ray_cluster, tiny_manifest, tmp_path
-):
-    from bcp_core.runs import TrainRequest, run_training
-
-    out = tmp_path / "bundles" / "mean"
-    request = TrainRequest(tiny_config(members=2), tmp_path, out, "multiworker", workers=2)
-    result = run_training(request, tiny_manifest)
-    meta = load_bundle(out).meta
-    assert result.bundle == out and [m.seed for m in meta.members] == [4, 5]
-    assert meta.training["distribute"] == {"mode": "multiworker", "workers": 2}
-    assert meta.training["members"] == 2 and meta.training["seed"] == 4
-    assert sorted(p.name for p in out.parent.iterdir()) == ["mean"]
-
-
 def test_the_training_page_trains_on_the_cluster(
     ray_cluster, small_demo, tmp_path, monkeypatch, idle_jobs
 ):
