@@ -133,7 +133,9 @@ wanted = st.text_input(
     "Find runs", key="tr_runs_filter", placeholder="a word of the name, the note or the bundle"
 )
 runs = list_bundles_df(bundles_dir(), matching=wanted)
-st.dataframe(runs.drop(columns="path"), hide_index=True, key="tr_runs")
+# a set width: the grid keeps its widths across reruns, sized to the names it had before
+wide = {"bundle": st.column_config.TextColumn("bundle", width="medium")}
+st.dataframe(runs.drop(columns="path"), hide_index=True, column_config=wide, key="tr_runs")
 if wanted.strip() and runs.empty:
     st.caption("No run matches; clear the box to see them all.")
 label_editor(jobs)

@@ -56,6 +56,13 @@ def test_whole_journey(app_url, page, small_demo):
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile(r"best epoch \d of 2")).wait_for(timeout=240_000)
     page.locator(".js-plotly-plot").first.wait_for()
+    run = page.get_by_role("heading", name=re.compile(r"^Run \d{8}-\d{6}-seed_cnn")).first
+    name = run.inner_text().removeprefix("Run ").strip()
+    # The run's end reruns the whole page once: the table of runs then lists the new bundle
+    # (in the grid's accessible cells) and the hand-off stands below the run.
+    runs_table = page.locator('[data-testid="stDataFrame"]').last
+    runs_table.locator('[role="gridcell"]', has_text=name).wait_for(state="attached")
+    page.get_by_role("button", name="Use this model").wait_for()
     page.screenshot(path=ARTIFACTS / "journey_3_training.png", full_page=True)
 
     # 4. The hand-off: use the new model, go on to its threshold; apply a rule, save it.
