@@ -705,6 +705,14 @@ def _add_train_parser(sub) -> None:
         f"early stopping counts from N {recipe}",
     )
     train.add_argument(
+        "--weight-ema",
+        type=float,
+        metavar="MOMENTUM",
+        help="validate and keep a moving average of the weights instead of the weights as "
+        "trained, with this momentum per step (e.g. 0.995: about the last 200 steps); 0: none "
+        f"{recipe}",
+    )
+    train.add_argument(
         "--members",
         type=int,
         metavar="N",

@@ -156,6 +156,9 @@ BATCH_NORM_MODES = ("frozen", "train")
 #: the recipe's rate down to zero along half a cosine, by step, over the epochs after the
 #: head's warm-up).
 SCHEDULES = ("constant", "cosine")
+#: A moving average of the weights: the momentum per step, when one is kept (at 0.5 it
+#: averages about 2 steps, at 0.9999 about 10,000).
+WEIGHT_EMA_RANGE = (0.5, 0.9999)
 
 
 #: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
@@ -196,6 +199,9 @@ class Recipe:
             it ends (so a run stopped before it still leaves a bundle); from it on, the best
             epoch is chosen among it and later ones, and early stopping's patience counts from
             it. 1: every epoch may be kept.
+        weight_ema: the momentum (per training step) of a moving average of the weights
+            that is validated and kept instead of the weights as trained
+            (:mod:`bcp_core.model.weight_average`); 0: the weights as trained.
         members: runs of this recipe trained one after another with seeds ``seed``,
             ``seed + 1``, ... on one patient split, whose mean probability is the model
             (:func:`bcp_core.runs.run_training`; :mod:`bcp_core.model.ensemble`). 1: one run.
@@ -212,6 +218,7 @@ class Recipe:
     head_epochs: int = 0
     schedule: str = "constant"
     keep_from_epoch: int = 1
+    weight_ema: float = 0.0
     members: int = 1
 
     def describe(self) -> str:
@@ -232,6 +239,8 @@ class Recipe:
             text += f", {self.schedule}-decayed rate"
         if self.keep_from_epoch > 1:
             text += f", the best epoch from epoch {self.keep_from_epoch} on"
+        if self.weight_ema:
+            text += f", weights averaged (momentum {self.weight_ema:g})"
         if self.tta_passes > 1:
             text += f"; scored with {self.tta_passes} test-time passes"
         if self.members > 1:
@@ -534,6 +543,7 @@ class TrainConfig:
     head_epochs: int = FROM_RECIPE
     schedule: str = FROM_RECIPE
     keep_from_epoch: int = FROM_RECIPE
+    weight_ema: float = FROM_RECIPE
     members: int = FROM_RECIPE
     augment: bool = True
     threshold_method: str = "youden"
@@ -578,6 +588,11 @@ class TrainConfig:
         _check_int("Head epochs", self.head_epochs, 0, 500)
         _check_int("Keep-from epoch", self.keep_from_epoch, 1, 500)
         _check_int("Runs to average", self.members, 1, MAX_MEMBERS)
+        if self.weight_ema:
+            _check_range(
+                "Weight-average momentum", self.weight_ema, *WEIGHT_EMA_RANGE,
+                f"from {WEIGHT_EMA_RANGE[0]} to {WEIGHT_EMA_RANGE[1]}, or 0 for none",
+            )  # fmt: skip
         if self.members > 1:
             _check_int("Seed", self.seed, 0, 2**31 - self.members)
             if self.metadata_columns:
@@ -694,6 +709,8 @@ class TrainConfig:
             del out["split_seed"]
         if self.keep_from_epoch == 1:
             del out["keep_from_epoch"]
+        if not self.weight_ema:
+            del out["weight_ema"]
         if self.members == 1:
             del out["members"]
         if self.metadata_columns:

@@ -281,6 +281,7 @@ def test_settings_not_given_come_from_the_models_recipe(tmp_path):
     assert cfg("--seed", "43").patient_split_seed == 43
     assert lite.keep_from_epoch == 3 and cnn.keep_from_epoch == 1
     assert cfg("--model", "efficientnet_lite0", "--keep-from-epoch", "1").keep_from_epoch == 1
+    assert lite.weight_ema == 0 and cfg("--weight-ema", "0.995").weight_ema == 0.995
     assert cfg() == config.TrainConfig().validate()
 
 

@@ -62,6 +62,9 @@ from bcp_core.model.files import META_FILE
 BASE_BYTES = 1.25e9
 #: Training memory per weight (weights, gradients, Adam's moments, the bundle write's copies).
 BYTES_PER_WEIGHT = 46
+#: A moving average of the weights (``weight_ema``): float64 per weight, and a float32 copy of
+#: the weights it reads after each step.
+AVERAGE_BYTES_PER_WEIGHT = 12
 #: Safety factor on everything above the base (see the module docstring).
 MARGIN = 1.25
 #: Suffixes of the backbone weight files the training page offers.
@@ -128,9 +131,8 @@ def estimate_training_bytes(cfg: TrainConfig) -> float:
     height, width = (int(v) for v in cfg.image_size)
     pixels = height * width
     per_pixel = spec.bytes_per_pixel * int(cfg.batch_size) + spec.fixed_bytes_per_pixel
-    return float(
-        BASE_BYTES + MARGIN * (pixels * per_pixel + spec.weights_m * 1e6 * BYTES_PER_WEIGHT)
-    )
+    per_weight = BYTES_PER_WEIGHT + (AVERAGE_BYTES_PER_WEIGHT if cfg.weight_ema else 0)
+    return float(BASE_BYTES + MARGIN * (pixels * per_pixel + spec.weights_m * 1e6 * per_weight))
 
 
 def _gb(value: float) -> str:

@@ -64,6 +64,7 @@ from bcp_core.model.meta import (
 from bcp_core.model.provenance import split_files_df
 from bcp_core.model.resources import TrainingLimits, check_training_resources
 from bcp_core.model.strategy import Distribution, fit_custom, global_steps
+from bcp_core.model.weight_average import WeightAverage
 
 EventSink = Callable[[TrainingEvent], None]
 
@@ -579,7 +580,10 @@ def train_model(
         monitor="val_pr_auc", mode="max", patience=cfg.patience, start_from_epoch=keep_from - 1
     )
     progress = ProgressReporter(emit, cfg.epochs, steps)
+    # The moving average of the weights, if kept, goes first: the callbacks after it see it.
+    averaged = [WeightAverage(cfg.weight_ema)] if cfg.weight_ema else []
     callbacks = [
+        *averaged,
         scorer,
         tracker,
         progress,
