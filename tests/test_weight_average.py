@@ -38,7 +38,8 @@ class Recorder(keras.callbacks.Callback):
 
 def tiny_fit(momentum: float, epochs: int = 2):
     """A two-layer model with batch norm fitted on random data, the average first in the
-    callbacks and a recorder after it; returns (the weights it started with, the recorder)."""
+    callbacks and a recorder after it; returns the model, the weights it started with, the
+    recorder and the average."""
     keras.utils.set_random_seed(3)
     model = keras.Sequential(
         [keras.Input((6,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),

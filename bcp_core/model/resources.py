@@ -62,9 +62,9 @@ from bcp_core.model.files import META_FILE
 BASE_BYTES = 1.25e9
 #: Training memory per weight (weights, gradients, Adam's moments, the bundle write's copies).
 BYTES_PER_WEIGHT = 46
-#: A moving average of the weights (``weight_ema``): float64 per weight, and a float32 copy of
-#: the weights it reads after each step.
-AVERAGE_BYTES_PER_WEIGHT = 12
+#: A moving average of the weights (``weight_ema``): the average (float32) and the copy of the
+#: weights it reads after each step.
+AVERAGE_BYTES_PER_WEIGHT = 8
 #: Safety factor on everything above the base (see the module docstring).
 MARGIN = 1.25
 #: Suffixes of the backbone weight files the training page offers.
