@@ -85,6 +85,15 @@ def test_whole_journey(app_url, page, small_demo):
     page.get_by_text(re.compile(r"^Grad-CAM: where the model looked")).wait_for(timeout=120_000)
     decision = page.get_by_text(re.compile(r"at threshold \d\.\d{4} \(probability \d\.\d{4}\)"))
     assert decision.count() >= 1
+    # The page has finished (the reader's form comes last) and the film and its heatmap have
+    # loaded, so the screenshot shows them even on a busy machine.
+    page.get_by_role("button", name="Record my reading").wait_for()
+    page.wait_for_function(
+        """() => {
+            const shown = [...document.querySelectorAll('[data-testid="stImage"] img')];
+            return shown.length >= 2 && shown.every((img) => img.complete && img.naturalWidth > 0);
+        }"""
+    )
     page.screenshot(path=ARTIFACTS / "journey_5_prediction.png", full_page=True)
 
     # 5b. The reader marks the prediction; the mark is recorded beside the bundle.
