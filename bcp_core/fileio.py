@@ -3,10 +3,19 @@
 Everything the product writes for later use (bundles, their ``bundle.json``, the demo dataset)
 is written under a temporary name beside its target and renamed into place, so a crash, a full
 disk or a killed process leaves either the previous version or the new one, never half of one.
+
+Replacing a folder takes two renames (the old one aside, the new one in). Between them the
+target is missing; the renames run under an exclusive ``flock`` on the parent folder
+(:func:`folder_lock`), readers read under the shared one, and only a reader that finds the
+target missing once the lock is free (the writer was killed between the renames) puts the
+previous folder back. So a page listing bundles while training saves one never sees it missing
+and never undoes the writer's work. Locks are advisory and local: where the file system refuses
+them (some network mounts) everything works without, as before.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -64,17 +73,48 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+@contextmanager
+def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold a ``flock`` on ``folder`` itself (no lock file is left behind): exclusive for the
+    renames that replace a folder inside it, shared for reading one.
+
+    Best effort: a folder that cannot be opened or locked is used without the lock.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def recover_dir(target: Path) -> None:
     """Undo an interrupted replacement: put the previous folder back if the new one is missing.
 
     :func:`replace_dir` moves the old folder aside before moving the new one in; a process
-    killed between the two renames leaves only ``.NAME.old-*``.
+    killed between the two renames leaves only ``.NAME.old-*``. A replacement still in progress
+    holds the parent's lock, so this waits for it and then finds the target in place.
     """
     if target.exists():
         return
-    old = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if old:
-        os.replace(old[-1], target)
+    with folder_lock(target.parent):
+        if target.exists():
+            return
+        old = []
+        for path in target.parent.glob(f".{target.name}.old-*"):
+            try:
+                old.append((path.stat().st_mtime, path))
+            except FileNotFoundError:  # being deleted by a finished writer
+                continue
+        if old:
+            os.replace(max(old)[1], target)
 
 
 def remove_stale(target: Path) -> None:
@@ -85,17 +125,18 @@ def remove_stale(target: Path) -> None:
 
 def replace_dir(tmp: Path, target: Path) -> None:
     """Move the finished folder ``tmp`` to ``target``, replacing an older folder there."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    with folder_lock(target.parent):
+        if not target.exists():
+            os.replace(tmp, target)
+            return
         os.replace(target, old)
         try:
             os.replace(tmp, target)
         except OSError:
             os.replace(old, target)  # put the previous folder back
             raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -104,3 +104,50 @@ def test_concurrent_predictions_on_different_bundles_give_each_their_own_results
         for run in got[i]:
             np.testing.assert_allclose(run, expected[i], atol=1e-6)
     assert not np.allclose(expected[0], expected[1])
+
+
+def test_readers_never_undo_a_replacement_in_progress(demo_bundle, tmp_path):
+    """A page listing bundles while training replaces one: no reader error, no failed write.
+
+    A reader that found the folder missing between the writer's two renames used to "recover"
+    the old folder into place, so the writer's second rename failed and the reader could crash;
+    one that did not recover saw the bundle missing for a moment.
+    """
+    import shutil
+
+    from bcp_core.fileio import staged_dir
+
+    target = tmp_path / "b"
+    shutil.copytree(demo_bundle, target)
+    files = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
+    errors: list[BaseException] = []
+    writing = threading.Event()
+    writing.set()
+
+    def write() -> None:
+        try:
+            for _ in range(150):
+                with staged_dir(target) as tmp:
+                    for name, data in files.items():
+                        (tmp / name).write_bytes(data)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            writing.clear()
+
+    def read() -> None:
+        while writing.is_set():
+            try:
+                assert read_bundle_meta(target).model_name == "seed_cnn"
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert read_bundle_meta(target).model_name == "seed_cnn"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

@@ -24,6 +24,8 @@ import errno
 import json
 import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from bcp_core.config import PreprocessSpec
 from bcp_core.errors import UserError
 from bcp_core.evaluation.result import EvaluationResult
 from bcp_core.fileio import (
+    folder_lock,
     json_text,
     recover_dir,
     staged_dir,
@@ -208,15 +211,8 @@ def read_bundle_meta(path: str | Path) -> BundleMeta:
         UserError: for a missing folder or file, malformed JSON, or a newer format.
     """
     folder = Path(path)
-    meta_path = folder / META_FILE
-    if folder.parent.is_dir():
-        recover_dir(folder)
-    check_bundle_folder(folder)
-    try:
-        data = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{META_FILE} in {folder} is not valid JSON ({exc}).") from exc
-    return BundleMeta.from_json(data, where=f"{META_FILE} in {folder}")
+    with _reading(folder):
+        return _read_meta(folder)
 
 
 def load_bundle(path: str | Path, *, with_model: bool = True) -> Bundle:
@@ -226,13 +222,36 @@ def load_bundle(path: str | Path, *, with_model: bool = True) -> Bundle:
         UserError: for anything that makes the folder unusable, in one sentence.
     """
     folder = Path(path)
-    meta = read_bundle_meta(folder)
-    history = _read_csv(folder / HISTORY_FILE)
-    val = _read_csv(folder / VAL_FILE)
-    bundle = Bundle(path=folder, meta=meta, history=history, val_predictions=val)
-    if with_model:
-        bundle.model = load_keras_model(folder / MODEL_FILE)
+    with _reading(folder):  # all files from one version, even while training saves a new one
+        meta = _read_meta(folder)
+        history = _read_csv(folder / HISTORY_FILE)
+        val = _read_csv(folder / VAL_FILE)
+        bundle = Bundle(path=folder, meta=meta, history=history, val_predictions=val)
+        if with_model:
+            bundle.model = load_keras_model(folder / MODEL_FILE)
     return bundle
+
+
+@contextmanager
+def _reading(folder: Path) -> Iterator[None]:
+    """Finish an interrupted replacement of ``folder``, then hold its parent's shared lock, so a
+    save in progress neither hides the folder nor swaps its files mid-read."""
+    if not folder.parent.is_dir():
+        yield
+        return
+    recover_dir(folder)
+    with folder_lock(folder.parent, shared=True):
+        yield
+
+
+def _read_meta(folder: Path) -> BundleMeta:
+    check_bundle_folder(folder)
+    meta_path = folder / META_FILE
+    try:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{META_FILE} in {folder} is not valid JSON ({exc}).") from exc
+    return BundleMeta.from_json(data, where=f"{META_FILE} in {folder}")
 
 
 def load_keras_model(path: Path):
