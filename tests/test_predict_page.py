@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,15 @@ def test_dicom_upload_shows_view_and_laterality(small_demo, bundles_dir):
 def test_example_button_predicts_a_validation_image(small_demo, bundles_dir):
     root, _ = small_demo
     at = open_predict_page(root)
+    buttons = {b.key: b for b in at.button if str(b.key).startswith("pred_example")}
+    # one button per class, told apart by the label (the demo's two files share a name)
+    assert {k: b.label for k, b in buttons.items()} == {
+        "pred_example_0": "Example: no cancer",
+        "pred_example_1": "Example: cancer",
+    }
+    for key, truth in (("pred_example_0", "no cancer"), ("pred_example_1", "cancer")):
+        help_text = buttons[key].help  # the file name, escaped for markdown
+        assert re.fullmatch(rf"FILE\d+\\\.jpg, a validation image labelled {truth} in .*", help_text)
     at.button(key="pred_example_1").click().run()
     assert not at.exception, at.exception
     assert any("at threshold" in m.value for m in at.markdown)

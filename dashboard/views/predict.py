@@ -124,10 +124,12 @@ def example_buttons(bundle: Bundle) -> None:
     cols = st.columns(max(len(examples), 1) + 1)
     cols[0].caption("Or try a validation image the model never trained on:")
     for col, row in zip(cols[1:], examples.itertuples()):
-        name = plain_markdown(Path(str(row.file)).name)
+        truth = "cancer" if row.label else "no cancer"
+        name = plain_markdown(Path(str(row.file)).name)  # in the help: one name may be in both
         if Path(str(row.file)).is_file() and col.button(
-            f"Example: {'cancer' if row.label else 'no cancer'} ({name})",
+            f"Example: {truth}",
             key=f"pred_example_{row.label}",
+            help=f"{name}, a validation image labelled {truth} in the workbooks.",
         ):
             st.session_state["pred_example"] = row.file
 
