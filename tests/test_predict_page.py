@@ -164,7 +164,8 @@ def test_example_button_predicts_a_validation_image(small_demo, bundles_dir):
     }
     for key, truth in (("pred_example_0", "no cancer"), ("pred_example_1", "cancer")):
         help_text = buttons[key].help  # the file name, escaped for markdown
-        assert re.fullmatch(rf"FILE\d+\\\.jpg, a validation image labelled {truth} in .*", help_text)
+        pattern = rf"FILE\d+\\\.jpg, a validation image labelled {truth} in .*"
+        assert re.fullmatch(pattern, help_text)
     at.button(key="pred_example_1").click().run()
     assert not at.exception, at.exception
     assert any("at threshold" in m.value for m in at.markdown)
