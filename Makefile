@@ -46,8 +46,11 @@ run: install demo demo-bundle
 	BCP_DATA_ROOT="$${BCP_DATA_ROOT:-$(abspath $(DEMO))}" BCP_BUNDLES_DIR="$(abspath $(BUNDLES))" \
 		$(PY) -m streamlit run serve.py --server.port $(PORT) --server.address $(ADDRESS)
 
+# The suite runs in TEST_WORKERS processes, each test file whole in one of them (its module
+# fixtures, such as the Ray cluster, start once); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: install-dev
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Lint, format check and the type checker (mypy over bcp_core, bcp_demo and dashboard: the typed
 # contracts and every module that reads them). CI runs it before the tests.
