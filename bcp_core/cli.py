@@ -713,6 +713,14 @@ def _add_train_parser(sub) -> None:
         f"{recipe}",
     )
     train.add_argument(
+        "--rate-decay",
+        type=float,
+        metavar="D",
+        help="layer-wise rates for a fine-tuned EfficientNet-Lite: the new head learns at "
+        "--learning-rate, the backbone's last layer at D times it and each stage below at D "
+        f"times the one above (e.g. 0.8); 1: one rate for all {recipe}",
+    )
+    train.add_argument(
         "--members",
         type=int,
         metavar="N",

@@ -159,6 +159,8 @@ SCHEDULES = ("constant", "cosine")
 #: A moving average of the weights: the momentum per step, when one is kept (at 0.5 it
 #: averages about 2 steps, at 0.9999 about 10,000).
 WEIGHT_EMA_RANGE = (0.5, 0.9999)
+#: Layer-wise rate decay (``train --rate-decay``): at 0.1 the stem learns at 1e-9 of the rate.
+RATE_DECAY_RANGE = (0.1, 1.0)
 
 
 #: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
@@ -202,6 +204,10 @@ class Recipe:
         weight_ema: the momentum (per training step) of a moving average of the weights
             that is validated and kept instead of the weights as trained
             (:mod:`bcp_core.model.weight_average`); 0: the weights as trained.
+        rate_decay: layer-wise rates for a fine-tuned EfficientNet-Lite backbone: the new head
+            learns at the full rate, the backbone's head convolution at ``rate_decay`` times
+            it, each stage below at ``rate_decay`` times the one above (the stem at
+            ``rate_decay ** 9``; :func:`bcp_core.model.pretrained.rate_factors`). 1: one rate.
         members: runs of this recipe trained one after another with seeds ``seed``,
             ``seed + 1``, ... on one patient split, whose mean probability is the model
             (:func:`bcp_core.runs.run_training`; :mod:`bcp_core.model.ensemble`). 1: one run.
@@ -219,6 +225,7 @@ class Recipe:
     schedule: str = "constant"
     keep_from_epoch: int = 1
     weight_ema: float = 0.0
+    rate_decay: float = 1.0
     members: int = 1
 
     def describe(self) -> str:
@@ -235,6 +242,8 @@ class Recipe:
             text += f", batch norm {'learning' if self.batch_norm == 'train' else 'frozen'}"
             if self.head_epochs:
                 text += f", after {self.head_epochs} epoch(s) of the head alone"
+            if self.rate_decay != 1:
+                text += f", layer-wise rates (x{self.rate_decay:g} a stage down)"
         if self.schedule != "constant":
             text += f", {self.schedule}-decayed rate"
         if self.keep_from_epoch > 1:
@@ -544,6 +553,7 @@ class TrainConfig:
     schedule: str = FROM_RECIPE
     keep_from_epoch: int = FROM_RECIPE
     weight_ema: float = FROM_RECIPE
+    rate_decay: float = FROM_RECIPE
     members: int = FROM_RECIPE
     augment: bool = True
     threshold_method: str = "youden"
@@ -593,6 +603,17 @@ class TrainConfig:
                 "Weight-average momentum", self.weight_ema, *WEIGHT_EMA_RANGE,
                 f"from {WEIGHT_EMA_RANGE[0]} to {WEIGHT_EMA_RANGE[1]}, or 0 for none",
             )  # fmt: skip
+        if self.rate_decay != 1:
+            _check_range(
+                "Layer-wise rate decay", self.rate_decay, *RATE_DECAY_RANGE,
+                f"from {RATE_DECAY_RANGE[0]} to {RATE_DECAY_RANGE[1]} (1: one rate for all)",
+            )  # fmt: skip
+            if spec.family != "packaged" or not self.fine_tune:
+                raise UserError(
+                    "Layer-wise rates apply to a fine-tuned EfficientNet-Lite backbone only: "
+                    "choose efficientnet_lite0 or efficientnet_lite2 with fine-tuning, or a "
+                    "rate decay of 1."
+                )
         if self.members > 1:
             _check_int("Seed", self.seed, 0, 2**31 - self.members)
             if self.metadata_columns:
@@ -711,6 +732,8 @@ class TrainConfig:
             del out["keep_from_epoch"]
         if not self.weight_ema:
             del out["weight_ema"]
+        if self.rate_decay == 1:
+            del out["rate_decay"]
         if self.members == 1:
             del out["members"]
         if self.metadata_columns:

@@ -510,11 +510,12 @@ def test_two_ray_workers_fine_tune_lite0_into_a_bundle_that_loads_and_predicts(
     from bcp_core.model.card import CARD_FILE
     from bcp_core.model.ray_train import train_on_ray
 
-    # The head alone first, then the network with a decaying rate: both phases on the workers.
+    # The head alone first, then the network with a decaying rate, layer-wise rates (the
+    # workers' own optimiser step): both phases on the workers.
     cfg = TrainConfig(
         model="efficientnet_lite0", image_size=(64, 48), epochs=2, batch_size=8,
         val_fraction=0.3, seed=4, fine_tune=True, frozen_stages=2, batch_norm="train",
-        learning_rate=1e-3, head_epochs=1, schedule="cosine", patience=2,
+        learning_rate=1e-3, head_epochs=1, schedule="cosine", patience=2, rate_decay=0.5,
     )  # fmt: skip
     out = tmp_path / "lite-two-workers"
     result = train_on_ray(tiny_manifest, cfg, out, workers=2)
@@ -524,7 +525,9 @@ def test_two_ray_workers_fine_tune_lite0_into_a_bundle_that_loads_and_predicts(
     assert training["distribute"] == {"mode": "multiworker", "workers": 2}
     assert (training["model"], training["weights"]) == ("efficientnet_lite0", "imagenet")
     assert (training["frozen_stages"], training["batch_norm"]) == (2, "train")
-    assert (training["head_epochs"], training["schedule"]) == (1, "cosine")
+    assert (training["head_epochs"], training["schedule"], training["rate_decay"]) == (
+        1, "cosine", 0.5,
+    )  # fmt: skip
     val = bundle.val_predictions
     again = predict_files(bundle, val["file"].tolist())
     assert all(r.ok for r in again)

@@ -425,26 +425,46 @@ def _blocks(weights: dict[str, np.ndarray]) -> list[_Block]:
     return blocks
 
 
-def freeze_stages(backbone: keras.Model, n_stages: int) -> int:
-    """Freeze the stem and the first ``n_stages`` stages of a built backbone.
-
-    A stage starts at the block whose projection changes the width (as :func:`_blocks` reads
-    them). Returns how many layers were frozen.
-    """
-    stages: dict[str, int] = {}
+def layer_stages(backbone: keras.Model) -> dict[str, int]:
+    """The stage of each layer of a built backbone: 0 for the stem, 1-7 for the MBConv stages
+    (a stage starts at the block whose projection changes the width, as :func:`_blocks` reads
+    them), 8 for the head convolution and anything after it."""
+    blocks: dict[str, int] = {}
     width, stage = backbone.get_layer("stem_conv").filters, 0
     for layer in backbone.layers:
         if layer.name.endswith("_project_conv"):
             stage += int(layer.filters != width)
             width = layer.filters
-            stages[layer.name.split("_")[0]] = stage
-    frozen = 0
+            blocks[layer.name.split("_")[0]] = stage
+    stages = {}
     for layer in backbone.layers:
         prefix = layer.name.split("_")[0]
-        if prefix == "stem" or stages.get(prefix, N_STAGES + 1) <= n_stages:
+        stages[layer.name] = 0 if prefix == "stem" else blocks.get(prefix, N_STAGES + 1)
+    return stages
+
+
+def freeze_stages(backbone: keras.Model, n_stages: int) -> int:
+    """Freeze the stem and the first ``n_stages`` stages of a built backbone (stages as
+    :func:`layer_stages` counts them). Returns how many layers were frozen."""
+    stages, frozen = layer_stages(backbone), 0
+    for layer in backbone.layers:
+        if stages[layer.name] <= n_stages:
             layer.trainable = False
             frozen += 1
     return frozen
+
+
+def rate_factors(backbone: keras.Model, decay: float) -> dict[str, float]:
+    """Layer-wise rates: the factor of the run's learning rate for each trainable weight of a
+    built backbone (by its path), ``decay`` for the head convolution and ``decay`` times more
+    for each stage below it, down to the stem (``decay ** 9``). The new layers after the
+    backbone are not in it: they learn at the full rate."""
+    stages = layer_stages(backbone)
+    return {
+        variable.path: float(decay) ** (N_STAGES + 2 - stages[layer.name])
+        for layer in backbone.layers
+        for variable in layer.trainable_weights
+    }
 
 
 def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, bn: str, relu: bool = True):

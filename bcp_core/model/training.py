@@ -61,6 +61,7 @@ from bcp_core.model.meta import (
     ValidationMetrics,
     now_iso,
 )
+from bcp_core.model.optimizers import LayerwiseAdam
 from bcp_core.model.provenance import split_files_df
 from bcp_core.model.resources import TrainingLimits, check_training_resources
 from bcp_core.model.strategy import Distribution, fit_custom, global_steps
@@ -747,16 +748,24 @@ def recompile(
 ) -> None:
     """Compile ``model`` with the run's loss, metrics and a fresh Adam: at the recipe's rate
     for the head alone or a constant schedule, else decaying along ``cfg.schedule`` over
-    ``decay_steps`` steps. A phase that changes the trainable weights compiles again, so
-    its optimiser and train step cover exactly those weights."""
+    ``decay_steps`` steps; with ``cfg.rate_decay`` below 1, the backbone's weights at
+    their layer-wise share of it (:class:`LayerwiseAdam`). A phase that changes the
+    trainable weights compiles again, so its optimiser and train step cover exactly those
+    weights."""
     rate: Any = cfg.learning_rate
     if cfg.schedule == "cosine" and not head_only and decay_steps > 0:
         rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps)
     loss = make_loss(
         "focal" if cfg.imbalance == "focal" else "bce", label_smoothing=cfg.label_smoothing
     )
+    names = {layer.name for layer in model.layers}
+    if cfg.rate_decay != 1 and not head_only and BACKBONE_LAYER in names:
+        factors = packaged.rate_factors(model.get_layer(BACKBONE_LAYER), cfg.rate_decay)
+        optimizer: keras.optimizers.Optimizer = LayerwiseAdam(rate, rate_factors=factors)
+    else:
+        optimizer = keras.optimizers.Adam(rate)
     model.compile(
-        optimizer=keras.optimizers.Adam(rate),
+        optimizer=optimizer,
         loss=loss,
         metrics=[
             keras.metrics.AUC(name="roc_auc"),
