@@ -12,7 +12,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def metric_value(page, label: str) -> str:
-    card = page.locator('[data-testid="stMetric"]', has_text=label).first
+    """The value of the metric labelled exactly ``label`` (a substring would also find, say,
+    "Non-Cancer rows" for "Cancer rows": Playwright's text match ignores case)."""
+    exact = page.locator(
+        '[data-testid="stMetricLabel"]', has_text=re.compile(rf"^{re.escape(label)}$")
+    )
+    card = page.locator('[data-testid="stMetric"]').filter(has=exact).first
     return card.locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
