@@ -428,7 +428,8 @@ def _blocks(weights: dict[str, np.ndarray]) -> list[_Block]:
 def layer_stages(backbone: keras.Model) -> dict[str, int]:
     """The stage of each layer of a built backbone: 0 for the stem, 1-7 for the MBConv stages
     (a stage starts at the block whose projection changes the width, as :func:`_blocks` reads
-    them), 8 for the head convolution and anything after it."""
+    them), 8 for every other layer (the head convolution and its batch norm; the input, which
+    has no weights)."""
     blocks: dict[str, int] = {}
     width, stage = backbone.get_layer("stem_conv").filters, 0
     for layer in backbone.layers:

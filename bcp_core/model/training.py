@@ -758,9 +758,9 @@ def recompile(
     loss = make_loss(
         "focal" if cfg.imbalance == "focal" else "bce", label_smoothing=cfg.label_smoothing
     )
-    names = {layer.name for layer in model.layers}
-    if cfg.rate_decay != 1 and not head_only and BACKBONE_LAYER in names:
-        factors = packaged.rate_factors(model.get_layer(BACKBONE_LAYER), cfg.rate_decay)
+    backbone = _backbone(model)
+    if cfg.rate_decay != 1 and not head_only and backbone is not None:
+        factors = packaged.rate_factors(backbone, cfg.rate_decay)
         optimizer: keras.optimizers.Optimizer = LayerwiseAdam(rate, rate_factors=factors)
     else:
         optimizer = keras.optimizers.Adam(rate)
@@ -783,17 +783,22 @@ def fit_phases(cfg: TrainConfig) -> list[tuple[int, int, bool]]:
     return ([(0, head, True)] if head else []) + [(head, cfg.epochs, False)]
 
 
+def _backbone(model: keras.Model) -> keras.Model | None:
+    """The pretrained backbone nested in ``model`` (:data:`BACKBONE_LAYER`), or None."""
+    names = {layer.name for layer in model.layers}
+    return model.get_layer(BACKBONE_LAYER) if BACKBONE_LAYER in names else None
+
+
 @contextlib.contextmanager
 def backbone_frozen(model: keras.Model, frozen: bool = True):
     """Within the block, the pretrained backbone of ``model`` is frozen: no gradients, and its
     batch norm runs on its stored statistics. On leaving, every layer's own setting (stages
     frozen by the recipe, batch norm frozen or learning) is as it was. Does nothing when
     ``frozen`` is False or the model has no backbone."""
-    names = [layer.name for layer in model.layers]
-    if not frozen or BACKBONE_LAYER not in names:
+    backbone = _backbone(model)
+    if not frozen or backbone is None:
         yield
         return
-    backbone = model.get_layer(BACKBONE_LAYER)
     before = [(layer, layer.trainable) for layer in backbone.layers]
     was = backbone.trainable
     backbone.trainable = False
