@@ -721,6 +721,13 @@ def _add_train_parser(sub) -> None:
         f"times the one above (e.g. 0.8); 1: one rate for all {recipe}",
     )
     train.add_argument(
+        "--head",
+        choices=config.HEADS,
+        help="how the last feature map is pooled before the output unit (default_cnn and the "
+        "pretrained backbones): pool (its maximum beside its average) or attention (its "
+        f"maximum beside an attention-weighted average, learnt per film) {recipe}",
+    )
+    train.add_argument(
         "--members",
         type=int,
         metavar="N",

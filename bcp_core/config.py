@@ -161,6 +161,11 @@ SCHEDULES = ("constant", "cosine")
 WEIGHT_EMA_RANGE = (0.5, 0.9999)
 #: Layer-wise rate decay (``train --rate-decay``): at 0.1 the stem learns at 1e-9 of the rate.
 RATE_DECAY_RANGE = (0.1, 1.0)
+#: How the last feature map becomes one vector before the output unit (``Recipe.head``):
+#: "pool", its global maximum beside its global average; "attention", its global maximum beside
+#: an attention-weighted average of its cells (the weights are learnt, and start equal, so the
+#: head starts as "pool" does).
+HEADS = ("pool", "attention")
 
 
 #: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
@@ -208,6 +213,8 @@ class Recipe:
             learns at the full rate, the backbone's head convolution at ``rate_decay`` times
             it, each stage below at ``rate_decay`` times the one above (the stem at
             ``rate_decay ** 9``; :func:`bcp_core.model.pretrained.rate_factors`). 1: one rate.
+        head: one of :data:`HEADS`: how the last feature map is pooled before the output unit
+            (the default CNN and the pretrained backbones).
         members: runs of this recipe trained one after another with seeds ``seed``,
             ``seed + 1``, ... on one patient split, whose mean probability is the model
             (:func:`bcp_core.runs.run_training`; :mod:`bcp_core.model.ensemble`). 1: one run.
@@ -226,6 +233,7 @@ class Recipe:
     keep_from_epoch: int = 1
     weight_ema: float = 0.0
     rate_decay: float = 1.0
+    head: str = "pool"
     members: int = 1
 
     def describe(self) -> str:
@@ -244,6 +252,8 @@ class Recipe:
                 text += f", after {self.head_epochs} epoch(s) of the head alone"
             if self.rate_decay != 1:
                 text += f", layer-wise rates (x{self.rate_decay:g} a stage down)"
+        if self.head != "pool":
+            text += f", {self.head} head"
         if self.schedule != "constant":
             text += f", {self.schedule}-decayed rate"
         if self.keep_from_epoch > 1:
@@ -371,6 +381,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }  # fmt: skip
 MODEL_NAMES = tuple(MODEL_SPECS)
 TRANSFER_MODELS = tuple(name for name, spec in MODEL_SPECS.items() if spec.transfer)
+#: The models whose head ``Recipe.head`` chooses (the seed CNN keeps its flatten-dense head,
+#: the multiple-instance CNN its own attention over patches).
+SHARED_HEAD_MODELS = ("default_cnn", *TRANSFER_MODELS)
 #: The model a run trains unless told otherwise: on real films of held-out women (5 folds, 963
 #: women) the pretrained Lite0 by its recipe ranked better than the compact CNN by its own on 4
 #: folds of 5, +0.046 ROC-AUC [0.015, 0.079] paired (docs/benchmarks.md, "Pretrained backbones").
@@ -554,6 +567,7 @@ class TrainConfig:
     keep_from_epoch: int = FROM_RECIPE
     weight_ema: float = FROM_RECIPE
     rate_decay: float = FROM_RECIPE
+    head: str = FROM_RECIPE
     members: int = FROM_RECIPE
     augment: bool = True
     threshold_method: str = "youden"
@@ -614,6 +628,13 @@ class TrainConfig:
                     "choose efficientnet_lite0 or efficientnet_lite2 with fine-tuning, or a "
                     "rate decay of 1."
                 )
+        if self.head not in HEADS:
+            raise UserError(f"The head must be one of {', '.join(HEADS)}, got {self.head!r}.")
+        if self.head != "pool" and self.model not in SHARED_HEAD_MODELS:
+            raise UserError(
+                f"The {self.model} model has a head of its own; an {self.head} head applies to "
+                "default_cnn and the pretrained backbones."
+            )
         if self.members > 1:
             _check_int("Seed", self.seed, 0, 2**31 - self.members)
             if self.metadata_columns:
@@ -734,6 +755,8 @@ class TrainConfig:
             del out["weight_ema"]
         if self.rate_decay == 1:
             del out["rate_decay"]
+        if self.head == "pool":
+            del out["head"]
         if self.members == 1:
             del out["members"]
         if self.metadata_columns:

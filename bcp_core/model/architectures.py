@@ -28,6 +28,8 @@ import keras
 import numpy as np
 
 from bcp_core.config import (
+    HEADS,
+    SHARED_HEAD_MODELS,
     TRANSFER_MODELS,
     WEIGHTS_DEFAULT,
     WEIGHTS_IMAGENET,
@@ -139,20 +141,59 @@ def _probability_layer(output_bias: float | None) -> keras.layers.Dense:
     )
 
 
+def _gated_attention(
+    cells: keras.KerasTensor, prefix: str = "", *, start_equal: bool = False
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Gated attention (Ilse et al., 2018) over ``cells`` (batch, n, channels): the softmax
+    weight of each cell, shape (batch, n, 1), named ``{prefix}attention``, and the weighted
+    mean of the cells (batch, channels). With ``start_equal`` the score layer starts at zero,
+    so the weights start equal and the mean starts as the plain average."""
+    gate_v = keras.layers.Dense(
+        MIL_ATTENTION_UNITS, activation="tanh", name=f"{prefix}attention_v"
+    )(cells)
+    gate_u = keras.layers.Dense(
+        MIL_ATTENTION_UNITS, activation="sigmoid", name=f"{prefix}attention_u"
+    )(cells)
+    gated = keras.layers.Multiply(name=f"{prefix}attention_gate")([gate_v, gate_u])
+    scores = keras.layers.Dense(
+        1,
+        kernel_initializer="zeros" if start_equal else "glorot_uniform",
+        name=f"{prefix}attention_score",
+    )(gated)
+    weights = keras.layers.Softmax(axis=1, name=f"{prefix}attention")(scores)
+    weighted = keras.layers.Multiply(name=f"{prefix}weighted_cells")([cells, weights])
+    # the weights sum to 1 over the n cells: their mean times n is the weighted mean
+    mean = keras.layers.GlobalAveragePooling1D(name=f"{prefix}weighted_mean")(weighted)
+    n = int(cells.shape[1])
+    return weights, keras.layers.Rescaling(float(n), name=f"{prefix}attention_pool")(mean)
+
+
 def _classification_head(
-    features: keras.KerasTensor, *, dropout: float, output_bias: float | None
+    features: keras.KerasTensor,
+    *,
+    dropout: float,
+    output_bias: float | None,
+    head: str = "pool",
 ) -> keras.KerasTensor:
-    """Global max + average pooling, dropout, one sigmoid unit.
+    """Global max pooling beside an average of the feature map, dropout, one sigmoid unit.
 
     Max pooling keeps a small bright finding (a calcification cluster covers a few feature-map
-    cells) from being averaged away by the rest of the breast; average pooling keeps the
-    overall texture. The named identity layer marks the feature map for Grad-CAM: its output is
-    a tensor of this model's own graph, which a nested backbone's internal outputs are not.
+    cells) from being averaged away by the rest of the breast; the average keeps the overall
+    texture: with ``head="pool"`` the plain average, with ``head="attention"`` an
+    attention-weighted one (:func:`_gated_attention`, layer ``head_attention``: one weight per
+    cell) that starts as the plain average and learns which cells to weigh. The named identity
+    layer marks the feature map for Grad-CAM: its output is a tensor of this model's own graph,
+    which a nested backbone's internal outputs are not.
     """
     features = keras.layers.Identity(name=FEATURE_MAP_LAYER)(features)
     max_pooled = keras.layers.GlobalMaxPooling2D(name="head_max_pool")(features)
-    avg_pooled = keras.layers.GlobalAveragePooling2D(name="head_avg_pool")(features)
-    x = keras.layers.Concatenate(name="head_pool")([max_pooled, avg_pooled])
+    if head == "attention":
+        rows, cols, channels = features.shape[1], features.shape[2], features.shape[3]
+        cells = keras.layers.Reshape((rows * cols, channels), name="head_cells")(features)
+        _, averaged = _gated_attention(cells, prefix="head_", start_equal=True)
+    else:
+        averaged = keras.layers.GlobalAveragePooling2D(name="head_avg_pool")(features)
+    x = keras.layers.Concatenate(name="head_pool")([max_pooled, averaged])
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     return _probability_layer(output_bias)(x)
 
@@ -256,6 +297,7 @@ def build_default_cnn_model(
     *,
     dropout: float = DEFAULT_DROPOUT,
     output_bias: float | None = None,
+    head: str = "pool",
 ) -> keras.Model:
     """The product's default: a compact batch-norm CNN that learns from a few hundred images.
 
@@ -268,6 +310,7 @@ def build_default_cnn_model(
         image_size: (height, width) in pixels, at least 32 each.
         dropout: Dropout rate before the output unit, in [0, 1).
         output_bias: Initial bias of the output unit (see :func:`initial_bias`).
+        head: "pool" or "attention" (:func:`_classification_head`).
 
     Returns:
         The uncompiled model, named "default_cnn".
@@ -276,7 +319,7 @@ def build_default_cnn_model(
         "default_cnn", image_size, dropout, output_bias,
         DEFAULT_CNN_STEM_FILTERS, DEFAULT_CNN_STAGE_FILTERS, pool_last=True,
     )  # fmt: skip
-    outputs = _classification_head(x, dropout=dropout, output_bias=output_bias)
+    outputs = _classification_head(x, dropout=dropout, output_bias=output_bias, head=head)
     return keras.Model(inputs, outputs, name="default_cnn")
 
 
@@ -310,17 +353,7 @@ def build_mil_cnn_model(
     x = keras.layers.Identity(name=FEATURE_MAP_LAYER)(x)
     rows, cols, channels = x.shape[1], x.shape[2], x.shape[3]
     patches = keras.layers.Reshape((rows * cols, channels), name="patches")(x)
-    gate_v = keras.layers.Dense(MIL_ATTENTION_UNITS, activation="tanh", name="attention_v")(patches)
-    gate_u = keras.layers.Dense(MIL_ATTENTION_UNITS, activation="sigmoid", name="attention_u")(
-        patches
-    )
-    gated = keras.layers.Multiply(name="attention_gate")([gate_v, gate_u])
-    scores = keras.layers.Dense(1, name="attention_score")(gated)
-    weights = keras.layers.Softmax(axis=1, name="attention")(scores)
-    weighted = keras.layers.Multiply(name="weighted_patches")([patches, weights])
-    mean = keras.layers.GlobalAveragePooling1D(name="weighted_mean")(weighted)
-    # mean of (weight x patch) times the number of patches: the attention-weighted sum
-    bag = keras.layers.Rescaling(float(rows * cols), name="weighted_sum")(mean)
+    _, bag = _gated_attention(patches)
     strongest = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     pooled = keras.layers.Concatenate(name="pooled")([bag, strongest])
     pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
@@ -509,6 +542,7 @@ def build_transfer_model(
     output_bias: float | None = None,
     frozen_stages: int = 0,
     batch_norm: str = "frozen",
+    head: str = "pool",
 ) -> keras.Model:
     """A pretrained backbone (no top) behind a gray-to-RGB input and a sigmoid head.
 
@@ -538,6 +572,7 @@ def build_transfer_model(
             many of its 7 stages stay frozen (cheaper epochs).
         batch_norm: a fine-tuned pretrained backbone's batch norm: "frozen" (ImageNet
             statistics, inference mode) or "train" (learns from the batches).
+        head: "pool" or "attention" (:func:`_classification_head`).
 
     Returns:
         The uncompiled model, named after the backbone.
@@ -577,7 +612,7 @@ def build_transfer_model(
         # Trained from scratch: BatchNorm has no statistics yet and must learn them from the
         # batches, so the training flag follows fit / predict.
         features = backbone(x)
-    outputs = _classification_head(features, dropout=dropout, output_bias=output_bias)
+    outputs = _classification_head(features, dropout=dropout, output_bias=output_bias, head=head)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -596,6 +631,7 @@ def build_model(
     metadata_width: int = 0,
     frozen_stages: int = 0,
     batch_norm: str = "frozen",
+    head: str = "pool",
 ) -> keras.Model:
     """Build any model of ``config.MODEL_SPECS`` by name.
 
@@ -612,6 +648,9 @@ def build_model(
         metadata_width: When above 0, the model also takes that many encoded workbook values
             (:func:`with_metadata`).
         frozen_stages: EfficientNet-Lite fine-tuning only (see :func:`build_transfer_model`).
+        batch_norm: transfer models only (see :func:`build_transfer_model`).
+        head: "pool" or "attention": default_cnn and the transfer models
+            (:func:`_classification_head`); the other models have heads of their own.
 
     Returns:
         The uncompiled model.
@@ -622,6 +661,7 @@ def build_model(
     image_model = _build_image_model(
         name, image_size, weights=weights, fine_tune=fine_tune, dropout=dropout,
         output_bias=output_bias, seed=seed, frozen_stages=frozen_stages, batch_norm=batch_norm,
+        head=head,
     )  # fmt: skip
     if metadata_width:
         return with_metadata(image_model, metadata_width, output_bias=output_bias)
@@ -667,6 +707,7 @@ def _build_image_model(
     seed: int | None,
     frozen_stages: int = 0,
     batch_norm: str = "frozen",
+    head: str = "pool",
 ) -> keras.Model:
     """The image-only model of ``name`` (see :func:`build_model`)."""
     spec = model_spec(name)
@@ -681,6 +722,13 @@ def _build_image_model(
     options: dict = {"frozen_stages": frozen_stages} if frozen_stages else {}
     if batch_norm != "frozen":
         options["batch_norm"] = batch_norm
+    if head != "pool":
+        if head not in HEADS or name not in SHARED_HEAD_MODELS:
+            raise UserError(
+                f"Heads ({', '.join(HEADS)}) apply to {', '.join(SHARED_HEAD_MODELS)}; "
+                f"got {head!r} for {name}."
+            )
+        options["head"] = head
     return _BUILDERS[name](
         name, image_size, weights=weights, fine_tune=fine_tune, dropout=dropout,
         output_bias=output_bias, **options,
@@ -696,8 +744,8 @@ _BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "seed_cnn": lambda name, size, *, output_bias, **_: build_seed_cnn_model(
         size, output_bias=output_bias
     ),
-    "default_cnn": lambda name, size, *, dropout, output_bias, **_: build_default_cnn_model(
-        size, dropout=dropout, output_bias=output_bias
+    "default_cnn": lambda name, size, *, dropout, output_bias, head="pool", **_: (
+        build_default_cnn_model(size, dropout=dropout, output_bias=output_bias, head=head)
     ),
     "mil_cnn": lambda name, size, *, dropout, output_bias, **_: build_mil_cnn_model(
         size, dropout=dropout, output_bias=output_bias

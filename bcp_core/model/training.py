@@ -738,6 +738,7 @@ def compile_model(
         metadata_width=metadata_width,
         frozen_stages=cfg.frozen_stages,
         batch_norm=cfg.batch_norm,
+        head=cfg.head,
     )
     recompile(model, cfg)
     return model
