@@ -265,7 +265,7 @@ def test_settings_not_given_come_from_the_models_recipe(tmp_path):
     assert (lite.image_size, lite.epochs, lite.patience, lite.learning_rate) == (
         (320, 256), 10, 4, 3e-4,
     )  # fmt: skip
-    assert (lite.fine_tune, lite.frozen_stages, lite.batch_norm) == (True, 2, "train")
+    assert (lite.fine_tune, lite.frozen_stages, lite.batch_norm) == (True, 4, "train")
     cnn = cfg("--model", "default_cnn")
     assert (cnn.image_size, cnn.epochs, cnn.patience, cnn.fine_tune) == ((160, 128), 60, 20, False)
     mine = cfg("--model", "efficientnet_lite0", "--epochs", "3", "--image-size", "64", "48",
@@ -273,7 +273,7 @@ def test_settings_not_given_come_from_the_models_recipe(tmp_path):
     assert (mine.epochs, mine.image_size, mine.fine_tune, mine.batch_norm) == (
         3, (64, 48), False, "frozen",
     )  # fmt: skip
-    assert mine.frozen_stages == 2 and mine.patience == 4  # the rest still the recipe's
+    assert mine.frozen_stages == 4 and mine.patience == 4  # the rest still the recipe's
     phased = cfg("--model", "efficientnet_lite0", "--head-epochs", "2", "--schedule", "cosine")
     assert (phased.head_epochs, phased.schedule, phased.epochs) == (2, "cosine", 10)
     seeded = cfg("--seed", "43", "--split-seed", "42")

@@ -60,7 +60,7 @@ def test_freezing_the_backbone_for_the_head_gives_every_layer_back_its_own_setti
         batch_norm="train",
     )  # fmt: skip
     before, count = _trainable(model), len(model.trainable_weights)
-    assert any(not trainable for _, trainable in before)  # stages 1-2 frozen by the recipe
+    assert any(not trainable for _, trainable in before)  # the stem and stages 1-2 frozen
     with backbone_frozen(model):
         names = {v.path.split("/")[0] for v in model.trainable_weights}
         assert names == {"probability"}, names  # the head's weights alone

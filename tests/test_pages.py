@@ -176,7 +176,7 @@ def test_choosing_a_model_fills_the_form_with_its_recipe_and_the_run_keeps_it(
     assert job.status == "completed", job.message
     kept = load_bundle(job.out_dir).meta.training
     assert kept["model"] == "efficientnet_lite0" and kept["image_size"] == [64, 48]
-    assert (kept["fine_tune"], kept["frozen_stages"], kept["batch_norm"]) == (True, 2, "train")
+    assert (kept["fine_tune"], kept["frozen_stages"], kept["batch_norm"]) == (True, 4, "train")
     assert (kept["learning_rate"], kept["patience"], kept["epochs"]) == (3e-4, 4, 1)
 
 

@@ -68,7 +68,7 @@ def test_a_models_recipe_gives_what_is_not_given_and_every_setting_travels_whole
 
     lite = TrainConfig(model="efficientnet_lite0", epochs=3)
     assert lite.epochs == 3 and lite.image_size == LITE_RECIPE.image_size == (320, 256)
-    assert (lite.fine_tune, lite.frozen_stages, lite.batch_norm) == (True, 2, "train")
+    assert (lite.fine_tune, lite.frozen_stages, lite.batch_norm) == (True, 4, "train")
     cnn = TrainConfig(model="default_cnn")
     assert (cnn.image_size, cnn.epochs, cnn.learning_rate) == ((160, 128), 60, 1e-3)
     assert MODEL_SPECS["resnet50"].recipe == SCRATCH_RECIPE  # no fine-tuning unless asked
@@ -78,8 +78,8 @@ def test_a_models_recipe_gives_what_is_not_given_and_every_setting_travels_whole
     with pytest.raises(UserError, match="Unknown model 'no_such_net'"):
         TrainConfig(model="no_such_net").validate()
     # Settings sent elsewhere whole (a Ray worker) come back the same: a Lite run without frozen
-    # stages and with frozen batch norm stays so, not the recipe's 2 stages and learning norm.
+    # stages and with frozen batch norm stays so, not the recipe's 4 stages and learning norm.
     mine = TrainConfig(model="efficientnet_lite0", frozen_stages=0, batch_norm="frozen")
     assert TrainConfig(**asdict(mine)) == mine
     # The bundle's form leaves out settings at their old defaults: never rebuild a run from it.
-    assert TrainConfig(**mine.to_dict()).frozen_stages == 2
+    assert TrainConfig(**mine.to_dict()).frozen_stages == 4
