@@ -278,8 +278,9 @@ SCRATCH_RECIPE = Recipe()
 #: held-out women), 320 x 256, the best of 10 epochs. Measured for Lite0; Lite2 takes the same
 #: (on fold 0 it scored below Lite0, 0.610 against 0.657, as did Lite0 with nothing frozen, 0.602,
 #: and Lite0 at 384 x 320, 0.582, and at 256 x 208, 0.613).
-#: Stages 1-4 frozen: a training step 0.79x as long as with stages 1-2 frozen (the recipe before),
-#: and level with it on five folds of held-out women (-0.003 ROC-AUC [-0.028, 0.021]).
+#: Stages 1-4 frozen: a training step 0.70x as long as with stages 1-2 frozen (the recipe before;
+#: bench/bench_freeze.py), and level with it on five folds of held-out women (-0.003 ROC-AUC
+#: [-0.028, 0.021] paired).
 #: Scored with 4 test-time passes: +0.011 ROC-AUC [0.004, 0.018] over one on held-out women.
 #: Keeps an epoch from the third on: its batch norm learns, and after one epoch (about 140
 #: steps of 16 films) its moving statistics still hold about a quarter of ImageNet's, after two
