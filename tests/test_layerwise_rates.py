@@ -148,6 +148,7 @@ def test_a_fine_tune_with_layer_wise_rates_moves_deep_weights_less_and_saves_a_b
     base = dict(
         model="efficientnet_lite0", image_size=(64, 48), epochs=1, batch_size=8,
         val_fraction=0.3, seed=4, learning_rate=1e-3, keep_from_epoch=1, tta_passes=1,
+        frozen_stages=2,
     )  # fmt: skip
     moved = {}
     for name, decay in (("one", 1.0), ("decay", 0.3)):

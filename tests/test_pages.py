@@ -161,7 +161,8 @@ def test_choosing_a_model_fills_the_form_with_its_recipe_and_the_run_keeps_it(
     assert form == {"tr_h": 320, "tr_w": 256, "tr_epochs": recipe.epochs}
     assert at.number_input(key="tr_patience").value == recipe.patience == 4
     assert (
-        at.number_input(key="tr_frozen").value == 2 and at.selectbox(key="tr_bn").value == "train"
+        at.number_input(key="tr_frozen").value == recipe.frozen_stages == 4
+        and at.selectbox(key="tr_bn").value == "train"
     )
     assert at.checkbox(key="tr_finetune").value is True
     assert at.select_slider(key="tr_lr").value == 3e-4

@@ -62,11 +62,15 @@ def test_whole_journey(app_url, page, small_demo):
     # (in the grid's accessible cells) and the hand-off stands below the run.
     runs_table = page.locator('[data-testid="stDataFrame"]').last
     runs_table.locator('[role="gridcell"]', has_text=name).wait_for(state="attached")
-    page.get_by_role("button", name="Use this model").wait_for()
+    # While a rerun draws the page again, the last run's elements stand beside the new ones,
+    # marked stale until it ends: the button is looked for among the current ones only.
+    current = page.locator('[data-testid="stElementContainer"][data-stale="false"]')
+    use_it = current.get_by_role("button", name="Use this model")
+    use_it.wait_for()
     page.screenshot(path=ARTIFACTS / "journey_3_training.png", full_page=True)
 
     # 4. The hand-off: use the new model, go on to its threshold; apply a rule, save it.
-    page.get_by_role("button", name="Use this model").click()
+    use_it.click()
     page.get_by_role("link", name="Tune its threshold").click()
     page.get_by_role("heading", name="Threshold explorer").wait_for()
     page.get_by_text(re.compile(r"-seed_cnn \(seed_cnn\): saved threshold")).wait_for()
