@@ -69,31 +69,28 @@ def seconds_per_step(model, x, y, steps: int) -> float:
 
 def run(args: argparse.Namespace) -> dict:
     image_size = (96, 80) if args.quick else tuple(args.image_size)
-    rng = np.random.default_rng(args.seed)
-    models = {}
-    for depth in args.depths:
-        model, batch, trainable, fixed = build(depth, image_size, args.seed)
-        x = rng.uniform(0.0, 1.0, (batch, *image_size, 1)).astype("float32")
-        y = (np.arange(batch) % 4 == 0).astype("float32")  # one cancer film in four
+    built = {depth: build(depth, image_size, args.seed) for depth in args.depths}
+    batch = built[args.depths[0]][1]  # the recipe's batch size, the same at every depth
+    x = np.random.default_rng(args.seed).uniform(0.0, 1.0, (batch, *image_size, 1))
+    x = x.astype("float32")
+    y = (np.arange(batch) % 4 == 0).astype("float32")  # one cancer film in four
+    for depth, (model, _, trainable, fixed) in built.items():
         seconds_per_step(model, x, y, args.warmup)
-        models[depth] = (model, x, y, trainable, fixed)
         log(f"depth {depth}: built, {trainable:,} trainable weights, {fixed:,} not")
     times: dict[int, list[float]] = {depth: [] for depth in args.depths}
     for round_no in range(args.rounds):
         for depth in args.depths:
-            model, x, y, _, _ = models[depth]
-            times[depth].append(seconds_per_step(model, x, y, args.steps))
+            times[depth].append(seconds_per_step(built[depth][0], x, y, args.steps))
         spent = ", ".join(f"{d}: {times[d][-1]:.3f} s" for d in args.depths)
         log(f"round {round_no + 1}/{args.rounds} (s per step by depth): {spent}")
     base = statistics.median(times[args.baseline])
     rows = []
-    for depth in args.depths:
+    for depth, (_, _, trainable, fixed) in built.items():
         median = statistics.median(times[depth])
-        batch = models[depth][1].shape[0]
         rows.append({
             "frozen_stages": depth,
-            "trainable_weights": models[depth][3],
-            "non_trainable_weights": models[depth][4],
+            "trainable_weights": trainable,
+            "non_trainable_weights": fixed,
             "seconds_per_step": median,
             "rounds": times[depth],
             "images_per_s": batch / median,
@@ -101,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
         })  # fmt: skip
     return {
         "image_size": list(image_size),
-        "batch_size": int(models[args.depths[0]][1].shape[0]),
+        "batch_size": batch,
         "steps_per_round": args.steps,
         "rounds": args.rounds,
         "warmup": args.warmup,
