@@ -26,7 +26,7 @@ from bcp_core.inference.results import (
 )
 from bcp_core.model.bundle import load_bundle
 from bcp_core.model.training import train_model
-from tests.conftest import blob_image
+from tests.conftest import blob_image, on_padded_canvas
 from tests.dicom_files import make_dicom
 
 SPEC = PreprocessSpec(64, 48)
@@ -466,6 +466,36 @@ def test_featureless_blobs_are_refused_at_any_size_grey_level_and_blur(size):
             half_disc = _ellipse(size, (h / 2, 0), (0.45 * h, 0.6 * w), level, blur)
             assert FLAT in _doubt_of(half_disc), (level, blur)
             assert FLAT in _doubt_of(np.ascontiguousarray(half_disc[:, ::-1])), (level, blur)
+
+
+@pytest.mark.parametrize("side", ["L", "R"])
+def test_a_film_centred_on_a_padded_canvas_passes_the_check(side):
+    """Digitised screen films often come centred on a black square (the MIAS database's do):
+    the breast meets the film's edge, not the image's. Issue 19's external check found 302 of
+    MIAS's 322 films refused for it."""
+    from bcp_demo import synth
+
+    film = synth.render_mammogram(
+        np.random.default_rng(5), height=512, width=416, view="MLO", laterality=side
+    )
+    padded = on_padded_canvas(film, pad=200)
+    assert NO_SIDE not in _doubt_of(film[:, 40:-40])  # the film itself meets an edge
+    assert _doubt_of(padded, PreprocessSpec(320, 256)) == ""
+    labelled = padded.copy()
+    labelled[20:40, 10:60] = 255  # a marker in the padding, as films carry
+    assert _doubt_of(labelled, PreprocessSpec(320, 256)) == ""
+
+
+def test_shapes_on_a_padded_canvas_are_still_refused():
+    """The padding is not taken for the chest wall: a blob's curved side is no straight edge."""
+    canvas = (160, 300)
+    blob = _ellipse(canvas, (80, 150), (50, 40), 150, blur=3)
+    assert NO_SIDE in _doubt_of(blob)
+    floating_half_disc = _ellipse(canvas, (80, 100), (70, 60), 150)
+    floating_half_disc[:, :100] = 0  # a straight edge, but a flat shape
+    assert FLAT in _doubt_of(floating_half_disc)
+    framed_photo = np.pad(_grey_photo(), ((20, 20), (60, 60)))  # straight on both sides
+    assert NO_SIDE in _doubt_of(framed_photo)
 
 
 def test_the_grey_blob_of_issue_21_passes_once_it_has_tissue_texture():

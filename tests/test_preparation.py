@@ -20,6 +20,7 @@ from bcp_core.imaging.preparation import (
     prepare,
     preprocess_image,
 )
+from tests.conftest import on_padded_canvas
 
 SPEC = PreprocessSpec(height=64, width=48)
 
@@ -67,6 +68,26 @@ def test_left_and_right_breasts_give_mirror_equal_inputs(tmp_path):
     right = preprocess_image(save(breast(side="R"), tmp_path / "r.png", fmt="PNG"), SPEC)
     assert np.abs(left - right).max() < 0.05
     assert left[:, :5].mean() > left[:, -5:].mean()  # chest wall on the left
+
+
+@pytest.mark.parametrize("side", ["L", "R"])
+def test_a_film_centred_on_a_padded_canvas_is_oriented_by_its_own_edges(side):
+    padded = on_padded_canvas(breast(side=side), pad=90).astype(np.float32) / 255
+    assert chest_wall_on_right(padded) == (side == "R")
+    unpadded = on_padded_canvas(breast(side="L"), pad=0).astype(np.float32) / 255
+    a, b = prepare(padded, SPEC), prepare(unpadded, SPEC)
+    assert a.geometry.flipped == (side == "R")
+    # oriented and cropped to the breast: the padding is gone, the input is the film's
+    assert np.abs(a.net_input - b.net_input).max() < 0.02
+    assert a.net_input[:, :5].mean() > a.net_input[:, -5:].mean()  # chest wall on the left
+
+
+def test_padding_on_one_side_only_changes_nothing():
+    """A breast that meets an edge is oriented by the image's edges, as it always was."""
+    right = breast(side="R")
+    one_side = np.pad(right, ((0, 0), (60, 0)))  # dark on the left: the nipple side's air
+    assert chest_wall_on_right(one_side.astype(np.float32) / 255)
+    assert not chest_wall_on_right(one_side[:, ::-1].astype(np.float32) / 255)
 
 
 @pytest.mark.parametrize("shape", [(300, 100), (100, 300), (50, 50)])

@@ -79,6 +79,12 @@ _MIN_CHEST_WALL = 0.15
 #: Fine detail: mean |pixel - its 3 x 3 median of medians| inside the bright region (2 pixels in
 #: from its edge), as a share of the range.
 _MIN_DETAIL = 0.0012
+#: A film centred on a wider canvas (digitised screen films are often padded to a square):
+#: when the bright region meets neither side edge, the chest wall is its straight edge, the
+#: region's rows reaching its outermost column (or the next) along at least this share of the
+#: height, on one side only (a blob's curved side meets its extreme column along far less; a
+#: rectangle on black is straight on both sides). MIAS films: docs/benchmarks.md.
+_MIN_PADDED_EDGE = 0.4
 #: Share of the band along the edge opposite the chest wall that is bright...
 _MAX_FAR_EDGE = 0.4
 #: ...refused only when the 10th percentile is this far (share of the range) above the 1st:
@@ -253,7 +259,7 @@ def _shape_doubt(small: np.ndarray) -> str:
     band = max(1, round(w / 32))  # a thin dark frame around a film does not hide the contact
     left = float(region[:, :band].any(axis=1).mean())
     right = float(region[:, -band:].any(axis=1).mean())
-    if max(left, right) < _MIN_CHEST_WALL:
+    if max(left, right) < _MIN_CHEST_WALL and _padded_edge(region) < _MIN_PADDED_EDGE:
         return (
             "nothing bright meets its left or right edge, where a breast meets the chest wall "
             "(it looks like a shape, a page or another body part); send the whole mammogram "
@@ -278,6 +284,19 @@ def _shape_doubt(small: np.ndarray) -> str:
             "mammogram"
         )
     return ""
+
+
+def _padded_edge(region: np.ndarray) -> float:
+    """Share of the height along which ``region`` ends in a straight vertical edge on one side
+    while it meets neither side of the image (a film centred on a padded canvas): its rows
+    reaching its outermost column or the next. 0.0 when it meets a side, or when both its
+    sides are straight (a rectangle)."""
+    cols = np.flatnonzero(region.any(axis=0))
+    if cols.size == 0 or cols[0] == 0 or cols[-1] == region.shape[1] - 1:
+        return 0.0
+    left = float(region[:, cols[0] : cols[0] + 2].any(axis=1).mean())
+    right = float(region[:, cols[-1] - 1 : cols[-1] + 1].any(axis=1).mean())
+    return max(left, right) if min(left, right) < _MIN_PADDED_EDGE else 0.0
 
 
 def _median_of_medians(img: np.ndarray) -> np.ndarray:
@@ -310,9 +329,18 @@ def chest_wall_on_right(gray: np.ndarray) -> bool:
     """True when the breast touches the right edge more than the left (a right breast).
 
     The chest wall side is where tissue meets the image edge; the nipple side is background.
+    When the breast (:func:`breast_bbox`) meets neither side, as on a film centred on a padded
+    canvas, the breast's own left and right ends stand in for the image's edges.
     """
-    band = max(1, gray.shape[1] // 10)
-    return float(gray[:, -band:].mean()) > float(gray[:, :band].mean())
+    w = gray.shape[1]
+    left, right = 0, w
+    step = max(1, gray.shape[0] // _MASK_HEIGHT)
+    level = max(float(np.percentile(gray[::step, ::step], 99)) * _BACKGROUND_LEVEL, 1e-3)
+    if not (gray[::step, [0, w - 1]] > level).any():  # no side edge is touched: padding?
+        _, _, left, right = breast_bbox(gray)
+    film = gray[:, left:right]
+    band = max(1, film.shape[1] // 10)
+    return float(film[:, -band:].mean()) > float(film[:, :band].mean())
 
 
 def fit_to_size(gray: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Placement]:

@@ -46,7 +46,8 @@ PREPARATION_STEPS = (
     "decode the image (DICOM: modality rescale, VOI LUT or window, MONOCHROME1 inverted) to grey "
     "in [0, 1]",
     "undo an inverted grey scale (when spec.invert and the border is mostly bright)",
-    "mirror a right breast so that the chest wall is on the left (when spec.orient)",
+    "mirror a right breast so that the chest wall is on the left (when spec.orient): the "
+    "brighter of the image's outer tenths, or of the breast's own when it meets neither side",
     "crop to the breast: the largest bright region (when spec.crop)",
     "resize keeping the aspect ratio (area resampling) and pad to height x width",
     "float32 array of shape (height, width, 1) in [0, 1]; a batch stacks them as (N, H, W, 1)",
