@@ -491,11 +491,26 @@ def test_shapes_on_a_padded_canvas_are_still_refused():
     canvas = (160, 300)
     blob = _ellipse(canvas, (80, 150), (50, 40), 150, blur=3)
     assert NO_SIDE in _doubt_of(blob)
-    floating_half_disc = _ellipse(canvas, (80, 100), (70, 60), 150)
-    floating_half_disc[:, :100] = 0  # a straight edge, but a flat shape
+    floating_half_disc = _ellipse(canvas, (80, 80), (70, 150), 150)
+    floating_half_disc[:, :80] = 0  # a breast's outline on padding, but a flat shape
     assert FLAT in _doubt_of(floating_half_disc)
     framed_photo = np.pad(_grey_photo(), ((20, 20), (60, 60)))  # straight on both sides
     assert NO_SIDE in _doubt_of(framed_photo)
+
+
+def test_a_textured_shape_with_a_short_straight_side_on_a_padded_canvas_is_refused():
+    """Tissue texture is not enough: the straight side must run along most of the height, as
+    a film's edge does (a hand or a limb on black has shorter straight stretches)."""
+    from bcp_demo import synth
+
+    film = synth.render_mammogram(
+        np.random.default_rng(5), height=512, width=416, view="MLO", laterality="L"
+    )
+    padded = on_padded_canvas(film, pad=200)
+    assert _doubt_of(padded, PreprocessSpec(320, 256)) == ""
+    short = padded.copy()
+    short[:150], short[-150:] = 0, 0  # the straight side now spans 41% of the height
+    assert NO_SIDE in _doubt_of(short, PreprocessSpec(320, 256))
 
 
 def test_the_grey_blob_of_issue_21_passes_once_it_has_tissue_texture():

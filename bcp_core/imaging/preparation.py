@@ -82,9 +82,13 @@ _MIN_DETAIL = 0.0012
 #: A film centred on a wider canvas (digitised screen films are often padded to a square):
 #: when the bright region meets neither side edge, the chest wall is its straight edge, the
 #: region's rows reaching its outermost column (or the next) along at least this share of the
-#: height, on one side only (a blob's curved side meets its extreme column along far less; a
-#: rectangle on black is straight on both sides). MIAS films: docs/benchmarks.md.
-_MIN_PADDED_EDGE = 0.4
+#: height...
+_MIN_PADDED_EDGE = 0.6
+#: ...on one side only: the other side reaches its outermost column along less than this (a
+#: breast's curved front). MIAS's padded films: 0.67 and more on the chest-wall side for 99%,
+#: under 0.28 on the other for 99%; synthetic hands and limbs, photographs cut out on black:
+#: at most 0.6 on the straighter side, 0.38 and more on the other when it reaches 0.6.
+_MAX_PADDED_FRONT = 0.35
 #: Share of the band along the edge opposite the chest wall that is bright...
 _MAX_FAR_EDGE = 0.4
 #: ...refused only when the 10th percentile is this far (share of the range) above the 1st:
@@ -289,14 +293,14 @@ def _shape_doubt(small: np.ndarray) -> str:
 def _padded_edge(region: np.ndarray) -> float:
     """Share of the height along which ``region`` ends in a straight vertical edge on one side
     while it meets neither side of the image (a film centred on a padded canvas): its rows
-    reaching its outermost column or the next. 0.0 when it meets a side, or when both its
-    sides are straight (a rectangle)."""
+    reaching its outermost column or the next. 0.0 when it meets a side, or when its other
+    side is straight too (a rectangle, a cut-out photograph)."""
     cols = np.flatnonzero(region.any(axis=0))
     if cols.size == 0 or cols[0] == 0 or cols[-1] == region.shape[1] - 1:
         return 0.0
     left = float(region[:, cols[0] : cols[0] + 2].any(axis=1).mean())
     right = float(region[:, cols[-1] - 1 : cols[-1] + 1].any(axis=1).mean())
-    return max(left, right) if min(left, right) < _MIN_PADDED_EDGE else 0.0
+    return max(left, right) if min(left, right) < _MAX_PADDED_FRONT else 0.0
 
 
 def _median_of_medians(img: np.ndarray) -> np.ndarray:
