@@ -56,13 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bcp_core, run as
 
 from bench_real_films import (
     fmt,
-    image_row,
     log,
     paired_auc_delta,
     predict_held_out,
     product_env,
     read_json,
     score,
+    scored,
     woman_scores,
     write_json,
 )
@@ -160,29 +160,19 @@ def run_bundle(bundle: Path, films: list[dict], cache: Path, ctx: dict) -> dict:
     names = sorted(f["name"] for f in films)
     if cache.exists():
         result = read_json(cache)
-        if result["bundle"] != str(bundle) or sorted(i["file"] for i in result["images"]) != names:
+        cached = sorted(i["file"] for i in result["images"] + result["refused"])
+        if result["bundle"] != str(bundle) or cached != names:
             raise SystemExit(f"{cache} holds another bundle's or other films' scores; remove it.")
         return result
     entries, wall = predict_held_out(bundle, films, ctx)
-    by_path = {e["file"]: e for e in entries}
-    images, refused = [], []
-    for film in films:
-        entry = by_path.get(film["path"], {"error": "missing from the predict output"})
-        if "error" in entry:
-            refused.append({"file": film["name"], "error": entry["error"]})
-            continue
-        images.append(image_row(film, entry["probability"], entry["label"]))
-    thresholds = sorted({e["threshold"] for e in entries if "threshold" in e})
+    scores = scored(entries, films, {}, 0.0, wall)
     result = {
         "bundle": str(bundle),
-        "threshold": thresholds[0],
-        "predict_wall_s": wall,
-        "refused": refused,
-        "images": images,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **{k: scores[k] for k in ("threshold", "predict_wall_s", "refused", "images")},
     }
     write_json(cache, result)
-    log(f"{bundle}: {len(images)} scored, {len(refused)} refused, {wall:.0f} s")
+    log(f"{bundle}: {len(result['images'])} scored, {len(result['refused'])} refused, {wall:.0f} s")
     return result
 
 
