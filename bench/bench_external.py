@@ -49,14 +49,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_real_films
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bcp_core, run as a script
 
 from bench_real_films import (
     fmt,
     log,
+    mean_record,
     paired_auc_delta,
     predict_held_out,
     product_env,
@@ -176,20 +175,6 @@ def run_bundle(bundle: Path, films: list[dict], cache: Path, ctx: dict) -> dict:
     return result
 
 
-def mean_of_runs(runs: list[dict]) -> dict:
-    """The runs' mean probability per film, decided at the mean of their saved thresholds."""
-    threshold = float(np.mean([r["threshold"] for r in runs]))
-    by_file = [{i["file"]: i for i in r["images"]} for r in runs]
-    images = []
-    for first in runs[0]["images"]:
-        scores = [b[first["file"]]["probability"] for b in by_file if first["file"] in b]
-        if len(scores) == len(runs):
-            probability = float(np.mean(scores))
-            images.append({**first, "probability": probability,
-                           "decision": int(probability >= threshold)})  # fmt: skip
-    return {"threshold": threshold, "images": images}
-
-
 def run_summary(run: dict, args: argparse.Namespace) -> dict:
     """One run's bundle, threshold, refused films and scores."""
     scores = score(run["images"], args.n_boot, args.seed)
@@ -205,7 +190,7 @@ def summarise(args: argparse.Namespace) -> dict:
     names = sorted(p.name for p in args.work.iterdir() if p.is_dir() and p.name != "images")
     results = {n: [read_json(p) for p in sorted((args.work / n).glob("run_*.json"))] for n in names}
     results = {n: runs for n, runs in results.items() if runs}
-    means = {n: mean_of_runs(runs) for n, runs in results.items()}
+    means = {n: mean_record(runs) for n, runs in results.items()}
     summary: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "models": {}}
     summary.update(n_boot=args.n_boot, seed=args.seed, against=args.against)
     for name, runs in results.items():

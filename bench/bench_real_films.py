@@ -945,25 +945,30 @@ def parse_ensembles(values: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def mean_record(records: list[dict]) -> dict:
+    """The records' mean probability per film (films every record scored), decided at the mean
+    of their saved thresholds: ``images`` and ``threshold``."""
+    by_file = [{i["file"]: i for i in r["images"]} for r in records]
+    threshold = float(np.mean([r["threshold"] for r in records]))
+    images = []
+    for first in records[0]["images"]:
+        scores = [b[first["file"]]["probability"] for b in by_file if first["file"] in b]
+        if len(scores) == len(records):
+            probability = float(np.mean(scores))
+            images.append({**first, "probability": probability,
+                           "decision": int(probability >= threshold)})  # fmt: skip
+    return {"images": images, "threshold": threshold}
+
+
 def ensemble_results(results: dict[str, dict[int, dict]], members: list[str]) -> dict[int, dict]:
-    """The members' mean probability per film, on the folds every member scored: decided at the
-    mean of their saved thresholds; training time the sum of theirs."""
+    """The members' mean probability per film (:func:`mean_record`), on the folds every member
+    scored; training time the sum of theirs."""
     out: dict[int, dict] = {}
     folds = set.intersection(*(set(results.get(m, {})) for m in members))
     for k in sorted(folds):
         records = [results[m][k] for m in members]
-        by_file = [{i["file"]: i for i in r["images"]} for r in records]
-        threshold = float(np.mean([r["threshold"] for r in records]))
-        images = []
-        for first in records[0]["images"]:
-            scores = [b[first["file"]]["probability"] for b in by_file if first["file"] in b]
-            if len(scores) == len(members):
-                probability = float(np.mean(scores))
-                images.append({**first, "probability": probability,
-                               "decision": int(probability >= threshold)})  # fmt: skip
         out[k] = {
-            "images": images,
-            "threshold": threshold,
+            **mean_record(records),
             "train_wall_s": sum(r["train_wall_s"] for r in records),
             "refused": [],
         }
