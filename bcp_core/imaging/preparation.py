@@ -145,6 +145,11 @@ class Prepared:
     inverted: bool = False
 
 
+def _tissue_level(small: np.ndarray) -> float:
+    """The grey level above which a pixel counts as tissue, not background (:func:`breast_bbox`)."""
+    return max(float(np.percentile(small, 99)) * _BACKGROUND_LEVEL, 1e-3)
+
+
 def breast_bbox(gray: np.ndarray) -> tuple[int, int, int, int]:
     """Bounding box (top, bottom, left, right) of the largest bright region.
 
@@ -154,8 +159,7 @@ def breast_bbox(gray: np.ndarray) -> tuple[int, int, int, int]:
     h, w = gray.shape
     step = max(1, h // _MASK_HEIGHT)
     small = gray[::step, ::step]
-    level = float(np.percentile(small, 99)) * _BACKGROUND_LEVEL
-    mask = small > max(level, 1e-3)
+    mask = small > _tissue_level(small)
     if mask.all() or not mask.any():
         return 0, h, 0, w
     labels, n = ndimage.label(mask)
@@ -339,7 +343,7 @@ def chest_wall_on_right(gray: np.ndarray) -> bool:
     w = gray.shape[1]
     left, right = 0, w
     step = max(1, gray.shape[0] // _MASK_HEIGHT)
-    level = max(float(np.percentile(gray[::step, ::step], 99)) * _BACKGROUND_LEVEL, 1e-3)
+    level = _tissue_level(gray[::step, ::step])
     if not (gray[::step, [0, w - 1]] > level).any():  # no side edge is touched: padding?
         _, _, left, right = breast_bbox(gray)
     film = gray[:, left:right]
