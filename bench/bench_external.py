@@ -110,21 +110,24 @@ def csv_films(folder: Path, table: Path) -> list[dict]:
         if row["label"].strip() not in ("0", "1"):
             raise SystemExit(f"{table}: label of {row['file']} is {row['label']!r}, not 0 or 1.")
         patient = (row.get("patient") or "").strip() or row["file"]
-        films.append({"name": row["file"], "path": str(path), "patient": patient})
-        films[-1]["label"] = int(row["label"])
+        label = int(row["label"])
+        films.append({"name": row["file"], "path": str(path), "patient": patient, "label": label})
+    if len({f["name"] for f in films}) != len(films):
+        raise SystemExit(f"{table} names a file twice; give each film one row.")
     return films
 
 
 def readable(films: list[dict], work: Path) -> list[dict]:
     """The films with ``path`` pointing at a file the product reads: other formats (PGM)
-    written once as lossless PNG under ``WORK/images``."""
+    written once as lossless PNG under ``WORK/images``, at the film's name (its path under
+    ``--films``), so that two folders' files of one stem stay apart."""
     from PIL import Image
 
     out = []
     for film in films:
         path = Path(film["path"])
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            target = work / "images" / f"{path.stem}.png"
+            target = (work / "images" / film["name"]).with_suffix(".png")
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
