@@ -122,8 +122,18 @@ def _train_config(args: argparse.Namespace) -> config.TrainConfig:
     given = {name: getattr(args, name) for name in config.RECIPE_FIELDS}
     if given["image_size"] is not None:
         given["image_size"] = tuple(given["image_size"])
+    model = args.model
+    if args.start_from:  # the model it goes on from gives what it was built with
+        from bcp_core.model.warm_start import start_settings  # pandas, not TensorFlow
+
+        built = start_settings(args.start_from)
+        model = model or built.pop("model")
+        for name, value in built.items():
+            if given.get(name) is None:
+                given[name] = value
     return config.TrainConfig(
-        model=args.model,
+        model=model or config.DEFAULT_MODEL,
+        start_from=args.start_from or "",
         batch_size=args.batch_size,
         imbalance=args.imbalance,
         label_smoothing=args.label_smoothing,
@@ -640,9 +650,16 @@ def _add_train_parser(sub) -> None:
         help="free text on what the run is for (at most 1000 characters), kept in the bundle",
     )
     train.add_argument(
-        "--model", choices=config.MODEL_NAMES, default=d.model,
+        "--model", choices=config.MODEL_NAMES,
         help="the architecture; its recipe (listed below) gives every setting marked "
-        "'recipe' that is not given",
+        f"'recipe' that is not given (default: {d.model}, or the --start-from model's)",
+    )  # fmt: skip
+    train.add_argument(
+        "--start-from", metavar="BUNDLE_DIR",
+        help="go on training the model of this bundle (one run, images alone), every weight "
+        "of it, instead of starting from ImageNet's or random weights: e.g. a model trained "
+        "on other mammograms, fine-tuned on your own films; its model, input size and head "
+        "are taken unless given (they must be its)",
     )  # fmt: skip
     recipe = "(default: the model's recipe)"
     train.add_argument(

@@ -577,6 +577,10 @@ class TrainConfig:
     #: Workbook columns the model takes beside the image (bcp_core.model.columns); () for
     #: an image-only model.
     metadata_columns: tuple[str, ...] = ()
+    #: A bundle folder whose model the run starts from, every weight of it, instead of
+    #: ImageNet's or random weights (bcp_core.model.warm_start); "" for none. Its model, input
+    #: size and head must be this run's.
+    start_from: str = ""
 
     def __post_init__(self) -> None:
         spec = MODEL_SPECS.get(self.model) if isinstance(self.model, str) else None
@@ -692,6 +696,13 @@ class TrainConfig:
             raise UserError(f"Metadata columns must be column names, got {columns!r}.")
         if len({c.strip().casefold() for c in columns}) != len(columns) or len(columns) > 20:
             raise UserError("Choose at most 20 metadata columns, each once.")
+        if not isinstance(self.start_from, str):
+            raise UserError(f"Start from must be a bundle folder, got {self.start_from!r}.")
+        if self.start_from and self.metadata_columns:
+            raise UserError(
+                "A run that starts from a trained model takes images alone: choose no workbook "
+                "columns, or start from ImageNet's weights."
+            )
         if self.threshold_method not in THRESHOLD_METHODS:
             raise UserError(
                 f"Unknown threshold method {self.threshold_method!r}; choose one of: "
@@ -766,4 +777,6 @@ class TrainConfig:
             out["metadata_columns"] = list(self.metadata_columns)
         else:
             del out["metadata_columns"]
+        if not self.start_from:
+            del out["start_from"]
         return out

@@ -26,6 +26,7 @@ from bcp_core.imaging.cache import CacheSettings
 from bcp_core.model.events import MemberStarted, Phase, TrainingEvent
 from bcp_core.model.meta import NO_LABEL, RunLabel
 from bcp_core.model.resources import TrainingLimits, check_training_resources
+from bcp_core.model.warm_start import check_start
 
 if TYPE_CHECKING:  # the runner imports TensorFlow: loaded when a run starts
     from bcp_core.data.matching import MatchResult
@@ -72,8 +73,9 @@ class TrainRequest:
         """Return self, or refuse settings that cannot run, before any data is read.
 
         Raises:
-            UserError: a bad setting, Ray options without a multi-worker run, or a run that
-                needs more memory or bundle room than the server allows.
+            UserError: a bad setting, Ray options without a multi-worker run, a trained model
+                to start from that does not fit the run (:mod:`bcp_core.model.warm_start`), or
+                a run that needs more memory or bundle room than the server allows.
         """
         self.cfg.validate()
         if self.distribute not in DISTRIBUTE_MODES:
@@ -91,6 +93,7 @@ class TrainRequest:
                 if getattr(self, option) is not None:
                     name = "--" + option.replace("_", "-")
                     raise UserError(f"{name} works with --distribute multiworker only.")
+        check_start(self.cfg)  # the model it starts from, if any, fits it
         check_training_resources(self.cfg, self.out_dir, self.limits)
         return self
 

@@ -36,6 +36,11 @@ Run (from the repository root; the MIAS files from any copy of the database):
         --labels-format mias --work /data/mias-runs \\
         --bundle lite0=/runs/folds/fold_0/bundles/lite0,/runs/folds/fold_1/bundles/lite0
     .venv/bin/python bench/bench_external.py --work /data/mias-runs --summary
+
+``--as-folders OUT`` instead writes the films as ``bench_real_films.py`` reads them
+(``OUT/malignant``, ``OUT/benign``, ``<woman>_<film>.jpg``), so that the same recipe, or a
+model of the first collection gone on from (``train --start-from``), can be trained and scored
+on this source's own women by cross-validation.
 """
 
 from __future__ import annotations
@@ -248,6 +253,32 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def write_folders(films: list[dict], out: Path) -> int:
+    """Write ``films`` in the layout ``bench_real_films.py`` reads (``OUT/malignant`` and
+    ``OUT/benign``, JPEG at quality 95, named ``<woman>_<film>.jpg``) so that a model can be
+    trained and scored on this source's own women by cross-validation; returns the films
+    written (those already there are kept)."""
+    from PIL import Image
+
+    bad = sorted({f["patient"] for f in films if "_" in f["patient"] or "/" in f["patient"]})
+    if bad:
+        raise SystemExit(f"Woman IDs name the files and may not hold '_' or '/': {bad[:3]}.")
+    written = 0
+    for film in films:
+        sub = "malignant" if film["label"] else "benign"
+        stem = Path(film["name"]).with_suffix("").as_posix().replace("/", "-").replace("_", "-")
+        target = out / sub / f"{film['patient']}_{stem}.jpg"
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        with Image.open(film["path"]) as image:
+            image.convert("L").save(tmp, format="JPEG", quality=95)
+        os.replace(tmp, target)
+        written += 1
+    return written
+
+
 # --- Orchestration ------------------------------------------------------------------------------
 
 
@@ -265,11 +296,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="bootstrap")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--summary", action="store_true", help="only pool and print what exists")
+    p.add_argument(
+        "--as-folders", type=Path, metavar="OUT",
+        help="write the films as bench_real_films.py's --films layout in OUT (JPEG) and stop: "
+        "to train and score on this source's own women",
+    )  # fmt: skip
     args = p.parse_args(argv)
     args.work = args.work.expanduser().resolve()
     args.bundles = parse_bundles(args.bundle)
-    if not args.summary and not (args.films and args.labels and args.bundles):
-        p.error("give --films, --labels and at least one --bundle (or --summary)")
+    needed = args.bundles or args.as_folders
+    if not args.summary and not (args.films and args.labels and needed):
+        p.error("give --films, --labels and at least one --bundle or --as-folders (or --summary)")
     return args
 
 
@@ -280,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         reader = mias_films if args.labels_format == "mias" else csv_films
         films = reader(args.films.expanduser().resolve(), args.labels.expanduser().resolve())
         films = readable(films[: args.limit] if args.limit else films, args.work)
+        if args.as_folders:
+            out = args.as_folders.expanduser().resolve()
+            log(f"wrote {write_folders(films, out)} of {len(films)} films under {out}")
+            return 0
         positives = sum(f["label"] for f in films)
         log(f"{len(films)} films ({positives} positive) of {len({f['patient'] for f in films})} "
             f"women from {args.films}")  # fmt: skip

@@ -27,7 +27,9 @@ from dashboard.views.training import (
     live_progress,
     load_recipe,
     metadata_columns_choice,
+    set_start,
     split_and_members,
+    start_choice,
     training_inputs,
     viewers_model,
 )
@@ -86,6 +88,7 @@ with st.form("train_form"):
     )  # fmt: skip
     run_note = c2.text_input("Note (optional)", max_chars=MAX_NOTE_CHARS, key="tr_note")
     split_seed, members = split_and_members(c3, c4)  # runs on one split, averaged
+    start = start_choice(model)  # a trained model to go on from (optional)
     columns = metadata_columns_choice()  # workbook columns beside the image (optional)
     distribute = distribute_choice()  # shown only where a run can be spread
     submitted = st.form_submit_button("Start training", type="primary", key="tr_start")
@@ -112,6 +115,7 @@ if submitted:
     try:
         # a file of the server's weights folder, never a typed path
         cfg.weights = weights_setting(weights, model, settings.weights_dir())
+        set_start(cfg, start)  # a bundle of the server's folder, its input size and head
         out = bundles_dir() / bundle_name(cfg)
         job = TrainingJob(
             cfg, out, session_token(), user=identity().user, distribute=distribute,

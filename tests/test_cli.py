@@ -172,6 +172,7 @@ def test_train_refuses_bad_settings_before_reading_data(tmp_path, capsys):
         ["export", "--bundle", "no/such/bundle", "--format", "onnx", "--out", "o"],
         ["train", "--data-root", "no/such/root", "--out", "b"],
         ["train", "--data-root", ".", "--out", "b", "--epochs", "0"],
+        ["train", "--data-root", ".", "--out", "b", "--start-from", "no/such/bundle"],
     ],
 )
 def test_argument_and_path_errors_are_answered_before_tensorflow_is_imported(argv):
@@ -243,7 +244,7 @@ def test_help_shows_defaults_and_an_example_for_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    assert "(default: 16)" in text and f"(default: {config.DEFAULT_MODEL})" in text
+    assert "(default: 16)" in text and f"(default: {config.DEFAULT_MODEL}, or" in text
     assert "(default: the model's recipe)" in text
     recipes = text.split("recipes (the settings a run takes unless given):")[1]
     assert "efficientnet_lite0, efficientnet_lite2: 320 x 256, up to 10 epochs" in recipes

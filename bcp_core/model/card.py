@@ -110,6 +110,7 @@ def _settings(meta: BundleMeta) -> list[str]:
         "",
         f"- Architecture: {md(meta.model_name)}",
         *_starting_weights(meta),
+        *_started_from(meta),
         f"- Status: {md(meta.status) or 'not recorded'}",
         f"- Best epoch: {_text(meta.metrics.best_epoch) if meta.metrics.best_epoch else 'n/a'}",
         *_members(meta),
@@ -193,6 +194,28 @@ def _starting_weights(meta: BundleMeta) -> list[str]:
             )
         return [line]
     return [f"- Starting weights: {md(Path(weights).name if weights != 'imagenet' else weights)}"]
+
+
+def _started_from(meta: BundleMeta) -> list[str]:
+    """The trained model the run went on from, and a warning when its films and this run's
+    validation films overlap (:mod:`bcp_core.model.warm_start`)."""
+    start = meta.started_from
+    if start is None:
+        return []
+    named = f" ({md(start.name)})" if start.name else ""
+    lines = [
+        f"- Went on from the model of the bundle {md(start.bundle)}{named}, written "
+        f"{md(start.saved) or '(date not recorded)'}, trained on the data "
+        f"{md(start.data_fingerprint) or '(not recorded)'}; model.keras sha256 "
+        f"{md(start.model_sha256)}"
+    ]
+    if start.val_seen:
+        lines.append(
+            f"- **Warning**: {start.val_seen} of this run's validation images were among the "
+            "images that model trained or validated on, so the validation scores below "
+            "flatter this model: judge it on images neither model saw"
+        )
+    return lines
 
 
 def _metrics(meta: BundleMeta, result: EvaluationResult | None) -> list[str]:

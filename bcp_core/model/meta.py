@@ -12,11 +12,12 @@ packaged pretrained weights, naming them exactly.
 
 The JSON layout (format version 1) is unchanged from the first bundles; a bundle written before
 these types existed loads as it is. An optional key that software reading format 1 may ignore
-(``name``, ``note``, ``viewer_approval``, ``pretrained``, ``passes``, ``members``) keeps
-format 1: such software keeps it as an unknown key (and without ``passes`` predicts in one pass,
-at a threshold chosen on a few more: about the same decisions; an averaging model's file holds
-the averaging, so it predicts the same mean). Only a key without which prediction would go
-wrong raises the format (``metadata``: :data:`METADATA_BUNDLE_FORMAT`).
+(``name``, ``note``, ``viewer_approval``, ``pretrained``, ``passes``, ``members``,
+``started_from``) keeps format 1: such software keeps it as an unknown key (and without
+``passes`` predicts in one pass, at a threshold chosen on a few more: about the same decisions;
+an averaging model's file holds the averaging, so it predicts the same mean). Only a key
+without which prediction would go wrong raises the format (``metadata``:
+:data:`METADATA_BUNDLE_FORMAT`).
 """
 
 from __future__ import annotations
@@ -347,6 +348,43 @@ class PretrainedSource(_FlatRecord):
 
 
 @dataclass(frozen=True)
+class StartSource(_FlatRecord):
+    """The trained model a run started from (``bundle.json``'s ``started_from``; ``train
+    --start-from``; :mod:`bcp_core.model.warm_start` makes it).
+
+    Attributes:
+        bundle: that model's bundle folder, by name.
+        name: its run name ("" when it had none).
+        model_sha256: the SHA-256 of its ``model.keras`` as the run read it.
+        data_fingerprint: the data it was trained on (its own ``data_fingerprint``).
+        saved: when it was written (ISO 8601, UTC).
+        val_seen: files of this run's validation split that it had trained or validated on:
+            their scores flatter this run (0 when its films and these are apart).
+    """
+
+    bundle: str
+    name: str
+    model_sha256: str
+    data_fingerprint: str
+    saved: str
+    val_seen: int
+
+    @classmethod
+    def from_json(cls, data: object) -> StartSource | None:
+        """The source, or None unless ``data`` is an object of exactly these keys, text but
+        ``val_seen``, a whole number of at least 0 (anything else is kept as it was)."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(data, dict) or set(data) != set(names):
+            return None
+        seen = data["val_seen"]
+        if not all(isinstance(data[n], str) for n in names if n != "val_seen"):
+            return None
+        if isinstance(seen, bool) or not is_whole_number(seen) or seen < 0:
+            return None
+        return cls(**{**{n: data[n] for n in names}, "val_seen": int(seen)})
+
+
+@dataclass(frozen=True)
 class MemberInfo(_FlatRecord):
     """One run of a model that averages several (``bundle.json``'s ``members``; made by
     :func:`bcp_core.model.ensemble.combine_bundles`).
@@ -419,6 +457,8 @@ class BundleMeta:
             (``passes`` in ``bundle.json``, absent when 1: older bundles read as 1).
         pretrained: the packaged pretrained weights the model started from; None for a model
             from scratch or other weights, and for a bundle written before it was recorded.
+        started_from: the trained model the run started from (``train --start-from``); None
+            for a run from ImageNet's or random weights.
         members: for a model that averages several runs of one model on one split
             (:mod:`bcp_core.model.ensemble`), those runs; empty for a single run (``members``
             in ``bundle.json``, absent then).
@@ -447,6 +487,7 @@ class BundleMeta:
     pretrained: PretrainedSource | None = None
     passes: int = 1
     members: tuple[MemberInfo, ...] = ()
+    started_from: StartSource | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -493,6 +534,8 @@ class BundleMeta:
             out["passes"] = self.passes
         if self.members:
             out["members"] = [m.to_json() for m in self.members]
+        if self.started_from is not None:
+            out["started_from"] = self.started_from.to_json()
         out.update(self.label.to_json())
         if self.viewer_approval:
             out["viewer_approval"] = dict(self.viewer_approval)
@@ -546,6 +589,9 @@ class BundleMeta:
             if "passes" in data:  # kept as it was, like a key this version does not know
                 extra["passes"] = data["passes"]
             passes = 1
+        started_from = StartSource.from_json(data.get("started_from"))
+        if started_from is None and "started_from" in data:
+            extra["started_from"] = data["started_from"]
         members = _members(data.get("members"))
         if members is None:  # kept as it was, like a key this version does not know
             extra["members"] = data["members"]
@@ -573,6 +619,7 @@ class BundleMeta:
             pretrained=pretrained,
             passes=int(passes),
             members=members or (),
+            started_from=started_from,
             extra=extra,
         )
 

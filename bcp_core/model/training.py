@@ -65,6 +65,7 @@ from bcp_core.model.optimizers import LayerwiseAdam
 from bcp_core.model.provenance import split_files_df
 from bcp_core.model.resources import TrainingLimits, check_training_resources
 from bcp_core.model.strategy import Distribution, fit_custom, global_steps
+from bcp_core.model.warm_start import apply_start, with_start_files
 from bcp_core.model.weight_average import WeightAverage
 
 EventSink = Callable[[TrainingEvent], None]
@@ -537,6 +538,10 @@ def train_model(
     with dist.scope():
         width = encoder.width if encoder is not None else 0
         model = compile_model(cfg, float(train["label"].mean()), metadata_width=width)
+        started = apply_start(model, cfg) if cfg.start_from else None
+    if started is not None and seen is not None:
+        seen, val_seen = with_start_files(seen, cfg)
+        started = replace(started, val_seen=val_seen)
     stop = stop_event or threading.Event()
     scorer = ValidationScorer(
         val_ds, val["label"].astype(int).to_numpy(), emit,
@@ -564,6 +569,8 @@ def train_model(
         )
         if encoder is not None:
             meta = replace(meta, metadata=encoder.to_json())
+        if started is not None:
+            meta = replace(meta, started_from=started)
         if dist.mode != "none":
             meta.training["distribute"] = {"mode": dist.mode, "workers": dist.workers}
         if dist.is_chief:

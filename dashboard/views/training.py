@@ -21,6 +21,7 @@ from bcp_core.config import (
     MODEL_SPECS,
     WEIGHTS_DEFAULT,
     ModelSpec,
+    TrainConfig,
     recipe_of,
 )
 from bcp_core.data.roots import hide_root
@@ -36,6 +37,7 @@ from bcp_core.model.bundle import (
 )
 from bcp_core.model.meta import MAX_NAME_CHARS, MAX_NOTE_CHARS
 from bcp_core.model.resources import local_gpu_count, weight_files
+from bcp_core.model.warm_start import start_settings
 from bcp_core.output_safety import plain_markdown
 from bcp_core.plots import plot_training_curves
 from bcp_core.runs import TrainRequest, read_training_data
@@ -114,6 +116,45 @@ def backbone_choices(spec: ModelSpec, left, right) -> tuple[str, bool, int, str]
             "ImageNet weights (faster epochs).",
         )  # fmt: skip
     return str(weights), bool(fine_tune), int(frozen_stages), str(batch_norm)
+
+
+#: Page 3's "Start from" choice that keeps the weights chosen above.
+NO_START = ""
+
+
+def start_choice(model: str) -> str:
+    """In the form: a trained model of this server's bundles folder to go on from (one run of
+    ``model`` on images alone, not still training), or :data:`NO_START`. Returns the bundle's
+    folder name (:func:`set_start` resolves it inside the bundles folder)."""
+    runs = list_bundles_df(bundles_dir())
+    fits = runs[(runs["model"] == model) & (runs["runs"] == 1) & (runs["status"] != "running")]
+    labels = {NO_START: "the backbone weights above"}
+    for row in fits.itertuples():
+        auc = f", validation ROC-AUC {row.roc_auc:.3f}" if pd.notna(row.roc_auc) else ""
+        labels[str(row.bundle)] = f"{row.bundle}" + (f" ({row.name})" if row.name else "") + auc
+    chosen = st.selectbox(
+        "Start from", list(labels), format_func=labels.__getitem__, key="tr_start_from",
+        help="Go on training a model trained before (for instance on other mammograms), every "
+        "weight of it, on this data: useful when your own films hold few cancers. The run "
+        "takes that model's input size and head; it gets its own split, epochs and threshold.",
+    )  # fmt: skip
+    return str(chosen or NO_START)
+
+
+def set_start(cfg: TrainConfig, start: str) -> None:
+    """Make ``cfg`` go on from the bundle ``start`` of the bundles folder (a name offered by
+    :func:`start_choice`, never a typed path), with the input size and head its model was
+    built with; nothing for :data:`NO_START`.
+
+    Raises:
+        UserError: a name that is not a bundle of the folder, or one that cannot be gone on
+            from (:mod:`bcp_core.model.warm_start`).
+    """
+    if start == NO_START:
+        return
+    cfg.start_from = str(resolve_bundle_path(bundles_dir(), start))
+    built = start_settings(cfg.start_from)
+    cfg.image_size, cfg.head = built["image_size"], built["head"]
 
 
 def split_and_members(left, right) -> tuple[int | None, int]:
