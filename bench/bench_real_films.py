@@ -43,8 +43,10 @@ Method.
      ``python -m bcp_core predict --bundle BUNDLE FILES --json`` (probability and decision at
      the bundle's saved threshold, with the bundle's test-time passes);
    * candidates (``--candidate NAME=ARGS``): the same with extra ``train`` arguments, so a new
-     product model is benchmarked without editing this script. The product is driven through
-     its CLI only (``--product-root`` sets the subprocesses' cwd and PYTHONPATH);
+     product model is benchmarked without editing this script (``{bundles}`` in ARGS stands
+     for the fold's bundles folder: ``--start-from {bundles}/lite0_fs4`` goes on from that
+     model of the same fold). The product is driven through its CLI only (``--product-root``
+     sets the subprocesses' cwd and PYTHONPATH);
    * rescored models (``--rescore NAME=BASE:ARGS``): BASE's bundles score the held-out films
      again with extra ``predict`` arguments (``--tta 4``: test-time augmentation), no training;
    * combined models (``--combine NAME=A+B[:ARGS]``): ``python -m bcp_core ensemble`` averages
@@ -537,10 +539,18 @@ def train_product(root: Path, bundle: Path, extra: list[str], ctx: dict, label: 
     return last_json(proc.stdout), wall
 
 
+def fold_args(extra: list[str], bundles: Path) -> list[str]:
+    """A candidate's train arguments for one fold: ``{bundles}`` stands for that fold's bundles
+    folder, so that a candidate can go on from another model of the same fold (e.g.
+    ``--start-from {bundles}/lite0_fs4``: trained on the same women, never on the held-out)."""
+    return [arg.replace("{bundles}", str(bundles)) for arg in extra]
+
+
 def run_product_model(k: int, model: str, spec: dict, root: Path, test: list, ctx: dict) -> dict:
     """Train one product model on fold ``k``'s data root and score its held-out films."""
     bundle = ctx["work"] / "folds" / f"fold_{k}" / "bundles" / model
-    train_json, train_s = train_product(root, bundle, spec["train_args"], ctx, f"{model} f{k}")
+    extra = fold_args(spec["train_args"], bundle.parent)
+    train_json, train_s = train_product(root, bundle, extra, ctx, f"{model} f{k}")
     log(f"fold {k} {model}: trained in {train_s:.0f} s: {json.dumps(train_json)}")
     entries, predict_s = predict_held_out(bundle, test, ctx)
     return scored(entries, test, train_json, train_s, predict_s)
