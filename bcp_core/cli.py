@@ -185,6 +185,9 @@ class _TrainProgress:
                 f"(patient overlap {s.patient_overlap}).",
                 file=sys.stderr,
             )
+            if event.config.get("start_from"):
+                name = Path(event.config["start_from"]).name
+                print(f"Going on from the model of {name}.", file=sys.stderr)
         elif isinstance(event, BatchEnded):
             if self.bar is None:
                 self.bar = ProgressBar(
@@ -254,6 +257,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(
             f"  at threshold {result.threshold:.3f}: sensitivity {m.sensitivity:.2f}, "
             f"specificity {m.specificity:.2f}"
+        )
+    start = result.started_from
+    if start is not None and start.val_seen:
+        print(
+            f"Warning: {start.val_seen} validation images were among those the model of "
+            f"{start.bundle} trained or validated on, so these validation scores flatter the "
+            "model: judge it on images neither model saw.",
+            file=sys.stderr,
         )
     for message in result.read_failures.values():
         print(f"  skipped unreadable image: {message}", file=sys.stderr)

@@ -279,4 +279,5 @@ def _train_members(
         split=results[0].split,
         read_failures={k: v for r in results for k, v in r.read_failures.items()},
         members=combined.members,
+        started_from=results[0].started_from,
     )

@@ -83,8 +83,10 @@ def test_its_bundle_names_the_start_and_counts_the_start_films_as_seen(
     start = bundle.meta.started_from
     assert start is not None and start.bundle == "other-site" and start.val_seen == 0
     assert bundle.meta.training["start_from"] == str(elsewhere)
-    # the films that shaped the start model count as trained on; the run's own keep their split
-    assert split_of(out, file_sha256(other_films["path"][0])) == "train"
+    # the films that shaped the start model count as seen, as it recorded them
+    for path in other_films["path"]:
+        digest = file_sha256(path)
+        assert split_of(out, digest) == split_of(elsewhere, digest) != ""
     table = pd.read_csv(out / SPLIT_FILES)
     assert len(table) == len(tiny_manifest) + len(other_films)
     card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
@@ -209,3 +211,54 @@ def test_page_3_goes_on_from_a_bundle_of_its_folder(small_demo, bundles_dir, idl
     start = read_bundle_meta(job.out_dir).started_from
     assert start is not None and start.bundle == "demo"
     assert start.model_sha256 == file_sha256(bundles_dir / "demo" / MODEL_FILE)
+
+
+def test_an_averaging_run_gone_on_from_a_bundle_keeps_the_start_and_its_films(
+    elsewhere, other_films, tiny_manifest, tmp_path
+):
+    from bcp_core.runs import run_training
+
+    request = TrainRequest(start_cfg(elsewhere, members=2, seed=3), tmp_path, tmp_path / "mean")
+    result = run_training(request.check(), tiny_manifest)
+    meta = read_bundle_meta(tmp_path / "mean")
+    assert len(meta.members) == 2
+    assert meta.started_from is not None and meta.started_from.bundle == "other-site"
+    assert result.started_from == meta.started_from
+    digest = file_sha256(other_films["path"][0])
+    assert split_of(tmp_path / "mean", digest) == split_of(elsewhere, digest) != ""
+
+
+def test_averaging_runs_from_other_starts_names_none_and_keeps_every_runs_films(
+    elsewhere, other_films, tiny_manifest, tmp_path
+):
+    from bcp_core.model.ensemble import combine_bundles
+    from bcp_core.model.training import train_model
+
+    train_model(tiny_manifest, TrainConfig(**TINY, seed=1, split_seed=9), tmp_path / "a")
+    train_model(tiny_manifest, start_cfg(elsewhere, seed=2, split_seed=9), tmp_path / "b")
+    combine_bundles([tmp_path / "a", tmp_path / "b"], tmp_path / "mean")
+    assert read_bundle_meta(tmp_path / "mean").started_from is None  # each run's bundle says
+    digest = file_sha256(other_films["path"][0])
+    assert split_of(tmp_path / "mean", digest) == split_of(elsewhere, digest) != ""
+
+
+def test_the_cli_names_the_start_and_warns_when_validation_films_were_seen(
+    small_demo, tmp_path, capsys
+):
+    from bcp_core.cli import main
+
+    root, _ = small_demo
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["train", "--data-root", str(root), "--model", "seed_cnn", "--image-size", "64", "48"]
+    assert main([*base, "--out", str(first), "--epochs", "1", "--seed", "4"]) == 0
+    capsys.readouterr()
+    argv = ["train", "--data-root", str(root), "--out", str(second), "--start-from", str(first)]
+    assert main([*argv, "--epochs", "1", "--seed", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "Going on from the model of first." in err
+    seen = read_bundle_meta(second).started_from.val_seen
+    assert seen > 0 and f"Warning: {seen} validation images were among those" in err
+    argv[argv.index(str(second))] = str(tmp_path / "third")
+    assert main([*argv, "--epochs", "1", "--seed", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["started_from"]["bundle"] == "first" and out["started_from"]["val_seen"] == seen

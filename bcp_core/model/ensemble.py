@@ -42,7 +42,7 @@ from bcp_core.model.bundle import (
 from bcp_core.model.files import MODEL_FILE
 from bcp_core.model.layers import MEMBER_PREFIX
 from bcp_core.model.meta import MemberInfo, RunLabel, ValidationMetrics
-from bcp_core.model.provenance import SPLIT_FILES
+from bcp_core.model.provenance import merged_split_files, read_split_files
 from bcp_core.model.resources import TrainingLimits, check_bundle_quota
 from bcp_core.model.training import scored_on_validation
 
@@ -191,6 +191,14 @@ def combined_history(bundles: list[Bundle]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def seen_files(bundles: list[Bundle]) -> pd.DataFrame | None:
+    """The files any of the runs trained or validated on (their ``split_files.csv`` tables
+    together, "train" where they differ); None when no run has the table. Runs of one split
+    share their own files, but runs that went on from other models add those models' films."""
+    tables = [t for t in (read_split_files(b.path) for b in bundles) if t is not None]
+    return merged_split_files(*tables) if tables else None
+
+
 def combine_bundles(
     paths: list[str | Path],
     out: str | Path,
@@ -261,10 +269,13 @@ def write_average(
         viewer_approval=None,
         members=members,
         training=first.meta.training if training is None else training,
+        # the model they went on from, when all went on from the same one (else each run's
+        # own bundle names its start)
+        started_from=first.meta.started_from
+        if all(b.meta.started_from == first.meta.started_from for b in bundles)
+        else None,
         extra={},
     )
     model = average_model([load_keras_model(b.path / MODEL_FILE) for b in bundles])
-    split_file = first.path / SPLIT_FILES
-    split_files = pd.read_csv(split_file, dtype=str) if split_file.is_file() else None
-    save_bundle(out, model, meta, combined_history(bundles), predictions, split_files)
+    save_bundle(out, model, meta, combined_history(bundles), predictions, seen_files(bundles))
     return CombineResult(out, members, metrics, threshold.value)

@@ -50,9 +50,26 @@ def split_files_df(paths: Iterable[str | os.PathLike], splits: Iterable[str]) ->
             rows.append((file_sha256(path), split))
         except OSError:
             continue
-    df = pd.DataFrame(rows, columns=["sha256", "split"])
+    return merged_split_files(pd.DataFrame(rows, columns=["sha256", "split"]))
+
+
+def merged_split_files(*tables: pd.DataFrame) -> pd.DataFrame:
+    """Tables of :func:`split_files_df` as one: each file once, as "train" when any table has
+    it there (the stronger warning), in the tables' order otherwise."""
+    df = pd.concat(tables, ignore_index=True)
+    df = df[df["split"].isin(SPLITS)]
     df = df.sort_values("split", key=lambda s: s.map(SPLITS.index), kind="stable")
     return df.drop_duplicates("sha256").reset_index(drop=True)
+
+
+def read_split_files(bundle_dir: str | os.PathLike) -> pd.DataFrame | None:
+    """A bundle's table (columns ``sha256`` and ``split``), or None when it has none or it
+    cannot be read."""
+    try:
+        df = pd.read_csv(Path(bundle_dir) / SPLIT_FILES, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    return df[["sha256", "split"]] if {"sha256", "split"} <= set(df.columns) else None
 
 
 @lru_cache(maxsize=16)

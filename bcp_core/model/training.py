@@ -57,6 +57,7 @@ from bcp_core.model.meta import (
     MemberInfo,
     RunLabel,
     SplitInfo,
+    StartSource,
     ThresholdChoice,
     ValidationMetrics,
     now_iso,
@@ -86,11 +87,15 @@ class TrainResult:
     #: A run averaging several (``TrainConfig.members``): its runs (``best_epoch`` is then 0,
     #: ``epochs_run`` their epochs together).
     members: tuple[MemberInfo, ...] = ()
+    #: The trained model the run went on from (``TrainConfig.start_from``), else None.
+    started_from: StartSource | None = None
 
     def to_json(self) -> dict:
         """The ``train --json`` object."""
         m = self.metrics
         members = {"members": [x.to_json() for x in self.members]} if self.members else {}
+        if self.started_from is not None:
+            members["started_from"] = self.started_from.to_json()
         return {
             "bundle": str(self.bundle) if self.bundle else None,
             "epochs_run": self.epochs_run,
@@ -663,6 +668,7 @@ def train_model(
         threshold=final.threshold.value if final else float("nan"),
         split=info,
         read_failures=dict(failures.messages),
+        started_from=final.started_from if final else None,
     )
     emit(Finished(status, epochs_run, tracker.best_epoch, str(out_dir) if final else None))
     return result

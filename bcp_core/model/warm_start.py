@@ -31,7 +31,7 @@ import pandas as pd
 from bcp_core.errors import UserError
 from bcp_core.model.files import MODEL_FILE, check_bundle_folder
 from bcp_core.model.meta import BundleMeta, StartSource
-from bcp_core.model.provenance import SPLIT_FILES, file_sha256
+from bcp_core.model.provenance import file_sha256, merged_split_files, read_split_files
 
 if TYPE_CHECKING:
     import keras
@@ -151,16 +151,11 @@ def apply_start(model: keras.Model, cfg: TrainConfig) -> StartSource:
 
 def with_start_files(seen: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFrame, int]:
     """``seen`` (the run's own ``split_files`` table) with the files the start bundle trained
-    or validated on added as "train" (a film that shaped the weights), and how many of the
-    run's validation files are among those. A start bundle without the table adds none."""
-    path = Path(cfg.start_from) / SPLIT_FILES
-    try:
-        theirs = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError):
+    or validated on added as it recorded them (a film that shaped the weights or chose their
+    epoch; "train" wins), and how many of the run's validation files are among those. A start
+    bundle without the table adds none."""
+    theirs = read_split_files(cfg.start_from)
+    if theirs is None:
         return seen, 0
-    if "sha256" not in theirs.columns:
-        return seen, 0
-    earlier = set(theirs["sha256"])
-    val_seen = int(seen.loc[seen["split"] == "val", "sha256"].isin(earlier).sum())
-    added = pd.DataFrame({"sha256": sorted(earlier - set(seen["sha256"])), "split": "train"})
-    return pd.concat([seen, added], ignore_index=True), val_seen
+    val_seen = int(seen.loc[seen["split"] == "val", "sha256"].isin(set(theirs["sha256"])).sum())
+    return merged_split_files(seen, theirs), val_seen
