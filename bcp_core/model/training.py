@@ -93,9 +93,11 @@ class TrainResult:
     def to_json(self) -> dict:
         """The ``train --json`` object."""
         m = self.metrics
-        members = {"members": [x.to_json() for x in self.members]} if self.members else {}
+        more: dict[str, Any] = {}
+        if self.members:
+            more["members"] = [x.to_json() for x in self.members]
         if self.started_from is not None:
-            members["started_from"] = self.started_from.to_json()
+            more["started_from"] = self.started_from.to_json()
         return {
             "bundle": str(self.bundle) if self.bundle else None,
             "epochs_run": self.epochs_run,
@@ -112,7 +114,7 @@ class TrainResult:
             "train_images": self.split.train_images,
             "val_images": self.split.val_images,
             "unreadable_images": len(self.read_failures),
-            **members,
+            **more,
         }
 
 
