@@ -49,6 +49,9 @@ Method.
      sets the subprocesses' cwd and PYTHONPATH);
    * rescored models (``--rescore NAME=BASE:ARGS``): BASE's bundles score the held-out films
      again with extra ``predict`` arguments (``--tta 4``: test-time augmentation), no training;
+   * fixed models (``--fixed NAME=BUNDLE[:ARGS]``): a bundle trained elsewhere (on another
+     collection, say) scores every fold's held-out films as it is, so the models trained on
+     the folds can be paired against it on the same women;
    * combined models (``--combine NAME=A+B[:ARGS]``): ``python -m bcp_core ensemble`` averages
      the fold's bundles of A and B (runs of one split: ``train --split-seed``) into one bundle,
      which scores the held-out films as any model, with extra ``predict`` arguments: the
@@ -460,8 +463,25 @@ def parse_combines(values: list[str], taken: list[str]) -> dict[str, tuple]:
     return out
 
 
+def parse_fixed(values: list[str], taken: list[str]) -> dict[str, tuple]:
+    """``NAME=BUNDLE[:ARGS]`` strings as {name: (bundle folder, extra predict arguments)}."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        bundle, _, extra = rest.partition(":")
+        if not sep or not bundle or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise SystemExit(f"--fixed {value!r}: write NAME=BUNDLE_DIR[:PREDICT_ARGS].")
+        if name in taken:
+            raise SystemExit(f"--fixed {value!r}: NAME must be new.")
+        out[name] = (str(Path(bundle).expanduser().resolve()), shlex.split(extra))
+    return out
+
+
 def model_spec(model: str, args: argparse.Namespace) -> dict:
     """What defines a model's training: compared with a cached result before it is reused."""
+    if model in args.fixed:
+        bundle, extra = args.fixed[model]
+        return {"kind": "fixed", "bundle": bundle, "predict": extra}
     if model in args.combines:
         members, extra = args.combines[model]
         bases = [model_spec(m, args) for m in members]
@@ -738,7 +758,12 @@ def run_piece(k: int, model: str, args: argparse.Namespace, ctx: dict) -> None:
         log(f"fold {k} {model}: cached, skipped")
         return
     train, test = fold_films(ctx["films"], ctx["folds"], k)
-    if spec["kind"] == "rescore":
+    if spec["kind"] == "fixed":
+        log(f"fold {k} {model}: the bundle {spec['bundle']} as it is, on {counts(test)}")
+        entries, predict_s = predict_held_out(Path(spec["bundle"]), test, ctx, spec["predict"])
+        result = scored(entries, test, {}, 0.0, predict_s)
+        result["decision"] += " (a bundle trained elsewhere, not on this fold)"
+    elif spec["kind"] == "rescore":
         log(f"fold {k} {model}: {spec['of']}'s bundle, predict {spec['predict']} on {counts(test)}")
         result = rescore_product_model(k, model, spec, test, ctx)
     elif spec["kind"] == "combine":
@@ -1106,6 +1131,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="in the summary, also score the mean probability of these recorded models, on "
         "the folds all of them ran (e.g. two seeds of a recipe)",
     )
+    p.add_argument(
+        "--fixed",
+        action="append",
+        default=[],
+        metavar="NAME=BUNDLE[:ARGS]",
+        help="score every fold's held-out films with this bundle as it is (trained elsewhere, "
+        "e.g. on another collection: no training, its saved threshold), for pairing",
+    )
     p.add_argument("--product-root", type=Path, default=REPO, help="repository the CLI runs from")
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42, help="folds, recipe, bootstrap")
@@ -1132,7 +1165,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.combines = parse_combines(
         args.combine, [*BUILTIN_MODELS, *args.candidates, *args.rescores]
     )
-    known = [*BUILTIN_MODELS, *args.candidates, *args.rescores, *args.combines]
+    args.fixed = parse_fixed(
+        args.fixed, [*BUILTIN_MODELS, *args.candidates, *args.rescores, *args.combines]
+    )
+    known = [*BUILTIN_MODELS, *args.candidates, *args.rescores, *args.combines, *args.fixed]
     args.models = args.models or known
     unknown = [m for m in args.models if m not in known]
     if unknown and not args.summary:
