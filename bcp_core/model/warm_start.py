@@ -68,16 +68,15 @@ def start_meta(path: str | Path) -> BundleMeta:
     return meta
 
 
-def _head(meta: BundleMeta) -> str:
-    return str((meta.training or {}).get("head", "pool"))
+def _built_with(meta: BundleMeta) -> dict[str, Any]:
+    spec, head = meta.preprocessing, str((meta.training or {}).get("head", "pool"))
+    return {"model": meta.model_name, "image_size": (spec.height, spec.width), "head": head}
 
 
 def start_settings(path: str | Path) -> dict[str, Any]:
     """The settings a run starting from the bundle at ``path`` must take: ``model``,
     ``image_size`` and ``head`` (the CLI fills in those not given; page 3 uses them)."""
-    meta = start_meta(path)
-    spec = meta.preprocessing
-    return {"model": meta.model_name, "image_size": (spec.height, spec.width), "head": _head(meta)}
+    return _built_with(start_meta(path))
 
 
 def check_start(cfg: TrainConfig) -> BundleMeta | None:
@@ -92,7 +91,7 @@ def check_start(cfg: TrainConfig) -> BundleMeta | None:
         return None
     folder = Path(cfg.start_from)
     meta = start_meta(folder)
-    wanted = start_settings(folder)
+    wanted = _built_with(meta)
     given = {"model": cfg.model, "image_size": tuple(cfg.image_size), "head": cfg.head}
     for key, value in wanted.items():
         if given[key] == value:
