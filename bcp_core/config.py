@@ -779,4 +779,6 @@ class TrainConfig:
             del out["metadata_columns"]
         if not self.start_from:
             del out["start_from"]
+        else:  # the folder's name: where the server keeps its bundles is nobody's business
+            out["start_from"] = Path(self.start_from).name
         return out
