@@ -73,20 +73,18 @@ def read_split_files(bundle_dir: str | os.PathLike) -> pd.DataFrame | None:
 
 
 @lru_cache(maxsize=16)
-def _read(path: str, mtime_ns: int) -> dict[str, str]:
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if not {"sha256", "split"} <= set(df.columns):
-        return {}
-    return dict(zip(df["sha256"], df["split"], strict=True))
+def _lookup(bundle_dir: str, mtime_ns: int) -> dict[str, str]:
+    """The bundle's table as {sha256: split}, read once per version of the file."""
+    df = read_split_files(bundle_dir)
+    return {} if df is None else dict(zip(df["sha256"], df["split"], strict=True))
 
 
 def split_of(bundle_dir: str | os.PathLike, sha256: str) -> str:
     """ "train" or "val" when a file of that hash was in the bundle's split, else "" (also for
     a bundle without the table, or one whose table cannot be read)."""
-    path = Path(bundle_dir) / SPLIT_FILES
     try:
-        table = _read(str(path), path.stat().st_mtime_ns)
-    except (OSError, ValueError, pd.errors.ParserError):
+        mtime_ns = (Path(bundle_dir) / SPLIT_FILES).stat().st_mtime_ns
+    except OSError:
         return ""
-    found = table.get(sha256, "")
+    found = _lookup(str(bundle_dir), mtime_ns).get(sha256, "")
     return found if found in SPLITS else ""
