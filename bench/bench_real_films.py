@@ -21,7 +21,10 @@ Method.
 1. Women are split into ``--n-folds`` (5) folds, stratified by woman label, with a fixed seed
    (``StratifiedKFold`` over women). ``--limit-women N`` keeps a random, class-balanced subset
    of N women for smoke runs. The assignment is saved in ``WORK/folds.json``; a rerun with
-   other settings on the same work folder is refused.
+   other settings on the same work folder is refused. ``--train-share F`` trains on a share F
+   of each fold's training women (per class, nested: a smaller share's women are in every
+   larger one) and scores the same held-out women: a learning curve, e.g. at the hospital's
+   own number of cancers.
 2. For fold k, the other folds' women are laid out as a data root in the hospital's layout
    (README "The data it reads"): ``datacombined.xlsx`` (sheets ``Cancer`` and ``Non-Cancer``),
    ``data_validation_x.xlsx`` (key columns and a Windows ``AbsolutePath``),
@@ -80,6 +83,8 @@ Run (from the repository root):
     .venv/bin/python bench/bench_real_films.py --films DIR --folds 0 --models recipe default
     .venv/bin/python bench/bench_real_films.py --films DIR --candidate big="--image-size 512 416"
     .venv/bin/python bench/bench_real_films.py --work /data/films-runs --summary
+    .venv/bin/python bench/bench_real_films.py --films DIR --work /data/films-runs \\
+        --train-share 0.1 --candidate "lite0_w10=..." --folds 0 1   # a tenth of the women
     .venv/bin/python bench/bench_real_films.py --films DIR --work /tmp/smoke \\
         --limit-women 40 --epochs 2 --folds 0 1      # smoke run, a few minutes
 """
@@ -237,6 +242,24 @@ def limit_women(films: list[dict], n: int | None, seed: int) -> list[dict]:
     for cls, count in ((1, n // 2), (0, n - n // 2)):
         women = sorted(w for w, lab in labels.items() if lab == cls)
         keep |= set(rng.choice(women, size=min(count, len(women)), replace=False).tolist())
+    return [f for f in films if f["patient"] in keep]
+
+
+def share_of_women(films: list[dict], share: float, seed: int) -> list[dict]:
+    """The films of a ``share`` of the women of each class (all films when ``share`` is 1).
+
+    Each class's women are put in one seeded order and the first ``ceil(share * n)`` are kept,
+    so a smaller share is a subset of a larger one (a learning curve adds women, it does not
+    draw other ones).
+    """
+    if share >= 1:
+        return films
+    labels = woman_labels(films)
+    keep: set[str] = set()
+    for cls in (0, 1):
+        women = sorted(w for w, lab in labels.items() if lab == cls)
+        order = np.random.default_rng([seed, cls]).permutation(len(women))
+        keep |= {women[i] for i in order[: math.ceil(share * len(women))]}
     return [f for f in films if f["patient"] in keep]
 
 
@@ -401,9 +424,12 @@ def check_match(root: Path, films: list[dict], product_root: Path) -> dict:
     return found
 
 
-def ensure_fold_root(work: Path, k: int, films: list[dict], product_root: Path) -> Path:
+def ensure_fold_root(
+    work: Path, k: int, films: list[dict], product_root: Path, share: float = 1.0
+) -> Path:
     """The checked training data root of fold ``k`` (laid out and matched once)."""
-    root = work / "roots" / f"fold_{k}_train"
+    suffix = "" if share >= 1 else f"_share{share:g}"
+    root = work / "roots" / f"fold_{k}_train{suffix}"
     write_data_root(root, films)
     checked = root / "match.json"
     if not checked.is_file():
@@ -489,12 +515,18 @@ def model_spec(model: str, args: argparse.Namespace) -> dict:
     if model in args.rescores:
         base, extra = args.rescores[model]
         return {"kind": "rescore", "of": base, "base": model_spec(base, args), "predict": extra}
+    share = {} if args.train_share >= 1 else {"train_share": args.train_share}
     if model == BASELINE:
-        return {"kind": "recipe", "epochs": args.epochs or RECIPE_EPOCHS, "seed": args.seed}
+        return {
+            "kind": "recipe",
+            "epochs": args.epochs or RECIPE_EPOCHS,
+            "seed": args.seed,
+            **share,
+        }
     extra = [] if model == "default" else list(args.candidates[model])
     if args.epochs:
         extra += ["--epochs", str(args.epochs)]
-    return {"kind": "product", "train_args": extra}
+    return {"kind": "product", "train_args": extra, **share}
 
 
 def run_logged(cmd: list[str], cwd: Path, env: dict) -> tuple[subprocess.CompletedProcess, float]:
@@ -758,6 +790,8 @@ def run_piece(k: int, model: str, args: argparse.Namespace, ctx: dict) -> None:
         log(f"fold {k} {model}: cached, skipped")
         return
     train, test = fold_films(ctx["films"], ctx["folds"], k)
+    share = spec.get("train_share", 1.0)
+    train = share_of_women(train, share, args.seed + k)
     if spec["kind"] == "fixed":
         log(f"fold {k} {model}: the bundle {spec['bundle']} as it is, on {counts(test)}")
         entries, predict_s = predict_held_out(Path(spec["bundle"]), test, ctx, spec["predict"])
@@ -770,7 +804,7 @@ def run_piece(k: int, model: str, args: argparse.Namespace, ctx: dict) -> None:
         log(f"fold {k} {model}: the average of {spec['of']}, predict on {counts(test)}")
         result = combine_product_model(k, model, spec, test, ctx)
     else:
-        root = ensure_fold_root(ctx["work"], k, train, ctx["product_root"])
+        root = ensure_fold_root(ctx["work"], k, train, ctx["product_root"], share)
         log(f"fold {k} {model}: training on {counts(train)}, held out {counts(test)}")
         if model == BASELINE:
             result = run_recipe(k, spec, root, train, test, ctx)
@@ -1145,6 +1179,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--limit-women", type=int, help="smoke runs: keep N women, half positive")
     p.add_argument("--epochs", type=int, help="smoke runs: epochs of every model")
+    p.add_argument(
+        "--train-share",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="train on this share (0-1] of each fold's training women, per class, the same "
+        "held-out women (a learning curve: name the models by their share)",
+    )
     p.add_argument("--summary", action="store_true", help="only pool and print what exists")
     p.add_argument(
         "--against",
@@ -1173,6 +1215,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [m for m in args.models if m not in known]
     if unknown and not args.summary:
         p.error(f"unknown models {unknown}; define candidates with --candidate NAME=ARGS")
+    if not 0 < args.train_share <= 1:
+        p.error("--train-share must lie in (0, 1]")
     if args.limit_women is not None and args.limit_women < MIN_WOMEN:
         p.error(f"--limit-women must be at least {MIN_WOMEN}")
     return args
