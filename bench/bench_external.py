@@ -59,15 +59,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bcp_core, run as
 
 from bench_real_films import (
     fmt,
+    group_scores,
     log,
     mean_record,
     paired_auc_delta,
+    per_woman,
     predict_held_out,
     product_env,
     read_json,
     score,
     scored,
-    woman_scores,
     write_json,
 )
 
@@ -213,7 +214,9 @@ def summarise(args: argparse.Namespace) -> dict:
                 means[name]["images"], theirs, args.n_boot, args.seed
             )
             pair = (means[name]["images"], theirs)
-        entry["mean"]["per_woman"] = woman_scores(means[name]["images"], pair, args)
+        entry["mean"]["per_woman"] = group_scores(
+            means[name]["images"], per_woman, pair, args, "women"
+        )
         summary["models"][name] = entry
     write_json(args.work / "summary.json", summary)
     return summary

@@ -75,6 +75,9 @@ Method.
    the held-out predictions of the five fold models together. ``--ensemble NAME=A+B`` adds
    the mean probability of recorded models A and B (e.g. one recipe trained with two seeds)
    as one more model, on the folds both ran, decided at the mean of their thresholds.
+   Per woman (the mean of her films) and, with ``--films`` given once, per breast: these films
+   carry no laterality, so the side the product's preparation finds the chest wall on stands in
+   for it (kept in ``WORK/sides.json``), and a breast scores the mean of its films.
    Written to ``WORK/summary.json``.
 
 Run (from the repository root):
@@ -93,6 +96,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -929,25 +933,78 @@ def per_woman(images: list[dict]) -> list[dict]:
     ]
 
 
-def woman_scores(images: list[dict], pair: tuple[list, list] | None, args) -> dict:
-    """ROC-AUC and PR-AUC per woman (:func:`per_woman`) with bootstrap intervals over women,
-    and with ``pair`` (this model's and another's images on the same women) the paired ROC-AUC
-    difference per woman (``vs_against``)."""
-    women = per_woman(images)
-    y, p, _, w = arrays(women)
+def film_sides(work: Path, films_folder: Path | None) -> dict[str, str]:
+    """Each film's breast side as the product's preparation finds it (``R`` when
+    :func:`bcp_core.imaging.preparation.chest_wall_on_right`, else ``L``): these films carry
+    no laterality, and the chest wall's side stands in for it. Found once, kept in
+    ``WORK/sides.json``; {} when neither that file nor the films are at hand."""
+    path = work / "sides.json"
+    if path.is_file():
+        return read_json(path)
+    if films_folder is None:
+        return {}
+    from PIL import Image
+
+    from bcp_core.imaging.preparation import chest_wall_on_right
+
+    sides = {}
+    for film in list_films(films_folder):
+        with Image.open(film["path"]) as img:
+            gray = np.asarray(img.convert("L"))
+        sides[film["name"]] = "R" if chest_wall_on_right(gray) else "L"
+    write_json(path, sides)
+    return sides
+
+
+def per_breast(images: list[dict], sides: dict[str, str]) -> list[dict]:
+    """One score per breast (woman and chest-wall side, :func:`film_sides`): the mean of its
+    films, by the product's breast level; its label: any malignant film. Shaped as result
+    images (``file`` the breast, ``patient`` the woman)."""
+    import pandas as pd
+
+    from bcp_core.evaluation.aggregation import aggregate_predictions_df
+
+    frame = pd.DataFrame({
+        "patient_id": [i["patient"] for i in images],
+        "laterality": [sides[i["file"]] for i in images],
+        "label": [i["label"] for i in images],
+        "probability": [i["probability"] for i in images],
+    })  # fmt: skip
+    breasts = aggregate_predictions_df(frame, level="breast")
+    rows = zip(
+        breasts["patient_id"], breasts["laterality"], breasts["label"], breasts["probability"]
+    )
+    return [
+        {
+            "file": f"{w} {side}",
+            "patient": w,
+            "label": int(y),
+            "probability": float(p),
+            "decision": 0,
+        }
+        for w, side, y, p in rows
+    ]
+
+
+def group_scores(
+    images: list[dict], grouped, pair: tuple[list, list] | None, args, unit: str
+) -> dict:
+    """ROC-AUC and PR-AUC of ``grouped(images)`` (one score per woman or per breast) with
+    bootstrap intervals over women, and with ``pair`` (this model's and another's images on the
+    same women) the paired ROC-AUC difference at that level (``vs_against``)."""
+    groups = grouped(images)
+    y, p, _, w = arrays(groups)
     boot = bootstrap_auc_intervals(y, p, w, n_boot=args.n_boot, seed=args.seed)
     out = {
-        "women": len(women),
-        "positive_women": int(y.sum()),
+        unit: len(groups),
+        f"positive_{unit}": int(y.sum()),
         **ranking_metrics(y, p),
         "roc_auc_ci": boot["roc_auc"],
         "pr_auc_ci": boot["pr_auc"],
     }
     if pair is not None:
         mine, theirs = pair
-        out["vs_against"] = paired_auc_delta(
-            per_woman(mine), per_woman(theirs), args.n_boot, args.seed
-        )
+        out["vs_against"] = paired_auc_delta(grouped(mine), grouped(theirs), args.n_boot, args.seed)
     return out
 
 
@@ -998,7 +1055,12 @@ def model_summary(
         if theirs:
             out["pooled"][key] = paired_auc_delta(mine, theirs, args.n_boot, args.seed)
     pair = pooled_refs["vs_against"]
-    out["pooled"]["per_woman"] = woman_scores(pooled, pair if pair[1] else None, args)
+    paired = pair if pair[1] else None
+    out["pooled"]["per_woman"] = group_scores(pooled, per_woman, paired, args, "women")
+    sides = getattr(args, "sides", None)
+    if sides and all(i["file"] in sides for i in pooled):
+        breasts = functools.partial(per_breast, sides=sides)
+        out["pooled"]["per_breast"] = group_scores(pooled, breasts, paired, args, "breasts")
     return out
 
 
@@ -1048,6 +1110,7 @@ def summarise(args: argparse.Namespace) -> dict:
     """Score every cached result (and the asked-for ensembles of them); write
     ``WORK/summary.json``."""
     results = load_results(args.work)
+    args.sides = film_sides(args.work, films_dir(args.films) if args.films else None)
     for name, members in args.ensembles.items():
         results[name] = ensemble_results(results, members)
     base = results.get(BASELINE, {})
@@ -1110,14 +1173,21 @@ def format_table(summary: dict) -> str:
         lines.append(table_row(model, "all", m["pooled"], bool(against)))
     lines += ["", f"{'per woman (mean of her films)':<32} {'women':>5} {'ROC-AUC [95% CI]':>20}"
               + (f" {'dROC vs ' + against + ' [CI]':>23}" if against else "")]  # fmt: skip
-    for model, m in summary["models"].items():
-        s = m["pooled"].get("per_woman")
-        if s:
-            other = s.get("vs_against", {})
-            lines.append(
-                f"{model:<32} {s['women']:>5} {fmt(s['roc_auc'], s['roc_auc_ci']):>20}"
-                + (f" {fmt(other.get('roc_auc_delta'), other.get('ci')):>23}" if against else "")
-            )
+    for level, unit in (("per_woman", "women"), ("per_breast", "breasts")):
+        if level == "per_breast" and any(level in m["pooled"] for m in summary["models"].values()):
+            lines += ["", f"{'per breast (chest-wall side)':<32} {'breasts':>5}"]
+        for model, m in summary["models"].items():
+            s = m["pooled"].get(level)
+            if s:
+                other = s.get("vs_against", {})
+                lines.append(
+                    f"{model:<32} {s[unit]:>5} {fmt(s['roc_auc'], s['roc_auc_ci']):>20}"
+                    + (
+                        f" {fmt(other.get('roc_auc_delta'), other.get('ci')):>23}"
+                        if against
+                        else ""
+                    )
+                )
     lines += [
         "",
         "AUC intervals: patient bootstrap; sens/spec at each model's own decision (bundle "
