@@ -21,10 +21,10 @@ Method.
 1. Women are split into ``--n-folds`` (5) folds, stratified by woman label, with a fixed seed
    (``StratifiedKFold`` over women). ``--limit-women N`` keeps a random, class-balanced subset
    of N women for smoke runs. The assignment is saved in ``WORK/folds.json``; a rerun with
-   other settings on the same work folder is refused. ``--train-share F`` trains on a share F
-   of each fold's training women (per class, nested: a smaller share's women are in every
-   larger one) and scores the same held-out women: a learning curve, e.g. at the hospital's
-   own number of cancers.
+   other settings on the same work folder is refused. ``--train-share F [G]`` trains on a
+   share F of each fold's positive training women and G (default F) of the others (nested: a
+   smaller share's women are in every larger one) and scores the same held-out women: a
+   learning curve, or the hospital's few cancers among many films (``0.1 1``).
 2. For fold k, the other folds' women are laid out as a data root in the hospital's layout
    (README "The data it reads"): ``datacombined.xlsx`` (sheets ``Cancer`` and ``Non-Cancer``),
    ``data_validation_x.xlsx`` (key columns and a Windows ``AbsolutePath``),
@@ -88,6 +88,8 @@ Run (from the repository root):
     .venv/bin/python bench/bench_real_films.py --work /data/films-runs --summary
     .venv/bin/python bench/bench_real_films.py --films DIR --work /data/films-runs \\
         --train-share 0.1 --candidate "lite0_w10=..." --folds 0 1   # a tenth of the women
+    .venv/bin/python bench/bench_real_films.py --films DIR --work /data/films-runs \\
+        --train-share 0.1 1 --candidate "lite0_p10=..." --folds 0   # a tenth of the cancers
     .venv/bin/python bench/bench_real_films.py --films DIR --work /tmp/smoke \\
         --limit-women 40 --epochs 2 --folds 0 1      # smoke run, a few minutes
 """
@@ -249,21 +251,22 @@ def limit_women(films: list[dict], n: int | None, seed: int) -> list[dict]:
     return [f for f in films if f["patient"] in keep]
 
 
-def share_of_women(films: list[dict], share: float, seed: int) -> list[dict]:
-    """The films of a ``share`` of the women of each class (all films when ``share`` is 1).
+def share_of_women(films: list[dict], share: tuple[float, float], seed: int) -> list[dict]:
+    """The films of a share of the positive women and of the others: ``share`` is
+    ``(positive, negative)``, each in (0, 1] (all films when both are 1).
 
     Each class's women are put in one seeded order and the first ``ceil(share * n)`` are kept,
     so a smaller share is a subset of a larger one (a learning curve adds women, it does not
     draw other ones).
     """
-    if share >= 1:
+    if min(share) >= 1:
         return films
     labels = woman_labels(films)
     keep: set[str] = set()
-    for cls in (0, 1):
+    for cls, part in ((1, share[0]), (0, share[1])):
         women = sorted(w for w, lab in labels.items() if lab == cls)
         order = np.random.default_rng([seed, cls]).permutation(len(women))
-        keep |= {women[i] for i in order[: math.ceil(share * len(women))]}
+        keep |= {women[i] for i in order[: math.ceil(part * len(women))]}
     return [f for f in films if f["patient"] in keep]
 
 
@@ -429,10 +432,10 @@ def check_match(root: Path, films: list[dict], product_root: Path) -> dict:
 
 
 def ensure_fold_root(
-    work: Path, k: int, films: list[dict], product_root: Path, share: float = 1.0
+    work: Path, k: int, films: list[dict], product_root: Path, share=(1.0, 1.0)
 ) -> Path:
     """The checked training data root of fold ``k`` (laid out and matched once)."""
-    suffix = "" if share >= 1 else f"_share{share:g}"
+    suffix = "" if min(share) >= 1 else f"_share{share[0]:g}_{share[1]:g}"
     root = work / "roots" / f"fold_{k}_train{suffix}"
     write_data_root(root, films)
     checked = root / "match.json"
@@ -519,7 +522,7 @@ def model_spec(model: str, args: argparse.Namespace) -> dict:
     if model in args.rescores:
         base, extra = args.rescores[model]
         return {"kind": "rescore", "of": base, "base": model_spec(base, args), "predict": extra}
-    share = {} if args.train_share >= 1 else {"train_share": args.train_share}
+    share = {} if min(args.train_share) >= 1 else {"train_share": list(args.train_share)}
     if model == BASELINE:
         return {
             "kind": "recipe",
@@ -794,7 +797,7 @@ def run_piece(k: int, model: str, args: argparse.Namespace, ctx: dict) -> None:
         log(f"fold {k} {model}: cached, skipped")
         return
     train, test = fold_films(ctx["films"], ctx["folds"], k)
-    share = spec.get("train_share", 1.0)
+    share = tuple(spec.get("train_share", (1.0, 1.0)))
     train = share_of_women(train, share, args.seed + k)
     if spec["kind"] == "fixed":
         log(f"fold {k} {model}: the bundle {spec['bundle']} as it is, on {counts(test)}")
@@ -1252,10 +1255,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--train-share",
         type=float,
-        default=1.0,
+        nargs="+",
+        default=[1.0],
         metavar="F",
-        help="train on this share (0-1] of each fold's training women, per class, the same "
-        "held-out women (a learning curve: name the models by their share)",
+        help="train on this share (0-1] of each fold's positive training women and a second "
+        "share (default: the same) of the others, the same held-out women (a learning curve; "
+        "0.1 1: few cancers among many films); name the models by their share",
     )
     p.add_argument("--summary", action="store_true", help="only pool and print what exists")
     p.add_argument(
@@ -1285,8 +1290,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [m for m in args.models if m not in known]
     if unknown and not args.summary:
         p.error(f"unknown models {unknown}; define candidates with --candidate NAME=ARGS")
-    if not 0 < args.train_share <= 1:
-        p.error("--train-share must lie in (0, 1]")
+    if len(args.train_share) > 2 or not all(0 < f <= 1 for f in args.train_share):
+        p.error("--train-share takes one or two shares in (0, 1]")
+    args.train_share = (args.train_share[0], args.train_share[-1])
     if args.limit_women is not None and args.limit_women < MIN_WOMEN:
         p.error(f"--limit-women must be at least {MIN_WOMEN}")
     return args
