@@ -1064,6 +1064,13 @@ def model_summary(
     if sides and all(i["file"] in sides for i in pooled):
         breasts = functools.partial(per_breast, sides=sides)
         out["pooled"]["per_breast"] = group_scores(pooled, breasts, paired, args, "breasts")
+        labels: dict[tuple[str, str], set[int]] = {}
+        for i in pooled:
+            labels.setdefault((i["patient"], sides[i["file"]]), set()).add(i["label"])
+        # a check on the side as laterality: a breast's films should share its label
+        out["pooled"]["per_breast"]["mixed_label_breasts"] = sum(
+            len(v) > 1 for v in labels.values()
+        )
     return out
 
 
@@ -1178,7 +1185,13 @@ def format_table(summary: dict) -> str:
               + (f" {'dROC vs ' + against + ' [CI]':>23}" if against else "")]  # fmt: skip
     for level, unit in (("per_woman", "women"), ("per_breast", "breasts")):
         if level == "per_breast" and any(level in m["pooled"] for m in summary["models"].values()):
-            lines += ["", f"{'per breast (chest-wall side)':<32} {'breasts':>5}"]
+            mixed = max(m["pooled"].get(level, {}).get("mixed_label_breasts", 0)
+                        for m in summary["models"].values())  # fmt: skip
+            lines += [
+                "",
+                f"{'per breast (chest-wall side)':<32} {'breasts':>5}"
+                f"   ({mixed} breasts hold films of both labels)",
+            ]
         for model, m in summary["models"].items():
             s = m["pooled"].get(level)
             if s:
