@@ -77,7 +77,8 @@ Method.
    as one more model, on the folds both ran, decided at the mean of their thresholds.
    Per woman (the mean of her films) and, with ``--films`` given once, per breast: these films
    carry no laterality, so the side the product's preparation finds the chest wall on stands in
-   for it (kept in ``WORK/sides.json``), and a breast scores the mean of its films.
+   for it (kept in ``WORK/sides.json``), and a breast scores the mean of its films; and per
+   woman as the product scores her when laterality is known: her higher-scoring breast.
    Written to ``WORK/summary.json``.
 
 Run (from the repository root):
@@ -915,9 +916,10 @@ def paired_auc_delta(model: list[dict], base: list[dict], n_boot: int, seed: int
     }
 
 
-def per_woman(images: list[dict]) -> list[dict]:
+def per_woman(images: list[dict], sides: dict[str, str] | None = None) -> list[dict]:
     """One score per woman, by the product's patient level
-    (:func:`bcp_core.evaluation.aggregation.aggregate_predictions_df`; these films carry no
+    (:func:`bcp_core.evaluation.aggregation.aggregate_predictions_df`: the mean over each
+    breast's films, then the maximum over her breasts; without ``sides`` these films carry no
     laterality, so it is the mean of her films); her label: any malignant film. Shaped as
     result images (``file`` and ``patient`` her id; no decision: 0)."""
     import pandas as pd
@@ -926,6 +928,7 @@ def per_woman(images: list[dict]) -> list[dict]:
 
     frame = pd.DataFrame({
         "patient_id": [i["patient"] for i in images],
+        "laterality": [sides[i["file"]] if sides else "" for i in images],
         "label": [i["label"] for i in images],
         "probability": [i["probability"] for i in images],
     })  # fmt: skip
@@ -1064,6 +1067,8 @@ def model_summary(
     if sides and all(i["file"] in sides for i in pooled):
         breasts = functools.partial(per_breast, sides=sides)
         out["pooled"]["per_breast"] = group_scores(pooled, breasts, paired, args, "breasts")
+        women = functools.partial(per_woman, sides=sides)
+        out["pooled"]["per_woman_by_breast"] = group_scores(pooled, women, paired, args, "women")
         labels: dict[tuple[str, str], set[int]] = {}
         for i in pooled:
             labels.setdefault((i["patient"], sides[i["file"]]), set()).add(i["label"])
@@ -1183,7 +1188,8 @@ def format_table(summary: dict) -> str:
         lines.append(table_row(model, "all", m["pooled"], bool(against)))
     lines += ["", f"{'per woman (mean of her films)':<32} {'women':>5} {'ROC-AUC [95% CI]':>20}"
               + (f" {'dROC vs ' + against + ' [CI]':>23}" if against else "")]  # fmt: skip
-    for level, unit in (("per_woman", "women"), ("per_breast", "breasts")):
+    levels = (("per_woman", "women"), ("per_breast", "breasts"), ("per_woman_by_breast", "women"))
+    for level, unit in levels:
         if level == "per_breast" and any(level in m["pooled"] for m in summary["models"].values()):
             mixed = max(m["pooled"].get(level, {}).get("mixed_label_breasts", 0)
                         for m in summary["models"].values())  # fmt: skip
@@ -1192,6 +1198,10 @@ def format_table(summary: dict) -> str:
                 f"{'per breast (chest-wall side)':<32} {'breasts':>5}"
                 f"   ({mixed} breasts hold films of both labels)",
             ]
+        if level == "per_woman_by_breast" and any(
+            level in m["pooled"] for m in summary["models"].values()
+        ):
+            lines += ["", f"{'per woman (her higher breast)':<32} {'women':>5}"]
         for model, m in summary["models"].items():
             s = m["pooled"].get(level)
             if s:
