@@ -298,6 +298,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {name:<12} {number(value)}")
     print(f"  ROC-AUC      {_with_interval(r.roc_auc, r.roc_auc_ci)}")
     print(f"  PR-AUC       {_with_interval(r.pr_auc, r.pr_auc_ci)}")
+    if caution := r.few_cancers_caution():
+        print(f"Caution: {caution}")
     return 0
 
 

@@ -89,6 +89,8 @@ st.caption(
     f"{m.accuracy:.1%} (accuracy alone hides missed cancers). Intervals: bootstrap over "
     f"patients, {result.n_boot_used} resamples."
 )
+if caution := result.few_cancers_caution():
+    st.warning(caution, icon=":material/warning:")
 
 left, right = st.columns(2)
 left.plotly_chart(plot_confusion_matrix(m), key="thr_cm")

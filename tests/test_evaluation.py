@@ -380,3 +380,24 @@ def test_bad_aggregation_inputs_raise_user_error(frame):
         aggregation.aggregate_predictions_df(frame, how="median")
     with pytest.raises(UserError, match="lack the column"):
         aggregation.aggregate_predictions_df(frame.drop(columns="probability"))
+
+
+def test_few_cancers_caution_counts_patients_with_cancer_not_images():
+    rng = np.random.default_rng(0)
+
+    def scored(n_cancer_patients: int, with_ids: bool = True):
+        # three images per patient with cancer, two per patient without
+        pid = [f"c{i}" for i in range(n_cancer_patients) for _ in range(3)]
+        pid += [f"n{i}" for i in range(60) for _ in range(2)]
+        y = np.array([1] * (3 * n_cancer_patients) + [0] * 120)
+        p = np.clip(0.3 * y + rng.uniform(0, 0.7, y.size), 0, 1)
+        return ev_result.evaluate(y, p, pid if with_ids else None, n_boot=20)
+
+    few = scored(10)
+    assert few.n_positive_patients == 10 and few.n_positive == 30
+    assert few.few_cancers_caution().startswith("Only 10 patients with cancer validate")
+    assert "upper bound" in few.few_cancers_caution()
+    assert scored(10, with_ids=False).few_cancers_caution().startswith("Only 30 cancer images")
+    bound = ev_result.FEW_CANCER_PATIENTS
+    assert scored(bound - 1).few_cancers_caution() != ""
+    assert scored(bound).few_cancers_caution() == ""

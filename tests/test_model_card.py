@@ -56,6 +56,10 @@ def test_a_trained_bundle_has_a_card_with_counts_threshold_intervals_and_notice(
     assert f"TensorFlow: {meta.versions['tensorflow'].replace('.', chr(92) + '.')}" in text
     # What the dashboard shows is the file's text.
     assert bundle_card(bundle) == text
+    # A handful of patients with cancer validate the demo: the card says what that is worth.
+    val = pd.read_csv(demo_bundle / "val_predictions.csv")
+    k = val.loc[val["label"] == 1, "patient_id"].nunique()
+    assert f"**Caution.** Only {k} patients with cancer validate this model" in text
 
 
 def test_saving_a_threshold_rewrites_the_card(bundle_copy):

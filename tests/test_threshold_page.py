@@ -10,6 +10,7 @@ from sklearn import metrics as skm
 from streamlit.testing.v1 import AppTest
 
 from bcp_core.cli import main
+from bcp_core.evaluation.result import FEW_CANCER_PATIENTS
 from bcp_core.model.bundle import read_bundle_meta
 from tests.conftest import open_app
 
@@ -121,6 +122,19 @@ def test_evaluate_json_agrees_with_scikit_learn(bundles_dir, capsys):
     low, high = out["sensitivity_ci"]
     assert low is None or low <= out["sensitivity"] <= high
     assert np.isfinite(out["brier"])
+    # The demo validates on a handful of patients with cancer, and says so.
+    cancer_patients = v.loc[v["label"] == 1, "patient_id"].nunique()
+    assert cancer_patients < FEW_CANCER_PATIENTS
+    assert out["caution"].startswith(f"Only {cancer_patients} patients with cancer validate")
+    assert main(["evaluate", "--bundle", str(bundle)]) == 0
+    assert f"Caution: Only {cancer_patients} patients" in capsys.readouterr().out
+
+
+def test_the_page_cautions_when_few_patients_with_cancer_validate(small_demo, bundles_dir):
+    root, _ = small_demo
+    at = open_threshold_page(root)
+    cautions = [w.value for w in at.warning if "patients with cancer validate" in w.value]
+    assert len(cautions) == 1 and "upper bound" in cautions[0]
 
 
 def test_aucs_read_as_numbers_and_proportions_as_percentages(small_demo, bundles_dir):

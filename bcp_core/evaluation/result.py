@@ -29,6 +29,13 @@ from bcp_core.evaluation.metrics import (
 )
 from bcp_core.evaluation.thresholds import counts_at, recommend_rules
 
+#: Fewer patients with cancer than this in a validation split, and its figures get a caution
+#: (:meth:`EvaluationResult.few_cancers_caution`). The same patients chose the epoch kept and
+#: the threshold, and on the public films a run validated on 8 women with cancer scored
+#: ROC-AUC 0.81 on them and 0.53 on 193 women it never saw; with about 40, 0.67 and 0.59;
+#: with about 80, 0.68 and 0.65 (docs/benchmarks.md, "How many cancers").
+FEW_CANCER_PATIENTS = 50
+
 
 @dataclass(frozen=True)
 class SensSpecIntervals:
@@ -95,6 +102,29 @@ class EvaluationResult:
     @property
     def n_positive(self) -> int:
         return int(self._pos.size)
+
+    @property
+    def n_positive_patients(self) -> int:
+        """Patients with a cancer image (cancer images, when no patient ids were given)."""
+        if self.patient_id is None:
+            return self.n_positive
+        return int(pd.unique(self.patient_id[self.y_true == 1]).size)
+
+    def few_cancers_caution(self) -> str:
+        """A sentence for validation figures resting on fewer than `FEW_CANCER_PATIENTS`
+        patients with cancer, else ``""``."""
+        k = self.n_positive_patients
+        if k >= FEW_CANCER_PATIENTS:
+            return ""
+        what = f"{k} patients with cancer" if self.patient_id is not None else f"{k} cancer images"
+        return (
+            f"Only {what} validate this model, and they also chose the threshold and the "
+            "epoch kept: with so few, these figures can lie far above what new patients will "
+            "see (on public films, a run validated on 8 women with cancer scored ROC-AUC 0.81 "
+            "on them and 0.53 on 193 women it never saw). Take them as an upper bound; train "
+            "again with another seed and compare the runs: how far they differ is what one "
+            "run's figure is worth."
+        )
 
     def at(self, threshold: float, *, beta: float = 2.0) -> Metrics:
         """All metrics at ``threshold``, as `metrics_at_threshold` gives, by binary search."""

@@ -117,6 +117,7 @@ class BundleReport:
             "fn": m.fn,
             "sensitivity_ci": list(self.intervals.sensitivity_ci),
             "specificity_ci": list(self.intervals.specificity_ci),
+            "caution": self.result.few_cancers_caution() or None,
             "brier": r.brier,
             "n": r.n,
             "n_positive": r.n_positive,

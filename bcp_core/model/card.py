@@ -246,6 +246,7 @@ def _metrics(meta: BundleMeta, result: EvaluationResult | None) -> list[str]:
         "",
         f"Brier score {number(result.brier)}; balanced accuracy {percent(m.balanced_accuracy)}. "
         "Validation images also chose the threshold, so these figures are optimistic.",
+        *(["", f"**Caution.** {caution}"] if (caution := result.few_cancers_caution()) else []),
     ]
 
 
