@@ -222,11 +222,13 @@ def _cached_bundle(path: str, mtime: float) -> Bundle:
 
 
 @st.cache_data(max_entries=32, show_spinner="Checking the model against chance...")
-def roc_auc_interval(path: str, version: float) -> tuple[float, float]:
-    """The bundle's validation ROC-AUC 95% interval (patient bootstrap, image level), cached
-    per ``version`` of its files (:func:`bundle_version`)."""
+def validation_check(path: str, version: float) -> tuple[tuple[float, float], str]:
+    """The bundle's validation ROC-AUC 95% interval (patient bootstrap, image level) and its
+    caution when few patients with cancer validate it ("" when none), cached per ``version`` of
+    its files (:func:`bundle_version`)."""
     bundle = load_bundle(path, with_model=False)
-    return evaluate_level(bundle.val_predictions, "image")[0].roc_auc_ci
+    result = evaluate_level(bundle.val_predictions, "image")[0]
+    return result.roc_auc_ci, result.few_cancers_caution()
 
 
 def viewer_refusal(path: str) -> str:
@@ -238,7 +240,7 @@ def viewer_refusal(path: str) -> str:
         if meta.viewer_approval:
             return ""
         # Kept in bundle.json since training keeps it; computed for an older bundle.
-        low, high = meta.metrics.roc_auc_ci or roc_auc_interval(path, bundle_version(path))
+        low, high = meta.metrics.roc_auc_ci or validation_check(path, bundle_version(path))[0]
     except UserError:
         return ""  # an unreadable bundle: loading it says why
     if better_than_chance((low, high)):

@@ -134,9 +134,12 @@ def test_training_page_runs_a_tiny_configuration_to_the_end(small_demo, fresh_jo
     from bcp_core.evaluation.intervals import better_than_chance
     from bcp_core.inference.assessment import evaluate_level
 
-    interval = evaluate_level(load_bundle(job.out_dir).val_predictions, "image")[0].roc_auc_ci
+    result = evaluate_level(load_bundle(job.out_dir).val_predictions, "image")[0]
     chance = any("No better than chance" in w.value for w in at.warning)
-    assert chance == (not better_than_chance(interval))
+    assert chance == (not better_than_chance(result.roc_auc_ci))
+    # and, a handful of patients with cancer validating it, what its figures are worth
+    k = result.n_positive_patients
+    assert any(f"Only {k} patients with cancer validate" in w.value for w in at.warning)
     assert at.button(key="tr_use").label == "Use this model"
     # Clicking it is checked in the browser journey: AppTest keeps the sidebar's first values.
 

@@ -51,10 +51,10 @@ from dashboard.shared import (
     bundles_dir,
     fixed_bundle_path,
     load_match,
-    roc_auc_interval,
     session_token,
     show_error,
     use_bundle,
+    validation_check,
     viewer_refusal,
     workbook_column_names,
 )
@@ -241,7 +241,7 @@ def training_inputs(request: TrainRequest) -> tuple[pd.DataFrame, pd.DataFrame |
 def hand_off(path: str, roc_auc: float) -> None:
     """The end of a run: how good it is, and where to go with it."""
     try:
-        low, high = roc_auc_interval(path, bundle_version(path))
+        (low, high), caution = validation_check(path, bundle_version(path))
     except UserError as exc:
         show_error(exc)
         return
@@ -252,6 +252,8 @@ def hand_off(path: str, roc_auc: float) -> None:
             "train longer, on more data, or with another model.",
             icon=":material/warning:",
         )
+    if caution:
+        st.warning(caution, icon=":material/warning:")
     if not allowed(Action.CHOOSE_BUNDLE):
         return
     chosen = st.session_state.get(KEY_BUNDLE) == path
