@@ -396,7 +396,7 @@ def test_few_cancers_caution_counts_patients_with_cancer_not_images():
     few = scored(10)
     assert few.n_positive_patients == 10 and few.n_positive == 30
     assert few.few_cancers_caution().startswith("Only 10 patients with cancer validate")
-    assert "upper bound" in few.few_cancers_caution()
+    assert "rough guide" in few.few_cancers_caution()
     assert scored(10, with_ids=False).few_cancers_caution().startswith("Only 30 cancer images")
     bound = ev_result.FEW_CANCER_PATIENTS
     assert scored(bound - 1).few_cancers_caution() != ""

@@ -134,7 +134,7 @@ def test_the_page_cautions_when_few_patients_with_cancer_validate(small_demo, bu
     root, _ = small_demo
     at = open_threshold_page(root)
     cautions = [w.value for w in at.warning if "patients with cancer validate" in w.value]
-    assert len(cautions) == 1 and "upper bound" in cautions[0]
+    assert len(cautions) == 1 and "rough guide" in cautions[0]
 
 
 def test_aucs_read_as_numbers_and_proportions_as_percentages(small_demo, bundles_dir):
