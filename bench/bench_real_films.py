@@ -916,12 +916,13 @@ def paired_auc_delta(model: list[dict], base: list[dict], n_boot: int, seed: int
     }
 
 
-def per_woman(images: list[dict], sides: dict[str, str] | None = None) -> list[dict]:
-    """One score per woman, by the product's patient level
-    (:func:`bcp_core.evaluation.aggregation.aggregate_predictions_df`: the mean over each
-    breast's films, then the maximum over her breasts; without ``sides`` these films carry no
-    laterality, so it is the mean of her films); her label: any malignant film. Shaped as
-    result images (``file`` and ``patient`` her id; no decision: 0)."""
+def scored_groups(images: list[dict], level: str, sides: dict[str, str] | None = None) -> list:
+    """One score per breast or per woman (``level``: ``breast`` or ``patient``), by the
+    product's rule (:func:`bcp_core.evaluation.aggregation.aggregate_predictions_df`: a breast
+    scores the mean of its films, a woman the maximum over her breasts). These films carry no
+    laterality: ``sides`` (:func:`film_sides`) stands in for it, and without it a woman is one
+    breast, the mean of her films. A group's label: any malignant film. Shaped as result images
+    (``file`` the group, ``patient`` the woman; no decision: 0)."""
     import pandas as pd
 
     from bcp_core.evaluation.aggregation import aggregate_predictions_df
@@ -932,11 +933,24 @@ def per_woman(images: list[dict], sides: dict[str, str] | None = None) -> list[d
         "label": [i["label"] for i in images],
         "probability": [i["probability"] for i in images],
     })  # fmt: skip
-    women = aggregate_predictions_df(frame, level="patient")
+    groups = aggregate_predictions_df(frame, level=level)
+    side = groups["laterality"] if level == "breast" else [""] * len(groups)
+    rows = zip(groups["patient_id"], side, groups["label"], groups["probability"])
     return [
-        {"file": w, "patient": w, "label": int(y), "probability": float(p), "decision": 0}
-        for w, y, p in zip(women["patient_id"], women["label"], women["probability"])
+        {
+            "file": f"{w} {s}".strip(),
+            "patient": w,
+            "label": int(y),
+            "probability": float(p),
+            "decision": 0,
+        }
+        for w, s, y, p in rows
     ]
+
+
+def per_woman(images: list[dict], sides: dict[str, str] | None = None) -> list[dict]:
+    """One score per woman (:func:`scored_groups`): the mean of her films without ``sides``."""
+    return scored_groups(images, "patient", sides)
 
 
 def film_sides(work: Path, films_folder: Path | None) -> dict[str, str]:
@@ -963,33 +977,8 @@ def film_sides(work: Path, films_folder: Path | None) -> dict[str, str]:
 
 
 def per_breast(images: list[dict], sides: dict[str, str]) -> list[dict]:
-    """One score per breast (woman and chest-wall side, :func:`film_sides`): the mean of its
-    films, by the product's breast level; its label: any malignant film. Shaped as result
-    images (``file`` the breast, ``patient`` the woman)."""
-    import pandas as pd
-
-    from bcp_core.evaluation.aggregation import aggregate_predictions_df
-
-    frame = pd.DataFrame({
-        "patient_id": [i["patient"] for i in images],
-        "laterality": [sides[i["file"]] for i in images],
-        "label": [i["label"] for i in images],
-        "probability": [i["probability"] for i in images],
-    })  # fmt: skip
-    breasts = aggregate_predictions_df(frame, level="breast")
-    rows = zip(
-        breasts["patient_id"], breasts["laterality"], breasts["label"], breasts["probability"]
-    )
-    return [
-        {
-            "file": f"{w} {side}",
-            "patient": w,
-            "label": int(y),
-            "probability": float(p),
-            "decision": 0,
-        }
-        for w, side, y, p in rows
-    ]
+    """One score per breast, a woman and a chest-wall side (:func:`scored_groups`)."""
+    return scored_groups(images, "breast", sides)
 
 
 def group_scores(
