@@ -32,7 +32,7 @@ from bcp_core.evaluation.thresholds import counts_at, recommend_rules
 #: Fewer patients with cancer than this in a validation split, and its figures get a caution
 #: (:meth:`EvaluationResult.few_cancers_caution`). On the public films, runs validated on about
 #: 78 women with cancer missed their held-out ROC-AUC by 0.00 on average (SD 0.05, 72 runs);
-#: on 8, by -0.13 to +0.30 (5 runs); on about 19 and 39, by up to 0.11 (docs/benchmarks.md,
+#: on 8, by -0.13 to +0.32 (6 runs); on about 19 and 39, by up to 0.11 (docs/benchmarks.md,
 #: "How many cancers").
 FEW_CANCER_PATIENTS = 50
 
