@@ -15,7 +15,7 @@ from bcp_core.plots import (
     plot_roc,
 )
 from dashboard.admin import threshold_save
-from dashboard.auth import require
+from dashboard.auth import allowed, require
 from dashboard.shared import KEY_THRESHOLD, ChosenThreshold, current_bundle, shown
 from dashboard.views.threshold import (
     apply,
@@ -89,7 +89,7 @@ st.caption(
     f"{m.accuracy:.1%} (accuracy alone hides missed cancers). Intervals: bootstrap over "
     f"patients, {result.n_boot_used} resamples."
 )
-if caution := result.few_cancers_caution():
+if caution := result.few_cancers_caution(advice=allowed(Action.TRAIN)):
     st.warning(caution, icon=":material/warning:")
 
 left, right = st.columns(2)

@@ -122,6 +122,9 @@ def test_demo_viewer_explores_thresholds_but_cannot_save_or_restore(demo_mode, b
     assert at.button(key="thr_save").disabled
     assert "saving one needs the analyst role" in " ".join(c.value for c in at.caption)
     assert read_bundle_meta(bundles_dir / "demo").threshold.value != 0.1
+    # The few-cancers caution, without the advice to train that a viewer cannot follow
+    caution = next(w.value for w in at.warning if "patients with cancer validate" in w.value)
+    assert caution.endswith("rough guide.") and "train again" not in caution
 
 
 def test_demo_viewer_predicts_with_the_servers_bundle(demo_mode, small_demo, bundles_dir):

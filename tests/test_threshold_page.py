@@ -135,6 +135,7 @@ def test_the_page_cautions_when_few_patients_with_cancer_validate(small_demo, bu
     at = open_threshold_page(root)
     cautions = [w.value for w in at.warning if "patients with cancer validate" in w.value]
     assert len(cautions) == 1 and "rough guide" in cautions[0]
+    assert "train again with another seed" in cautions[0]  # the analyst's page: the advice too
 
 
 def test_aucs_read_as_numbers_and_proportions_as_percentages(small_demo, bundles_dir):

@@ -35,6 +35,11 @@ from bcp_core.evaluation.thresholds import counts_at, recommend_rules
 #: on 8, by -0.13 to +0.32 (6 runs); on about 19 and 39, by up to 0.11 (docs/benchmarks.md,
 #: "How many cancers").
 FEW_CANCER_PATIENTS = 50
+#: The caution's advice, for those who can train.
+TRAIN_AGAIN = (
+    "; train again with another seed and compare the runs: how far they differ is what one "
+    "run's figure is worth."
+)
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,10 @@ class EvaluationResult:
             return self.n_positive
         return int(pd.unique(self.patient_id[self.y_true == 1]).size)
 
-    def few_cancers_caution(self) -> str:
+    def few_cancers_caution(self, *, advice: bool = True) -> str:
         """A sentence for validation figures resting on fewer than `FEW_CANCER_PATIENTS`
-        patients with cancer, else ``""``."""
+        patients with cancer, else ``""``; with ``advice``, what someone who trains can do
+        about it (leave it out for a reader who cannot train)."""
         k = self.n_positive_patients
         if k >= FEW_CANCER_PATIENTS:
             return ""
@@ -122,9 +128,8 @@ class EvaluationResult:
             "epoch kept: with so few, these figures can lie far from what new patients will "
             "see, either way (on public films, runs validated on 8 women with cancer scored "
             "ROC-AUC 0.46-0.89 on them and 0.53-0.59 on women they never saw). Take them as a "
-            "rough guide; train again with another seed and compare the runs: how far they "
-            "differ is what one run's figure is worth."
-        )
+            "rough guide"
+        ) + (TRAIN_AGAIN if advice else ".")
 
     def at(self, threshold: float, *, beta: float = 2.0) -> Metrics:
         """All metrics at ``threshold``, as `metrics_at_threshold` gives, by binary search."""
