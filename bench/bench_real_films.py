@@ -433,7 +433,11 @@ def check_match(root: Path, films: list[dict], product_root: Path) -> dict:
 
 
 def ensure_fold_root(
-    work: Path, k: int, films: list[dict], product_root: Path, share=(1.0, 1.0)
+    work: Path,
+    k: int,
+    films: list[dict],
+    product_root: Path,
+    share: tuple[float, float] = (1.0, 1.0),
 ) -> Path:
     """The checked training data root of fold ``k`` (laid out and matched once)."""
     suffix = "" if min(share) >= 1 else f"_share{share[0]:g}_{share[1]:g}"
