@@ -122,6 +122,7 @@ def _train_config(args: argparse.Namespace) -> config.TrainConfig:
     given = {name: getattr(args, name) for name in config.RECIPE_FIELDS}
     if given["image_size"] is not None:
         given["image_size"] = tuple(given["image_size"])
+    given["contrast"] = args.contrast
     model = args.model
     if args.start_from:  # the model it goes on from gives what it was built with
         from bcp_core.model.warm_start import start_settings  # pandas, not TensorFlow
@@ -678,6 +679,12 @@ def _add_train_parser(sub) -> None:
     train.add_argument(
         "--image-size", nargs=2, type=int, metavar=("H", "W"), help=f"network input {recipe}"
     )
+    train.add_argument(
+        "--contrast", choices=config.CONTRASTS,
+        help="the preparation's last step: none, or clahe to equalise each film's contrast "
+        "locally (kept in the bundle: prediction does the same; default: none, or the "
+        "--start-from model's)",
+    )  # fmt: skip
     train.add_argument("--epochs", type=int, help=f"the most epochs {recipe}")
     train.add_argument("--batch-size", type=int, default=d.batch_size)
     train.add_argument("--learning-rate", type=float, help=recipe)

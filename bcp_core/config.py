@@ -166,6 +166,9 @@ RATE_DECAY_RANGE = (0.1, 1.0)
 #: an attention-weighted average of its cells (the weights are learnt, and start equal, so the
 #: head starts as "pool" does).
 HEADS = ("pool", "attention")
+#: The last step of the preparation (``PreprocessSpec.contrast``): "none", or "clahe",
+#: contrast-limited adaptive histogram equalisation of the prepared breast.
+CONTRASTS = ("none", "clahe")
 
 
 #: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
@@ -471,6 +474,10 @@ class PreprocessSpec:
             white, as when a MONOCHROME1 image is exported without its inversion) is inverted
             before anything else, so cropping and orienting see the breast as bright on dark.
             Bundles written before this setting existed lack it and read as False.
+        contrast: ``"none"``, or ``"clahe"`` to equalise the prepared breast's contrast locally
+            (contrast-limited adaptive histogram equalisation over a grid of tiles) as the
+            last step. Bundles written before this setting existed lack it and read as
+            ``"none"``.
     """
 
     height: int = DEFAULT_IMAGE_SIZE[0]
@@ -479,6 +486,7 @@ class PreprocessSpec:
     orient: bool = True
     decode_margin: float = 1.25
     invert: bool = True
+    contrast: str = "none"
 
     def validate(self) -> PreprocessSpec:
         """Return self, or raise UserError for a size no network can use."""
@@ -492,22 +500,28 @@ class PreprocessSpec:
         for name, flag in (("crop", self.crop), ("orient", self.orient), ("invert", self.invert)):
             if not isinstance(flag, bool):
                 raise UserError(f"The preprocessing setting {name} must be true or false.")
+        if self.contrast not in CONTRASTS:
+            raise UserError(
+                f"The contrast step must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}."
+            )
         return self
 
     def to_dict(self) -> dict:
         """The ``preprocessing`` object of ``bundle.json``.
 
-        ``invert`` is written only when on, so a bundle of the first format (which never
-        inverted) writes back exactly as it was read.
+        ``invert`` is written only when on, and ``contrast`` only when not ``"none"``, so a
+        bundle written before either setting existed writes back exactly as it was read.
         """
         out = asdict(self)
         if not self.invert:
             del out["invert"]
+        if self.contrast == "none":
+            del out["contrast"]
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessSpec:
-        fields = ("height", "width", "crop", "orient", "decode_margin", "invert")
+        fields = ("height", "width", "crop", "orient", "decode_margin", "invert", "contrast")
         known = {k: data[k] for k in fields if k in data}
         known.setdefault("invert", False)  # bundles from before the setting never inverted
         return cls(**known).validate()
@@ -581,6 +595,9 @@ class TrainConfig:
     #: ImageNet's or random weights (bcp_core.model.warm_start); "" for none. Its model, input
     #: size and head must be this run's.
     start_from: str = ""
+    #: The preparation's contrast step (:data:`CONTRASTS`); a run that starts from a bundle
+    #: takes the bundle's.
+    contrast: str = "none"
 
     def __post_init__(self) -> None:
         spec = MODEL_SPECS.get(self.model) if isinstance(self.model, str) else None
@@ -601,7 +618,7 @@ class TrainConfig:
             raise UserError(
                 f"Image size must be two numbers (height, width), got {self.image_size!r}."
             )
-        PreprocessSpec(*self.image_size).validate()
+        PreprocessSpec(*self.image_size, contrast=self.contrast).validate()
         if min(self.image_size) < spec.min_side:
             height, width = self.image_size
             raise UserError(
@@ -712,7 +729,9 @@ class TrainConfig:
 
     @property
     def spec(self) -> PreprocessSpec:
-        return PreprocessSpec(height=int(self.image_size[0]), width=int(self.image_size[1]))
+        return PreprocessSpec(
+            height=int(self.image_size[0]), width=int(self.image_size[1]), contrast=self.contrast
+        )
 
     @property
     def patient_split_seed(self) -> int:

@@ -2,8 +2,8 @@
 
 decode (reduced-scale JPEG decoding) -> undo an inverted grey scale -> orient (a right breast
 is mirrored so that every chest wall is on the left) -> crop to the breast (found on the
-oriented image) -> aspect-preserving, antialiased resize -> pad to H x W -> float32 (H, W, 1)
-in [0, 1].
+oriented image) -> aspect-preserving, antialiased resize -> optionally, equalise its contrast
+locally (CLAHE) -> pad to H x W -> float32 (H, W, 1) in [0, 1].
 
 :func:`prepare` makes each of these decisions once and records it in a :class:`Geometry`, so
 that prediction can map a heatmap back onto the decoded image without deciding anything again.
@@ -34,6 +34,7 @@ __all__ = [
     "Prepared",
     "PreprocessSpec",
     "decode_and_prepare",
+    "equalise_locally",
     "mammogram_doubt",
     "prepare",
     "preprocess_image",
@@ -94,6 +95,18 @@ _MAX_FAR_EDGE = 0.4
 #: ...refused only when the 10th percentile is this far (share of the range) above the 1st:
 #: no even black background.
 _MIN_DARK_GAP = 0.03
+
+# Local contrast equalisation (PreprocessSpec.contrast "clahe"), at the settings most CLAHE
+# implementations default to: the resized breast cut into a grid of tiles, each tile's
+# histogram of 256 grey levels clipped at twice its mean count per level (the clipped counts
+# spread evenly over all levels) before it becomes the tile's mapping; each pixel's new grey
+# level is interpolated between the mappings of the four nearest tiles' centres.
+#: Tiles along each side of the resized breast.
+_CLAHE_TILES = 8
+#: A level's count in a tile's histogram is clipped at this multiple of the mean count.
+_CLAHE_CLIP = 2.0
+#: Grey levels of the histograms.
+_CLAHE_LEVELS = 256
 
 
 @dataclass(frozen=True)
@@ -372,13 +385,69 @@ def fit_to_size(gray: np.ndarray, height: int, width: int) -> tuple[np.ndarray, 
     return out, Placement(scale, (top, left), (new_h, new_w))
 
 
+def _interpolation(size: int, tiles: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``size`` pixels along one side cut into ``tiles`` tiles: the tile whose
+    centre is at or before it, the next one, and the weight of the next one (0 before the
+    first centre and after the last)."""
+    edges = np.linspace(0, size, tiles + 1)
+    centres = (edges[:-1] + edges[1:]) / 2 - 0.5
+    position = np.arange(size, dtype=np.float64)
+    low = np.clip(np.searchsorted(centres, position, side="right") - 1, 0, tiles - 1)
+    high = np.minimum(low + 1, tiles - 1)
+    gap = centres[high] - centres[low]
+    weight = np.clip((position - centres[low]) / np.where(gap > 0, gap, 1.0), 0.0, 1.0)
+    return low, high, np.where(gap > 0, weight, 0.0)
+
+
+def equalise_locally(
+    img: np.ndarray, tiles: int = _CLAHE_TILES, clip: float = _CLAHE_CLIP
+) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of a grey image in [0, 1].
+
+    The image is cut into ``tiles`` x ``tiles`` tiles (fewer along a side shorter than that
+    many pixels). Each tile's histogram of 256 grey levels is clipped at ``clip`` times its
+    mean count per level, the clipped counts spread evenly over every level, and its
+    cumulative sum becomes the tile's mapping of grey levels; a pixel takes the bilinear
+    mix of the mappings of the four tiles whose centres surround it, so no tile's edge shows.
+    Faint differences in dense tissue are stretched, while the clip keeps an even area (the
+    black air, a flat patch) from turning into amplified noise.
+
+    Returns:
+        float32 array of ``img``'s shape, in [0, 1].
+    """
+    h, w = img.shape
+    levels = _CLAHE_LEVELS
+    rows_n, cols_n = max(1, min(tiles, h)), max(1, min(tiles, w))
+    grey = np.clip(np.rint(img * (levels - 1)), 0, levels - 1).astype(np.intp)
+    row_tile = np.minimum((np.arange(h) * rows_n) // h, rows_n - 1)
+    col_tile = np.minimum((np.arange(w) * cols_n) // w, cols_n - 1)
+    tile = row_tile[:, None] * cols_n + col_tile[None, :]
+    hist = np.bincount((tile * levels + grey).ravel(), minlength=rows_n * cols_n * levels)
+    hist = hist.reshape(rows_n * cols_n, levels).astype(np.float64)
+    limit = np.maximum(clip * hist.sum(axis=1, keepdims=True) / levels, 1.0)
+    excess = np.maximum(hist - limit, 0.0).sum(axis=1, keepdims=True)
+    cdf = np.cumsum(np.minimum(hist, limit) + excess / levels, axis=1)
+    mapping = (cdf / cdf[:, -1:]).reshape(rows_n, cols_n, levels)
+    r0, r1, wr = _interpolation(h, rows_n)
+    c0, c1, wc = _interpolation(w, cols_n)
+    wr, wc = wr[:, None], wc[None, :]
+
+    def mapped(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return mapping[r[:, None], c[None, :], grey]
+
+    top = mapped(r0, c0) * (1 - wc) + mapped(r0, c1) * wc
+    bottom = mapped(r1, c0) * (1 - wc) + mapped(r1, c1) * wc
+    return np.clip(top * (1 - wr) + bottom * wr, 0.0, 1.0).astype(np.float32)
+
+
 def prepare(gray: np.ndarray, spec: PreprocessSpec) -> Prepared:
     """Invert, orient, crop, resize and pad a decoded grey image, recording each decision.
 
     An inverted grey scale is undone first (when ``spec.invert``), since cropping and
     orienting look for the breast as bright on dark. Then a breast whose chest wall is on the
     right is mirrored, and the crop box is found on the mirrored image (it is recorded in the
-    decoded image's own coordinates).
+    decoded image's own coordinates). With ``spec.contrast`` "clahe" the resized breast's
+    contrast is then equalised locally (:func:`equalise_locally`), the padding left black.
 
     Returns:
         :class:`Prepared`: the network input, float32 (H, W, 1) in [0, 1], and its
@@ -394,6 +463,11 @@ def prepare(gray: np.ndarray, spec: PreprocessSpec) -> Prepared:
     fitted, placement = fit_to_size(
         np.ascontiguousarray(oriented[top:bottom, left:right]), spec.height, spec.width
     )
+    if spec.contrast == "clahe":  # the breast alone: the padding stays black
+        (y, x), (fh, fw) = placement.offset, placement.fitted_size
+        fitted[y : y + fh, x : x + fw] = equalise_locally(
+            np.clip(fitted[y : y + fh, x : x + fw], 0, 1)
+        )
     if flipped:  # the box was found on the mirrored image
         left, right = w - right, w - left
     geometry = Geometry((h, w), flipped, (int(top), int(bottom), int(left), int(right)), placement)

@@ -29,6 +29,12 @@ NOTICE = "Research tool, not a medical device."
 #: Bootstrap resamples of the card's intervals (patients resampled; seed 0, as the dashboard).
 CARD_N_BOOT = 1000
 
+#: The preparation's contrast step (PreprocessSpec.contrast) in words.
+_CONTRAST_WORDS = {
+    "none": "as decoded",
+    "clahe": "equalised locally (CLAHE: 8 x 8 tiles, clip limit 2)",
+}
+
 KNOWN_LIMITS = (
     "Figures measured on the synthetic demo dataset say nothing about real mammograms.",
     "Images from other devices, vendors, sites or populations than the training data may be "
@@ -104,6 +110,7 @@ def _settings(meta: BundleMeta) -> list[str]:
         f"- Crop to the breast: {'yes' if spec.crop else 'no'}",
         f"- Orient (chest wall on the left): {'yes' if spec.orient else 'no'}",
         f"- Undo an inverted grey scale: {'yes' if spec.invert else 'no'}",
+        f"- Contrast: {_CONTRAST_WORDS.get(spec.contrast, md(spec.contrast))}",
         f"- Decode margin: {spec.decode_margin:g}",
         "",
         "## Model and training",

@@ -49,7 +49,11 @@ PREPARATION_STEPS = (
     "mirror a right breast so that the chest wall is on the left (when spec.orient): the "
     "brighter of the image's outer tenths, or of the breast's own when it meets neither side",
     "crop to the breast: the largest bright region (when spec.crop)",
-    "resize keeping the aspect ratio (area resampling) and pad to height x width",
+    "resize keeping the aspect ratio (area resampling)",
+    "when spec.contrast is clahe: contrast-limited adaptive histogram equalisation of the "
+    "resized breast (8 x 8 tiles, 256 grey levels, each tile's counts clipped at twice their "
+    "mean, bilinear between tile centres)",
+    "pad to height x width with black",
     "float32 array of shape (height, width, 1) in [0, 1]; a batch stacks them as (N, H, W, 1)",
 )
 
@@ -147,7 +151,7 @@ def _description(bundle, fmt: str, name: str, difference: float | None) -> dict:
             "threshold": meta.threshold.value,
             "threshold_method": meta.threshold.method,
         },
-        "preprocessing": {**spec.to_dict(), "invert": spec.invert},
+        "preprocessing": {**spec.to_dict(), "invert": spec.invert, "contrast": spec.contrast},
         "preparation_steps": list(PREPARATION_STEPS),
         "source": {
             "bundle": Path(bundle.path).name,

@@ -11,8 +11,9 @@ The rules, checked before any data is read (:func:`check_start`):
 
 - the bundle is one run of one model on images alone: an average of runs has no single
   network to go on from, and workbook values were encoded on the other data;
-- the model, the input size and the head are the bundle's (``train`` takes them from it when
-  they are not given; given and different, the run is refused with the bundle's values);
+- the model, the input size, the head and the preparation's contrast step are the bundle's
+  (``train`` takes them from it when they are not given; given and different, the run is
+  refused with the bundle's values);
 - a bundle still being written is refused (its weights change under the run).
 
 The films that model trained or validated on (its ``split_files.csv``) count as films this
@@ -70,12 +71,18 @@ def start_meta(path: str | Path) -> BundleMeta:
 
 def _built_with(meta: BundleMeta) -> dict[str, Any]:
     spec, head = meta.preprocessing, str((meta.training or {}).get("head", "pool"))
-    return {"model": meta.model_name, "image_size": (spec.height, spec.width), "head": head}
+    return {
+        "model": meta.model_name,
+        "image_size": (spec.height, spec.width),
+        "head": head,
+        "contrast": spec.contrast,
+    }
 
 
 def start_settings(path: str | Path) -> dict[str, Any]:
     """The settings a run starting from the bundle at ``path`` must take: ``model``,
-    ``image_size`` and ``head`` (the CLI fills in those not given; page 3 uses them)."""
+    ``image_size``, ``head`` and ``contrast`` (the CLI fills in those not given; page 3 uses
+    them)."""
     return _built_with(start_meta(path))
 
 
@@ -85,14 +92,20 @@ def check_start(cfg: TrainConfig) -> BundleMeta | None:
 
     Raises:
         UserError: a bundle that cannot be started from (:func:`start_meta`), or one of
-            another model, input size or head than ``cfg``'s, naming the bundle's.
+            another model, input size, head or contrast step than ``cfg``'s, naming the
+            bundle's.
     """
     if not cfg.start_from:
         return None
     folder = Path(cfg.start_from)
     meta = start_meta(folder)
     wanted = _built_with(meta)
-    given = {"model": cfg.model, "image_size": tuple(cfg.image_size), "head": cfg.head}
+    given = {
+        "model": cfg.model,
+        "image_size": tuple(cfg.image_size),
+        "head": cfg.head,
+        "contrast": cfg.contrast,
+    }
     for key, value in wanted.items():
         if given[key] == value:
             continue
@@ -102,6 +115,7 @@ def check_start(cfg: TrainConfig) -> BundleMeta | None:
             "model": f"holds a {shown} model",
             "image_size": f"holds a model built for the input size {shown}",
             "head": f"holds a model with the {shown} head",
+            "contrast": f"holds a model trained on films prepared with the contrast step {shown}",
         }[key]
         raise UserError(
             f"{folder.name} {what}, and this run asks for {mine}: a run goes on from a model "

@@ -144,7 +144,7 @@ def start_choice(model: str) -> str:
 def set_start(cfg: TrainConfig, start: str) -> None:
     """Make ``cfg`` go on from the bundle ``start`` of the bundles folder (a name offered by
     :func:`start_choice`, never a typed path), with the input size and head its model was
-    built with; nothing for :data:`NO_START`.
+    built with (and its contrast step); nothing for :data:`NO_START`.
 
     Raises:
         UserError: a name that is not a bundle of the folder, or one that cannot be gone on
@@ -155,6 +155,7 @@ def set_start(cfg: TrainConfig, start: str) -> None:
     cfg.start_from = str(resolve_bundle_path(bundles_dir(), start))
     built = start_settings(cfg.start_from)
     cfg.image_size, cfg.head = built["image_size"], built["head"]
+    cfg.contrast = built["contrast"]
 
 
 def split_and_members(left, right) -> tuple[int | None, int]:
