@@ -796,6 +796,8 @@ class TrainConfig:
             out["metadata_columns"] = list(self.metadata_columns)
         else:
             del out["metadata_columns"]
+        if self.contrast == "none":
+            del out["contrast"]
         if not self.start_from:
             del out["start_from"]
         else:  # the folder's name: where the server keeps its bundles is nobody's business

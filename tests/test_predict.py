@@ -86,7 +86,13 @@ def parity_sources(tmp_path: Path, tiny_manifest) -> list[Path]:
 
 
 @pytest.mark.parametrize(
-    "spec", [SPEC, PreprocessSpec(48, 64, crop=False), PreprocessSpec(64, 48, orient=False)]
+    "spec",
+    [
+        SPEC,
+        PreprocessSpec(48, 64, crop=False),
+        PreprocessSpec(64, 48, orient=False),
+        PreprocessSpec(64, 48, contrast="clahe"),
+    ],
 )
 def test_prepared_input_is_byte_identical_to_preprocess_image(tmp_path, tiny_manifest, spec):
     for path in parity_sources(tmp_path, tiny_manifest):

@@ -324,3 +324,68 @@ def test_a_shrunk_16_bit_png_keeps_its_bit_depth_scale(tmp_path):
     small = read_gray(path, min_size=(100, 80))
     assert small.shape == (100, 80)
     assert float(small.max()) == pytest.approx(2880 / 4095, abs=0.01)
+
+
+# --- Local contrast equalisation (PreprocessSpec.contrast "clahe") ------------------------------
+
+
+def grey_texture(seed: int = 0, level: float = 0.5, spread: float = 0.03) -> np.ndarray:
+    """Low-contrast smooth texture: faint differences around one grey level."""
+    from scipy import ndimage
+
+    noise = np.random.default_rng(seed).standard_normal((120, 96))
+    smooth = ndimage.gaussian_filter(noise, 2.0)
+    return np.clip(level + spread * smooth / smooth.std(), 0, 1).astype(np.float32)
+
+
+def test_clahe_stretches_faint_contrast_and_keeps_order_within_a_tile():
+    from bcp_core.imaging.preparation import equalise_locally
+
+    faint = grey_texture()
+    out = equalise_locally(faint)
+    assert out.shape == faint.shape and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.std() > 2 * faint.std()  # faint differences stretched (the clip caps it)
+    # one tile alone: a pure histogram equalisation, so brighter stays brighter
+    one = equalise_locally(faint, tiles=1)
+    order = np.argsort(faint.ravel(), kind="stable")
+    assert np.all(np.diff(one.ravel()[order]) >= -1e-6)
+    # the mapping follows each tile's own histogram: a darker half is lifted, a brighter
+    # half lowered, towards the middle of the range
+    halves = np.concatenate([grey_texture(1, 0.2), grey_texture(2, 0.8)], axis=1)
+    mixed = equalise_locally(halves)
+    assert mixed[:, :96].mean() > 0.25 and mixed[:, 96:].mean() < 0.75  # from 0.2 and 0.8
+
+
+def test_clahe_leaves_an_even_black_area_nearly_black():
+    from bcp_core.imaging.preparation import equalise_locally
+
+    black = np.zeros((80, 64), np.float32)
+    assert equalise_locally(black).max() < 0.02  # the clip: no amplified noise from nothing
+    film = breast_on_black().astype(np.float32)
+    out = equalise_locally(film)
+    air = film < 0.02
+    assert air.mean() > 0.2 and np.median(out[air]) < 0.1
+
+
+def test_the_contrast_step_changes_the_breast_not_the_padding_nor_the_geometry():
+    gray = breast_on_black().astype(np.float32)
+    plain = prepare(gray, PreprocessSpec(64, 64))  # a portrait crop in a square: padded
+    clahe = prepare(gray, PreprocessSpec(64, 64, contrast="clahe"))
+    assert clahe.geometry == plain.geometry
+    (top, left), (h, w) = plain.geometry.placement.offset, plain.geometry.placement.fitted_size
+    assert w < 64  # there is padding to keep
+    inside = (slice(top, top + h), slice(left, left + w))
+    assert np.abs(clahe.net_input[inside] - plain.net_input[inside]).max() > 0.1
+    assert not clahe.net_input[:, left + w :].any()  # the padding stays black
+    assert clahe.net_input.dtype == np.float32 and clahe.net_input.max() <= 1.0
+
+
+def test_the_contrast_setting_is_recorded_only_when_used_and_checked():
+    assert "contrast" not in PreprocessSpec(64, 48).to_dict()  # older bundles write back as read
+    clahe = PreprocessSpec(64, 48, contrast="clahe")
+    assert clahe.to_dict()["contrast"] == "clahe"
+    assert PreprocessSpec.from_dict(clahe.to_dict()) == clahe
+    assert PreprocessSpec.from_dict({"height": 64, "width": 48}).contrast == "none"
+    with pytest.raises(UserError, match="contrast step must be one of none, clahe"):
+        PreprocessSpec(64, 48, contrast="sharpen").validate()

@@ -273,3 +273,26 @@ def test_the_training_charts_mark_the_epoch_kept():
     labels = [a.text for a in marked.layout.annotations if a.text not in SUBPLOT_TITLES]
     assert labels == ["kept"], "one label, and no plotly placeholder text on the others"
     assert not plot_training_curves(history, 5).layout.shapes
+
+
+def test_a_run_with_the_contrast_step_trains_records_and_is_predicted_with_it(
+    tiny_manifest, tmp_path
+):
+    from bcp_core.config import PreprocessSpec
+    from bcp_core.model.card import CARD_FILE
+
+    cfg = TrainConfig(model="seed_cnn", epochs=1, contrast="clahe", **TINY)
+    train_model(tiny_manifest, cfg, tmp_path / "clahe")
+    bundle = load_bundle(tmp_path / "clahe")
+    assert bundle.spec.contrast == "clahe" and bundle.meta.training["contrast"] == "clahe"
+    assert "Contrast: equalised locally (CLAHE" in (tmp_path / "clahe" / CARD_FILE).read_text()
+    files, kept = bundle.val_predictions["file"], bundle.val_predictions["probability"]
+
+    def scored(spec: PreprocessSpec) -> np.ndarray:
+        ds = image_dataset(files, None, spec, batch_size=8)
+        return np.concatenate([np.asarray(bundle.model(x, training=False)).ravel() for x in ds])
+
+    # the run validated on equalised films: its bundle's spec repeats them, the plain one not
+    np.testing.assert_allclose(scored(bundle.spec), kept, atol=1e-5)
+    plain = PreprocessSpec(*cfg.image_size)
+    assert np.abs(scored(plain) - kept).max() > 1e-3

@@ -262,3 +262,24 @@ def test_the_cli_names_the_start_and_warns_when_validation_films_were_seen(
     assert main([*argv, "--epochs", "1", "--seed", "5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["started_from"]["bundle"] == "first" and out["started_from"]["val_seen"] == seen
+
+
+def test_a_run_takes_the_bundles_contrast_step_and_refuses_another(elsewhere, tmp_path):
+    from bcp_core.cli import _train_config, build_parser
+
+    folder = tmp_path / "equalised"
+    shutil.copytree(elsewhere, folder)
+    data = json.loads((folder / META_FILE).read_text())
+    data["preprocessing"]["contrast"] = "clahe"
+    (folder / META_FILE).write_text(json.dumps(data))
+
+    def cfg(*extra: str) -> TrainConfig:
+        argv = ["train", "--data-root", ".", "--out", "b", *extra]
+        return _train_config(build_parser().parse_args(argv))
+
+    assert cfg("--start-from", str(folder)).contrast == "clahe"
+    assert cfg().contrast == "none" and cfg("--contrast", "clahe").contrast == "clahe"
+    assert cfg("--start-from", str(elsewhere)).contrast == "none"
+    given = cfg("--start-from", str(folder), "--contrast", "none")
+    with pytest.raises(UserError, match="prepared with the contrast step clahe, and this run"):
+        TrainRequest(given, folder, folder / "x").check()
