@@ -32,7 +32,7 @@ from bcp_core.evaluation.thresholds import counts_at, recommend_rules
 #: Fewer patients with cancer than this in a validation split, and its figures get a caution
 #: (:meth:`EvaluationResult.few_cancers_caution`). On the public films, runs validated on about
 #: 78 women with cancer missed their held-out ROC-AUC by 0.00 on average (SD 0.05, 72 runs);
-#: on 8, by -0.13 to +0.32 (6 runs); on about 19 and 39, by up to 0.11 (docs/benchmarks.md,
+#: on 8, by -0.13 to +0.32 (9 runs); on about 19 and 39, by up to 0.16 (docs/benchmarks.md,
 #: "How many cancers").
 FEW_CANCER_PATIENTS = 50
 #: The caution's advice, for those who can train.
@@ -127,7 +127,7 @@ class EvaluationResult:
             f"Only {what} validate this model, and they also chose the threshold and the "
             "epoch kept: with so few, these figures can lie far from what new patients will "
             "see, either way (on public films, runs validated on 8 women with cancer scored "
-            "ROC-AUC 0.46-0.89 on them and 0.53-0.59 on women they never saw). Take them as a "
+            "ROC-AUC 0.46-0.89 on them and 0.53-0.61 on women they never saw). Take them as a "
             "rough guide"
         ) + (TRAIN_AGAIN if advice else ".")
 
