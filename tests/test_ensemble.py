@@ -177,6 +177,13 @@ def test_other_preprocessing_or_data_is_refused(runs, tmp_path):
         (copy / META_FILE).write_text(json.dumps(data), encoding="utf-8")
         with pytest.raises(UserError, match=message):
             combine_bundles([runs / "a", copy], tmp_path / "out")
+    equalised = tmp_path / "equalised"  # the same run, read with the contrast step
+    shutil.copytree(runs / "b", equalised)
+    data = json.loads((equalised / META_FILE).read_text(encoding="utf-8"))
+    data["preprocessing"]["contrast"] = "clahe"
+    (equalised / META_FILE).write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(UserError, match=r"differ in preprocessing \(.*contrast step\)"):
+        combine_bundles([runs / "a", equalised], tmp_path / "out")
     running = tmp_path / "running"
     shutil.copytree(runs / "b", running)
     data = json.loads((running / META_FILE).read_text(encoding="utf-8"))

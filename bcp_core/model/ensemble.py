@@ -121,7 +121,7 @@ def _first_difference(a: Bundle, b: Bundle) -> str:
     if a.meta.model_name != b.meta.model_name:
         return f"model ({a.meta.model_name} / {b.meta.model_name})"
     if a.spec != b.spec:
-        return "preprocessing (image size, crop or orientation)"
+        return "preprocessing (image size, crop, orientation or contrast step)"
     if a.meta.passes != b.meta.passes:
         return f"test-time passes ({a.meta.passes} / {b.meta.passes})"
     if a.meta.data_fingerprint != b.meta.data_fingerprint:
