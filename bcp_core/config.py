@@ -169,6 +169,10 @@ HEADS = ("pool", "attention")
 #: The last step of the preparation (``PreprocessSpec.contrast``): "none", or "clahe",
 #: contrast-limited adaptive histogram equalisation of the prepared breast.
 CONTRASTS = ("none", "clahe")
+#: The "clahe" step's tiles along each side of the resized breast, and its clip limit: a grey
+#: level's count in a tile's histogram is clipped at this multiple of the tile's mean count
+#: (the settings most CLAHE implementations default to).
+CLAHE_TILES, CLAHE_CLIP = 8, 2.0
 
 
 #: Default network input (height, width): portrait, like a mammogram. Chosen on real screening
@@ -593,7 +597,7 @@ class TrainConfig:
     metadata_columns: tuple[str, ...] = ()
     #: A bundle folder whose model the run starts from, every weight of it, instead of
     #: ImageNet's or random weights (bcp_core.model.warm_start); "" for none. Its model, input
-    #: size and head must be this run's.
+    #: size, head and contrast step must be this run's.
     start_from: str = ""
     #: The preparation's contrast step (:data:`CONTRASTS`); a run that starts from a bundle
     #: takes the bundle's.

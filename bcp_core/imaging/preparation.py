@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from bcp_core.config import DEFAULT_IMAGE_SIZE, PreprocessSpec
+from bcp_core.config import CLAHE_CLIP, CLAHE_TILES, DEFAULT_IMAGE_SIZE, PreprocessSpec
 from bcp_core.imaging.decode import Decoded, decode_image
 from bcp_core.imaging.limits import DEFAULT_MAX_UPLOAD_PIXELS
 
@@ -96,16 +96,7 @@ _MAX_FAR_EDGE = 0.4
 #: no even black background.
 _MIN_DARK_GAP = 0.03
 
-# Local contrast equalisation (PreprocessSpec.contrast "clahe"), at the settings most CLAHE
-# implementations default to: the resized breast cut into a grid of tiles, each tile's
-# histogram of 256 grey levels clipped at twice its mean count per level (the clipped counts
-# spread evenly over all levels) before it becomes the tile's mapping; each pixel's new grey
-# level is interpolated between the mappings of the four nearest tiles' centres.
-#: Tiles along each side of the resized breast.
-_CLAHE_TILES = 8
-#: A level's count in a tile's histogram is clipped at this multiple of the mean count.
-_CLAHE_CLIP = 2.0
-#: Grey levels of the histograms.
+#: Grey levels of the local contrast step's histograms (equalise_locally).
 _CLAHE_LEVELS = 256
 
 
@@ -400,7 +391,7 @@ def _interpolation(size: int, tiles: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def equalise_locally(
-    img: np.ndarray, tiles: int = _CLAHE_TILES, clip: float = _CLAHE_CLIP
+    img: np.ndarray, tiles: int = CLAHE_TILES, clip: float = CLAHE_CLIP
 ) -> np.ndarray:
     """Contrast-limited adaptive histogram equalisation of a grey image in [0, 1].
 

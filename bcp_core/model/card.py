@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bcp_core.config import MODEL_SPECS
+from bcp_core.config import CLAHE_CLIP, CLAHE_TILES, MODEL_SPECS
 from bcp_core.errors import UserError
 from bcp_core.evaluation.result import EvaluationResult, evaluate
 from bcp_core.formatting import interval, number, percent, with_interval
@@ -32,7 +32,8 @@ CARD_N_BOOT = 1000
 #: The preparation's contrast step (PreprocessSpec.contrast) in words.
 _CONTRAST_WORDS = {
     "none": "as decoded",
-    "clahe": "equalised locally (CLAHE: 8 x 8 tiles, clip limit 2)",
+    "clahe": f"equalised locally (CLAHE: {CLAHE_TILES} x {CLAHE_TILES} tiles, clip limit "
+    f"{CLAHE_CLIP:g})",
 }
 
 KNOWN_LIMITS = (

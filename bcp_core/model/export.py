@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bcp_core import __version__
+from bcp_core.config import CLAHE_CLIP, CLAHE_TILES
 from bcp_core.errors import UserError
 from bcp_core.fileio import staged_dir, write_json_atomic
 from bcp_core.model.bundle import load_bundle, notice_for
@@ -51,8 +52,8 @@ PREPARATION_STEPS = (
     "crop to the breast: the largest bright region (when spec.crop)",
     "resize keeping the aspect ratio (area resampling)",
     "when spec.contrast is clahe: contrast-limited adaptive histogram equalisation of the "
-    "resized breast (8 x 8 tiles, 256 grey levels, each tile's counts clipped at twice their "
-    "mean, bilinear between tile centres)",
+    f"resized breast ({CLAHE_TILES} x {CLAHE_TILES} tiles, 256 grey levels, each tile's counts "
+    f"clipped at {CLAHE_CLIP:g} times their mean, bilinear between tile centres)",
     "pad to height x width with black",
     "float32 array of shape (height, width, 1) in [0, 1]; a batch stacks them as (N, H, W, 1)",
 )
