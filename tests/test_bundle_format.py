@@ -84,6 +84,18 @@ def test_a_bundle_json_of_a_newer_format_is_refused(old_bundle):
         load_bundle(old_bundle, with_model=False)
 
 
+def test_preprocessing_this_version_cannot_use_is_refused_naming_the_bundle(old_bundle):
+    raw = raw_meta(old_bundle)
+    raw["preprocessing"] = {**raw["preprocessing"], "contrast": "sharpen"}
+    (old_bundle / META_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(
+        UserError,
+        match=r"old has preprocessing this version cannot use: The "
+        r"contrast step must be one of none, clahe, got 'sharpen'\. .*update",
+    ):
+        load_bundle(old_bundle, with_model=False)
+
+
 def test_old_bundle_predicts_as_it_did(old_bundle):
     expected = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
     bundle = load_bundle(old_bundle)

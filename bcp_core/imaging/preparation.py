@@ -456,9 +456,7 @@ def prepare(gray: np.ndarray, spec: PreprocessSpec) -> Prepared:
     )
     if spec.contrast == "clahe":  # the breast alone: the padding stays black
         (y, x), (fh, fw) = placement.offset, placement.fitted_size
-        fitted[y : y + fh, x : x + fw] = equalise_locally(
-            np.clip(fitted[y : y + fh, x : x + fw], 0, 1)
-        )
+        fitted[y : y + fh, x : x + fw] = equalise_locally(fitted[y : y + fh, x : x + fw])
     if flipped:  # the box was found on the mirrored image
         left, right = w - right, w - left
     geometry = Geometry((h, w), flipped, (int(top), int(bottom), int(left), int(right)), placement)

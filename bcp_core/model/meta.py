@@ -575,6 +575,13 @@ class BundleMeta:
                 f"{where} has no valid preprocessing settings; the bundle is damaged: train the "
                 "model again."
             )
+        try:
+            preprocessing = PreprocessSpec.from_dict(data["preprocessing"])
+        except UserError as exc:  # a setting this version cannot read: say whose, and why
+            raise UserError(
+                f"{where} has preprocessing this version cannot use: {exc} The bundle is "
+                "damaged or from a newer version: train the model again or update the software."
+            ) from None
         split = SplitInfo.from_json(data.get("split"))
         texts = {key for key in ("name", "note") if isinstance(data.get(key), str)}
         known = ({f.name for f in fields(cls)} - {"label"}) | {"input"} | texts
@@ -601,7 +608,7 @@ class BundleMeta:
             approval = {str(k): str(v) for k, v in approval.items()}
         return cls(
             model_name=str(data["model_name"]),
-            preprocessing=PreprocessSpec.from_dict(data["preprocessing"]),
+            preprocessing=preprocessing,
             threshold=threshold,
             training=training if isinstance(training, dict) else {},
             split=split,
