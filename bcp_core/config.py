@@ -499,7 +499,7 @@ class PreprocessSpec:
                 raise UserError(
                     f"Image {name} must be a whole number from 32 to 4096, got {value!r}."
                 )
-        if not 1.0 <= float(self.decode_margin) <= 8.0:
+        if not is_number(self.decode_margin) or not 1.0 <= self.decode_margin <= 8.0:
             raise UserError(f"Decode margin must be from 1 to 8, got {self.decode_margin!r}.")
         for name, flag in (("crop", self.crop), ("orient", self.orient), ("invert", self.invert)):
             if not isinstance(flag, bool):

@@ -84,14 +84,22 @@ def test_a_bundle_json_of_a_newer_format_is_refused(old_bundle):
         load_bundle(old_bundle, with_model=False)
 
 
-def test_preprocessing_this_version_cannot_use_is_refused_naming_the_bundle(old_bundle):
+@pytest.mark.parametrize(
+    ("setting", "value", "reason"),
+    [
+        ("contrast", "sharpen", r"The contrast step must be one of none, clahe, got 'sharpen'\."),
+        ("decode_margin", "wide", r"Decode margin must be from 1 to 8, got 'wide'\."),
+        ("decode_margin", None, r"Decode margin must be from 1 to 8, got None\."),
+    ],
+)
+def test_preprocessing_this_version_cannot_use_is_refused_naming_the_bundle(
+    old_bundle, setting, value, reason
+):
     raw = raw_meta(old_bundle)
-    raw["preprocessing"] = {**raw["preprocessing"], "contrast": "sharpen"}
+    raw["preprocessing"] = {**raw["preprocessing"], setting: value}
     (old_bundle / META_FILE).write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(
-        UserError,
-        match=r"old has preprocessing this version cannot use: The "
-        r"contrast step must be one of none, clahe, got 'sharpen'\. .*update",
+        UserError, match=r"old has preprocessing this version cannot use: " + reason + " .*update"
     ):
         load_bundle(old_bundle, with_model=False)
 
